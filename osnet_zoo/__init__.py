@@ -1,0 +1,19 @@
+"""osnet-zoo: OSNet omni-scale person re-identification networks as timm models.
+
+``import osnet_zoo`` registers the OSNet family into timm::
+
+    import timm, osnet_zoo
+    model = timm.create_model('osnet_ain_x1_0', num_classes=0)  # 512-d re-ID embedding
+"""
+from .models import (
+    OSNet, checkpoint_filter_fn, create_osnet, osnet_ain, osnet_ibn, osnet_x0_5, osnet_x0_25, osnet_x0_75,
+    osnet_x1_0,
+)
+from .weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'OSNet', 'checkpoint_filter_fn', 'create_osnet', 'osnet_x1_0', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25',
+    'osnet_ibn', 'osnet_ain', 'CheckpointError', 'load_osnet_checkpoint', 'read_checkpoint',
+]

@@ -1,0 +1,7 @@
+"""OSNet model family (registered into timm on import)."""
+from .factory import create_osnet, osnet_ain, osnet_ibn
+from .osnet import (
+    AIN_BLOCK_NORMS, BLOCK_NORMS, IBN_BLOCK_NORMS, OSNET_ARCHS, ChannelGate, LiteConv3x3, OmniScaleBlock, OSNet,
+    checkpoint_filter_fn, osnet_ain_x0_5, osnet_ain_x0_25, osnet_ain_x0_75, osnet_ain_x1_0, osnet_arch,
+    osnet_ibn_x1_0, osnet_x0_5, osnet_x0_25, osnet_x0_75, osnet_x1_0,
+)

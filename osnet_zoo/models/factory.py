@@ -1,0 +1,38 @@
+"""User-facing factories for the OSNet-IBN and OSNet-AIN families at any width."""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+
+from .osnet import OSNET_ARCHS, OSNet, _create_osnet
+
+__all__ = ['osnet_ibn', 'osnet_ain', 'create_osnet']
+
+_WIDTH_SUFFIX = {1.0: 'x1_0', 0.75: 'x0_75', 0.5: 'x0_5', 0.25: 'x0_25'}
+
+
+def create_osnet(variant: str, width: float = 1.0, pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """Build ``variant`` ('osnet', 'osnet_ibn' or 'osnet_ain') at width β.
+
+    Widths with a registered timm name (1.0, 0.75, 0.5, 0.25 — only 1.0 for IBN) go through
+    ``timm.create_model`` and can load pretrained weights; other widths build an untrained model.
+    """
+    name = f'{variant}_{_WIDTH_SUFFIX[width]}' if width in _WIDTH_SUFFIX else None
+    if name in OSNET_ARCHS:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    if pretrained:
+        known = sorted(n for n in OSNET_ARCHS if n.startswith(variant + '_x'))
+        raise ValueError(f'No pretrained weights for {variant} at width {width}; pretrained variants: {known}.')
+    from .osnet import osnet_arch
+    return OSNet(**osnet_arch(width, variant, **kwargs))
+
+
+def osnet_ibn(width: float = 1.0, pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-IBN (IN in conv1 and after the residual add of both conv2 blocks); width 1.0 by default."""
+    return create_osnet('osnet_ibn', width, pretrained, **kwargs)
+
+
+def osnet_ain(width: float = 1.0, pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-AIN (the searched instance-norm placement); width 1.0 by default."""
+    return create_osnet('osnet_ain', width, pretrained, **kwargs)

@@ -1,0 +1,573 @@
+"""OSNet: Omni-Scale Network for person re-identification, as timm models.
+
+Papers:
+    Zhou et al., "Omni-Scale Feature Learning for Person Re-Identification", ICCV 2019.
+    Zhou et al., "Learning Generalisable Omni-Scale Representations for Person Re-Identification",
+    TPAMI 2021 (OSNet-AIN).
+
+One implementation serves every variant. A network is described by its stage widths, the number of
+blocks per stage, whether conv1 uses instance norm, and a per-block instance-norm placement:
+
+    ``plain``      no instance norm;
+    ``in_in``      affine IN replaces the BN on the block's last 1x1 conv (inside the residual);
+    ``in_out``     affine IN after the residual add, before the ReLU;
+    ``in_in_out``  both.
+
+OSNet-IBN and OSNet-AIN are such placements; the NAS of the AIN paper searches over them.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+__all__ = [
+    'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
+    'AIN_BLOCK_NORMS', 'checkpoint_filter_fn', 'osnet_arch', 'OSNET_ARCHS',
+]
+
+_logger = logging.getLogger(__name__)
+
+BLOCK_NORMS = ('plain', 'in_in', 'in_out', 'in_in_out')
+BASE_CHANNELS = (64, 256, 384, 512)
+BASE_LAYERS = (2, 2, 2)
+# Placements per block, stage-major (conv2 x2, conv3 x2, conv4 x2).
+PLAIN_BLOCK_NORMS = ('plain',) * 6
+IBN_BLOCK_NORMS = ('in_out', 'in_out', 'plain', 'plain', 'plain', 'plain')
+AIN_BLOCK_NORMS = ('in_in', 'in_in', 'plain', 'in_in', 'in_in', 'plain')
+
+
+def _norm2d(num_channels: int, instance_norm: bool) -> nn.Module:
+    # The reference uses affine IN without running statistics: it normalises per image at test time too.
+    return nn.InstanceNorm2d(num_channels, affine=True) if instance_norm else nn.BatchNorm2d(num_channels)
+
+
+class ConvNormAct(nn.Module):
+    """Conv (no bias) -> BN or affine IN -> optional ReLU."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int = 1,
+            stride: int = 1,
+            padding: int = 0,
+            instance_norm: bool = False,
+            apply_act: bool = True,
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = _norm2d(out_chs, instance_norm)
+        self.act = nn.ReLU(inplace=True) if apply_act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class LiteConv3x3(nn.Module):
+    """Lite 3x3: 1x1 pointwise -> 3x3 depthwise -> BN -> ReLU (no norm between the two convs)."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.conv_dw = nn.Conv2d(out_chs, out_chs, 3, padding=1, groups=out_chs, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv_dw(self.conv_pw(x))))
+
+
+class ChannelGate(nn.Module):
+    """Unified aggregation gate: GAP -> 1x1 (C -> C/r) -> ReLU -> 1x1 (C/r -> C) -> sigmoid."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = x.mean((2, 3), keepdim=True)
+        w = torch.sigmoid(self.fc2(self.act(self.fc1(w))))
+        return x * w
+
+
+class OmniScaleBlock(nn.Module):
+    """Omni-scale residual bottleneck.
+
+    1x1 reduction (by ``bottleneck_reduction``), ``num_streams`` streams where stream t stacks t Lite 3x3
+    layers, one aggregation gate shared by all streams, 1x1 linear projection, residual add, ReLU.
+    ``norm`` places instance norm (see the module docstring).
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            norm: str = 'plain',
+            num_streams: int = 4,
+            bottleneck_reduction: int = 4,
+            gate_reduction: int = 16,
+    ):
+        super().__init__()
+        if norm not in BLOCK_NORMS:
+            raise ValueError(f'Unknown block norm placement {norm!r}; expected one of {BLOCK_NORMS}.')
+        if num_streams < 1:
+            raise ValueError(f'num_streams must be >= 1, got {num_streams}.')
+        mid_chs = out_chs // bottleneck_reduction
+        self.norm = norm
+        self.conv1 = ConvNormAct(in_chs, mid_chs, 1)
+        self.streams = nn.ModuleList([
+            nn.Sequential(*[LiteConv3x3(mid_chs, mid_chs) for _ in range(depth)])
+            for depth in range(1, num_streams + 1)
+        ])
+        self.gate = ChannelGate(mid_chs, gate_reduction)
+        self.conv3 = ConvNormAct(mid_chs, out_chs, 1, instance_norm=norm in ('in_in', 'in_in_out'), apply_act=False)
+        self.downsample = ConvNormAct(in_chs, out_chs, 1, apply_act=False) if in_chs != out_chs else nn.Identity()
+        self.norm_out = nn.InstanceNorm2d(out_chs, affine=True) if norm in ('in_out', 'in_in_out') else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.downsample(x)
+        x = self.conv1(x)
+        y = x
+        first = True
+        for stream in self.streams:
+            g = self.gate(stream(x))
+            y = g if first else y + g
+            first = False
+        y = self.conv3(y) + shortcut
+        return self.act(self.norm_out(y))
+
+
+def _stage_transition(channels: int) -> nn.Sequential:
+    # 1x1 conv + 2x2 average pool between stages (after conv2 and conv3).
+    return nn.Sequential(ConvNormAct(channels, channels, 1), nn.AvgPool2d(2, stride=2))
+
+
+class OSNet(nn.Module):
+    """OSNet / OSNet-IBN / OSNet-AIN, configured by widths and instance-norm placement.
+
+    ``forward`` returns logits. With ``num_classes=0`` it returns the re-ID embedding: the output of
+    ``fc`` (Linear -> BatchNorm1d -> ReLU), before any L2 normalisation, which is what the reference
+    returns in eval mode. ``forward_features`` returns the conv5 map (B, C, H/16, W/16).
+    """
+
+    def __init__(
+            self,
+            channels: Sequence[int] = BASE_CHANNELS,
+            layers: Sequence[int] = BASE_LAYERS,
+            block_norms: Sequence[str] = PLAIN_BLOCK_NORMS,
+            conv1_in: bool = False,
+            num_streams: int = 4,
+            bottleneck_reduction: int = 4,
+            gate_reduction: int = 16,
+            feature_dim: int = 512,
+            num_classes: int = 1000,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+    ):
+        """
+        Args:
+            channels: widths of conv1 and of stages conv2, conv3, conv4 (conv5 keeps the last).
+            layers: omni-scale blocks in conv2, conv3, conv4.
+            block_norms: one placement per block, stage-major, each one of ``BLOCK_NORMS``.
+            conv1_in: instance norm instead of BN in the stem conv.
+            num_streams: T, the number of streams (exponents 1..T) per block.
+            bottleneck_reduction: channel reduction inside a block.
+            gate_reduction: channel reduction of the aggregation gate's hidden layer.
+            feature_dim: size of the re-ID embedding (the ``fc`` head).
+            num_classes: classifier outputs; 0 returns the embedding.
+            in_chans: input channels.
+            global_pool: 'avg', 'max', 'avgmax', or '' (no pooling and no embedding head:
+                ``forward`` then returns the conv5 map).
+            drop_rate: dropout before the classifier.
+        """
+        super().__init__()
+        channels, layers, block_norms = tuple(channels), tuple(layers), tuple(block_norms)
+        if len(channels) != 4 or len(layers) != 3:
+            raise ValueError(f'OSNet needs 4 channel widths and 3 stage depths, got {channels} and {layers}.')
+        if len(block_norms) != sum(layers):
+            raise ValueError(
+                f'block_norms needs one entry per block ({sum(layers)} for layers={layers}), got {len(block_norms)}.')
+        self.arch = dict(
+            channels=channels, layers=layers, block_norms=block_norms, conv1_in=conv1_in, num_streams=num_streams,
+            bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, feature_dim=feature_dim)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.conv1 = ConvNormAct(in_chans, channels[0], 7, stride=2, padding=3, instance_norm=conv1_in)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        block_kw = dict(num_streams=num_streams, bottleneck_reduction=bottleneck_reduction,
+                        gate_reduction=gate_reduction)
+        stages = []
+        norms = iter(block_norms)
+        for i, depth in enumerate(layers):
+            in_chs, out_chs = channels[i], channels[i + 1]
+            stages.append(nn.Sequential(*[
+                OmniScaleBlock(in_chs if j == 0 else out_chs, out_chs, norm=next(norms), **block_kw)
+                for j in range(depth)
+            ]))
+        self.conv2 = stages[0]
+        self.pool2 = _stage_transition(channels[1])
+        self.conv3 = stages[1]
+        self.pool3 = _stage_transition(channels[2])
+        self.conv4 = stages[2]
+        self.conv5 = ConvNormAct(channels[3], channels[3], 1)
+
+        self.num_features = channels[3]
+        self.head_hidden_size = feature_dim
+        self.feature_info = [
+            dict(num_chs=channels[0], reduction=2, module='conv1'),
+            dict(num_chs=channels[1], reduction=4, module='conv2'),
+            dict(num_chs=channels[2], reduction=8, module='conv3'),
+            dict(num_chs=channels[3], reduction=16, module='conv4'),
+            dict(num_chs=channels[3], reduction=16, module='conv5'),
+        ]
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self._check_pool(global_pool)
+        self.fc = nn.Sequential(nn.Linear(channels[3], feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
+        self.head_drop = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(feature_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    @staticmethod
+    def _check_pool(global_pool: str) -> None:
+        if global_pool not in ('avg', 'max', 'avgmax', 'fast', 'fastavg', ''):
+            raise ValueError(
+                f"OSNet supports global_pool 'avg', 'max', 'avgmax' or '' (unpooled map), got {global_pool!r}: "
+                'the embedding head expects pooled features of the conv5 width.')
+
+    def _init_weights(self) -> None:
+        # Same scheme as the reference: Kaiming (fan_out) convs, unit norms, N(0, 0.01) linears.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.InstanceNorm2d)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^conv1',
+            blocks=[(r'^conv(\d+)' if coarse else r'^conv(\d+)\.(\d+)', None), (r'^pool(\d+)', (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return 'classifier' if name_only else self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (0 removes it); ``global_pool`` '' returns the unpooled conv5 map."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self._check_pool(global_pool)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        ref = self.fc[0].weight
+        self.classifier = (
+            nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes > 0 else nn.Identity())
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(stage, x)
+        return stage(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.pool2(self._run_stage(self.conv2, x))
+        x = self.pool3(self._run_stage(self.conv3, x))
+        x = self._run_stage(self.conv4, x)
+        return self.conv5(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool.is_identity():
+            return x  # no pooling: the embedding head needs pooled features, so it is skipped
+        x = self.fc(self.global_pool(x))
+        x = self.head_drop(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features of conv1..conv5 (reductions 2, 4, 8, 16, 16), timm's ``forward_intermediates`` contract."""
+        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
+        take_indices, max_index = feature_take_indices(5, indices)
+        intermediates: List[torch.Tensor] = []
+        x = self.conv1(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        x = self.maxpool(x)
+        last = max_index if stop_early else 4
+        if last >= 1:
+            x = self._run_stage(self.conv2, x)
+            if 1 in take_indices:
+                intermediates.append(x)
+        if last >= 2:
+            x = self._run_stage(self.conv3, self.pool2(x))
+            if 2 in take_indices:
+                intermediates.append(x)
+        if last >= 3:
+            x = self._run_stage(self.conv4, self.pool3(x))
+            if 3 in take_indices:
+                intermediates.append(x)
+        if last >= 4:
+            x = self.conv5(x)
+            if 4 in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the layers after the last requested intermediate (and the head)."""
+        take_indices, max_index = feature_take_indices(5, indices)
+        after = ('conv2', 'pool2', 'conv3', 'pool3', 'conv4', 'conv5')
+        keep = {0: 0, 1: 1, 2: 3, 3: 5, 4: 6}[max_index]
+        for name in after[keep:]:
+            setattr(self, name, nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, '')
+            self.fc = nn.Identity()
+        return take_indices
+
+
+# Layout conversion for checkpoints of the reference implementation (torchreid).
+# Classic layout (osnet_x*, osnet_ibn_x1_0): streams conv2a / conv2b.i / conv2c.i / conv2d.i, stage
+# transition as the stage's last child, and `IN` meaning IN after the residual add.
+# AIN layout (osnet_ain_x*): streams conv2.t.layers.i, transitions pool2 / pool3, and `IN` meaning IN
+# on the conv3 output (replacing conv3.bn).
+_CLASSIC_STREAMS = {'conv2a': 0, 'conv2b': 1, 'conv2c': 2, 'conv2d': 3}
+_LITE_RENAME = {'conv1': 'conv_pw', 'conv2': 'conv_dw', 'bn': 'bn'}
+
+
+def _detect_layout(keys: Sequence[str]) -> str:
+    if any('.streams.' in k for k in keys):
+        return 'native'
+    if any('.layers.' in k or k.startswith(('pool2.', 'pool3.')) for k in keys):
+        return 'ain'
+    if any(re.match(r'conv[234]\.\d+\.conv2[abcd]\.', k) for k in keys):
+        return 'classic'
+    raise KeyError(
+        'Not an OSNet checkpoint: found none of the keys of a known layout (osnet_zoo `conv2.0.streams.*`, '
+        'torchreid `conv2.0.conv2a.*` or torchreid-AIN `conv2.0.conv2.0.layers.*`). First keys: '
+        f'{list(keys)[:8]}')
+
+
+def _convert_key(key: str, layout: str) -> str:
+    if layout == 'native':
+        return key
+    if layout == 'classic':
+        m = re.match(r'(conv[23])\.2\.0\.(.*)$', key)  # transition stored as the stage's last child
+        if m:
+            return f'pool{m.group(1)[-1]}.0.{m.group(2)}'
+        m = re.match(r'(conv[234]\.\d+)\.(conv2[abcd])(?:\.(\d+))?\.(conv1|conv2|bn)\.(.*)$', key)
+        if m:
+            prefix, stream, layer, part, rest = m.groups()
+            return f'{prefix}.streams.{_CLASSIC_STREAMS[stream]}.{layer or 0}.{_LITE_RENAME[part]}.{rest}'
+        return re.sub(r'^(conv[234]\.\d+)\.IN\.', r'\1.norm_out.', key)
+    m = re.match(r'(conv[234]\.\d+)\.conv2\.(\d+)\.layers\.(\d+)\.(conv1|conv2|bn)\.(.*)$', key)
+    if m:
+        prefix, stream, layer, part, rest = m.groups()
+        return f'{prefix}.streams.{stream}.{layer}.{_LITE_RENAME[part]}.{rest}'
+    return re.sub(r'^(conv[234]\.\d+)\.IN\.', r'\1.conv3.bn.', key)
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """Take the tensors out of a checkpoint: unwraps ``{'state_dict': ...}`` / ``{'model': ...}``, strips
+    ``module.`` (DataParallel / DDP) prefixes and drops non-tensor entries."""
+    for wrapper in ('state_dict', 'model', 'model_state'):
+        inner = checkpoint.get(wrapper) if isinstance(checkpoint, Mapping) else None
+        if isinstance(inner, Mapping):
+            checkpoint = inner
+            break
+    out = {}
+    for k, v in checkpoint.items():
+        if isinstance(v, torch.Tensor):
+            out[k[len('module.'):] if k.startswith('module.') else k] = v
+    return out
+
+
+def checkpoint_filter_fn(
+        state_dict: Mapping[str, Any],
+        model: OSNet,
+        drop_mismatched_classifier: bool = True,
+) -> Dict[str, torch.Tensor]:
+    """Convert a reference (torchreid, either layout) or osnet_zoo checkpoint to this model's keys.
+
+    A classifier whose size differs from the model's (or any classifier when ``num_classes=0``) is dropped
+    with a log message; with ``drop_mismatched_classifier=False`` that is an error instead.
+    """
+    state_dict = unwrap_state_dict(state_dict)
+    layout = _detect_layout(list(state_dict))
+    out = {_convert_key(k, layout): v for k, v in state_dict.items()}
+    cls_w = out.get('classifier.weight')
+    if cls_w is not None:
+        model_cls = model.get_classifier()
+        model_classes = model_cls.out_features if isinstance(model_cls, nn.Linear) else 0
+        if cls_w.shape[0] != model_classes:
+            if not drop_mismatched_classifier:
+                raise ValueError(
+                    f'Checkpoint classifier has {cls_w.shape[0]} classes but the model has {model_classes}; '
+                    'create the model with the matching num_classes, or allow dropping the classifier.')
+            _logger.info(
+                'Dropping the checkpoint classifier (%d classes): the model has num_classes=%d.',
+                cls_w.shape[0], model_classes)
+            out.pop('classifier.weight')
+            out.pop('classifier.bias', None)
+    return out
+
+
+def osnet_arch(width: float = 1.0, variant: str = 'osnet', **overrides: Any) -> Dict[str, Any]:
+    """Model kwargs of a family member: ``variant`` 'osnet', 'osnet_ibn' or 'osnet_ain' at width β."""
+    norms = {'osnet': (PLAIN_BLOCK_NORMS, False), 'osnet_ibn': (IBN_BLOCK_NORMS, True),
+             'osnet_ain': (AIN_BLOCK_NORMS, True)}
+    if variant not in norms:
+        raise ValueError(f'Unknown OSNet variant {variant!r}; expected one of {sorted(norms)}.')
+    if width <= 0:
+        raise ValueError(f'width must be positive, got {width}.')
+    block_norms, conv1_in = norms[variant]
+    arch = dict(channels=tuple(int(round(c * width)) for c in BASE_CHANNELS), block_norms=block_norms,
+                conv1_in=conv1_in)
+    arch.update(overrides)
+    return arch
+
+
+OSNET_ARCHS: Dict[str, Dict[str, Any]] = {
+    'osnet_x1_0': osnet_arch(1.0),
+    'osnet_x0_75': osnet_arch(0.75),
+    'osnet_x0_5': osnet_arch(0.5),
+    'osnet_x0_25': osnet_arch(0.25),
+    'osnet_ibn_x1_0': osnet_arch(1.0, 'osnet_ibn'),
+    'osnet_ain_x1_0': osnet_arch(1.0, 'osnet_ain'),
+    'osnet_ain_x0_75': osnet_arch(0.75, 'osnet_ain'),
+    'osnet_ain_x0_5': osnet_arch(0.5, 'osnet_ain'),
+    'osnet_ain_x0_25': osnet_arch(0.25, 'osnet_ain'),
+}
+
+
+def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
+    model_kwargs = dict(OSNET_ARCHS[variant])
+    model_kwargs.update(kwargs)
+    return build_model_with_cfg(
+        OSNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+        **model_kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000,
+        'input_size': (3, 256, 128),
+        'pool_size': (16, 8),
+        'crop_pct': 1.0,
+        'crop_mode': 'squash',  # re-ID crops are resized to 256x128 without cropping
+        'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv1.conv',
+        'classifier': 'classifier',
+        'license': 'mit',
+        'paper_ids': 'arXiv:1905.00953',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({name: _cfg() for name in OSNET_ARCHS})
+
+
+@register_model
+def osnet_x1_0(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet, width 1.0 (2.2 M params, 978.9 M mult-adds at 256x128)."""
+    return _create_osnet('osnet_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def osnet_x0_75(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet, width 0.75 (1.3 M params)."""
+    return _create_osnet('osnet_x0_75', pretrained, **kwargs)
+
+
+@register_model
+def osnet_x0_5(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet, width 0.5 (0.6 M params)."""
+    return _create_osnet('osnet_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def osnet_x0_25(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet, width 0.25 (0.2 M params)."""
+    return _create_osnet('osnet_x0_25', pretrained, **kwargs)
+
+
+@register_model
+def osnet_ibn_x1_0(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-IBN: IN in conv1 and after the residual add of both conv2 blocks."""
+    return _create_osnet('osnet_ibn_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def osnet_ain_x1_0(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-AIN (searched IN placement), width 1.0."""
+    return _create_osnet('osnet_ain_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def osnet_ain_x0_75(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-AIN, width 0.75."""
+    return _create_osnet('osnet_ain_x0_75', pretrained, **kwargs)
+
+
+@register_model
+def osnet_ain_x0_5(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-AIN, width 0.5."""
+    return _create_osnet('osnet_ain_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def osnet_ain_x0_25(pretrained: bool = False, **kwargs: Any) -> OSNet:
+    """OSNet-AIN, width 0.25."""
+    return _create_osnet('osnet_ain_x0_25', pretrained, **kwargs)

@@ -1,0 +1,2 @@
+"""Weights: safe checkpoint reading, reference-layout conversion."""
+from .io import CheckpointError, load_osnet_checkpoint, read_checkpoint

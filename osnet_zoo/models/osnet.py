@@ -23,7 +23,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d
@@ -292,6 +291,7 @@ class OSNet(nn.Module):
             nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
             if num_classes > 0 else nn.Identity())
 
+    @torch.jit.unused
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(stage, x)
@@ -299,9 +299,13 @@ class OSNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.conv1(x))
-        x = self.pool2(self._run_stage(self.conv2, x))
-        x = self.pool3(self._run_stage(self.conv3, x))
-        x = self._run_stage(self.conv4, x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = self.pool2(checkpoint_seq(self.conv2, x))
+            x = self.pool3(checkpoint_seq(self.conv3, x))
+            x = checkpoint_seq(self.conv4, x)
+        else:
+            x = self.pool3(self.conv3(self.pool2(self.conv2(x))))
+            x = self.conv4(x)
         return self.conv5(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get('OSNET_ZOO_FIXTURES', REPO.parent / 'shared' / 'fixtures' / 'torchreid'))
+
+
+@pytest.fixture(scope='session')
+def torchreid_fixtures() -> Path:
+    """The reference (torchreid) fixtures directory; CI always has it beside the clone."""
+    if not (FIXTURES / 'keys.json').is_file():
+        if os.environ.get('CI'):
+            pytest.fail(f'reference fixtures missing: expected {FIXTURES}/keys.json (set OSNET_ZOO_FIXTURES)')
+        pytest.skip(f'reference fixtures not found at {FIXTURES} (set OSNET_ZOO_FIXTURES)')
+    return FIXTURES

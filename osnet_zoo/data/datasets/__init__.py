@@ -1,0 +1,52 @@
+"""Readers for the re-ID benchmarks' on-disk layouts, and the synthetic default."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Sequence, Union
+
+from .base import IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, find_dataset_dir, relabel
+from .cuhk03 import cuhk03, extract_cuhk03_images
+from .market1501 import dukemtmcreid, market1501
+from .msmt17 import msmt17
+
+__all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'market1501',
+           'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'relabel', 'find_dataset_dir',
+           'IMAGE_EXTENSIONS']
+
+
+def _synthetic(domain: int) -> Callable[..., ReIDDataset]:
+    def build(root: Union[str, os.PathLike], **kwargs) -> ReIDDataset:
+        from ..synthetic import synthetic_reid
+        return synthetic_reid(root, domain=domain, **kwargs)
+    return build
+
+
+DATASETS: Dict[str, Callable[..., ReIDDataset]] = {
+    'market1501': market1501,
+    'dukemtmcreid': dukemtmcreid,
+    'msmt17': msmt17,
+    'cuhk03': cuhk03,
+    'cuhk03_detected': lambda root, **kw: cuhk03(root, labeled=False, **kw),
+    'cuhk03_labeled': lambda root, **kw: cuhk03(root, labeled=True, **kw),
+    'synthetic': _synthetic(0),
+    'synthetic_b': _synthetic(1),
+}
+
+
+def build_dataset(name: Union[str, Sequence[str]], root: Union[str, os.PathLike], combineall: bool = False,
+                  **kwargs) -> ReIDDataset:
+    """A dataset by name (see ``DATASETS``), read from ``root``.
+
+    ``name`` may be a list (or a comma-separated string) of several: their training sets are combined with
+    identities relabelled per source (``dsetid`` = position), query/gallery from the first. ``combineall``
+    adds each source's query and gallery identities to its training set first.
+    """
+    names = [n.strip() for n in name.split(',')] if isinstance(name, str) else list(name)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise KeyError(f'unknown dataset {unknown[0]!r}; available: {sorted(DATASETS)}')
+    datasets = []
+    for n in names:
+        ds = DATASETS[n](root, **kwargs)
+        datasets.append(ds.combineall() if combineall else ds)
+    return datasets[0] if len(datasets) == 1 else ReIDDataset.multi_source(datasets)

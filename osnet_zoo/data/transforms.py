@@ -1,0 +1,109 @@
+"""Train and test transforms (torchvision.transforms.v2), as in the OSNet papers.
+
+Train: random flip, random crop (enlarge by 1/8 then crop back, half of the time), random patch, colour
+jitter, random erasing; test: resize to 256x128 and normalise. Inputs are PIL images or uint8 tensors.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RandomPatch', 'build_train_transform', 'build_test_transform',
+           'TRAIN_AUGMENTATIONS']
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TRAIN_AUGMENTATIONS = ('random_flip', 'random_crop', 'random_patch', 'color_jitter', 'random_erase')
+
+
+class RandomPatch(v2.Transform):
+    """Random patch (Zhou et al., TPAMI 2021): paste a patch cut from an earlier image onto this one.
+
+    Every call cuts a random patch from the incoming image into a pool (``pool_capacity`` patches); once the
+    pool holds ``min_pool_size``, with probability ``p`` a pooled patch, maybe flipped and slightly rotated,
+    is pasted at a random place: synthetic occlusion by other people and things.
+    """
+
+    def __init__(self, p: float = 0.5, pool_capacity: int = 50000, min_pool_size: int = 100,
+                 area: Tuple[float, float] = (0.01, 0.5), aspect: Tuple[float, float] = (0.1, 10.0),
+                 p_flip: float = 0.5, p_rotate: float = 0.5, max_degrees: float = 10.0):
+        super().__init__()
+        self.p, self.min_pool_size = p, min_pool_size
+        self.area, self.aspect = area, aspect
+        self.p_flip, self.p_rotate, self.max_degrees = p_flip, p_rotate, max_degrees
+        self.pool: deque = deque(maxlen=pool_capacity)
+
+    def _patch_size(self, h: int, w: int) -> Optional[Tuple[int, int]]:
+        for _ in range(100):
+            area = random.uniform(*self.area) * h * w
+            ratio = math.exp(random.uniform(math.log(self.aspect[0]), math.log(self.aspect[1])))
+            ph, pw = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
+            if 0 < ph < h and 0 < pw < w:
+                return ph, pw
+        return None
+
+    def transform(self, inpt: Any, params: dict) -> Any:
+        if not isinstance(inpt, torch.Tensor) or inpt.ndim < 3:
+            return inpt  # labels and other passengers go through untouched
+        img = inpt
+        h, w = img.shape[-2:]
+        size = self._patch_size(h, w)
+        if size is not None:
+            y, x = random.randint(0, h - size[0]), random.randint(0, w - size[1])
+            self.pool.append(img[..., y:y + size[0], x:x + size[1]].clone())
+        if len(self.pool) < self.min_pool_size or random.random() > self.p:
+            return img
+        patch = random.choice(self.pool)
+        if random.random() < self.p_flip:
+            patch = patch.flip(-1)
+        if random.random() < self.p_rotate:
+            patch = TF.rotate(patch, random.uniform(-self.max_degrees, self.max_degrees))
+        ph, pw = min(patch.shape[-2], h), min(patch.shape[-1], w)
+        y, x = random.randint(0, h - ph), random.randint(0, w - pw)
+        out = img.clone()
+        out[..., y:y + ph, x:x + pw] = patch[..., :ph, :pw]
+        return out
+
+
+def build_train_transform(height: int = 256, width: int = 128,
+                          augmentations: Sequence[str] = ('random_flip', 'random_crop', 'random_erase'),
+                          mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+    """The training pipeline with the chosen ``augmentations`` (any of ``TRAIN_AUGMENTATIONS``).
+
+    random_crop: half of the time resize to 9/8 of the size and crop back at random, else plain resize;
+    color_jitter: brightness 0.2, contrast 0.15; random_erase: p=0.5, area 2-40%, erased to the mean.
+    """
+    unknown = set(augmentations) - set(TRAIN_AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f'unknown augmentations {sorted(unknown)}; choose from {TRAIN_AUGMENTATIONS}')
+    steps: list = [v2.ToImage()]
+    if 'random_patch' in augmentations:
+        steps.append(RandomPatch())
+    resize = v2.Resize((height, width), antialias=True)
+    if 'random_crop' in augmentations:
+        big = (int(round(height * 1.125)), int(round(width * 1.125)))
+        steps.append(v2.RandomChoice([resize, v2.Compose([v2.Resize(big, antialias=True),
+                                                          v2.RandomCrop((height, width))])]))
+    else:
+        steps.append(resize)
+    if 'random_flip' in augmentations:
+        steps.append(v2.RandomHorizontalFlip())
+    if 'color_jitter' in augmentations:
+        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.15))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if 'random_erase' in augmentations:
+        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0))
+    return v2.Compose(steps)
+
+
+def build_test_transform(height: int = 256, width: int = 128, mean: Sequence[float] = IMAGENET_MEAN,
+                         std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+    """Resize (squash) to height x width, scale to [0, 1], normalise."""
+    return v2.Compose([v2.ToImage(), v2.Resize((height, width), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])

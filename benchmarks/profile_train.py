@@ -1,0 +1,57 @@
+"""Where a training step spends its GPU time: torch.profiler's top kernels for one configuration.
+
+    python benchmarks/profile_train.py --model osnet_x1_0 --batch-size 256 --channels-last --amp bf16
+"""
+from __future__ import annotations
+
+import argparse
+
+import timm
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import osnet_zoo  # noqa: F401
+from osnet_zoo.losses import CrossEntropyLabelSmooth
+from osnet_zoo.train import TrainForward
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--model', default='osnet_x1_0')
+    p.add_argument('--batch-size', type=int, default=256)
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--amp', choices=['none', 'bf16'], default='none')
+    p.add_argument('--top', type=int, default=25)
+    args = p.parse_args()
+    torch.backends.cudnn.benchmark = True
+    model = timm.create_model(args.model, num_classes=751).cuda().train()
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    net = TrainForward(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    ce = CrossEntropyLabelSmooth()
+    x = torch.randn(args.batch_size, 3, 256, 128, device='cuda').contiguous(memory_format=fmt)
+    y = torch.randint(0, 751, (args.batch_size,), device='cuda')
+    amp = torch.bfloat16 if args.amp == 'bf16' else None
+
+    def step():
+        with torch.autocast('cuda', dtype=amp, enabled=amp is not None):
+            _, logits = net(x)
+        loss = ce(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(f'{args.model} batch {args.batch_size} channels_last={args.channels_last} amp={args.amp}')
+    print(prof.key_averages().table(sort_by='cuda_time_total', row_limit=args.top, max_name_column_width=70))
+
+
+if __name__ == '__main__':
+    main()

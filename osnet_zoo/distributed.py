@@ -1,0 +1,80 @@
+"""Small helpers for torch.distributed, launched by ``torchrun`` (one node or many).
+
+``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything runs in one process.
+"""
+from __future__ import annotations
+
+import os
+from typing import List
+
+import torch
+import torch.distributed as dist
+
+__all__ = ['init_distributed', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process',
+           'barrier', 'all_gather_cat', 'reduce_mean', 'cleanup']
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed(device: str) -> torch.device:
+    """Join the process group when launched by torchrun; return this process's device.
+
+    NCCL on CUDA, gloo on CPU. ``device`` 'cuda' maps to ``cuda:LOCAL_RANK``.
+    """
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
+        return torch.device(device)
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    use_cuda = device.startswith('cuda')
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not is_distributed():
+        dist.init_process_group(backend='nccl' if use_cuda else 'gloo')
+    return torch.device(f'cuda:{local_rank}') if use_cuda else torch.device(device)
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor over all ranks along dim 0 (sizes may differ per rank), in rank order."""
+    if not is_distributed():
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes: List[torch.Tensor] = [torch.zeros_like(n) for _ in range(get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    gathered = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
+
+
+def reduce_mean(value: float, device: torch.device) -> float:
+    """Mean of a scalar over ranks (for logging)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / get_world_size()
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,53 @@
+"""Re-ID training losses: label-smoothed cross-entropy, batch-hard triplet, deep mutual learning."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['CrossEntropyLabelSmooth', 'HardTripletLoss', 'mutual_learning_loss']
+
+
+class CrossEntropyLabelSmooth(nn.Module):
+    """Cross-entropy against targets smoothed by ``epsilon`` (Szegedy et al.; ε = 0.1 in the OSNet papers)."""
+
+    def __init__(self, epsilon: float = 0.1):
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # computed in fp32: under autocast the log-softmax over many identities loses precision in bf16
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.epsilon)
+
+
+class HardTripletLoss(nn.Module):
+    """Triplet loss with batch-hard mining (Hermans et al. 2017): for each anchor, its farthest positive
+    and nearest negative in the batch, euclidean distance, margin ranking.
+
+    Needs batches with several images per identity (an identity sampler, P x K).
+    """
+
+    def __init__(self, margin: float = 0.3):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = features.float()
+        dist = torch.cdist(x, x).clamp_min(1e-12)
+        same = targets[:, None] == targets[None, :]
+        hardest_pos = dist.masked_fill(~same, float('-inf')).amax(1)
+        hardest_neg = dist.masked_fill(same, float('inf')).amin(1)
+        valid = torch.isfinite(hardest_neg) & (same.sum(1) > 1)
+        if not bool(valid.any()):
+            raise ValueError(
+                'HardTripletLoss needs every batch to hold at least two identities with two or more images each; '
+                'use the identity sampler (num_instances >= 2).')
+        return F.relu(hardest_pos[valid] - hardest_neg[valid] + self.margin).mean()
+
+
+def mutual_learning_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Deep mutual learning (Zhang et al. CVPR'18): KL(p_b || p_a) for network a, with b's prediction held
+    fixed as the target. Call it twice with the arguments swapped for the two networks."""
+    log_pa = F.log_softmax(logits_a.float(), dim=1)
+    pb = F.softmax(logits_b.detach().float(), dim=1)
+    return F.kl_div(log_pa, pb, reduction='batchmean')

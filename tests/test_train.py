@@ -1,0 +1,144 @@
+"""Training end to end: real subprocesses on a small dataset in the Market1501 layout.
+
+Covers: learning far above chance, a real 2-process torchrun (gloo) run whose replicas agree, a run killed
+with SIGKILL and resumed that ends with the metrics of an uninterrupted run, NaN stopping with the last
+good checkpoint intact, recipes and overrides.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from osnet_zoo.data import make_synthetic_reid
+from osnet_zoo.train import get_args_parser, resolve_config
+from osnet_zoo.train_utils import list_recipes, load_training_state
+
+# Small and fast: 64x32 crops, osnet_x0_25.
+TINY = ['--sources', 'market1501', '--targets', 'market1501', '--arch', 'osnet_x0_25', '--height', '64',
+        '--width', '32', '--batch-size', '16', '--lr', '0.003', '--eval-freq', '0', '--workers', '0',
+        '--device', 'cpu']
+
+
+@pytest.fixture(scope='module')
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('data')
+    make_synthetic_reid(root / 'Market-1501-v15.09.15', num_train_ids=32, num_test_ids=16, height=64, width=32,
+                        num_distractors=5, num_junk=2, seed=3)
+    return root
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    env['PYTHONPATH'] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def _train(args, timeout=600, **kw):
+    return subprocess.run([sys.executable, '-m', 'osnet_zoo.train', *args], env=_env(), capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def test_recipes_ship_with_sources_and_override():
+    assert {'synthetic', 'scratch', 'imagenet_finetune', 'cross_domain', 'cross_domain_msmt17',
+            'practitioners'} <= set(list_recipes())
+    for name in list_recipes():
+        args = get_args_parser().parse_args(['--recipe', name])
+        cfg = resolve_config(args)
+        assert cfg['source'], f'recipe {name} must cite its source'
+    scratch = resolve_config(get_args_parser().parse_args(['--recipe', 'scratch', '--lr', '0.01']))
+    assert scratch['lr'] == 0.01 and scratch['stepsize'] == [150, 225, 300] and scratch['optim'] == 'sgd'
+    ft = resolve_config(get_args_parser().parse_args(['--recipe', 'imagenet_finetune']))
+    assert ft['fixbase_epochs'] == 10 and ft['amsgrad'] and ft['lr_scheduler'] == 'cosine'
+    with pytest.raises(FileNotFoundError, match='nope'):
+        resolve_config(get_args_parser().parse_args(['--recipe', 'nope']))
+
+
+def test_learns_far_above_chance(tiny_root, tmp_path):
+    out = tmp_path / 'run'
+    r = _train(['--root', str(tiny_root), '--output', str(out), *TINY, '--epochs', '10', '--eval-freq', '1'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / 'results.json').read_text())['market1501']
+    assert res['rank1'] > 3 * res['chance_rank1'], res
+    log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    losses = [r['loss'] for r in log if r['kind'] == 'train']
+    assert losses[-1] < 0.5 * losses[0]
+    evals = [r for r in log if r['kind'] == 'eval']
+    assert len(evals) == 10 and evals[-1]['mAP'] > evals[0]['mAP'] + 0.05, evals
+    assert (out / 'curves.png').stat().st_size > 10_000
+    assert (out / 'final' / 'model.safetensors').is_file() and (out / 'final' / 'config.json').is_file()
+
+
+def test_triplet_and_dml(tiny_root, tmp_path):
+    out = tmp_path / 'dml'
+    r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '1', '--triplet-weight', '0.5',
+                '--num-instances', '4', '--dml', *TINY])
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert {'loss_triplet', 'loss_dml'} <= set(log[0])
+    state = load_training_state(out / 'checkpoint.pth')
+    assert len(state['models']) == 2  # the two mutually-learning networks
+
+
+def test_torchrun_two_processes_agree(tiny_root, tmp_path):
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29631',
+           '-m', 'osnet_zoo.train', '--root', str(tiny_root), '--output', str(out), '--epochs', '1', *TINY]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    dist = json.loads((out / 'distributed.json').read_text())
+    assert dist['world_size'] == 2 and dist['ranks_agree'], dist
+    assert 'market1501' in json.loads((out / 'results.json').read_text())
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
+    common = ['--root', str(tiny_root), '--epochs', '3', '--deterministic', *TINY]
+    ref = tmp_path / 'ref'
+    r = _train([*common, '--output', str(ref)])
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    run = tmp_path / 'killed'
+    proc = subprocess.Popen([sys.executable, '-m', 'osnet_zoo.train', *common, '--output', str(run)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = run / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and '"epoch": 1' in log.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-way through epoch 2: no chance to clean up
+    proc.wait()
+    assert load_training_state(run / 'checkpoint.pth')['epoch'] in (1, 2)
+    assert not (run / 'results.json').exists()
+
+    r = _train([*common, '--output', str(run), '--resume'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Resumed from' in r.stdout
+    assert json.loads((run / 'results.json').read_text()) == json.loads((ref / 'results.json').read_text())
+    a = load_training_state(ref / 'checkpoint.pth')['models'][0]
+    b = load_training_state(run / 'checkpoint.pth')['models'][0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_checkpoint_intact(tiny_root, tmp_path):
+    out = tmp_path / 'nan'
+    # epoch 1 trains normally; from epoch 2 the lr is multiplied by 1e40 and the loss overflows
+    r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '3', *TINY,
+                '--lr-scheduler', 'multistep', '--stepsize', '1', '--gamma', '1e40'])
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert 'Loss became' in r.stderr and 'epoch 2' in r.stderr and 'checkpoint.pth' in r.stderr
+    state = load_training_state(out / 'checkpoint.pth')
+    assert state['epoch'] == 1
+    assert all(torch.isfinite(v).all() for v in state['models'][0].values() if v.is_floating_point())
+    assert not (out / 'results.json').exists()
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path):
+    r = _train(['--output', str(tmp_path / 'none'), '--resume', *TINY, '--root', str(tmp_path)])
+    assert r.returncode != 0
+    assert 'checkpoint' in r.stderr and 'does not exist' in r.stderr

@@ -251,7 +251,8 @@ def make_synthetic_reid(out_dir: Union[str, os.PathLike], config: Optional[Synth
 
 def synthetic_reid(root: Union[str, os.PathLike], domain: int = 0, **overrides) -> ReIDDataset:
     """The synthetic dataset under ``root`` (``root/synthetic_reid`` or ``root/synthetic_reid_b`` for
-    domain 1), generated on first use; later calls with the same options read it back."""
+    domain 1), generated on first use with ``overrides`` of :class:`SyntheticConfig`. Later calls read it
+    back: without options whatever it holds, with options only if they are the ones it was made with."""
     out = Path(root).expanduser() / ('synthetic_reid' if domain == 0 else 'synthetic_reid_b')
     wanted = asdict(SyntheticConfig(domain=domain))
     for k, v in overrides.items():
@@ -262,7 +263,7 @@ def synthetic_reid(root: Union[str, os.PathLike], domain: int = 0, **overrides) 
     manifest = out / _MANIFEST
     if manifest.exists():
         have = json.loads(manifest.read_text()).get('config', {})
-        if have != wanted:
+        if overrides and have != wanted:
             raise FileExistsError(f'{out} holds a synthetic dataset made with other options ({have}); '
                                   'delete it or use another root')
     else:

@@ -158,6 +158,58 @@ def _same_numbers(a: dict, b: dict) -> bool:
         and a['num_valid_queries'] == b['num_valid_queries']
 
 
+def _gpu_note(res: dict) -> str:
+    return f', peak GPU {res["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in res else ''
+
+
+def _section_rank(data_path: str, sizes: dict, args: argparse.Namespace, results: dict) -> None:
+    ours = _subprocess('ours-rank', data_path, args)
+    gib = sizes['num_query'] * sizes['num_gallery'] * 4 / 2 ** 30
+    print(f'\n[1] ranking from a float32 distance matrix ({gib:.2f} GiB; computing it took '
+          f'{ours["distance_s"]:.2f} s)')
+    m = ours['metrics']
+    print(f'    metrics: R1 {m["R1"]:.2%}  R5 {m["R5"]:.2%}  R10 {m["R10"]:.2%}  mAP {m["mAP"]:.2%}  '
+          f'mINP {m["mINP"]:.2%}  ({m["num_valid_queries"]} valid queries)')
+    print(f'    ours     {ours["rank_s"]:8.2f} s   peak RSS {ours["peak_rss_gb"]:.2f} GiB (matrix included)'
+          + _gpu_note(ours))
+    results['ours_rank'] = ours
+    if not args.skip_baseline:
+        base = _subprocess('baseline-rank', data_path, args)
+        same = _same_numbers(ours['metrics'], base['metrics'])
+        print(f'    baseline {base["rank_s"]:8.2f} s   peak RSS {base["peak_rss_gb"]:.2f} GiB')
+        print(f'    speed-up {base["rank_s"] / ours["rank_s"]:.1f}x; identical numbers: {same}')
+        results.update(baseline_rank=base, rank_speedup=base['rank_s'] / ours['rank_s'], rank_identical=same)
+
+
+def _section_features(data_path: str, args: argparse.Namespace, results: dict) -> None:
+    feats = _subprocess('ours-features', data_path, args)
+    print('\n[2] features -> metrics, distances included')
+    print(f'    ours     {feats["features_to_metrics_s"]:8.2f} s   peak RSS {feats["peak_rss_gb"]:.2f} GiB'
+          + _gpu_note(feats))
+    results['ours_features'] = feats
+    if 'ours_rank' in results:
+        print(f'    same numbers as [1]: {_same_numbers(feats["metrics"], results["ours_rank"]["metrics"])}')
+    if 'baseline_rank' in results:
+        base = results['baseline_rank']
+        base_total = base['distance_s'] + base['rank_s']
+        print(f'    baseline {base_total:8.2f} s   (full distance matrix {base["distance_s"]:.2f} s + argsort '
+              f'evaluator {base["rank_s"]:.2f} s)')
+        print(f'    speed-up {base_total / feats["features_to_metrics_s"]:.1f}x')
+        results['features_speedup'] = base_total / feats['features_to_metrics_s']
+
+
+def _section_rerank(path: str, args: argparse.Namespace, results: dict) -> None:
+    sub = _scaled(args.rerank_scale)
+    np.savez(path, **make_features(**sub, dim=args.dim, noise=args.noise, seed=args.seed))
+    rr = _subprocess('ours-rerank', path, args)
+    print(f'\n[3] k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), {sub["num_query"]:,} x '
+          f'{sub["num_gallery"]:,}')
+    print(f'    re-ranking {rr["rerank_s"]:.2f} s, then ranking {rr["rank_after_rerank_s"]:.2f} s; peak RSS '
+          f'{rr["peak_rss_gb"]:.2f} GiB' + _gpu_note(rr))
+    print(f'    mAP {rr["metrics"]["mAP"]:.2%} (R1 {rr["metrics"]["R1"]:.2%})')
+    results['rerank'] = {'sizes': sub, **rr}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -170,6 +222,8 @@ def main(argv=None) -> None:
     p.add_argument('--skip-baseline', action='store_true', help='skip the argsort baseline (minutes at full size)')
     p.add_argument('--rerank-scale', type=float, default=0.0,
                    help='also time k-reciprocal re-ranking at this fraction of MSMT17 size (1 = full; 0 = skip)')
+    p.add_argument('--only', choices=['rank', 'features', 'rerank'],
+                   help='run one measurement only (with --rerank-scale for rerank)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', help='write all figures to this JSON file')
     p.add_argument('--phase', help=argparse.SUPPRESS)
@@ -189,51 +243,14 @@ def main(argv=None) -> None:
                      'device': args.device, 'date': time.strftime('%Y-%m-%d')}
     with tempfile.TemporaryDirectory() as tmp:
         data_path = os.path.join(tmp, 'features.npz')
-        np.savez(data_path, **make_features(**sizes, dim=args.dim, noise=args.noise, seed=args.seed))
-        ours = _subprocess('ours-rank', data_path, args)
-        print(f'\n[1] ranking from a float32 distance matrix ({sizes["num_query"] * sizes["num_gallery"] * 4 / 2**30:.2f}'
-              f' GiB; computing it took {ours["distance_s"]:.2f} s)')
-        m = ours['metrics']
-        print(f'    metrics: R1 {m["R1"]:.2%}  R5 {m["R5"]:.2%}  R10 {m["R10"]:.2%}  mAP {m["mAP"]:.2%}  '
-              f'mINP {m["mINP"]:.2%}  ({m["num_valid_queries"]} valid queries)')
-        print(f'    ours     {ours["rank_s"]:8.2f} s   peak RSS {ours["peak_rss_gb"]:.2f} GiB (matrix included)'
-              + (f', peak GPU {ours["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in ours else ''))
-        results['ours_rank'] = ours
-        if not args.skip_baseline:
-            base = _subprocess('baseline-rank', data_path, args)
-            same = _same_numbers(ours['metrics'], base['metrics'])
-            print(f'    baseline {base["rank_s"]:8.2f} s   peak RSS {base["peak_rss_gb"]:.2f} GiB')
-            print(f'    speed-up {base["rank_s"] / ours["rank_s"]:.1f}x; identical numbers: {same}')
-            results['baseline_rank'] = base
-            results['rank_speedup'] = base['rank_s'] / ours['rank_s']
-            results['rank_identical'] = same
-
-        feats = _subprocess('ours-features', data_path, args)
-        print('\n[2] features -> metrics, distances included')
-        print(f'    ours     {feats["features_to_metrics_s"]:8.2f} s   peak RSS {feats["peak_rss_gb"]:.2f} GiB'
-              + (f', peak GPU {feats["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in feats else ''))
-        results['ours_features'] = feats
-        same_as_rank = _same_numbers(feats['metrics'], ours['metrics'])
-        print(f'    same numbers as [1]: {same_as_rank}')
-        if not args.skip_baseline:
-            base_total = base['distance_s'] + base['rank_s']
-            print(f'    baseline {base_total:8.2f} s   (full distance matrix {base["distance_s"]:.2f} s + argsort '
-                  f'evaluator {base["rank_s"]:.2f} s)')
-            print(f'    speed-up {base_total / feats["features_to_metrics_s"]:.1f}x')
-            results['features_speedup'] = base_total / feats['features_to_metrics_s']
-
-        if args.rerank_scale:
-            sub = _scaled(args.rerank_scale)
-            sub_path = os.path.join(tmp, 'rerank.npz')
-            np.savez(sub_path, **make_features(**sub, dim=args.dim, noise=args.noise, seed=args.seed))
-            rr = _subprocess('ours-rerank', sub_path, args)
-            print(f'\n[3] k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), {sub["num_query"]:,} x '
-                  f'{sub["num_gallery"]:,}')
-            print(f'    re-ranking {rr["rerank_s"]:.2f} s, then ranking {rr["rank_after_rerank_s"]:.2f} s; peak RSS '
-                  f'{rr["peak_rss_gb"]:.2f} GiB' + (f', peak GPU {rr["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in rr
-                                                   else ''))
-            print(f'    mAP {rr["metrics"]["mAP"]:.2%} (R1 {rr["metrics"]["R1"]:.2%})')
-            results['rerank'] = {'sizes': sub, **rr}
+        if args.only != 'rerank':
+            np.savez(data_path, **make_features(**sizes, dim=args.dim, noise=args.noise, seed=args.seed))
+        if args.only in (None, 'rank'):
+            _section_rank(data_path, sizes, args, results)
+        if args.only in (None, 'features'):
+            _section_features(data_path, args, results)
+        if args.rerank_scale and args.only in (None, 'rerank'):
+            _section_rerank(os.path.join(tmp, 'rerank.npz'), args, results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
         print(f'\nwrote {args.json}')

@@ -34,7 +34,8 @@ def as_feature_tensor(x: ArrayLike, name: str, device: Optional[Union[str, torch
     return t.to(device=device if device is not None else t.device, dtype=torch.float32)
 
 
-def _prepare(x: torch.Tensor, y: torch.Tensor, metric: str) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def _prepare(x: torch.Tensor, y: torch.Tensor, metric: str
+             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     if metric == 'cosine':
         return F.normalize(x, dim=1), F.normalize(y, dim=1), None
     if metric == 'euclidean':

@@ -7,7 +7,7 @@ Measured, each in a fresh process so that peak memory is its own:
    evaluators do). The numbers must be identical.
 2. features -> metrics, distances included: ``evaluate_features`` against "full distance matrix, then the
    argsort evaluator".
-3. optionally (``--rerank-queries``), k-reciprocal re-ranking on a subset, time and peak memory.
+3. optionally (``--rerank-scale``), k-reciprocal re-ranking at MSMT17 size or a fraction, time and peak memory.
 
 The features are synthetic but shaped like a trained model's on MSMT17: 3,060 identities over 15 cameras,
 identity centre + camera bias + noise (``--noise`` sets the difficulty; the default gives mAP near 50%).
@@ -19,6 +19,7 @@ Examples::
     python benchmarks/bench_eval.py                      # full size, CPU (several minutes on 2 cores)
     python benchmarks/bench_eval.py --scale 0.1          # quick check at a tenth of the size
     python benchmarks/bench_eval.py --device cuda --skip-baseline   # GPU figures (features on the GPU)
+    python benchmarks/bench_eval.py --skip-baseline --rerank-scale 0.25   # re-ranking time and memory
 """
 from __future__ import annotations
 
@@ -86,22 +87,29 @@ def _summary(res: dict) -> dict:
             'cmc': [float(c) for c in cmc]}
 
 
+def _warm_up(device: str, fn, first, rest, ids) -> None:
+    """On a GPU, run once on 256 queries (CUDA context, kernels), then count peak memory from zero."""
+    if device.startswith('cuda'):
+        fn(first[:256], *rest, ids[0][:256], ids[1], ids[2][:256], ids[3])
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats()
+
+
 def run_phase(phase: str, data_path: str, device: str, metric: str) -> dict:
     """One measurement in this (fresh) process; returns timings, peak memory and the metrics."""
     data = dict(np.load(data_path))
     ids = [data[k] for k in ('q_pids', 'g_pids', 'q_camids', 'g_camids')]
     out: dict = {'phase': phase}
+    qf, gf = torch.from_numpy(data['qf']), torch.from_numpy(data['gf'])
+    if device.startswith('cuda') and phase != 'baseline-rank':
+        qf, gf = qf.to(device), gf.to(device)
     if phase in ('ours-rank', 'baseline-rank'):
         t0 = time.perf_counter()
-        dist = pairwise_distance(data['qf'], data['gf'], metric)
+        dist = pairwise_distance(qf, gf, metric)  # computed on the device, returned on the CPU
         out['distance_s'] = time.perf_counter() - t0
         if phase == 'ours-rank' and device.startswith('cuda'):
             dist = dist.to(device)
-            evaluate_rank(dist[:256], *[a[:256] if i % 2 == 0 else a for i, a in enumerate(ids)])  # warm-up
-            _sync(device)
-            torch.cuda.reset_peak_memory_stats()
-        elif phase == 'ours-rank':
-            dist = dist.numpy()
+            _warm_up(device, evaluate_rank, dist, [], ids)
         else:
             dist = dist.numpy()
         fn = evaluate_rank if phase == 'ours-rank' else evaluate_rank_argsort
@@ -110,21 +118,13 @@ def run_phase(phase: str, data_path: str, device: str, metric: str) -> dict:
         _sync(device)
         out['rank_s'] = time.perf_counter() - t0
     elif phase == 'ours-features':
-        qf, gf = torch.from_numpy(data['qf']), torch.from_numpy(data['gf'])
-        if device.startswith('cuda'):
-            qf, gf = qf.to(device), gf.to(device)
-            evaluate_features(qf[:256], gf, ids[0][:256], ids[1], ids[2][:256], ids[3], metric)  # warm-up
-            _sync(device)
-            torch.cuda.reset_peak_memory_stats()
+        _warm_up(device, lambda q, g, *a: evaluate_features(q, g, *a, metric=metric), qf, [gf], ids)
         t0 = time.perf_counter()
         res = evaluate_features(qf, gf, *ids, metric=metric)
         _sync(device)
         out['features_to_metrics_s'] = time.perf_counter() - t0
     elif phase == 'ours-rerank':
         from osnet_zoo.metrics import re_ranking
-        qf, gf = torch.from_numpy(data['qf']), torch.from_numpy(data['gf'])
-        if device.startswith('cuda'):
-            qf, gf = qf.to(device), gf.to(device)
         t0 = time.perf_counter()
         dist = re_ranking(qf, gf, metric=metric)
         _sync(device)
@@ -137,6 +137,11 @@ def run_phase(phase: str, data_path: str, device: str, metric: str) -> dict:
     out.update(_peak_gb(device))
     out['metrics'] = _summary(res)
     return out
+
+
+def _scaled(scale: float) -> dict:
+    """MSMT17's counts times ``scale`` (cameras stay 15)."""
+    return {k: v if k == 'num_cams' else max(1, int(round(v * scale))) for k, v in MSMT17.items()}
 
 
 def _subprocess(phase: str, data_path: str, args: argparse.Namespace) -> dict:
@@ -153,6 +158,58 @@ def _same_numbers(a: dict, b: dict) -> bool:
         and a['num_valid_queries'] == b['num_valid_queries']
 
 
+def _gpu_note(res: dict) -> str:
+    return f', peak GPU {res["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in res else ''
+
+
+def _section_rank(data_path: str, sizes: dict, args: argparse.Namespace, results: dict) -> None:
+    ours = _subprocess('ours-rank', data_path, args)
+    gib = sizes['num_query'] * sizes['num_gallery'] * 4 / 2 ** 30
+    print(f'\n[1] ranking from a float32 distance matrix ({gib:.2f} GiB; computing it took '
+          f'{ours["distance_s"]:.2f} s)')
+    m = ours['metrics']
+    print(f'    metrics: R1 {m["R1"]:.2%}  R5 {m["R5"]:.2%}  R10 {m["R10"]:.2%}  mAP {m["mAP"]:.2%}  '
+          f'mINP {m["mINP"]:.2%}  ({m["num_valid_queries"]} valid queries)')
+    print(f'    ours     {ours["rank_s"]:8.2f} s   peak RSS {ours["peak_rss_gb"]:.2f} GiB (matrix included)'
+          + _gpu_note(ours))
+    results['ours_rank'] = ours
+    if not args.skip_baseline:
+        base = _subprocess('baseline-rank', data_path, args)
+        same = _same_numbers(ours['metrics'], base['metrics'])
+        print(f'    baseline {base["rank_s"]:8.2f} s   peak RSS {base["peak_rss_gb"]:.2f} GiB')
+        print(f'    speed-up {base["rank_s"] / ours["rank_s"]:.1f}x; identical numbers: {same}')
+        results.update(baseline_rank=base, rank_speedup=base['rank_s'] / ours['rank_s'], rank_identical=same)
+
+
+def _section_features(data_path: str, args: argparse.Namespace, results: dict) -> None:
+    feats = _subprocess('ours-features', data_path, args)
+    print('\n[2] features -> metrics, distances included')
+    print(f'    ours     {feats["features_to_metrics_s"]:8.2f} s   peak RSS {feats["peak_rss_gb"]:.2f} GiB'
+          + _gpu_note(feats))
+    results['ours_features'] = feats
+    if 'ours_rank' in results:
+        print(f'    same numbers as [1]: {_same_numbers(feats["metrics"], results["ours_rank"]["metrics"])}')
+    if 'baseline_rank' in results:
+        base = results['baseline_rank']
+        base_total = base['distance_s'] + base['rank_s']
+        print(f'    baseline {base_total:8.2f} s   (full distance matrix {base["distance_s"]:.2f} s + argsort '
+              f'evaluator {base["rank_s"]:.2f} s)')
+        print(f'    speed-up {base_total / feats["features_to_metrics_s"]:.1f}x')
+        results['features_speedup'] = base_total / feats['features_to_metrics_s']
+
+
+def _section_rerank(path: str, args: argparse.Namespace, results: dict) -> None:
+    sub = _scaled(args.rerank_scale)
+    np.savez(path, **make_features(**sub, dim=args.dim, noise=args.noise, seed=args.seed))
+    rr = _subprocess('ours-rerank', path, args)
+    print(f'\n[3] k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), {sub["num_query"]:,} x '
+          f'{sub["num_gallery"]:,}')
+    print(f'    re-ranking {rr["rerank_s"]:.2f} s, then ranking {rr["rank_after_rerank_s"]:.2f} s; peak RSS '
+          f'{rr["peak_rss_gb"]:.2f} GiB' + _gpu_note(rr))
+    print(f'    mAP {rr["metrics"]["mAP"]:.2%} (R1 {rr["metrics"]["R1"]:.2%})')
+    results['rerank'] = {'sizes': sub, **rr}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -163,8 +220,10 @@ def main(argv=None) -> None:
     p.add_argument('--metric', default='cosine', choices=['cosine', 'euclidean'])
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (ours runs there; the baseline is CPU)")
     p.add_argument('--skip-baseline', action='store_true', help='skip the argsort baseline (minutes at full size)')
-    p.add_argument('--rerank-queries', type=int, default=0,
-                   help='also time k-reciprocal re-ranking on this many queries (gallery scaled alike)')
+    p.add_argument('--rerank-scale', type=float, default=0.0,
+                   help='also time k-reciprocal re-ranking at this fraction of MSMT17 size (1 = full; 0 = skip)')
+    p.add_argument('--only', choices=['rank', 'features', 'rerank'],
+                   help='run one measurement only (with --rerank-scale for rerank)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', help='write all figures to this JSON file')
     p.add_argument('--phase', help=argparse.SUPPRESS)
@@ -175,8 +234,7 @@ def main(argv=None) -> None:
         print(json.dumps(run_phase(args.phase, args.data, args.device, args.metric)))
         return
 
-    sizes = {k: max(2 if k == 'num_cams' else 1, int(round(v * (1 if k == 'num_cams' else args.scale))))
-             for k, v in MSMT17.items()}
+    sizes = _scaled(args.scale)
     print(f'bench_eval: {sizes["num_query"]:,} queries x {sizes["num_gallery"]:,} gallery, {args.dim}-d, '
           f'{sizes["num_ids"]:,} ids, {sizes["num_cams"]} cameras, metric={args.metric}, device={args.device}')
     print(f'machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}'
@@ -185,53 +243,14 @@ def main(argv=None) -> None:
                      'device': args.device, 'date': time.strftime('%Y-%m-%d')}
     with tempfile.TemporaryDirectory() as tmp:
         data_path = os.path.join(tmp, 'features.npz')
-        np.savez(data_path, **make_features(**sizes, dim=args.dim, noise=args.noise, seed=args.seed))
-        ours = _subprocess('ours-rank', data_path, args)
-        print(f'\n[1] ranking from a float32 distance matrix ({sizes["num_query"] * sizes["num_gallery"] * 4 / 2**30:.2f}'
-              f' GiB; computing it took {ours["distance_s"]:.2f} s)')
-        m = ours['metrics']
-        print(f'    metrics: R1 {m["R1"]:.2%}  R5 {m["R5"]:.2%}  R10 {m["R10"]:.2%}  mAP {m["mAP"]:.2%}  '
-              f'mINP {m["mINP"]:.2%}  ({m["num_valid_queries"]} valid queries)')
-        print(f'    ours     {ours["rank_s"]:8.2f} s   peak RSS {ours["peak_rss_gb"]:.2f} GiB (matrix included)'
-              + (f', peak GPU {ours["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in ours else ''))
-        results['ours_rank'] = ours
-        if not args.skip_baseline:
-            base = _subprocess('baseline-rank', data_path, args)
-            same = _same_numbers(ours['metrics'], base['metrics'])
-            print(f'    baseline {base["rank_s"]:8.2f} s   peak RSS {base["peak_rss_gb"]:.2f} GiB')
-            print(f'    speed-up {base["rank_s"] / ours["rank_s"]:.1f}x; identical numbers: {same}')
-            results['baseline_rank'] = base
-            results['rank_speedup'] = base['rank_s'] / ours['rank_s']
-            results['rank_identical'] = same
-
-        feats = _subprocess('ours-features', data_path, args)
-        print('\n[2] features -> metrics, distances included')
-        print(f'    ours     {feats["features_to_metrics_s"]:8.2f} s   peak RSS {feats["peak_rss_gb"]:.2f} GiB'
-              + (f', peak GPU {feats["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in feats else ''))
-        results['ours_features'] = feats
-        same_as_rank = _same_numbers(feats['metrics'], ours['metrics'])
-        print(f'    same numbers as [1]: {same_as_rank}')
-        if not args.skip_baseline:
-            base_total = base['distance_s'] + base['rank_s']
-            print(f'    baseline {base_total:8.2f} s   (full distance matrix {base["distance_s"]:.2f} s + argsort '
-                  f'evaluator {base["rank_s"]:.2f} s)')
-            print(f'    speed-up {base_total / feats["features_to_metrics_s"]:.1f}x')
-            results['features_speedup'] = base_total / feats['features_to_metrics_s']
-
-        if args.rerank_queries:
-            frac = args.rerank_queries / sizes['num_query']
-            sub = {k: max(2 if k == 'num_cams' else 1, int(round(v * (1 if k == 'num_cams' else frac))))
-                   for k, v in sizes.items()}
-            sub_path = os.path.join(tmp, 'rerank.npz')
-            np.savez(sub_path, **make_features(**sub, dim=args.dim, noise=args.noise, seed=args.seed))
-            rr = _subprocess('ours-rerank', sub_path, args)
-            print(f'\n[3] k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), {sub["num_query"]:,} x '
-                  f'{sub["num_gallery"]:,}')
-            print(f'    re-ranking {rr["rerank_s"]:.2f} s, then ranking {rr["rank_after_rerank_s"]:.2f} s; peak RSS '
-                  f'{rr["peak_rss_gb"]:.2f} GiB' + (f', peak GPU {rr["peak_gpu_gb"]:.2f} GiB' if 'peak_gpu_gb' in rr
-                                                   else ''))
-            print(f'    mAP {rr["metrics"]["mAP"]:.2%} (R1 {rr["metrics"]["R1"]:.2%})')
-            results['rerank'] = {'sizes': sub, **rr}
+        if args.only != 'rerank':
+            np.savez(data_path, **make_features(**sizes, dim=args.dim, noise=args.noise, seed=args.seed))
+        if args.only in (None, 'rank'):
+            _section_rank(data_path, sizes, args, results)
+        if args.only in (None, 'features'):
+            _section_features(data_path, args, results)
+        if args.rerank_scale and args.only in (None, 'rerank'):
+            _section_rerank(os.path.join(tmp, 'rerank.npz'), args, results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
         print(f'\nwrote {args.json}')

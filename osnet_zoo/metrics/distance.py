@@ -34,7 +34,8 @@ def as_feature_tensor(x: ArrayLike, name: str, device: Optional[Union[str, torch
     return t.to(device=device if device is not None else t.device, dtype=torch.float32)
 
 
-def _prepare(x: torch.Tensor, y: torch.Tensor, metric: str) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def _prepare(x: torch.Tensor, y: torch.Tensor, metric: str
+             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     if metric == 'cosine':
         return F.normalize(x, dim=1), F.normalize(y, dim=1), None
     if metric == 'euclidean':
@@ -43,8 +44,10 @@ def _prepare(x: torch.Tensor, y: torch.Tensor, metric: str) -> Tuple[torch.Tenso
 
 
 def default_chunk_rows(num_cols: int, device: torch.device) -> int:
-    """Rows per chunk: about 64 M distances on a GPU, 4 M on a CPU (a few MB stays in cache)."""
-    budget = (1 << 26) if device.type == 'cuda' else (1 << 22)
+    """Rows per distance chunk: about 64 M distances on a GPU, 16 M on a CPU (enough rows for an efficient
+    matrix product). The chunking is part of the result: matrix products of other shapes may round
+    differently, so everything that must agree bit for bit uses this default."""
+    budget = (1 << 26) if device.type != 'cpu' else (1 << 24)
     return max(1, budget // max(1, num_cols))
 
 
@@ -62,15 +65,28 @@ def iter_distance_chunks(
         raise ValueError(f'feature dimensions differ: {x.shape[1]} vs {y.shape[1]}')
     xp, yp, y_sq = _prepare(x, y, metric)
     rows = chunk_rows or default_chunk_rows(len(yp), x.device)
-    yt = yp.t()
+    on_cpu = x.device.type == 'cpu'
+    if on_cpu:  # numpy's OpenBLAS runs these products ~2x faster than torch's MKL on AMD CPUs
+        xp, yt = xp.numpy(), yp.numpy().T
+        y_sq = y_sq.numpy() if y_sq is not None else None
+    else:
+        yt = yp.t()
     for start in range(0, len(xp), rows):
         stop = min(start + rows, len(xp))
         xc = xp[start:stop]
-        if metric == 'cosine':
-            d = torch.mm(xc, yt).neg_().add_(1.0)
+        if on_cpu:
+            d = np.matmul(xc, yt)
+            if metric == 'cosine':
+                np.subtract(np.float32(1), d, out=d)
+            else:
+                d *= np.float32(-2)
+                d += np.square(xc).sum(axis=1, keepdims=True)
+                d += y_sq
+            yield start, stop, torch.from_numpy(d)
+        elif metric == 'cosine':
+            yield start, stop, torch.mm(xc, yt).neg_().add_(1.0)
         else:
-            d = torch.addmm(xc.pow(2).sum(dim=1, keepdim=True) + y_sq, xc, yt, beta=1, alpha=-2)
-        yield start, stop, d
+            yield start, stop, torch.addmm(xc.pow(2).sum(dim=1, keepdim=True) + y_sq, xc, yt, beta=1, alpha=-2)
 
 
 @torch.inference_mode()

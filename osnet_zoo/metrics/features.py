@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from .distance import ArrayLike, as_feature_tensor, default_chunk_rows, iter_distance_chunks
-from .rank import MatchLists, RankAccumulator, _validate, chunk_good_ranks, default_workers, evaluate_rank
+from .rank import (
+    MatchLists, RankAccumulator, _validate, chunk_good_ranks, default_workers, evaluate_rank, rank_chunk_rows,
+)
 
 __all__ = ['evaluate_features']
 
@@ -52,9 +54,9 @@ def evaluate_features(
     matches = MatchLists.build(q_pids, g_pids, q_camids, g_camids)
     acc = RankAccumulator(len(qf), int(max_rank))
     on_gpu = qf.device.type != 'cpu'
-    rank_rows = default_chunk_rows(len(gf), qf.device)
-    # CPU: bigger distance chunks keep the matmul efficient; they are ranked in cache-sized pieces
-    dist_rows = chunk_rows or (rank_rows if on_gpu else 4 * rank_rows)
+    rank_rows = rank_chunk_rows(len(gf), qf.device)
+    # the distance chunks of pairwise_distance (same numbers), ranked in cache-sized pieces on the CPU
+    dist_rows = chunk_rows or default_chunk_rows(len(gf), qf.device)
     if on_gpu:
         for start, stop, dist in iter_distance_chunks(qf, gf, metric, dist_rows):
             acc.add(start, *chunk_good_ranks(dist, matches, start, stop))
@@ -68,7 +70,7 @@ def evaluate_features(
             for a in range(start, stop, rank_rows):
                 b = min(a + rank_rows, stop)
                 pending.append((a, pool.submit(chunk_good_ranks, dist_np[a - start:b - start], matches, a, b)))
-            while len(pending) > 4 * workers:  # bound the distance chunks held in memory
+            while len(pending) > 2 * workers * max(1, dist_rows // rank_rows):  # a few distance chunks at most
                 a, fut = pending.popleft()
                 acc.add(a, *fut.result())
         for a, fut in pending:

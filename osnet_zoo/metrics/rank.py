@@ -24,7 +24,6 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .distance import default_chunk_rows
 
 __all__ = ['evaluate_rank', 'MatchLists', 'RankAccumulator', 'chunk_good_ranks']
 
@@ -314,6 +313,13 @@ def _run_chunks(work: Callable[[int, int], Any], bounds: Iterable[Tuple[int, int
     return (f.result() for f in futures)
 
 
+def rank_chunk_rows(num_gallery: int, device: torch.device) -> int:
+    """Query rows ranked at once: about 64 M distances on a GPU, 4 M on a CPU (the compare-and-compact pass
+    then works in cache)."""
+    budget = (1 << 26) if device.type != 'cpu' else (1 << 22)
+    return max(1, budget // max(1, num_gallery))
+
+
 def default_workers() -> int:
     """Threads for the CPU ranking kernel: numpy releases the GIL, so one per core."""
     return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
@@ -364,7 +370,7 @@ def evaluate_rank(
     if isinstance(distmat, torch.Tensor) and distmat.dtype in (torch.float16, torch.bfloat16):
         distmat = distmat.float()
     device = distmat.device if on_gpu else torch.device('cpu')
-    rows = chunk_rows or default_chunk_rows(num_g, device)
+    rows = chunk_rows or rank_chunk_rows(num_g, device)
     acc = RankAccumulator(num_q, int(max_rank))
 
     def work(a: int, b: int):

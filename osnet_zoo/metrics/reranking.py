@@ -45,9 +45,9 @@ def _reciprocal(nn: torch.Tensor, k: int, rows: torch.Tensor) -> torch.Tensor:
 
 def _pair_sq_dist(x: torch.Tensor, sq_norm: Optional[torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
                   ) -> torch.Tensor:
-    """Squared distance of (rows[b], cols[b, j]) pairs, from the (prepared) features."""
-    dot = torch.einsum('bd,bkd->bk', x[rows], x[cols])
-    d = 1.0 - dot if sq_norm is None else sq_norm[rows, None] + sq_norm[cols] - 2.0 * dot
+    """Squared distance of the (rows[p], cols[p]) pairs, from the (prepared) features."""
+    dot = (x[rows] * x[cols]).sum(1)
+    d = 1.0 - dot if sq_norm is None else sq_norm[rows] + sq_norm[cols] - 2.0 * dot
     return d * d
 
 
@@ -71,11 +71,6 @@ def _expansion_sets(nn: torch.Tensor, k1: int, rows: torch.Tensor) -> Tuple[torc
     dup[:, 1:] = idx[:, 1:] == idx[:, :-1]
     valid = (idx < n) & ~dup
     return idx, valid
-
-
-def _csr_from_padded(rows: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, vals: torch.Tensor):
-    r = rows[:, None].expand_as(idx)[valid]
-    return r, idx[valid], vals[valid]
 
 
 @torch.inference_mode()
@@ -131,11 +126,11 @@ def re_ranking(
     for start in range(0, n, chunk_rows):
         rows = torch.arange(start, min(start + chunk_rows, n), device=dev)
         idx, valid = _expansion_sets(nn, k1, rows)
-        dist = _pair_sq_dist(xp, sq_norm, rows, idx.clamp(max=n - 1)) / row_max[rows, None]
-        weight = torch.where(valid, torch.exp(-dist), torch.zeros_like(dist))
-        weight = weight / weight.sum(1, keepdim=True)
-        r, c, v = _csr_from_padded(rows, idx, valid, weight)
-        v_rows.append(r), v_cols.append(c), v_vals.append(v)
+        r = rows[:, None].expand_as(idx)[valid]
+        c = idx[valid]
+        weight = torch.exp(-_pair_sq_dist(xp, sq_norm, r, c) / row_max[r])
+        total = torch.zeros(n, device=dev).index_add_(0, r, weight)
+        v_rows.append(r), v_cols.append(c), v_vals.append(weight / total[r])
     v_rows, v_cols, v_vals = torch.cat(v_rows), torch.cat(v_cols), torch.cat(v_vals)
     v_ptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     v_ptr[1:] = torch.cumsum(torch.bincount(v_rows, minlength=n), 0)

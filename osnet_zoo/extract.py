@@ -149,6 +149,7 @@ def extract_features(
         workers: int = 4,
         max_shards: Optional[int] = None,
         optimize: bool = False,
+        backend: str = 'torch',
         progress: bool = True,
 ) -> bool:
     """Extract features of the images in ``sources`` into ``out`` (resumable; see the module docstring).
@@ -193,7 +194,7 @@ def extract_features(
                     torch.manual_seed(0)  # random weights, but the same in a resumed run
                 extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
                                              normalize=normalize, pretrained=pretrained,
-                                             checkpoint_path=checkpoint_path, optimize=optimize)
+                                             checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
                 state = json.loads(state_file.read_text())
                 state['preprocessing'] = extractor.preprocessing
                 _atomic_write_text(json.dumps(state, indent=1), state_file)
@@ -215,7 +216,7 @@ def extract_features(
             for indices, f in extractor.iter_batches(readable_images()):
                 feats.append(f.float().cpu())
                 bar.update(len(indices))
-            tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim)
+            tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim or 0)
             _atomic_save({'features': tensor}, {'paths': json.dumps(kept), 'skipped': json.dumps(skipped)},
                          shard_files[i])
     bar.close()
@@ -277,6 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip unreadable images (listed in the metadata) instead of stopping with an error')
     parser.add_argument('--optimize', action='store_true', help='run the model through optimize_for_inference')
+    parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime'],
+                        help='onnxruntime: export to ONNX and run it on the CPU (fastest on CPUs; fp32)')
     parser.add_argument('--max-shards', type=int, default=None,
                         help='stop after this many new shards (the run stays resumable)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing complete --out file')
@@ -291,7 +294,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.sources, out, model=args.model, pretrained=not args.no_pretrained,
             checkpoint_path=args.checkpoint, device=args.device, precision=args.precision,
             batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
-            skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize)
+            skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,
+            backend=args.backend)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

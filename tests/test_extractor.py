@@ -179,3 +179,14 @@ def test_optimized_and_half_precision_extractors(model, extractor, crop):
     assert nn.functional.cosine_similarity(out, ref).min() > 0.99
     with pytest.raises(ValueError, match='CUDA'):
         FeatureExtractor(model, device='cpu', cuda_graph=True)
+
+
+def test_onnxruntime_backend(model, extractor, crop):
+    images = [crop, crop[10:80, 5:35], np.ascontiguousarray(crop[::-1]), crop[::2, ::2]]
+    ort_extractor = FeatureExtractor(model, device='cpu', batch_size=3, backend='onnxruntime', threads=1)
+    assert ort_extractor.model.contract['check']['passed']
+    got, ref = ort_extractor(images, normalize=False), extractor(images, normalize=False)
+    assert got.shape == (4, 512) and ref.abs().max() > 0.05
+    assert (got - ref).abs().max() < 1e-4  # chunks of 3 and 1: the dynamic batch works
+    with pytest.raises(ValueError, match='onnxruntime'):
+        FeatureExtractor(model, device='cpu', backend='onnxruntime', precision='bf16')

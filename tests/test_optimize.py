@@ -64,17 +64,25 @@ def test_fold_batchnorm_needs_eval_mode():
         fold_batchnorm(osnet_zoo.osnet_x0_25(num_classes=0).train())
 
 
-@pytest.mark.parametrize('variant,merge_lite', [('plain', False), ('ibn', False), ('ain', False),
-                                                ('plain', True), ('ain', True)])
-def test_stream_batching_exact(variant, merge_lite, inputs):
+@pytest.mark.parametrize('variant,mode', [('plain', 'grouped'), ('ibn', 'grouped'), ('ain', 'grouped'),
+                                          ('plain', 'merged'), ('ain', 'merged'), ('ibn', 'dense'),
+                                          ('ain', 'dense')])
+def test_stream_batching_exact(variant, mode, inputs):
     model = randomized(VARIANTS[variant](), seed=3)
-    fast = batch_streams(fold_batchnorm(model), merge_lite=merge_lite)
+    fast = batch_streams(fold_batchnorm(model), merge_lite=mode == 'merged', dense_levels=mode == 'dense')
     blocks = [m for m in fast.modules() if isinstance(m, StreamBatchedOmniScaleBlock)]
     assert len(blocks) == 6 and all(len(b.levels) == 4 for b in blocks)
-    levels = [lv for b in blocks for lv in b.levels]
-    assert all(lv.merged == merge_lite for lv in levels)
-    if merge_lite:  # one dense 3x3 conv per level, grouped per stream after the first level
-        assert [lv.conv.groups for lv in blocks[0].levels] == [1, 3, 2, 1]
+    levels = blocks[0].levels
+    c = blocks[0].mid_chs
+    assert [lv.level_input for lv in levels] == ['shared'] + [{'merged': 'grouped'}.get(mode, mode)] * 3
+    if mode == 'merged':  # one dense 3x3 conv per level, grouped per stream after the first level
+        assert [lv.conv.groups for lv in levels] == [1, 3, 2, 1]
+    elif mode == 'grouped':
+        assert [(lv.conv_pw.groups, lv.conv_pw.in_channels) for lv in levels] == [(1, c), (3, 3 * c), (2, 2 * c),
+                                                                                   (1, c)]
+    else:  # block-diagonal dense 1x1 convs over the whole previous level
+        assert [(lv.conv_pw.groups, lv.conv_pw.in_channels) for lv in levels] == [(1, c), (1, 4 * c), (1, 3 * c),
+                                                                                   (1, 2 * c)]
     with torch.inference_mode():
         assert rel_err(fast.forward_features(inputs), model.forward_features(inputs)) < 1e-5
         assert rel_err(fast(inputs), model(inputs)) < 1e-5
@@ -143,6 +151,8 @@ def test_optimize_for_inference_option_errors():
         optimize_for_inference(model, cuda_graph_batch_sizes=(8,))
     with pytest.raises(ValueError, match='merge_lite'):
         optimize_for_inference(model, stream_batching=False, merge_lite=True)
+    with pytest.raises(ValueError, match='do not combine'):
+        optimize_for_inference(model, merge_lite=True, dense_levels=True)
     with pytest.raises(ValueError, match='fold_bn'):
         optimize_for_inference(model, fold_bn=False)
     with pytest.raises(ValueError, match='precision'):

@@ -107,35 +107,54 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------ stream batching
 
+LEVEL_INPUTS = ('shared', 'grouped', 'dense')
+
+
 class LiteLevel(nn.Module):
     """``len(pw_weights)`` Lite 3x3 layers side by side: 1x1 -> depthwise 3x3 (+ folded BN bias) -> ReLU.
 
-    With ``shared_input`` all layers read the same input (one 1x1 conv with the outputs stacked), otherwise
-    layer g reads the g-th channel chunk of the input (a grouped 1x1 conv).
+    ``level_input`` says what the layers read:
 
-    With ``merged`` the two convs are one grouped dense 3x3 conv with weight ``dw[o] * pw[o, i]`` (exact:
-    the pointwise conv has no bias, so its zero padding commutes with it).
+    * 'shared': all read the same input (one 1x1 conv with the outputs stacked);
+    * 'grouped': layer g reads the g-th channel chunk of its input (a grouped 1x1 conv);
+    * 'dense': the input is the previous level's whole output, whose first chunk (the stream that ended)
+      is not read: layer g reads chunk g + 1 through a block-diagonal dense 1x1 conv (zeros elsewhere).
+      More mult-adds, but no channel slicing and one dense GEMM: meant for GPUs.
+
+    With ``merged`` the two convs are one dense 3x3 conv (grouped like the 1x1) with weight
+    ``dw[o] * pw[o, i]`` (exact: the pointwise conv has no bias, so its zero padding commutes with it).
     """
 
     def __init__(self, pw_weights: Sequence[torch.Tensor], dw_weights: Sequence[torch.Tensor],
-                 dw_biases: Sequence[torch.Tensor], shared_input: bool = False, merged: bool = False):
+                 dw_biases: Sequence[torch.Tensor], level_input: str = 'grouped', merged: bool = False):
         super().__init__()
+        if level_input not in LEVEL_INPUTS:
+            raise ValueError(f'level_input must be one of {LEVEL_INPUTS}, got {level_input!r}.')
+        if merged and level_input == 'dense':
+            raise ValueError('merged Lite layers cannot read a dense level input (9x the block-diagonal work).')
         layers = len(pw_weights)
-        groups = 1 if shared_input else layers
         out_chs, in_chs = pw_weights[0].shape[:2]
         pw = torch.cat(list(pw_weights), 0)  # (G*C, Cin, 1, 1)
         dw = torch.cat(list(dw_weights), 0)  # (G*C, 1, 3, 3)
         bias = torch.cat(list(dw_biases), 0)
+        groups = layers if level_input == 'grouped' else 1
+        if level_input == 'dense':
+            dense = pw.new_zeros(layers * out_chs, (layers + 1) * in_chs, 1, 1)
+            for g, w in enumerate(pw_weights):
+                dense[g * out_chs:(g + 1) * out_chs, (g + 1) * in_chs:(g + 2) * in_chs] = w
+            pw = dense
+        in_total = pw.shape[1] * groups
+        self.level_input = level_input
         self.merged = merged
         if merged:
-            self.conv = nn.Conv2d(groups * in_chs, layers * out_chs, 3, padding=1, groups=groups, bias=True)
+            self.conv = nn.Conv2d(in_total, layers * out_chs, 3, padding=1, groups=groups, bias=True)
             weight = (dw.double() * pw.double()).to(pw.dtype)  # (G*C, Cin, 3, 3)
             self.conv.weight = nn.Parameter(weight, requires_grad=False)
             self.conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
             self.conv_pw = self.conv_dw = None
         else:
             self.conv = None
-            self.conv_pw = nn.Conv2d(groups * in_chs, layers * out_chs, 1, groups=groups, bias=False)
+            self.conv_pw = nn.Conv2d(in_total, layers * out_chs, 1, groups=groups, bias=False)
             self.conv_pw.weight = nn.Parameter(pw.clone(), requires_grad=False)
             self.conv_dw = nn.Conv2d(layers * out_chs, layers * out_chs, 3, padding=1,
                                      groups=layers * out_chs, bias=True)
@@ -158,11 +177,13 @@ class StreamBatchedOmniScaleBlock(nn.Module):
     """An omni-scale block computed level by level (same output as the BN-folded ``OmniScaleBlock``).
 
     Level l runs the l-th Lite layer of every stream that has one: level 0 shares its input (one 1x1 conv
-    to T*C channels), level l >= 1 is a grouped conv over the streams still running. The stream that ends
-    at a level is gated; the gate (shared by all streams) runs once on the stacked stream descriptors.
+    to T*C channels), level l >= 1 is a grouped conv over the streams still running (or, with
+    ``dense_levels``, a block-diagonal dense conv over the whole previous level, see ``LiteLevel``). The
+    stream that ends at a level is gated; the gate (shared by all streams) runs once on the stacked stream
+    descriptors.
     """
 
-    def __init__(self, block: OmniScaleBlock, merge_lite: bool = False):
+    def __init__(self, block: OmniScaleBlock, merge_lite: bool = False, dense_levels: bool = False):
         super().__init__()
         streams = [list(s) for s in block.streams]
         depths = [len(s) for s in streams]
@@ -178,8 +199,10 @@ class StreamBatchedOmniScaleBlock(nn.Module):
         for level in range(num_streams):
             parts = [_lite_parts(streams[s][level]) for s in range(level, num_streams)]
             pw, dw, bias = zip(*parts)
-            levels.append(LiteLevel(pw, dw, bias, shared_input=level == 0, merged=merge_lite))
+            level_input = 'shared' if level == 0 else 'dense' if dense_levels else 'grouped'
+            levels.append(LiteLevel(pw, dw, bias, level_input=level_input, merged=merge_lite))
         self.levels = nn.ModuleList(levels)
+        self.dense_levels = dense_levels
         gate: ChannelGate = block.gate
         self.gate_fc1 = nn.Linear(gate.fc1.in_channels, gate.fc1.out_channels)
         self.gate_fc2 = nn.Linear(gate.fc2.in_channels, gate.fc2.out_channels)
@@ -195,7 +218,8 @@ class StreamBatchedOmniScaleBlock(nn.Module):
         for level in self.levels:
             x = level(x)
             outs.append(x[:, :c])
-            x = x[:, c:]
+            if not self.dense_levels:
+                x = x[:, c:]
         desc = torch.stack([o.mean((2, 3)) for o in outs], 1)  # (B, T, C)
         w = torch.sigmoid(self.gate_fc2(F.relu(self.gate_fc1(desc))))
         y = outs[0] * w[:, 0, :, None, None]
@@ -205,14 +229,15 @@ class StreamBatchedOmniScaleBlock(nn.Module):
         return F.relu(self.norm_out(y))
 
 
-def batch_streams(model: nn.Module, merge_lite: bool = False, inplace: bool = False) -> nn.Module:
+def batch_streams(model: nn.Module, merge_lite: bool = False, dense_levels: bool = False,
+                  inplace: bool = False) -> nn.Module:
     """Replace every (BN-folded) ``OmniScaleBlock`` by a ``StreamBatchedOmniScaleBlock``."""
     if not inplace:
         model = copy.deepcopy(model)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, OmniScaleBlock):
-                setattr(module, name, StreamBatchedOmniScaleBlock(child, merge_lite=merge_lite))
+                setattr(module, name, StreamBatchedOmniScaleBlock(child, merge_lite, dense_levels))
     return model
 
 
@@ -251,9 +276,11 @@ class InferenceModel(nn.Module):
     """What ``optimize_for_inference`` returns: casts the input to the model's device, dtype and memory
     format, runs the (rewritten, possibly compiled) model or a captured CUDA graph, returns float32."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device, channels_last: bool):
+    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device, channels_last: bool,
+                 micro_batch: Optional[int] = None):
         super().__init__()
         self.model = model
+        self.micro_batch = micro_batch
         self.dtype = dtype
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -281,6 +308,11 @@ class InferenceModel(nn.Module):
         self.graphs[runner.shape] = runner
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.micro_batch and x.shape[0] > self.micro_batch:
+            return torch.cat([self._run_one(chunk) for chunk in x.split(self.micro_batch)])
+        return self._run_one(x)
+
+    def _run_one(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is None:
             return self.model(x)
         if self.freezing:
@@ -309,10 +341,12 @@ def optimize_for_inference(
         fold_bn: bool = True,
         stream_batching: bool = True,
         merge_lite: bool = False,
+        dense_levels: bool = False,
         channels_last: bool = True,
         compile: Union[bool, str] = False,
         cuda_graph_batch_sizes: Sequence[int] = (),
         input_size: Optional[Tuple[int, int, int]] = None,
+        micro_batch: Optional[int] = None,
 ) -> InferenceModel:
     """Return a copy of ``model`` rewritten for fast inference; the original is not modified.
 
@@ -325,12 +359,17 @@ def optimize_for_inference(
             (exact up to rounding; needs ``fold_bn``).
         merge_lite: merge each Lite 3x3's pointwise and depthwise convs into one dense 3x3 conv
             (exact up to rounding, 9x the pointwise mult-adds; for memory-bound GPUs; needs ``stream_batching``).
+        dense_levels: stream-batched levels read the whole previous level through block-diagonal dense
+            1x1 convs (more mult-adds, no channel slicing; for GPUs; needs ``stream_batching``, not
+            ``merge_lite``).
         channels_last: NHWC memory format.
         compile: ``torch.compile`` the model: True (default mode, with inductor freezing on CPU) or a mode
             string, e.g. 'max-autotune-no-cudagraphs'. Compilation happens on the first call.
         cuda_graph_batch_sizes: on CUDA, capture a graph per batch size (inputs of shape
             (B, *input_size)); calls with another shape run normally.
         input_size: (C, H, W) for graph capture (default: the model's ``pretrained_cfg`` input size).
+        micro_batch: run larger batches as chunks of this size (inside one CUDA graph when captured), so
+            that a block's activations can stay in the GPU's L2 cache between kernels.
 
     Returns:
         An ``InferenceModel``: call it with a float image batch (any dtype / device / layout) and it
@@ -340,16 +379,23 @@ def optimize_for_inference(
     device = torch.device(device) if device is not None else _model_device(model)
     if (stream_batching or merge_lite) and not fold_bn:
         raise ValueError('stream_batching and merge_lite need fold_bn=True (they rebuild BN-folded layers).')
-    if merge_lite and not stream_batching:
-        raise ValueError('merge_lite rewrites the stream-batched levels: set stream_batching=True as well.')
+    if (merge_lite or dense_levels) and not stream_batching:
+        raise ValueError('merge_lite and dense_levels rewrite the stream-batched levels: set stream_batching=True.')
+    if merge_lite and dense_levels:
+        raise ValueError('merge_lite and dense_levels do not combine (9x the block-diagonal work).')
     if cuda_graph_batch_sizes and device.type != 'cuda':
         raise ValueError(f'CUDA graphs need a CUDA device; this model runs on {device}.')
+    if cuda_graph_batch_sizes and compile in ('reduce-overhead', 'max-autotune'):
+        raise ValueError(f'compile mode {compile!r} captures its own CUDA graphs; use it without '
+                         'cuda_graph_batch_sizes, or a mode without graphs (e.g. max-autotune-no-cudagraphs).')
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f'micro_batch must be >= 1, got {micro_batch}.')
     pretrained_cfg = getattr(model, 'pretrained_cfg', None)
     net = copy.deepcopy(model).eval()
     if fold_bn:
         net = fold_batchnorm(net, inplace=True)
     if stream_batching:
-        net = batch_streams(net, merge_lite=merge_lite, inplace=True)
+        net = batch_streams(net, merge_lite=merge_lite, dense_levels=dense_levels, inplace=True)
     net = net.to(device=device, dtype=dtype)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -357,7 +403,7 @@ def optimize_for_inference(
         p.requires_grad_(False)
     if pretrained_cfg is not None:
         net.pretrained_cfg = pretrained_cfg
-    wrapper = InferenceModel(net, dtype, device, channels_last).eval()
+    wrapper = InferenceModel(net, dtype, device, channels_last, micro_batch).eval()
     if compile:
         mode = None if compile is True else compile
         wrapper.set_compiled(torch.compile(net, mode=mode, dynamic=False), freezing=device.type == 'cpu')

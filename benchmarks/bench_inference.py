@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     env = dict(
         date=datetime.date.today().isoformat(), command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]),
         torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
-        device=torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu',
+        device=torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name(),
         cpu_count=os.cpu_count(), torch_threads=threads,
         loadavg_start=os.getloadavg() if hasattr(os, 'getloadavg') else None)
     results: Dict[str, Any] = dict(env=env, rows=[])
@@ -245,6 +245,15 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')]
+        return f'{names[0]} x{len(names)}' if names else platform.processor() or 'cpu'
+    except OSError:
+        return platform.processor() or 'cpu'
 
 
 def _randomise_statistics(model: nn.Module) -> None:

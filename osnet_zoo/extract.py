@@ -162,7 +162,8 @@ def extract_features(
     out = Path(out)
     paths = find_images(sources)
     settings = dict(model=model, pretrained=pretrained, checkpoint=str(checkpoint_path) if checkpoint_path else None,
-                    precision=precision, normalize=normalize, shard_size=shard_size, skip_bad=skip_bad)
+                    precision=precision, normalize=normalize, shard_size=shard_size, skip_bad=skip_bad,
+                    backend=backend)
     key = _run_key(paths, settings)
     parts = out.with_name(out.name + '.parts')
     state_file = parts / 'run.json'

@@ -27,6 +27,8 @@ Variants (names for --variants):
     ours_dense_compile_graph  ours with block-diagonal dense 1x1 convs per level (no channel slicing) +
                               torch.compile + CUDA graph (GPU)
     ours_dense         ours with dense levels (any device)
+    ours_triton_graph  ours with the Triton depthwise 3x3 + bias + ReLU kernel, CUDA graph (GPU)
+    ours_triton_compile_graph  the same + torch.compile
     ours_mb64_compile_graph   ours_compile_graph run as micro-batches of 64 inside one graph (GPU; keeps
                               activations in L2)
     ours_autotune_graph       ours + torch.compile(mode='max-autotune-no-cudagraphs') + CUDA graph (GPU; slow
@@ -62,20 +64,22 @@ from osnet_zoo.inference.onnx_runtime import OnnxRuntimeModel  # noqa: E402
 from osnet_zoo.inference.optimize import resolve_dtype  # noqa: E402
 
 CPU_VARIANTS = ['eager', 'ours_fold', 'ours', 'ours_compile', 'onnxruntime']
-GPU_VARIANTS = ['eager', 'eager_cl', 'ours_graph', 'ours_compile_graph', 'ours_dense_compile_graph',
-                'ours_merge_compile_graph', 'ours_mb64_compile_graph', 'ours_fold_compile_graph']
+GPU_VARIANTS = ['eager', 'eager_cl', 'ours_graph', 'ours_triton_graph', 'ours_compile_graph',
+                'ours_triton_compile_graph', 'ours_dense_compile_graph', 'ours_merge_compile_graph',
+                'ours_mb64_compile_graph', 'ours_fold_compile_graph']
 PRESETS = {
     # The issue's GPU goals (osnet_x1_0, osnet_x0_25 at batch 256 in bf16) first, then the alternatives and
     # AIN: each torch.compile costs about a minute, and the run should stay under 8 minutes. Each group is
     # timed against its own eager baseline.
     'gpu': dict(device='cuda', batch_sizes=[256], precision='bf16', rounds=5, iters=10, budget_s=330,
                 check_extractor=True,
-                plan=[('osnet_x1_0', ['eager', 'eager_cl', 'ours_graph', 'ours_compile_graph',
-                                      'ours_dense_compile_graph']),
-                      ('osnet_x0_25', ['eager', 'ours_graph', 'ours_compile_graph', 'ours_dense_compile_graph']),
-                      ('osnet_x1_0', ['eager', 'ours_fold_compile_graph', 'ours_merge_compile_graph',
-                                      'ours_mb64_compile_graph']),
-                      ('osnet_x0_25', ['eager', 'ours_mb64_compile_graph']),
+                plan=[('osnet_x1_0', ['eager', 'eager_cl', 'ours_graph', 'ours_triton_graph', 'ours_compile_graph',
+                                      'ours_triton_compile_graph']),
+                      ('osnet_x0_25', ['eager', 'ours_graph', 'ours_triton_graph', 'ours_compile_graph',
+                                       'ours_triton_compile_graph']),
+                      ('osnet_x1_0', ['eager', 'ours_dense_compile_graph', 'ours_merge_compile_graph',
+                                      'ours_mb64_compile_graph', 'ours_fold_compile_graph']),
+                      ('osnet_x0_25', ['eager', 'ours_mb64_compile_graph', 'ours_dense_compile_graph']),
                       ('osnet_ain_x1_0', ['eager', 'ours_compile_graph'])]),
     'cpu': dict(device='cpu', batch_sizes=[1], precision='fp32', rounds=7, iters=10, budget_s=1800,
                 plan=[('osnet_x1_0', CPU_VARIANTS)]),
@@ -119,7 +123,7 @@ def build_variant(name: str, model: nn.Module, device: torch.device, precision: 
     if not name.startswith('ours'):
         raise ValueError(f'unknown variant {name!r}')
     parts = name.split('_')[1:]
-    known = {'fold', 'compile', 'graph', 'merge', 'dense', 'mb64', 'autotune'}
+    known = {'fold', 'compile', 'graph', 'merge', 'dense', 'triton', 'mb64', 'autotune'}
     if set(parts) - known:
         raise ValueError(f'unknown variant {name!r}')
     graph = 'graph' in parts
@@ -133,7 +137,7 @@ def build_variant(name: str, model: nn.Module, device: torch.device, precision: 
     micro = 64 if 'mb64' in parts else None
     fast = optimize_for_inference(
         model, precision=precision, device=device, stream_batching='fold' not in parts, merge_lite='merge' in parts,
-        dense_levels='dense' in parts,
+        dense_levels='dense' in parts, triton_depthwise='triton' in parts,
         compile=compile_mode, micro_batch=micro,
         cuda_graph_batch_sizes=(batch,) if graph else (), input_size=input_size)
     return lambda x: fast(x)

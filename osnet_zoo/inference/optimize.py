@@ -9,6 +9,7 @@
 * **Lite 3x3 merging** (optional) — a pointwise conv (no bias) followed by a depthwise 3x3 equals one dense
   3x3 conv whose weight is their product. It costs 9x the pointwise mult-adds but runs as one implicit-GEMM
   kernel; worth it only where memory traffic, not arithmetic, is the limit (large GPU batches).
+* **Triton depthwise** (optional, CUDA) — each level's depthwise 3x3 + bias + ReLU as one kernel.
 * channels_last, bf16 / fp16, ``torch.compile`` and, on CUDA, graphs captured for fixed batch sizes.
 """
 from __future__ import annotations
@@ -123,11 +124,17 @@ class LiteLevel(nn.Module):
 
     With ``merged`` the two convs are one dense 3x3 conv (grouped like the 1x1) with weight
     ``dw[o] * pw[o, i]`` (exact: the pointwise conv has no bias, so its zero padding commutes with it).
+    With ``triton_depthwise`` the depthwise conv, its bias and the ReLU run as one Triton kernel on CUDA
+    channels_last tensors (``triton_kernels.depthwise3x3_bias_relu``; PyTorch elsewhere).
     """
 
     def __init__(self, pw_weights: Sequence[torch.Tensor], dw_weights: Sequence[torch.Tensor],
-                 dw_biases: Sequence[torch.Tensor], level_input: str = 'grouped', merged: bool = False):
+                 dw_biases: Sequence[torch.Tensor], level_input: str = 'grouped', merged: bool = False,
+                 triton_depthwise: bool = False):
         super().__init__()
+        if merged and triton_depthwise:
+            raise ValueError('merged Lite layers have no separate depthwise conv for the Triton kernel.')
+        self.triton_depthwise = triton_depthwise
         if level_input not in LEVEL_INPUTS:
             raise ValueError(f'level_input must be one of {LEVEL_INPUTS}, got {level_input!r}.')
         if merged and level_input == 'dense':
@@ -164,6 +171,9 @@ class LiteLevel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             return F.relu(self.conv(x))
+        if self.triton_depthwise:
+            from .triton_kernels import depthwise3x3_bias_relu
+            return depthwise3x3_bias_relu(self.conv_pw(x), self.conv_dw.weight, self.conv_dw.bias)
         return F.relu(self.conv_dw(self.conv_pw(x)))
 
 
@@ -183,7 +193,8 @@ class StreamBatchedOmniScaleBlock(nn.Module):
     descriptors.
     """
 
-    def __init__(self, block: OmniScaleBlock, merge_lite: bool = False, dense_levels: bool = False):
+    def __init__(self, block: OmniScaleBlock, merge_lite: bool = False, dense_levels: bool = False,
+                 triton_depthwise: bool = False):
         super().__init__()
         streams = [list(s) for s in block.streams]
         depths = [len(s) for s in streams]
@@ -200,7 +211,8 @@ class StreamBatchedOmniScaleBlock(nn.Module):
             parts = [_lite_parts(streams[s][level]) for s in range(level, num_streams)]
             pw, dw, bias = zip(*parts)
             level_input = 'shared' if level == 0 else 'dense' if dense_levels else 'grouped'
-            levels.append(LiteLevel(pw, dw, bias, level_input=level_input, merged=merge_lite))
+            levels.append(LiteLevel(pw, dw, bias, level_input=level_input, merged=merge_lite,
+                                    triton_depthwise=triton_depthwise))
         self.levels = nn.ModuleList(levels)
         self.dense_levels = dense_levels
         gate: ChannelGate = block.gate
@@ -230,14 +242,14 @@ class StreamBatchedOmniScaleBlock(nn.Module):
 
 
 def batch_streams(model: nn.Module, merge_lite: bool = False, dense_levels: bool = False,
-                  inplace: bool = False) -> nn.Module:
+                  triton_depthwise: bool = False, inplace: bool = False) -> nn.Module:
     """Replace every (BN-folded) ``OmniScaleBlock`` by a ``StreamBatchedOmniScaleBlock``."""
     if not inplace:
         model = copy.deepcopy(model)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, OmniScaleBlock):
-                setattr(module, name, StreamBatchedOmniScaleBlock(child, merge_lite, dense_levels))
+                setattr(module, name, StreamBatchedOmniScaleBlock(child, merge_lite, dense_levels, triton_depthwise))
     return model
 
 
@@ -342,6 +354,7 @@ def optimize_for_inference(
         stream_batching: bool = True,
         merge_lite: bool = False,
         dense_levels: bool = False,
+        triton_depthwise: bool = False,
         channels_last: bool = True,
         compile: Union[bool, str] = False,
         cuda_graph_batch_sizes: Sequence[int] = (),
@@ -362,6 +375,8 @@ def optimize_for_inference(
         dense_levels: stream-batched levels read the whole previous level through block-diagonal dense
             1x1 convs (more mult-adds, no channel slicing; for GPUs; needs ``stream_batching``, not
             ``merge_lite``).
+        triton_depthwise: run each level's depthwise 3x3 + bias + ReLU as one Triton kernel on CUDA
+            (channels_last; PyTorch fallback elsewhere; needs ``stream_batching``, not ``merge_lite``).
         channels_last: NHWC memory format.
         compile: ``torch.compile`` the model: True (default mode, with inductor freezing on CPU) or a mode
             string, e.g. 'max-autotune-no-cudagraphs'. Compilation happens on the first call.
@@ -379,8 +394,11 @@ def optimize_for_inference(
     device = torch.device(device) if device is not None else _model_device(model)
     if (stream_batching or merge_lite) and not fold_bn:
         raise ValueError('stream_batching and merge_lite need fold_bn=True (they rebuild BN-folded layers).')
-    if (merge_lite or dense_levels) and not stream_batching:
-        raise ValueError('merge_lite and dense_levels rewrite the stream-batched levels: set stream_batching=True.')
+    if (merge_lite or dense_levels or triton_depthwise) and not stream_batching:
+        raise ValueError('merge_lite, dense_levels and triton_depthwise rewrite the stream-batched levels: '
+                         'set stream_batching=True.')
+    if merge_lite and triton_depthwise:
+        raise ValueError('merge_lite leaves no depthwise conv for triton_depthwise.')
     if merge_lite and dense_levels:
         raise ValueError('merge_lite and dense_levels do not combine (9x the block-diagonal work).')
     if cuda_graph_batch_sizes and device.type != 'cuda':
@@ -395,7 +413,8 @@ def optimize_for_inference(
     if fold_bn:
         net = fold_batchnorm(net, inplace=True)
     if stream_batching:
-        net = batch_streams(net, merge_lite=merge_lite, dense_levels=dense_levels, inplace=True)
+        net = batch_streams(net, merge_lite=merge_lite, dense_levels=dense_levels,
+                            triton_depthwise=triton_depthwise, inplace=True)
     net = net.to(device=device, dtype=dtype)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

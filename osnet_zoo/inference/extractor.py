@@ -248,14 +248,15 @@ class FeatureExtractor:
         if backend not in ('torch', 'onnxruntime'):
             raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}.")
         self.backend = backend
+        self.model: Any  # an nn.Module, an InferenceModel or an OnnxRuntimeModel
         if backend == 'onnxruntime':
             if self.device.type != 'cpu' or self.dtype != torch.float32 or optimize:
                 raise ValueError("backend='onnxruntime' runs on the CPU in fp32, without optimize / compile / "
                                  'cuda_graph (onnxruntime does its own graph optimisation).')
             from .onnx_runtime import OnnxRuntimeModel
-            self.model: Any = OnnxRuntimeModel(net, threads=threads)
+            self.model = OnnxRuntimeModel(net, threads=threads)
         elif optimize:
-            self.model: nn.Module = optimize_for_inference(
+            self.model = optimize_for_inference(
                 net, precision=self.dtype, device=self.device, compile=compile,
                 cuda_graph_batch_sizes=(self.batch_size,) if cuda_graph else (),
                 input_size=self.preprocessing['input_size'])

@@ -10,10 +10,12 @@ from .models import (
     osnet_x1_0,
 )
 from .weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
+from .inference import FeatureExtractor, optimize_for_inference
 
 __version__ = '0.1.0'
 
 __all__ = [
     'OSNet', 'checkpoint_filter_fn', 'create_osnet', 'osnet_x1_0', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25',
     'osnet_ibn', 'osnet_ain', 'CheckpointError', 'load_osnet_checkpoint', 'read_checkpoint',
+    'FeatureExtractor', 'optimize_for_inference',
 ]

@@ -1,0 +1,314 @@
+"""`python -m osnet_zoo.extract`: re-ID features of a folder (or glob) of person crops, resumable.
+
+The images are processed in shards; each finished shard is written atomically to ``<out>.parts/`` so
+that an interrupted run (Ctrl-C, a killed job, ``--max-shards``) continues where it stopped when rerun
+with the same arguments. When every shard is done they are joined into ``--out``: a safetensors file with
+``features`` (N, D) float32 and, in its metadata, the image paths (row order) and how they were made.
+Read it back with ``osnet_zoo.extract.load_features``.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ['find_images', 'extract_features', 'load_features', 'main', 'IMAGE_EXTENSIONS']
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
+# safetensors caps its JSON header at 100 MB; longer path lists go to a sidecar file
+_MAX_METADATA_PATHS_BYTES = 32_000_000
+_FORMAT = 'osnet_zoo.features/1'
+
+
+def find_images(sources: Sequence[str]) -> List[str]:
+    """Image paths from folders (searched recursively), glob patterns and files, in a stable order
+    (each source sorted, sources in the given order, duplicates dropped)."""
+    found: List[str] = []
+    for source in sources:
+        if any(ch in source for ch in '*?['):
+            matches = sorted(p for p in glob.glob(source, recursive=True)
+                             if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
+            if not matches:
+                raise FileNotFoundError(f'No images match the pattern {source!r} (extensions: '
+                                        f'{", ".join(IMAGE_EXTENSIONS)}).')
+        elif os.path.isdir(source):
+            matches = sorted(os.path.join(root, name) for root, _, names in os.walk(source)
+                             for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+            if not matches:
+                raise FileNotFoundError(f'No images found under the folder {source!r} (extensions: '
+                                        f'{", ".join(IMAGE_EXTENSIONS)}).')
+        elif os.path.isfile(source):
+            matches = [source]
+        else:
+            raise FileNotFoundError(f'{source!r} is neither a folder, an image file nor a glob pattern that matches.')
+        found.extend(os.path.normpath(p) for p in matches)
+    return list(dict.fromkeys(found))
+
+
+def _atomic_save(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], path: Path) -> None:
+    from safetensors.torch import save_file
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    _chmod_default(tmp)
+    os.replace(tmp, path)
+
+
+def _chmod_default(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_shard(path: Path) -> Tuple[torch.Tensor, List[str], List[str]]:
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as f:
+        meta = f.metadata() or {}
+        feats = f.get_tensor('features')
+    return feats, json.loads(meta['paths']), json.loads(meta.get('skipped', '[]'))
+
+
+def load_features(path: str | os.PathLike) -> Tuple[torch.Tensor, List[str], Dict[str, Any]]:
+    """Read an ``extract`` output: (features (N, D) float32, paths (N), metadata dict)."""
+    from safetensors import safe_open
+    path = Path(path)
+    with safe_open(str(path), framework='pt') as f:
+        meta = dict(f.metadata() or {})
+        feats = f.get_tensor('features')
+    if meta.get('format') != _FORMAT:
+        raise ValueError(f'{path} is not an osnet_zoo features file (metadata format {meta.get("format")!r}).')
+    if 'paths' in meta:
+        paths = json.loads(meta.pop('paths'))
+    else:
+        sidecar = path.with_name(meta['paths_file'])
+        paths = json.loads(sidecar.read_text())['paths']
+    info = {k: json.loads(v) if k in ('preprocessing', 'skipped', 'normalized', 'num_images') else v
+            for k, v in meta.items()}
+    if len(paths) != feats.shape[0]:
+        raise ValueError(f'{path}: {feats.shape[0]} feature rows but {len(paths)} paths.')
+    return feats, paths, info
+
+
+def _run_key(paths: Sequence[str], settings: Dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps([list(paths), settings], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _prefetch(pool: ThreadPoolExecutor, items: Sequence[Any], fn, window: int) -> Iterator[Any]:
+    """``map(fn, items)`` on the pool, in order, with at most ``window`` results in flight (bounded memory)."""
+    futures = []
+    it = iter(items)
+    for item in it:
+        futures.append(pool.submit(fn, item))
+        if len(futures) >= window:
+            break
+    while futures:
+        result = futures.pop(0).result()
+        nxt = next(it, None)
+        if nxt is not None:
+            futures.append(pool.submit(fn, nxt))
+        yield result
+
+
+def _load_or_skip(path: str, skip_bad: bool):
+    from .inference.extractor import load_image
+    try:
+        return load_image(path)
+    except (OSError, ValueError):
+        if skip_bad:
+            return None
+        raise
+
+
+def extract_features(
+        sources: Sequence[str],
+        out: str | os.PathLike,
+        model: str = 'osnet_x1_0',
+        pretrained: bool = True,
+        checkpoint_path: Optional[str] = None,
+        device: Optional[str] = None,
+        precision: str = 'fp32',
+        batch_size: int = 64,
+        shard_size: int = 2048,
+        normalize: bool = True,
+        skip_bad: bool = False,
+        workers: int = 4,
+        max_shards: Optional[int] = None,
+        optimize: bool = False,
+        backend: str = 'torch',
+        progress: bool = True,
+) -> bool:
+    """Extract features of the images in ``sources`` into ``out`` (resumable; see the module docstring).
+
+    Returns True when ``out`` is complete, False when ``max_shards`` stopped the run early (rerun to go on).
+    """
+    from tqdm import tqdm
+    from .inference import FeatureExtractor
+
+    out = Path(out)
+    paths = find_images(sources)
+    settings = dict(model=model, pretrained=pretrained, checkpoint=str(checkpoint_path) if checkpoint_path else None,
+                    precision=precision, normalize=normalize, shard_size=shard_size, skip_bad=skip_bad,
+                    backend=backend)
+    key = _run_key(paths, settings)
+    parts = out.with_name(out.name + '.parts')
+    state_file = parts / 'run.json'
+    if parts.is_dir() and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if state.get('key') != key:
+            raise RuntimeError(
+                f'{parts} holds a partial run with other images or settings (model {state.get("model")!r}, '
+                f'{state.get("num_images")} images). Delete that folder to start over, or pass another --out.')
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1), state_file)
+
+    num_shards = (len(paths) + shard_size - 1) // shard_size
+    shard_files = [parts / f'shard_{i:06d}.safetensors' for i in range(num_shards)]
+    todo = [i for i, f in enumerate(shard_files) if not f.is_file()]
+    done_images = sum(min(shard_size, len(paths) - i * shard_size) for i in range(num_shards) if i not in set(todo))
+    extractor = None
+    bar = tqdm(total=len(paths), initial=done_images, unit='img', desc='extract', disable=not progress,
+               dynamic_ncols=True)
+    stopped_early = False
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for n, i in enumerate(todo):
+            if max_shards is not None and n >= max_shards:
+                stopped_early = True
+                break
+            if extractor is None:
+                if not pretrained and checkpoint_path is None:
+                    torch.manual_seed(0)  # random weights, but the same in a resumed run
+                extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
+                                             normalize=normalize, pretrained=pretrained,
+                                             checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
+                state = json.loads(state_file.read_text())
+                state['preprocessing'] = extractor.preprocessing
+                _atomic_write_text(json.dumps(state, indent=1), state_file)
+            shard_paths = paths[i * shard_size:(i + 1) * shard_size]
+            kept: List[str] = []
+            skipped: List[str] = []
+
+            def readable_images() -> Iterator[Any]:
+                loaded = _prefetch(pool, shard_paths, lambda p: _load_or_skip(p, skip_bad), 4 * batch_size)
+                for p, img in zip(shard_paths, loaded):
+                    if img is None:
+                        skipped.append(p)
+                        bar.update(1)
+                        continue
+                    kept.append(p)
+                    yield img
+
+            feats = []
+            for indices, f in extractor.iter_batches(readable_images()):
+                feats.append(f.float().cpu())
+                bar.update(len(indices))
+            tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim or 0)
+            _atomic_save({'features': tensor}, {'paths': json.dumps(kept), 'skipped': json.dumps(skipped)},
+                         shard_files[i])
+    bar.close()
+    if stopped_early:
+        return False
+
+    all_feats, all_paths, all_skipped = [], [], []
+    for f in shard_files:
+        feats, shard_paths, skipped = _read_shard(f)
+        all_feats.append(feats)
+        all_paths.extend(shard_paths)
+        all_skipped.extend(skipped)
+    features = torch.cat(all_feats)
+    preprocessing = json.loads(state_file.read_text()).get('preprocessing')
+    metadata = {
+        'format': _FORMAT, 'model': model, 'checkpoint': str(checkpoint_path or ''), 'precision': precision,
+        'normalized': json.dumps(normalize), 'num_images': json.dumps(len(all_paths)),
+        'preprocessing': json.dumps(preprocessing), 'skipped': json.dumps(all_skipped),
+    }
+    paths_json = json.dumps(all_paths)
+    if len(paths_json) <= _MAX_METADATA_PATHS_BYTES:
+        metadata['paths'] = paths_json
+    else:
+        sidecar = out.with_name(out.name + '.paths.json')
+        _atomic_write_text(json.dumps({'paths': all_paths}), sidecar)
+        metadata['paths_file'] = sidecar.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({'features': features}, metadata, out)
+    shutil.rmtree(parts)
+    return True
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='python -m osnet_zoo.extract',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Compute OSNet re-ID features for a folder of person crops and save them, with the image '
+                    'paths, to one safetensors file.',
+        epilog='examples:\n'
+               '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17 crops/ --out feats.safetensors\n'
+               '  python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
+               '      "data/**/*.jpg" --out feats.safetensors --device cuda --precision bf16\n\n'
+               'Interrupted runs resume: rerun the same command. Partial results live in OUT.parts/.\n'
+               'Read the result: feats, paths, meta = osnet_zoo.extract.load_features("feats.safetensors")')
+    parser.add_argument('sources', nargs='+', metavar='IMAGES_DIR_OR_GLOB',
+                        help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses)')
+    parser.add_argument('--out', required=True, help='output .safetensors file')
+    parser.add_argument('--model', default='osnet_x1_0',
+                        help='timm model name, with a weights tag for pretrained weights (default osnet_x1_0)')
+    parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
+    parser.add_argument('--no-pretrained', action='store_true',
+                        help='random weights, seeded (for testing the pipeline only)')
+    parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if available)')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--shard-size', type=int, default=2048, help='images per resumable shard (default 2048)')
+    parser.add_argument('--workers', type=int, default=4, help='image decoding threads (default 4)')
+    parser.add_argument('--no-normalize', action='store_true', help='keep raw embeddings (no L2 normalisation)')
+    parser.add_argument('--skip-bad', action='store_true',
+                        help='skip unreadable images (listed in the metadata) instead of stopping with an error')
+    parser.add_argument('--optimize', action='store_true', help='run the model through optimize_for_inference')
+    parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime'],
+                        help='onnxruntime: export to ONNX and run it on the CPU (fastest on CPUs; fp32)')
+    parser.add_argument('--max-shards', type=int, default=None,
+                        help='stop after this many new shards (the run stays resumable)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing complete --out file')
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f'{out} already exists (complete); pass --overwrite to recompute it.')
+        return 0
+    try:
+        complete = extract_features(
+            args.sources, out, model=args.model, pretrained=not args.no_pretrained,
+            checkpoint_path=args.checkpoint, device=args.device, precision=args.precision,
+            batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
+            skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,
+            backend=args.backend)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if not complete:
+        print(f'Stopped after {args.max_shards} shard(s); rerun the same command to continue '
+              f'(partial results in {out.name}.parts/).')
+        return 3
+    feats, paths, meta = load_features(out)
+    print(f'Wrote {out}: {feats.shape[0]} x {feats.shape[1]} features ({args.model}); '
+          f'{len(meta["skipped"])} unreadable images skipped.')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""`python -m osnet_zoo.export`: ONNX / TorchScript files that reproduce PyTorch, with their contract."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import osnet_zoo
+from osnet_zoo.export import ExportCheckError, export_model, main
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def with_statistics(model: nn.Module) -> nn.Module:
+    """Norm statistics like a trained model's, with O(1) embeddings (so that a 1e-4 check means something:
+    the fresh head's N(0, 0.01) Linear gives tiny ones; its BatchNorm1d variance is set to match)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)):
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=gen) - 0.3)
+                if m.running_var is not None:
+                    m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_var.fill_(1e-4)
+    return model.eval()
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    from safetensors.torch import save_file
+    path = tmp_path_factory.mktemp('export') / 'osnet_ain_x0_25_test.safetensors'
+    torch.manual_seed(0)
+    save_file(with_statistics(osnet_zoo.osnet_ain(width=0.25, num_classes=0)).state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope='module')
+def crops():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((120, 50), (256, 128), (300, 90))]
+
+
+def test_onnx_cli_dynamic_batch(checkpoint, crops, tmp_path):
+    import onnxruntime as ort
+    out = tmp_path / 'ain.onnx'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, '-m', 'osnet_zoo.export', '--model', 'osnet_ain_x0_25', '--checkpoint',
+                          str(checkpoint), '--format', 'onnx', '--dynamic-batch', '--out', str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert 'PASSED' in run.stdout and 'max abs diff' in run.stdout
+    contract = json.loads((tmp_path / 'ain.onnx.json').read_text())
+    assert contract['input'] == {'name': 'images', 'shape': ['batch', 3, 256, 128], 'dtype': 'float32',
+                                 'layout': 'NCHW', 'colour_order': 'RGB'}
+    assert contract['output']['name'] == 'features' and contract['output']['shape'] == ['batch', 512]
+    assert contract['preprocessing']['mean'] == [0.485, 0.456, 0.406]
+    assert contract['preprocessing']['interpolation'] == 'bilinear'
+    check = contract['check']
+    assert check['passed'] and check['max_abs_diff'] <= 1e-4 and check['batch_sizes'] == [1, 3]
+    assert check['max_abs_reference'] > 0.1  # the check compared real-sized embeddings
+
+    # our own check: real crops, preprocessed per the contract, through onnxruntime at batch 3
+    extractor = osnet_zoo.FeatureExtractor('osnet_ain_x0_25', checkpoint_path=checkpoint, device='cpu',
+                                           normalize=False)
+    batch = extractor.preprocess(crops).numpy()
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    assert [i.name for i in session.get_inputs()] == ['images']
+    assert [o.name for o in session.get_outputs()] == ['features']
+    got = session.run(['features'], {'images': batch})[0]
+    expected = extractor(crops).numpy()
+    assert got.shape == (3, 512)
+    assert np.abs(got - expected).max() <= 1e-4 and np.abs(expected).max() > 0.1
+
+
+@pytest.mark.filterwarnings('ignore:.*torch.jit.load.*:FutureWarning')
+def test_torchscript_with_normalisation(checkpoint, crops, tmp_path):
+    out = tmp_path / 'ain.pt'
+    contract = export_model('osnet_ain_x0_25', out, fmt='torchscript', checkpoint_path=str(checkpoint),
+                            normalize=True)
+    assert contract['check']['passed'] and contract['check']['runtime'].startswith('torch.jit')
+    assert contract['output']['l2_normalized'] is True
+    extractor = osnet_zoo.FeatureExtractor('osnet_ain_x0_25', checkpoint_path=checkpoint, device='cpu')
+    loaded = torch.jit.load(str(out))
+    with torch.inference_mode():
+        got = loaded(extractor.preprocess(crops))
+    assert torch.allclose(got.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert (got - extractor(crops)).abs().max() <= 1e-5
+
+
+def test_onnx_half(checkpoint, tmp_path):
+    import onnxruntime as ort
+    out = tmp_path / 'ain_fp16.onnx'
+    contract = export_model('osnet_ain_x0_25', out, fmt='onnx', half=True, batch_size=2,
+                            checkpoint_path=str(checkpoint))
+    assert contract['input']['dtype'] == contract['output']['dtype'] == 'float16'
+    assert contract['input']['shape'] == [2, 3, 256, 128]
+    check = contract['check']
+    assert check['passed'] and 0 < check['max_abs_diff'] <= 1e-2 * check['max_abs_reference']
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    assert session.get_inputs()[0].type == 'tensor(float16)'
+
+
+class BatchOfOneOnly(nn.Module):
+    """Python logic on the batch size: tracing bakes it in for batch 1, so a dynamic-batch export is wrong."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) * float(x.shape[0] == 1)
+
+
+def test_failed_check_is_reported(tmp_path, capsys):
+    net = BatchOfOneOnly(with_statistics(osnet_zoo.osnet_x0_25(num_classes=0)))
+    out = tmp_path / 'bad.onnx'
+    with pytest.raises(ExportCheckError, match='differs from PyTorch'):
+        export_model(net, out, fmt='onnx', dynamic_batch=True)
+    contract = json.loads((tmp_path / 'bad.onnx.json').read_text())
+    assert contract['check']['passed'] is False and contract['check']['max_abs_diff'] > 0.1
+    # the CLI reports a missing checkpoint as an error naming it
+    assert main(['--model', 'osnet_x0_25', '--checkpoint', str(tmp_path / 'nope.pth'),
+                 '--out', str(tmp_path / 'x.onnx')]) == 2
+    assert 'nope.pth' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['--format', 'tflite'])

@@ -1,0 +1,192 @@
+"""FeatureExtractor: every input form gives the same, correctly preprocessed features; bad inputs fail clearly."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+import osnet_zoo
+from osnet_zoo import FeatureExtractor
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def trained_looking(model: nn.Module) -> nn.Module:
+    """Fixed random norm statistics, so that features depend clearly on the pixels (and their colours)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return trained_looking(osnet_zoo.osnet_x0_25(num_classes=0))
+
+
+@pytest.fixture(scope='module')
+def extractor(model):
+    return FeatureExtractor(model, device='cpu', batch_size=3)
+
+
+@pytest.fixture(scope='module')
+def crop():
+    """A 90x40 RGB person-crop-sized image with structure (gradients + blocks), not flat noise."""
+    yy, xx = np.mgrid[0:90, 0:40]
+    img = np.stack([(yy * 2.8) % 256, (xx * 6.1) % 256, ((yy // 15 + xx // 10) % 2) * 200 + 30], -1)
+    return img.astype(np.uint8)
+
+
+def test_all_input_forms_agree(extractor, crop, tmp_path):
+    path = tmp_path / 'crop.png'
+    Image.fromarray(crop).save(path)
+    chw = torch.from_numpy(crop).permute(2, 0, 1)
+    inputs = [str(path), path, Image.fromarray(crop), crop, chw, chw.float() / 255, chw[None].repeat(2, 1, 1, 1)]
+    feats = extractor(inputs)
+    assert feats.shape == (8, 512) and feats.dtype == torch.float32  # the BCHW tensor gives 2 rows
+    assert torch.allclose(feats.norm(dim=1), torch.ones(8), atol=1e-5)
+    assert (feats - feats[0]).abs().max() < 1e-5
+    # BGR input (OpenCV) with channel_order='bgr', per call or as the extractor's default
+    bgr = np.ascontiguousarray(crop[..., ::-1])
+    assert (extractor(bgr, channel_order='bgr')[0] - feats[0]).abs().max() < 1e-5
+    assert (extractor(torch.from_numpy(bgr).permute(2, 0, 1), channel_order='bgr')[0] - feats[0]).abs().max() < 1e-5
+    # ... and without it the colours are wrong, which changes the features
+    assert (extractor(bgr)[0] - feats[0]).abs().max() > 1e-3
+
+
+def test_preprocessing_follows_pretrained_cfg(model, extractor, crop):
+    """The batch the network sees matches timm's eval transform for the model's pretrained_cfg."""
+    from timm.data import create_transform, resolve_data_config
+    cfg = resolve_data_config(model=model)
+    assert cfg['input_size'] == (3, 256, 128) and cfg['crop_mode'] == 'squash'
+    assert extractor.preprocessing['input_size'] == (3, 256, 128)
+    transform = create_transform(**cfg)
+    ours = extractor.preprocess(crop)
+    theirs = transform(Image.fromarray(crop)).unsqueeze(0)
+    assert ours.shape == theirs.shape == (1, 3, 256, 128)
+    # PIL resizes in uint8 (rounding); we resize in float: they differ by at most ~1 grey level
+    assert (ours - theirs).abs().max() < 2.5 / 255 / 0.224
+    # at the input size there is no resize: exactly timm's ToTensor + Normalize
+    exact = np.random.default_rng(0).integers(0, 256, (256, 128, 3), dtype=np.uint8)
+    assert (extractor.preprocess(exact) - transform(Image.fromarray(exact))).abs().max() < 1e-5
+    with torch.inference_mode():
+        ref = nn.functional.normalize(model(theirs), dim=1)
+    assert nn.functional.cosine_similarity(extractor(crop), ref).item() > 0.999
+
+
+def test_chunking_and_normalize_option(model, crop):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)
+              for h, w in zip(rng.integers(30, 300, 7), rng.integers(20, 150, 7))]
+    small = FeatureExtractor(model, device='cpu', batch_size=2)
+    big = FeatureExtractor(model, device='cpu', batch_size=16)
+    a, b = small(images), big(images)
+    assert a.shape == (7, 512) and (a - b).abs().max() < 1e-5
+    raw = small(images, normalize=False)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(7), atol=1e-2)
+    with torch.inference_mode():
+        expected = model(big.preprocess(images))
+    assert (raw - expected).abs().max() < 1e-5
+    assert (nn.functional.normalize(raw, dim=1) - a).abs().max() < 1e-5
+    # iter_batches: lazily, chunk by chunk, with the input indices
+    chunks = list(small.iter_batches(iter(images)))
+    assert [idx for idx, _ in chunks] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert (torch.cat([f for _, f in chunks]) - a).abs().max() < 1e-5
+
+
+def test_grayscale_and_alpha(extractor, crop, tmp_path):
+    gray = crop[..., 1]
+    gray_rgb = np.repeat(gray[..., None], 3, axis=2)
+    ref = extractor(gray_rgb)
+    for form in (gray, gray[..., None], Image.fromarray(gray), torch.from_numpy(gray)[None]):
+        assert (extractor(form) - ref).abs().max() < 1e-5
+    # PIL RGBA / LA images and files are converted by PIL (alpha dropped)
+    rgba = Image.fromarray(np.concatenate([crop, np.full_like(crop[..., :1], 128)], 2), mode='RGBA')
+    rgba.save(tmp_path / 'rgba.png')
+    ref_rgb = extractor(crop)
+    assert (extractor(rgba) - ref_rgb).abs().max() < 1e-5
+    assert (extractor(tmp_path / 'rgba.png') - ref_rgb).abs().max() < 1e-5
+    # raw RGBA arrays are ambiguous (BGRA? premultiplied?): an error naming the input
+    with pytest.raises(ValueError, match=r'input 1: .*4 channels'):
+        extractor([crop, np.asarray(rgba)])
+
+
+def test_bad_inputs_name_the_input(extractor, crop, tmp_path):
+    with pytest.raises(ValueError, match='No images'):
+        extractor([])
+    with pytest.raises(ValueError, match='No images'):
+        extractor(torch.zeros(0, 3, 32, 16))
+    with pytest.raises(ValueError, match=r'input 1: numpy images must be uint8'):
+        extractor([crop, crop.astype(np.float32)])
+    with pytest.raises(ValueError, match=r'input 0: .*channels-first'):
+        extractor(np.ascontiguousarray(crop.transpose(2, 0, 1)))
+    with pytest.raises(ValueError, match=r'input 2: .*channels-last'):
+        extractor([crop, crop, torch.from_numpy(crop)])
+    with pytest.raises(ValueError, match=r'input 0: .*\[0, 1\]'):
+        extractor(torch.rand(3, 64, 32) * 255)
+    with pytest.raises(ValueError, match=r'input 0: .*expected CHW or BCHW'):
+        extractor(torch.rand(1, 1, 3, 64, 32))
+    with pytest.raises(ValueError, match=r'input 0: .*2 channels'):
+        extractor(torch.rand(2, 64, 32))
+    with pytest.raises(ValueError, match=r'input 1: empty image'):
+        extractor([crop, np.zeros((0, 10, 3), np.uint8)])
+    missing = tmp_path / 'missing.jpg'
+    with pytest.raises(FileNotFoundError, match=r'input 1 .*missing\.jpg'):
+        extractor([crop, missing])
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+    with pytest.raises(ValueError, match=r'broken\.jpg.*cannot read'):
+        extractor([broken])
+    with pytest.raises(TypeError, match=r'input 0: unsupported type dict'):
+        extractor([{'image': crop}])
+    with pytest.raises(ValueError, match='channel_order'):
+        extractor(crop, channel_order='bgra')
+
+
+def test_model_by_name_checkpoint_and_classifier(model, crop, tmp_path):
+    from safetensors.torch import save_file
+    ckpt = tmp_path / 'osnet_x0_25_test.safetensors'
+    save_file(model.state_dict(), str(ckpt))
+    by_module = FeatureExtractor(model, device='cpu')(crop)
+    by_checkpoint = FeatureExtractor('osnet_x0_25', checkpoint_path=ckpt, device='cpu')
+    assert by_checkpoint.preprocessing['input_size'] == (3, 256, 128)
+    assert (by_checkpoint(crop) - by_module).abs().max() < 1e-6
+    # a named model without weights builds with the name's pretrained_cfg
+    assert FeatureExtractor('osnet_ain_x0_25', pretrained=False, device='cpu')(crop).shape == (1, 512)
+    # an OSNet with a classifier is used up to its embedding (the module itself is not modified)
+    with_head = osnet_zoo.osnet_x0_25(num_classes=10)
+    with_head.load_state_dict(model.state_dict(), strict=False)
+    with_head.eval()
+    assert (FeatureExtractor(with_head, device='cpu')(crop) - by_module).abs().max() < 1e-6
+    assert with_head.num_classes == 10
+    with pytest.raises(ValueError, match='checkpoint_path'):
+        FeatureExtractor(model, checkpoint_path=ckpt)
+
+
+def test_optimized_and_half_precision_extractors(model, extractor, crop):
+    images = [crop, crop[10:80, 5:35], np.ascontiguousarray(crop[::-1])]
+    ref = extractor(images)
+    fast = FeatureExtractor(model, device='cpu', batch_size=3, optimize=True)
+    assert (fast(images) - ref).abs().max() < 1e-5
+    bf16 = FeatureExtractor(model, device='cpu', batch_size=3, precision='bf16', optimize=True)
+    out = bf16(images)
+    assert out.dtype == torch.float32
+    assert nn.functional.cosine_similarity(out, ref).min() > 0.99
+    with pytest.raises(ValueError, match='CUDA'):
+        FeatureExtractor(model, device='cpu', cuda_graph=True)
+
+
+def test_onnxruntime_backend(model, extractor, crop):
+    images = [crop, crop[10:80, 5:35], np.ascontiguousarray(crop[::-1]), crop[::2, ::2]]
+    ort_extractor = FeatureExtractor(model, device='cpu', batch_size=3, backend='onnxruntime', threads=1)
+    assert ort_extractor.model.contract['check']['passed']
+    got, ref = ort_extractor(images, normalize=False), extractor(images, normalize=False)
+    assert got.shape == (4, 512) and ref.abs().max() > 0.05
+    assert (got - ref).abs().max() < 1e-4  # chunks of 3 and 1: the dynamic batch works
+    with pytest.raises(ValueError, match='onnxruntime'):
+        FeatureExtractor(model, device='cpu', backend='onnxruntime', precision='bf16')

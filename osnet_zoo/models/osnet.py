@@ -491,7 +491,15 @@ OSNET_ARCHS: Dict[str, Dict[str, Any]] = {
 def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
     model_kwargs = dict(OSNET_ARCHS[variant])
     model_kwargs.update(kwargs)
-    return build_model_with_cfg(
+    recorded_source = None
+    if pretrained:
+        from ..weights.hub import forget_loaded_state_dict, resolve_pretrained
+        # Fetch the weights ourselves (sha256-checked against the weights manifest, read without unpickling
+        # code), then let timm's loader adapt them (classifier, in_chans) through checkpoint_filter_fn.
+        model_kwargs['pretrained_cfg'], recorded_source = resolve_pretrained(
+            variant, model_kwargs.pop('pretrained_cfg', None), model_kwargs.pop('pretrained_cfg_overlay', None),
+            cache_dir=model_kwargs.get('cache_dir'))
+    model = build_model_with_cfg(
         OSNet,
         variant,
         pretrained,
@@ -499,6 +507,9 @@ def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNe
         feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
         **model_kwargs,
     )
+    if recorded_source is not None:
+        forget_loaded_state_dict(model, recorded_source)
+    return model
 
 
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
@@ -514,13 +525,20 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'conv1.conv',
         'classifier': 'classifier',
-        'license': 'mit',
         'paper_ids': 'arXiv:1905.00953',
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({name: _cfg() for name in OSNET_ARCHS})
+def _manifest_cfgs() -> Dict[str, Dict[str, Any]]:
+    # One tag per checkpoint of osnet_zoo/weights/weights_manifest.json, the default tag of each architecture
+    # first (timm makes the first tag with weights the default).
+    from ..weights.hub import pretrained_cfgs
+    from ..weights.manifest import PACKAGED_MANIFEST, load_manifest
+    return pretrained_cfgs(_cfg, load_manifest(PACKAGED_MANIFEST))
+
+
+default_cfgs = generate_default_cfgs(_manifest_cfgs())
 
 
 @register_model

@@ -1,2 +1,6 @@
-"""Weights: safe checkpoint reading, reference-layout conversion."""
-from .io import CheckpointError, load_osnet_checkpoint, read_checkpoint
+"""Weights: safe checkpoint reading, the weights manifest, Hub loading with sha256 checks, conversion."""
+from .io import CheckpointError, file_sha256, load_osnet_checkpoint, read_checkpoint
+from .manifest import (
+    PACKAGED_MANIFEST, HubFile, ManifestError, WeightsEntry, WeightsManifest, active_manifest_path, load_manifest,
+)
+from .hub import PretrainedWeightsError, WeightsIntegrityError, WeightsUnavailableError

@@ -6,13 +6,16 @@ reference trainer stores beside the weights (``rank1``, ``epoch``). Nothing else
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
 import torch
 
-__all__ = ['read_checkpoint', 'load_osnet_checkpoint', 'CheckpointError']
+__all__ = ['read_checkpoint', 'load_osnet_checkpoint', 'CheckpointError', 'file_sha256', 'atomic_write_bytes',
+           'atomic_write_text']
 
 
 class CheckpointError(RuntimeError):
@@ -108,3 +111,43 @@ def load_osnet_checkpoint(
         raise CheckpointError(f'{source} does not fit this model: ' + '; '.join(parts))
     model.load_state_dict(state_dict, strict=False)
     return model
+
+
+def file_sha256(path: Union[str, os.PathLike], progress: bool = False) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (``progress``: a tqdm bar in bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=path.stat().st_size, unit='B', unit_scale=True, desc=f'sha256 {path.name}', leave=False)
+    with path.open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], payload: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one
+    (temp file in the same folder, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
+    """``atomic_write_bytes`` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode('utf-8'))

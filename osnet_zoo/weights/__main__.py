@@ -1,0 +1,244 @@
+"""`python -m osnet_zoo.weights {list,convert,push,verify}`: the weights manifest and Hub publishing."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .io import CheckpointError, file_sha256
+from .manifest import MANIFEST_ENV, ManifestError, WeightsManifest, active_manifest_path, load_manifest
+
+EXAMPLES = '''examples:
+  python -m osnet_zoo.weights list
+  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --arch osnet_x1_0 --tag market1501 --out out/osnet_x1_0.market1501
+  python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --dry-run
+  python -m osnet_zoo.weights verify
+
+The manifest is osnet_zoo/weights/weights_manifest.json unless $OSNET_ZOO_MANIFEST or --manifest names another.'''
+
+
+def _manifest_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--manifest', type=Path, default=None,
+                   help=f'weights manifest to use (default: ${MANIFEST_ENV} or the packaged one)')
+
+
+def _load(args: argparse.Namespace) -> WeightsManifest:
+    return load_manifest(args.manifest or active_manifest_path())
+
+
+# ---------------------------------------------------------------------------------------------------- list
+
+def _table(rows: List[List[str]], header: List[str]) -> str:
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(r) for r in rows])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    manifest = _load(args)
+    rows = []
+    for e in manifest:
+        if args.arch and e.architecture != args.arch:
+            continue
+        default = '*' if manifest.default_tags.get(e.architecture) == e.tag else ''
+        up = e.upstream
+        upstream = 'hub' if e.upstream_file else ('gdrive' if up.get('gdrive_id') else '-')
+        if up.get('sha256'):
+            upstream += ' +sha256'
+        ours = 'published' if e.published else ('converted' if e.hub.get('sha256') else 'planned')
+        ev = next(iter(e.evaluation), None)
+        r1 = f'{ev.rank1:.1f}' if ev and ev.rank1 is not None else '-'
+        mAP = f'{ev.mAP:.1f}' if ev and ev.mAP is not None else '-'
+        rows.append([e.name + default, e.training_description().replace(' (combineall: train + query + gallery)',
+                                                                          ' (all)'),
+                     str(e.num_classes) if e.num_classes is not None else '?',
+                     ev.target if ev else '-', r1, mAP, upstream, ours])
+    print(f'weights manifest: {manifest.path} ({len(rows)} checkpoints; * = default tag of its architecture)\n')
+    print(_table(rows, ['name', 'trained on', 'classes', 'evaluated on', 'R1', 'mAP', 'upstream', 'osnet-zoo hub']))
+    print('\nupstream: hub = reference file on the Hub (kaiyangzhou/osnet), gdrive = Google Drive only; '
+          '+sha256 = digest recorded.\nosnet-zoo hub: planned = not converted yet, converted = digest recorded, '
+          'published = on the Hub at a recorded revision.  ? / - = not known from a readable source.')
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- convert
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint, record_conversion
+    manifest = _load(args)
+    result = convert_checkpoint(args.checkpoint, args.arch, args.tag, args.out, manifest=manifest,
+                                check_size=args.check_size)
+    for w in result.warnings:
+        print(f'warning: {w}', file=sys.stderr)
+    print(f'converted {result.source} -> {result.out_dir}')
+    print(f'  forward check: embedding {tuple(result.embedding_shape)} and logits identical after reloading the '
+          f'safetensors ({result.num_classes} classes)')
+    print(f'  model.safetensors  sha256 {result.sha256}  size {result.size} bytes')
+    print('  config.json, README.md (model card)')
+    if args.update_manifest:
+        written = record_conversion(manifest, result, path=args.manifest, force=args.force)
+        print('  manifest updated: ' + ', '.join(str(p) for p in written))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- push
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .convert import plan_push, push_folder, record_publication
+    manifest = _load(args)
+    plan = plan_push(args.folder, repo_id=args.repo_id, manifest=manifest)
+    verb = 'would upload' if args.dry_run else 'uploading'
+    print(f'{verb} {plan.name} to https://huggingface.co/{plan.repo_id} (branch {args.branch or "main"}):')
+    for f in plan.files:
+        print(f"  {f['path']:<18} {f['size']:>12,} bytes  sha256 {f['sha256']}")
+    if args.dry_run:
+        print('dry run: nothing uploaded.')
+        return 0
+    push_folder(plan, token=args.token, private=args.private, branch=args.branch)
+    print(f'pushed: revision {plan.revision}')
+    if args.update_manifest:
+        weights = next(f for f in plan.files if f['path'] == 'model.safetensors')
+        written = record_publication(manifest, plan.name, plan.repo_id, plan.revision, weights['sha256'],
+                                     weights['size'], path=args.manifest)
+        print('manifest updated: ' + ', '.join(str(p) for p in written))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- verify
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+    from tqdm import tqdm
+
+    from .hub import hf_cache_dir
+    manifest = _load(args)
+    cache_dir = hf_cache_dir(args.cache_dir)
+    try:
+        cache = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        print(f'No Hugging Face cache at {cache_dir}: nothing to verify.', file=sys.stderr)
+        return 2
+    repos = {loc.repo_id for e in manifest for loc in (e.ours, e.upstream_file) if loc is not None}
+    todo = []
+    for repo in cache.repos:
+        if repo.repo_type != 'model' or repo.repo_id not in repos:
+            continue
+        for rev in repo.revisions:
+            for f in rev.files:
+                known = manifest.find_file(repo.repo_id, f.file_name)
+                if known is not None or f.file_name.endswith(('.safetensors', '.pth', '.pth.tar', '.pt', '.bin')):
+                    todo.append((repo.repo_id, rev.commit_hash, f, known))
+    if not todo:
+        print(f'{cache_dir}: no cached file of the manifest\'s repos ({len(repos)} repos).')
+        return 0
+    rows, bad = [], 0
+    for repo_id, commit, f, known in tqdm(todo, desc='verifying', unit='file', disable=not sys.stderr.isatty()):
+        actual = file_sha256(f.blob_path, progress=sys.stderr.isatty())
+        size = f.blob_path.stat().st_size
+        problems = []
+        if known is None:
+            status = 'not in manifest'
+        else:
+            entry, loc = known
+            if loc.sha256 and actual != loc.sha256:
+                problems.append(f'sha256 expected {loc.sha256}')
+            if loc.size is not None and size != loc.size:
+                problems.append(f'size expected {loc.size}')
+            status = 'MISMATCH: ' + '; '.join(problems) if problems else ('ok' if loc.sha256 else 'no digest recorded')
+        # LFS blobs are named after their sha256: a blob whose content disagrees with its name is damaged
+        if len(f.blob_path.name) == 64 and f.blob_path.name != actual and not problems:
+            problems.append('content differs from its blob name')
+            status = 'MISMATCH: content differs from its blob name (truncated or modified)'
+        bad += bool(problems)
+        name = known[0].name if known else '-'
+        rows.append([name, f'{repo_id}@{commit[:8]}/{f.file_name}', f'{size:,}', actual, status])
+    print(_table(rows, ['entry', 'cached file', 'bytes', 'sha256', 'status']))
+    print(f'\n{len(rows)} files checked, {bad} mismatched (cache {cache_dir}, manifest {manifest.path}).')
+    if bad:
+        print('Delete mismatched files (`hf cache delete`, or rm the blob) and load again online to re-download.',
+              file=sys.stderr)
+    return 1 if bad else 0
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+def _size(text: str) -> tuple:
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH, e.g. 256x128, got {text!r}') from None
+    if h < 32 or w < 32:
+        raise argparse.ArgumentTypeError(f'the forward check needs at least 32x32 (5 stride-2 stages), got {text!r}')
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m osnet_zoo.weights',
+        description='OSNet pretrained weights: list the weights manifest, convert reference (torchreid) '
+                    'checkpoints to Hub-ready safetensors, publish them, and verify cached files.',
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{list,convert,push,verify}')
+
+    p = sub.add_parser('list', help='print the weights manifest as a table')
+    p.add_argument('--arch', default=None, help='only this architecture, e.g. osnet_x1_0')
+    _manifest_arg(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        'convert', help='convert a checkpoint to model.safetensors + config.json + README.md',
+        description='Read a checkpoint safely (torchreid classic or AIN layout, a trainer checkpoint '
+                    "{'state_dict': ...} with module. prefixes, or safetensors), check it with a forward pass, and "
+                    'write OUT/model.safetensors, OUT/config.json (for timm) and OUT/README.md (model card). '
+                    'Prints the sha256 and size of the weights.')
+    p.add_argument('checkpoint', type=Path, help='the checkpoint file (.pth, .pth.tar, .safetensors)')
+    p.add_argument('--arch', required=True, help='architecture, e.g. osnet_x1_0 or osnet_ain_x1_0')
+    p.add_argument('--tag', required=True, help='pretrained tag, e.g. market1501 (see `list`); any name for your own')
+    p.add_argument('--out', required=True, type=Path, help='output folder (created if needed)')
+    p.add_argument('--check-size', type=_size, default=None, metavar='HxW',
+                   help="image size of the forward check (default: the model's input size, 256x128)")
+    p.add_argument('--update-manifest', action='store_true',
+                   help="record the weights' sha256 and size (and the class count if unknown) in the manifest")
+    p.add_argument('--force', action='store_true',
+                   help="with --update-manifest: record even if the checkpoint is not the manifest's reference file")
+    _manifest_arg(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        'push', help='upload a converted folder to the Hugging Face Hub',
+        description='Check a converted folder (the weights must load into the architecture of its config.json) '
+                    'and upload model.safetensors, config.json and README.md in one commit. Needs a Hub token '
+                    '(`hf auth login` or --token) unless --dry-run.')
+    p.add_argument('folder', type=Path, help='a folder written by `convert`')
+    p.add_argument('--repo-id', default=None, help="target repo (default: the manifest's, osnet-zoo/ARCH.TAG)")
+    p.add_argument('--dry-run', action='store_true', help='list what would be uploaded; no network')
+    p.add_argument('--branch', default=None, help='branch to commit to (default: main)')
+    p.add_argument('--private', action='store_true', help='create the repo as private')
+    p.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+    p.add_argument('--update-manifest', action='store_true', help="record the pushed commit as the entry's revision")
+    _manifest_arg(p)
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser(
+        'verify', help='re-hash the cached weights of the Hugging Face cache against the manifest',
+        description='Re-hash every cached weights file of the manifest\'s Hub repos and compare with the recorded '
+                    'sha256 and size. Exit status 1 if any file mismatches.')
+    p.add_argument('--cache-dir', type=Path, default=None, help='Hugging Face cache (default: $HF_HUB_CACHE)')
+    _manifest_arg(p)
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CheckpointError, ManifestError, KeyError) as e:
+        print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

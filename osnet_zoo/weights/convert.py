@@ -1,0 +1,408 @@
+"""Converting reference checkpoints to Hub-ready safetensors, and publishing them.
+
+``convert_checkpoint`` reads any supported layout safely, checks the result with a forward pass and writes
+what timm's Hub loader reads: ``model.safetensors`` (osnet_zoo keys), ``config.json`` and a model card
+``README.md``. ``push_folder`` uploads such a folder with huggingface_hub.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from .io import CheckpointError, atomic_write_bytes, atomic_write_text, file_sha256, load_osnet_checkpoint, \
+    read_checkpoint
+from .manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
+
+__all__ = ['ConversionResult', 'convert_checkpoint', 'record_conversion', 'model_card', 'PushPlan', 'plan_push',
+           'push_folder', 'record_publication', 'HUB_FILES']
+
+HUB_FILES = ('model.safetensors', 'config.json', 'README.md')
+
+CITATIONS = '''```bibtex
+@inproceedings{zhou2019osnet,
+  title={Omni-Scale Feature Learning for Person Re-Identification},
+  author={Zhou, Kaiyang and Yang, Yongxin and Cavallaro, Andrea and Xiang, Tao},
+  booktitle={ICCV},
+  year={2019}
+}
+@article{zhou2021osnet,
+  title={Learning Generalisable Omni-Scale Representations for Person Re-Identification},
+  author={Zhou, Kaiyang and Yang, Yongxin and Cavallaro, Andrea and Xiang, Tao},
+  journal={TPAMI},
+  year={2021}
+}
+```'''
+
+
+@dataclass
+class ConversionResult:
+    """What ``convert_checkpoint`` wrote and checked."""
+    architecture: str
+    tag: str
+    out_dir: Path
+    weights: Path
+    sha256: str
+    size: int
+    num_classes: int
+    source: Path
+    source_sha256: str
+    embedding_shape: tuple
+    entry: Optional[WeightsEntry] = None
+    warnings: List[str] = field(default_factory=list)
+
+
+def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
+    weight = state_dict.get('classifier.weight')
+    return int(weight.shape[0]) if weight is not None else 0
+
+
+def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry]) -> torch.nn.Module:
+    import timm
+    if entry is not None:
+        return timm.create_model(entry.name, num_classes=num_classes)
+    # a tag of your own: the architecture's data config, renamed, without the default tag's source
+    return timm.create_model(architecture, num_classes=num_classes, pretrained_cfg_overlay=dict(
+        tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None))
+
+
+def _probe(model: torch.nn.Module, input_size: tuple) -> Dict[str, torch.Tensor]:
+    """Embedding and logits of a fixed random batch, eval mode."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *input_size, generator=gen)
+    model.eval()
+    with torch.inference_mode():
+        embedding = model.forward_head(model.forward_features(x), pre_logits=True)
+        logits = model.classifier(embedding)
+    return {'embedding': embedding, 'logits': logits}
+
+
+def convert_checkpoint(
+        checkpoint: Union[str, os.PathLike],
+        architecture: str,
+        tag: str,
+        out_dir: Union[str, os.PathLike],
+        manifest: Optional[WeightsManifest] = None,
+        check_size: Optional[Tuple[int, int]] = None,
+) -> ConversionResult:
+    """Convert a checkpoint (torchreid classic or AIN layout, trainer checkpoint, osnet_zoo safetensors) into
+    ``out_dir``/{model.safetensors, config.json, README.md}.
+
+    The checkpoint must fit ``architecture`` exactly (its classifier, if any, sets ``num_classes``). The
+    written weights are read back into a fresh model and must give bit-identical embeddings and logits on
+    a fixed batch of 2 images of ``check_size`` (default: the model's input size). Where the manifest has an entry ``architecture.tag``, its number of classes must match
+    and the model card carries its facts; a different digest than the recorded upstream file is reported
+    in ``warnings``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read, does not fit the architecture or the manifest entry,
+            or the forward check fails.
+    """
+    import timm
+    from ..models.osnet import OSNET_ARCHS, unwrap_state_dict
+
+    if architecture not in OSNET_ARCHS:
+        raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(OSNET_ARCHS)}.')
+    manifest = manifest or load_manifest()
+    entry = manifest.get(f'{architecture}.{tag}')
+    source = Path(checkpoint)
+    source_sha256 = file_sha256(source) if source.is_file() else ''
+    state_dict = unwrap_state_dict(read_checkpoint(source))
+    num_classes = _classifier_rows(state_dict)
+    warnings = []
+    if entry is not None:
+        if entry.num_classes is not None and num_classes not in (0, entry.num_classes):
+            raise CheckpointError(
+                f'{source}: its classifier has {num_classes} classes but the manifest entry {entry.name} records '
+                f'{entry.num_classes}. Wrong checkpoint for this tag?')
+        up = entry.upstream
+        if up.get('sha256') and up['sha256'] != source_sha256:
+            warnings.append(f"{source.name} has sha256 {source_sha256}, not the reference file's {up['sha256']} "
+                            f"({up.get('filename')}): these are not the weights the manifest lists for {entry.name}.")
+    else:
+        warnings.append(f'{architecture}.{tag} is not in the weights manifest: the model card has no facts from it.')
+
+    model = _build(architecture, tag, num_classes, entry)
+    load_osnet_checkpoint(model, state_dict, strict=True)
+    input_size = tuple(model.pretrained_cfg['input_size'])
+    if check_size is not None:
+        input_size = (input_size[0], *check_size)
+    expected = _probe(model, input_size)
+    if not all(torch.isfinite(v).all() for v in expected.values()):
+        raise CheckpointError(f'{source}: the converted model gives non-finite outputs (NaN/inf weights?).')
+
+    from safetensors.torch import save, load_file
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / 'model.safetensors'
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    metadata = {'format': 'pt', 'architecture': architecture, 'tag': tag}
+    if source_sha256:
+        metadata['converted_from_sha256'] = source_sha256
+    atomic_write_bytes(weights, save(tensors, metadata=metadata))
+
+    # Read back exactly as timm's loader will, and demand identical outputs.
+    reloaded = _build(architecture, tag, num_classes, entry)
+    reloaded.load_state_dict(load_file(str(weights)), strict=True)
+    got = _probe(reloaded, input_size)
+    for key in expected:
+        if not torch.equal(expected[key], got[key]):
+            diff = (expected[key] - got[key]).abs().max().item()
+            raise CheckpointError(f'{weights}: {key} differs after the safetensors round trip (max |diff| {diff}).')
+
+    _write_config(model, out_dir / 'config.json')
+    sha256, size = file_sha256(weights), weights.stat().st_size
+    repo_id = entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}'
+    params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier.'))
+    atomic_write_text(out_dir / 'README.md', model_card(
+        architecture, tag, entry, repo_id=repo_id, sha256=sha256, size=size, num_classes=num_classes,
+        source_name=source.name, source_sha256=source_sha256, params=params, manifest=manifest))
+    return ConversionResult(
+        architecture=architecture, tag=tag, out_dir=out_dir, weights=weights, sha256=sha256, size=size,
+        num_classes=num_classes, source=source, source_sha256=source_sha256,
+        embedding_shape=tuple(expected['embedding'].shape), entry=entry, warnings=warnings)
+
+
+def _write_config(model: torch.nn.Module, path: Path) -> None:
+    # timm's own writer, so that timm's Hub reader (hf-hub: names) understands it; then an atomic move
+    from timm.models._hub import save_config_for_hf
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        tmp_path = Path(tmp) / path.name
+        save_config_for_hf(model, str(tmp_path))
+        atomic_write_text(path, tmp_path.read_text(encoding='utf-8'))
+
+
+def _fmt(value: Optional[float]) -> str:
+    return '—' if value is None else f'{value:.1f}'
+
+
+def model_card(
+        architecture: str,
+        tag: str,
+        entry: Optional[WeightsEntry],
+        repo_id: str,
+        sha256: str,
+        size: int,
+        num_classes: int,
+        source_name: str,
+        source_sha256: str,
+        params: int,
+        manifest: Optional[WeightsManifest] = None,
+) -> str:
+    """The Hub model card (README.md): facts and metrics from the manifest, usage, license, citations."""
+    from .. import __version__
+    name = f'{architecture}.{tag}'
+    license_id = (entry.license if entry is not None else None) or 'unknown'
+    defaults = manifest.reference_defaults if manifest is not None else {}
+    rows = [('Architecture', f'`{architecture}` ({params / 1e6:.2f} M parameters without the classifier)')]
+    if entry is not None:
+        rows.append(('Task', 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'))
+        rows.append(('Training data', entry.training_description()))
+        size_src = entry.input_size or defaults.get('input_size')
+        note = '' if entry.input_size else ' (reference default; not recorded for this checkpoint)'
+        if size_src:
+            rows.append(('Input', f'{size_src[1]}×{size_src[2]} RGB, ImageNet mean/std{note}'))
+        dist = entry.distance or defaults.get('distance')
+        if dist:
+            rows.append(('Distance', dist + ('' if entry.distance else ' (reference evaluator default)')))
+    rows.append(('Classifier', f'{num_classes} classes' if num_classes else 'none (embedding only)'))
+    rows.append(('Embedding', '512-d: the `fc` output (Linear → BatchNorm1d → ReLU), before L2 normalisation'))
+    rows.append(('Weights', f'`model.safetensors`, sha256 `{sha256}`, {size:,} bytes'))
+    provenance = f'`{source_name}`' + (f' (sha256 `{source_sha256}`)' if source_sha256 else '')
+    rows.append(('Converted from', provenance + f' with osnet-zoo {__version__}'))
+    table = '\n'.join(f'| {k} | {v} |' for k, v in rows)
+
+    if entry is not None and entry.evaluation:
+        metrics = '| Target | Rank-1 | Rank-5 | Rank-10 | mAP | Source |\n|---|---|---|---|---|---|\n' + '\n'.join(
+            f'| {ev.target} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | {_fmt(ev.rank10)} | {_fmt(ev.mAP)} | '
+            f'{ev.source or "not recorded"} |' for ev in entry.evaluation)
+        if all(ev.rank1 is None and ev.mAP is None for ev in entry.evaluation):
+            metrics += ('\n\nThe reference results for this checkpoint are not recorded in the osnet-zoo weights '
+                        'manifest (no source available to us states them); evaluate it with your own data.')
+    else:
+        metrics = 'No evaluation results are recorded in the osnet-zoo weights manifest for this checkpoint.'
+    notes = f'\n\nNote: {entry.notes}' if entry is not None and entry.notes else ''
+    family = 'OSNet-AIN' if '_ain_' in architecture else 'OSNet-IBN' if '_ibn_' in architecture else 'OSNet'
+    up = entry.upstream if entry is not None else {}
+    if up.get('sha256') and up['sha256'] == source_sha256:
+        origin = (f"Converted from the reference model zoo's `{up.get('filename')}`, whose sha256 matches the one "
+                  'the osnet-zoo weights manifest records.')
+    else:
+        origin = (f'Converted from `{source_name}`; the osnet-zoo weights manifest records no digest of the '
+                  "reference file to check it against." if not up.get('sha256') else
+                  f"Converted from `{source_name}`, which is not the reference model zoo's file for this tag "
+                  '(its sha256 differs from the one the manifest records).')
+    license_text = (f'`{license_id}`.' if entry is not None and entry.license else
+                    'Not recorded: the osnet-zoo weights manifest has no source stating the license of these '
+                    'weights. Check the terms of the reference model zoo and of the training datasets before use.')
+    return f'''---
+library_name: timm
+license: {license_id}
+pipeline_tag: image-feature-extraction
+tags:
+- timm
+- osnet
+- osnet-zoo
+- person-reid
+- image-feature-extraction
+---
+
+# {name}
+
+{family} weights `{name}` for [timm](https://github.com/huggingface/pytorch-image-models) and
+[osnet-zoo](https://huggingface.co/osnet-zoo), in safetensors with osnet-zoo keys. {origin}{notes}
+
+| | |
+|---|---|
+{table}
+
+## Results
+
+{metrics}
+
+## Usage
+
+```python
+import timm
+import torch
+import osnet_zoo  # registers the OSNet family into timm
+
+model = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()
+# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)
+cfg = timm.data.resolve_data_config({{}}, model=model)
+transform = timm.data.create_transform(**cfg)       # resize to the input size, ImageNet mean/std
+with torch.inference_mode():
+    feats = torch.nn.functional.normalize(model(crops), dim=1)   # crops: (N, 3, H, W) after transform
+```
+
+osnet-zoo checks the file's sha256 against its weights manifest before loading it.
+
+## License
+
+{license_text}
+
+## Citation
+
+{CITATIONS}
+'''
+
+
+def record_conversion(manifest: WeightsManifest, result: ConversionResult, path: Optional[Path] = None,
+                      force: bool = False) -> List[Path]:
+    """Write ``result`` into the manifest entry (hub.sha256, hub.size, hub.converted_from_sha256, and
+    num_classes where unknown) and save it atomically. A changed file clears hub.revision (not published).
+
+    Raises:
+        CheckpointError: no such entry, or the source is not the recorded upstream file (unless ``force``).
+    """
+    name = f'{result.architecture}.{result.tag}'
+    entry = manifest.get(name)
+    if entry is None:
+        raise CheckpointError(f'{name} is not in the weights manifest {manifest.path}: add an entry for it first '
+                              '(architecture, tag, training data, ...) or convert without --update-manifest.')
+    up_sha = entry.upstream.get('sha256')
+    if up_sha and up_sha != result.source_sha256 and not force:
+        raise CheckpointError(
+            f"Refusing to record {result.source} as {name}: its sha256 is {result.source_sha256}, but the manifest's "
+            f"reference file {entry.upstream.get('filename')} has {up_sha}. Convert the reference file, or pass "
+            '--force if these really are the weights to publish under this tag.')
+    changes: Dict[str, Any] = {
+        'hub.sha256': result.sha256, 'hub.size': result.size,
+        'hub.converted_from_sha256': result.source_sha256 or None,
+    }
+    if entry.hub.get('sha256') != result.sha256:
+        changes['hub.revision'] = None  # these bytes are not on the Hub yet
+    if entry.num_classes is None:
+        changes['num_classes'] = result.num_classes
+        changes['sources.num_classes'] = (f'classifier rows of the converted checkpoint {result.source.name} '
+                                          f'(sha256 {result.source_sha256})')
+    return write_manifest(manifest.updated(name, changes), path)
+
+
+# ---------------------------------------------------------------------------------------------------- publishing
+
+@dataclass
+class PushPlan:
+    """What ``push_folder`` uploads: the folder's Hub files with their sizes and digests."""
+    folder: Path
+    repo_id: str
+    name: str
+    files: List[Dict[str, Any]]
+    revision: Optional[str] = None  # the commit, once pushed
+
+
+def plan_push(folder: Union[str, os.PathLike], repo_id: Optional[str] = None,
+              manifest: Optional[WeightsManifest] = None) -> PushPlan:
+    """Check a converted folder and list what would be uploaded.
+
+    The folder must hold model.safetensors, config.json and README.md, and the weights must load strictly
+    into the architecture that config.json names. ``repo_id`` defaults to the manifest's repo for the tag.
+
+    Raises:
+        CheckpointError: a missing file, an unreadable config, or weights that do not fit.
+    """
+    import timm
+    folder = Path(folder)
+    missing = [f for f in HUB_FILES if not (folder / f).is_file()]
+    if missing:
+        raise CheckpointError(f'{folder} is not a converted model folder: missing {missing} '
+                              '(run `python -m osnet_zoo.weights convert` first).')
+    try:
+        config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
+        architecture, num_classes = config['architecture'], int(config['num_classes'])
+        tag = config.get('pretrained_cfg', {}).get('tag')
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f'{folder / "config.json"} is not a timm config (architecture, num_classes): {e}') from e
+    name = f'{architecture}.{tag}' if tag else architecture
+    model = timm.create_model(architecture, num_classes=num_classes)
+    load_osnet_checkpoint(model, folder / 'model.safetensors', strict=True)
+    manifest = manifest or load_manifest()
+    entry = manifest.get(name)
+    if repo_id is None:
+        if entry is None:
+            raise CheckpointError(f'{name} is not in the weights manifest: pass --repo-id.')
+        repo_id = entry.hub['repo_id']
+    files = []
+    for fname in HUB_FILES:
+        path = folder / fname
+        files.append({'path': fname, 'size': path.stat().st_size, 'sha256': file_sha256(path)})
+    return PushPlan(folder=folder, repo_id=repo_id, name=name, files=files)
+
+
+def push_folder(plan: PushPlan, token: Optional[str] = None, private: bool = False, branch: Optional[str] = None,
+                commit_message: Optional[str] = None) -> PushPlan:
+    """Create the Hub repo if needed and upload the planned files in one commit; ``plan.revision`` is set to
+    the commit id."""
+    from huggingface_hub import HfApi
+    api = HfApi(token=token)
+    api.create_repo(plan.repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=plan.repo_id, folder_path=str(plan.folder), allow_patterns=[f['path'] for f in plan.files],
+        revision=branch, commit_message=commit_message or f'Upload {plan.name} (osnet-zoo conversion)')
+    plan.revision = commit.oid
+    return plan
+
+
+def record_publication(manifest: WeightsManifest, name: str, repo_id: str, revision: str, weights_sha256: str,
+                       weights_size: int, path: Optional[Path] = None) -> List[Path]:
+    """Record a pushed commit as entry ``name``'s Hub revision (the entry is then *published*).
+
+    Raises:
+        CheckpointError: no such entry, or the pushed weights are not the ones the manifest records.
+    """
+    entry = manifest.get(name)
+    if entry is None:
+        raise CheckpointError(f'{name} is not in the weights manifest {manifest.path}.')
+    recorded = entry.hub.get('sha256')
+    if recorded is not None and recorded != weights_sha256:
+        raise CheckpointError(
+            f'{name}: the pushed model.safetensors has sha256 {weights_sha256}, the manifest records {recorded}. '
+            'Convert with --update-manifest before pushing.')
+    changes = {'hub.repo_id': repo_id, 'hub.revision': revision, 'hub.sha256': weights_sha256,
+               'hub.size': weights_size}
+    return write_manifest(manifest.updated(name, changes), path)

@@ -1,0 +1,327 @@
+"""weights_manifest.json: the one record of every OSNet checkpoint, upstream and ours.
+
+The manifest ships inside the package (``osnet_zoo/weights/weights_manifest.json``; the repository root
+holds a byte-identical copy for readers). timm's pretrained cfgs are generated from it, and every loaded
+file is checked against its sha256. ``OSNET_ZOO_MANIFEST=/path/to/manifest.json`` makes another manifest
+the active one for loading and for the ``python -m osnet_zoo.weights`` commands (for example one that
+records your own converted weights); the timm registry itself always comes from the packaged manifest.
+
+Each entry is one checkpoint: ``architecture``.``tag``. A fact is filled only where a readable source
+states it (``sources`` says which); unknown facts are ``null``. ``hub`` is our safetensors conversion,
+written by ``convert --update-manifest`` (sha256, size) and ``push --update-manifest`` (revision): an
+entry is *published* once it has a revision.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from .io import atomic_write_text
+
+__all__ = [
+    'PACKAGED_MANIFEST', 'MANIFEST_SCHEMA', 'ManifestError', 'HubFile', 'Evaluation', 'WeightsEntry',
+    'WeightsManifest', 'load_manifest', 'active_manifest_path', 'validate_manifest_schema', 'dumps_manifest',
+    'write_manifest', 'repo_root_copy',
+]
+
+PACKAGED_MANIFEST = Path(__file__).with_name('weights_manifest.json')
+MANIFEST_SCHEMA = Path(__file__).with_name('weights_manifest.schema.json')
+MANIFEST_ENV = 'OSNET_ZOO_MANIFEST'
+UPSTREAM_HUB_REPO = 'kaiyangzhou/osnet'
+_SHA256 = re.compile(r'^[0-9a-f]{64}$')
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable, or does not follow the schema."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One weights file on the Hugging Face Hub, with what the manifest knows about it."""
+    repo_id: str
+    filename: str
+    revision: Optional[str] = None  # None: the repo's default branch
+    sha256: Optional[str] = None
+    size: Optional[int] = None
+    kind: str = 'osnet-zoo'  # 'osnet-zoo' (our safetensors), 'upstream' (the reference file), 'other'
+
+    def describe(self) -> str:
+        rev = f'@{self.revision}' if self.revision else ''
+        return f'{self.repo_id}{rev}/{self.filename}'
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Reported re-ID results on one evaluation target (null: not known from a readable source)."""
+    target: str
+    rank1: Optional[float] = None
+    rank5: Optional[float] = None
+    rank10: Optional[float] = None
+    mAP: Optional[float] = None
+    source: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One checkpoint of the zoo (see the module docstring)."""
+    architecture: str
+    tag: str
+    task: str
+    training_data: Tuple[str, ...]
+    combineall: bool
+    num_classes: Optional[int]
+    input_size: Optional[Tuple[int, int, int]]
+    mean: Optional[Tuple[float, ...]]
+    std: Optional[Tuple[float, ...]]
+    distance: Optional[str]
+    evaluation: Tuple[Evaluation, ...]
+    upstream: Dict[str, Any]
+    hub: Dict[str, Any]
+    license: Optional[str]
+    notes: Optional[str]
+    sources: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f'{self.architecture}.{self.tag}'
+
+    @property
+    def published(self) -> bool:
+        """Our safetensors conversion is on the Hub (push recorded its revision)."""
+        return self.hub.get('revision') is not None
+
+    @property
+    def ours(self) -> HubFile:
+        return HubFile(self.hub['repo_id'], self.hub['filename'], self.hub.get('revision'), self.hub.get('sha256'),
+                       self.hub.get('size'), kind='osnet-zoo')
+
+    @property
+    def upstream_file(self) -> Optional[HubFile]:
+        """The reference file on the Hub, where its repo and name are known."""
+        up = self.upstream
+        if not (up.get('hf_hub_id') and up.get('filename')):
+            return None
+        return HubFile(up['hf_hub_id'], up['filename'], None, up.get('sha256'), up.get('size'), kind='upstream')
+
+    def locations(self) -> List[HubFile]:
+        """Where to look for this checkpoint, best first: our published safetensors, the reference file on
+        the Hub, then our repo even if not recorded as published (a newer release, or a copy you cached)."""
+        ordered = []
+        if self.published:
+            ordered.append(self.ours)
+        if self.upstream_file is not None:
+            ordered.append(self.upstream_file)
+        if not self.published:
+            ordered.append(self.ours)
+        return ordered
+
+    def training_description(self) -> str:
+        """Human-readable training data, e.g. 'MSMT17 (combineall)'."""
+        names = ' + '.join(DATASET_NAMES.get(d, d) for d in self.training_data)
+        return names + (' (combineall: train + query + gallery)' if self.combineall else '')
+
+
+DATASET_NAMES = {
+    'imagenet-1k': 'ImageNet-1k', 'market1501': 'Market1501', 'dukemtmcreid': 'DukeMTMC-reID', 'msmt17': 'MSMT17',
+}
+
+
+@dataclass
+class WeightsManifest:
+    """A parsed manifest. ``data`` is the JSON as read (kept for lossless updates)."""
+    path: Optional[Path]
+    data: Dict[str, Any]
+    entries: Dict[str, WeightsEntry]
+
+    @property
+    def default_tags(self) -> Dict[str, str]:
+        return dict(self.data['default_tags'])
+
+    @property
+    def reference_defaults(self) -> Dict[str, Any]:
+        return dict(self.data['reference_defaults'])
+
+    def __iter__(self) -> Iterator[WeightsEntry]:
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, name: str) -> Optional[WeightsEntry]:
+        return self.entries.get(name)
+
+    def entry(self, name: str) -> WeightsEntry:
+        """The entry ``architecture.tag``; a KeyError lists the known tags of that architecture."""
+        if name in self.entries:
+            return self.entries[name]
+        arch = name.split('.')[0]
+        known = [e.name for e in self if e.architecture == arch] or sorted({e.architecture for e in self})
+        raise KeyError(f'{name!r} is not in the weights manifest {self.path}; known: {known}')
+
+    def default_entry(self, architecture: str) -> Optional[WeightsEntry]:
+        tag = self.data['default_tags'].get(architecture)
+        return self.entries.get(f'{architecture}.{tag}') if tag else None
+
+    def find_file(self, repo_id: str, filename: str) -> Optional[Tuple[WeightsEntry, HubFile]]:
+        """The entry and file record of a Hub file (ours or upstream), matched by repo id and file name."""
+        for entry in self:
+            for loc in (entry.ours, entry.upstream_file):
+                if loc is not None and loc.repo_id == repo_id and loc.filename == filename:
+                    return entry, loc
+        return None
+
+    def updated(self, name: str, changes: Mapping[str, Any]) -> 'WeightsManifest':
+        """A copy with fields of entry ``name`` changed; keys are dotted paths ('hub.sha256', 'num_classes',
+        'sources.num_classes'). The result is re-validated."""
+        data = json.loads(json.dumps(self.data))
+        index = next((i for i, e in enumerate(data['entries']) if f"{e['architecture']}.{e['tag']}" == name), None)
+        if index is None:
+            self.entry(name)  # raises with the known tags
+        raw = data['entries'][index]
+        for path, value in changes.items():
+            *parents, leaf = path.split('.')
+            node = raw
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return parse_manifest(data, self.path)
+
+
+def active_manifest_path() -> Path:
+    """``$OSNET_ZOO_MANIFEST`` if set, else the packaged manifest."""
+    override = os.environ.get(MANIFEST_ENV)
+    return Path(override).expanduser() if override else PACKAGED_MANIFEST
+
+
+def load_manifest(path: Optional[Union[str, os.PathLike]] = None) -> WeightsManifest:
+    """Read and check a manifest (default: the active one, see ``active_manifest_path``)."""
+    path = Path(path) if path is not None else active_manifest_path()
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        source = f' (set by ${MANIFEST_ENV})' if os.environ.get(MANIFEST_ENV) and path == active_manifest_path() else ''
+        raise ManifestError(f'Weights manifest not found: {path}{source}') from None
+    except json.JSONDecodeError as e:
+        raise ManifestError(f'Weights manifest {path} is not valid JSON: {e}') from e
+    return parse_manifest(data, path)
+
+
+def _check(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ManifestError(f'{where}: {msg}')
+
+
+def _opt_tuple(value: Any) -> Optional[tuple]:
+    return tuple(value) if value is not None else None
+
+
+def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> WeightsManifest:
+    """Typed reading of a manifest dict. Checks what loading relies on (keys, types, digests, unique names,
+    default tags); the full contract is ``weights_manifest.schema.json`` (see ``validate_manifest_schema``)."""
+    where = str(path or 'manifest')
+    _check(isinstance(data, dict), where, 'expected a JSON object at the top level')
+    _check(data.get('schema_version') == 1, where, f"schema_version must be 1, got {data.get('schema_version')!r}")
+    for key in ('entries', 'default_tags', 'reference_defaults'):
+        _check(key in data, where, f'missing top-level key {key!r}')
+    entries: Dict[str, WeightsEntry] = {}
+    for i, raw in enumerate(data['entries']):
+        name = f"{raw.get('architecture')}.{raw.get('tag')}" if isinstance(raw, dict) else f'#{i}'
+        at = f'{where}: entry {i} ({name})'
+        try:
+            hub, upstream = dict(raw['hub']), dict(raw['upstream'])
+            entry = WeightsEntry(
+                architecture=raw['architecture'], tag=raw['tag'], task=raw['task'],
+                training_data=tuple(raw['training_data']), combineall=bool(raw['combineall']),
+                num_classes=raw['num_classes'], input_size=_opt_tuple(raw['input_size']),
+                mean=_opt_tuple(raw['mean']), std=_opt_tuple(raw['std']), distance=raw['distance'],
+                evaluation=tuple(Evaluation(**ev) for ev in raw['evaluation']), upstream=upstream, hub=hub,
+                license=raw['license'], notes=raw.get('notes'), sources=dict(raw.get('sources') or {}))
+            for key in ('repo_id', 'filename', 'revision', 'sha256', 'size'):
+                hub[key]  # noqa: B018 -- presence check, raises KeyError naming the key
+            for key in ('filename', 'gdrive_id', 'hf_hub_id', 'sha256', 'size'):
+                upstream[key]  # noqa: B018
+        except KeyError as e:
+            raise ManifestError(f'{at}: missing key {e.args[0]!r}') from None
+        except TypeError as e:
+            raise ManifestError(f'{at}: malformed value ({e})') from None
+        _check(name not in entries, at, 'duplicate architecture.tag')
+        _check(entry.num_classes is None or (isinstance(entry.num_classes, int) and entry.num_classes >= 0), at,
+               f'num_classes must be a non-negative integer or null, got {entry.num_classes!r}')
+        for label, digest in (('hub.sha256', hub['sha256']), ('upstream.sha256', upstream['sha256'])):
+            _check(digest is None or bool(_SHA256.match(str(digest))), at,
+                   f'{label} must be 64 lowercase hex digits or null, got {digest!r}')
+        entries[name] = entry
+    for arch, tag in data['default_tags'].items():
+        _check(f'{arch}.{tag}' in entries, where, f'default tag {arch}.{tag} has no entry')
+    return WeightsManifest(path=path, data=data, entries=entries)
+
+
+def validate_manifest_schema(data: Dict[str, Any]) -> None:
+    """Validate against ``weights_manifest.schema.json`` with jsonschema (a test/dev dependency).
+
+    Raises:
+        ManifestError: naming the failing path and the rule.
+    """
+    import jsonschema  # only needed to validate, never to load weights
+
+    schema = json.loads(MANIFEST_SCHEMA.read_text(encoding='utf-8'))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  at {'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors[:10]]
+        raise ManifestError(f'Weights manifest breaks the schema ({len(errors)} errors):\n' + '\n'.join(lines))
+
+
+def dumps_manifest(data: Dict[str, Any]) -> str:
+    """JSON text as the manifest is kept: 2-space indent, short lists of numbers on one line."""
+
+    def render(value: Any, indent: int) -> str:
+        pad, inner = ' ' * indent, ' ' * (indent + 2)
+        if isinstance(value, dict):
+            if not value:
+                return '{}'
+            items = [f'{inner}{json.dumps(k)}: {render(v, indent + 2)}' for k, v in value.items()]
+            return '{\n' + ',\n'.join(items) + '\n' + pad + '}'
+        if isinstance(value, list):
+            if all(not isinstance(v, (dict, list)) for v in value):
+                return '[' + ', '.join(json.dumps(v) for v in value) + ']'
+            return '[\n' + ',\n'.join(inner + render(v, indent + 2) for v in value) + '\n' + pad + ']'
+        return json.dumps(value, ensure_ascii=False)
+
+    return render(data, 0) + '\n'
+
+
+def write_manifest(manifest: WeightsManifest, path: Optional[Union[str, os.PathLike]] = None) -> List[Path]:
+    """Write atomically (temp file + os.replace) to ``path`` (default: where it was read from).
+
+    Writing the packaged manifest of a source checkout also refreshes the repository-root copy
+    (``weights_manifest.json`` beside ``pyproject.toml``), so the two never drift apart.
+    Returns the paths written.
+    """
+    target = Path(path) if path is not None else manifest.path
+    if target is None:
+        raise ManifestError('write_manifest needs a path for a manifest that was not read from a file')
+    text = dumps_manifest(manifest.data)
+    parse_manifest(json.loads(text), target)  # never write something we could not read back
+    written = [target]
+    mirror = repo_root_copy(target)
+    if mirror is not None:
+        written.append(mirror)
+    for out in written:
+        atomic_write_text(out, text)
+    return written
+
+
+
+def repo_root_copy(target: Union[str, os.PathLike]) -> Optional[Path]:
+    """The repository-root copy to keep equal to ``target``: only for the packaged manifest of a source
+    checkout (``weights_manifest.json`` beside ``pyproject.toml``), else None."""
+    mirror = PACKAGED_MANIFEST.parents[2] / 'weights_manifest.json'
+    if Path(target).resolve() == PACKAGED_MANIFEST.resolve() and mirror.is_file() and \
+            (mirror.parent / 'pyproject.toml').is_file():
+        return mirror
+    return None

@@ -17,12 +17,9 @@ def torchreid_fixtures() -> Path:
     return FIXTURES
 
 
-@pytest.fixture(scope='module')
-def one_thread():
-    """Torch on one thread for a module of tiny-model tests: when other jobs share the cores, two OpenMP
-    threads spin-wait on each other and run ~10x slower than one (use with pytest.mark.usefixtures)."""
+def pytest_configure(config):
+    # The suite runs in two pytest-xdist workers on the 2-core CI machine (README: `-n 2`). One torch thread
+    # per process uses both cores without OpenMP threads spin-waiting on each other, which made tiny models
+    # ~10x slower when several processes shared the cores. Subprocesses get OMP_NUM_THREADS=1 for the same reason.
     import torch
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -13,7 +13,6 @@ import torch.nn as nn
 import osnet_zoo
 from osnet_zoo.export import ExportCheckError, export_model, main
 
-pytestmark = pytest.mark.usefixtures('one_thread')
 
 REPO = Path(__file__).resolve().parents[1]
 

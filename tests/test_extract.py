@@ -12,7 +12,6 @@ from PIL import Image
 import osnet_zoo
 from osnet_zoo.extract import find_images, load_features, main
 
-pytestmark = pytest.mark.usefixtures('one_thread')
 
 REPO = Path(__file__).resolve().parents[1]
 

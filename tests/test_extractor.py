@@ -8,7 +8,6 @@ from PIL import Image
 import osnet_zoo
 from osnet_zoo import FeatureExtractor
 
-pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def trained_looking(model: nn.Module) -> nn.Module:

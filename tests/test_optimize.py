@@ -9,7 +9,6 @@ from osnet_zoo.inference import (
 )
 from osnet_zoo.inference.optimize import LiteLevel
 
-pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def randomized(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -122,16 +122,6 @@ def offline(monkeypatch, manifest=None):
         monkeypatch.setenv('OSNET_ZOO_MANIFEST', str(manifest))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    # With other jobs on the two cores, two torch threads wait on each other: an osnet_x1_0 forward at 64x32
-    # took 5.6 s with 2 threads and 0.05 s with 1 (measured on this machine). Restored for other modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def ref_shapes(torchreid_fixtures):
     return json.loads((torchreid_fixtures / 'keys.json').read_text())

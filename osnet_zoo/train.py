@@ -370,15 +370,14 @@ def evaluate_targets(models: Sequence[nn.Module], splits: Dict[str, Any], cfg: D
 
 
 def save_final_model(model: nn.Module, cfg: Dict[str, Any], out_dir: Path) -> None:
-    """The trained model as timm's Hub loader reads it: model.safetensors + config.json."""
+    """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
+    config.json and a model card, verified by a forward pass after the round trip."""
     from safetensors.torch import save_file
-    from timm.models._hub import save_config_for_hf
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / 'model.safetensors.tmp'
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={'format': 'pt', 'architecture': cfg['arch']})
-    os.replace(tmp, out_dir / 'model.safetensors')
-    save_config_for_hf(model, str(out_dir / 'config.json'))
+    from osnet_zoo.weights.convert import convert_checkpoint
+    raw = out_dir.parent / 'final_state.safetensors'
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(raw))
+    convert_checkpoint(raw, cfg['arch'], 'trained', out_dir, check_size=(cfg['height'], cfg['width']))
+    raw.unlink()
 
 
 if __name__ == '__main__':

@@ -71,7 +71,11 @@ def test_learns_far_above_chance(tiny_root, tmp_path):
     evals = [r for r in log if r['kind'] == 'eval']
     assert len(evals) == 10 and evals[-1]['mAP'] > evals[0]['mAP'] + 0.05, evals
     assert (out / 'curves.png').stat().st_size > 10_000
-    assert (out / 'final' / 'model.safetensors').is_file() and (out / 'final' / 'config.json').is_file()
+    final = out / 'final'
+    assert {'model.safetensors', 'config.json', 'README.md'} <= {p.name for p in final.iterdir()}
+    import timm
+    reloaded = timm.create_model(f'local-dir:{final}', pretrained=True)  # what the Hub loader reads
+    assert reloaded.num_classes == 32  # the training identities
 
 
 def test_triplet_and_dml(tiny_root, tmp_path):

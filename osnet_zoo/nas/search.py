@@ -250,10 +250,12 @@ def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], 
 
 def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNamespace) -> Dict[str, Any]:
     """One search: train the SuperNet, derive argmax pi, write ``genotype.json`` and ``probabilities.png``.
-    A finished seed (its genotype exists) is read back instead of searched again when resuming."""
+    When resuming, a finished seed (its genotype exists for the same epoch count) is read back, not searched."""
     gpath = out / 'genotype.json'
     if engine.resume and gpath.is_file():
-        return load_genotype(gpath)
+        done = load_genotype(gpath)
+        if done.get('epochs') == cfg['epochs']:
+            return done
     seed_everything(seed)
     # the classifier needs the number of training identities: read the sources first (cheap)
     num_classes = _dataset(cfg['sources'], cfg, cfg['combineall']).num_train_pids

@@ -64,6 +64,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='train on all splits of the sources')
     g.add_argument('--targets', nargs='+',
                    help='validation domains for choosing among seeds (cross-domain); "none" for no validation')
+    g.add_argument('--synthetic-ids', type=int, nargs=2, metavar=('TRAIN', 'TEST'),
+                   help='identities of generated synthetic sets (default 100 50); a root holds one size')
     g.add_argument('--height', type=int)
     g.add_argument('--width', type=int, help='image width')
     g.add_argument('--transforms', nargs='+', help='random_flip random_crop random_patch color_jitter random_erase')
@@ -147,6 +149,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         overrides = {k: getattr(args, k) for k in keys}
         if overrides.get('targets') == ['none']:
             overrides['targets'] = []
+        if args.synthetic_ids:
+            overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
         cfg = resolve_config(base, **overrides)
         genotype = search(cfg, Path(args.out), engine)
         if du.is_main_process():

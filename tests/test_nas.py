@@ -180,9 +180,8 @@ def _assert_png(path: Path):
 def test_tiny_search_end_to_end(tmp_path, data_root, extra):
     out = tmp_path / 'run'
     r = _run(['--out', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
-              '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1', '--synthetic-ids', '16', '8',
-              '--quiet', *extra],
-             cwd=tmp_path)
+              '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
+              '--synthetic-ids', '16', '8', '--quiet', *extra], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     g = load_genotype(out / 'genotype.json')
     assert len(g['block_norms']) == 6 and all(c in CANDIDATES for c in g['block_norms'])
@@ -203,7 +202,8 @@ def test_tiny_search_end_to_end(tmp_path, data_root, extra):
 
 
 def test_bad_option_is_a_clear_error(tmp_path):
-    r = _run(['--out', str(tmp_path / 'x'), '--root', str(tmp_path), '--sources', 'nosuchset', '--quiet'], cwd=tmp_path)
+    r = _run(['--out', str(tmp_path / 'x'), '--root', str(tmp_path), '--sources', 'nosuchset', '--quiet'],
+             cwd=tmp_path)
     assert r.returncode == 1 and 'nosuchset' in r.stderr and 'Traceback' not in r.stderr
     r = _run(['--out', str(tmp_path / 'x'), '--epochs', '0', '--preset', 'nosuch'], cwd=tmp_path)
     assert r.returncode == 2 and 'nosuch' in r.stderr

@@ -47,7 +47,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.nas', description=__doc__.split('\n\n')[0],
-                                epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split('\n\n', 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', metavar='{search,proof}')
     s = sub.add_parser('search', help='search the IN placement (the default command)',
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -107,7 +107,8 @@ def cross_domain_eval(model: nn.Module, targets: Sequence[str], cfg: Dict[str, A
     for t in targets:
         ds = _dataset([t], cfg)
         splits[t] = (ds.query, ds.gallery)
-    return evaluate_targets([model], splits, cfg, SimpleNamespace(workers=engine.workers, amp=engine.amp), device, epoch)
+    eval_args = SimpleNamespace(workers=engine.workers, amp=engine.amp)
+    return evaluate_targets([model], splits, cfg, eval_args, device, epoch)
 
 
 def _build_optimizer(model: nn.Module, cfg: Dict[str, Any]):
@@ -223,6 +224,7 @@ def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], 
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     recs = [r for r in records if 'probabilities' in r]
     epochs = [r['epoch'] for r in recs]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True, sharey=True)
@@ -236,6 +238,7 @@ def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], 
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:, 0]:
         ax.set_ylabel('probability')
     axes.flat[0].legend(fontsize=8)

@@ -176,13 +176,27 @@ def _assert_png(path: Path):
         assert im.format == 'PNG' and im.size[0] > 500
 
 
-@pytest.mark.parametrize('extra', [[], ['--mode', 'sampled', '--samples', '2', '--seeds', '1', '2']])
-def test_tiny_search_end_to_end(tmp_path, data_root, extra):
-    out = tmp_path / 'run'
-    r = _run(['--out', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
-              '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
-              '--synthetic-ids', '16', '8', '--quiet', *extra], cwd=tmp_path)
+def _tiny_search(out: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return _run(['--out', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
+                 '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
+                 '--synthetic-ids', '16', '8', '--quiet', *extra], cwd=out.parent)
+
+
+@pytest.fixture(scope='module')
+def tiny_search(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp('search') / 'run'
+    r = _tiny_search(out, data_root)
     assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize('extra', [[], ['--mode', 'sampled', '--samples', '2', '--seeds', '1', '2']])
+def test_tiny_search_end_to_end(tmp_path, data_root, tiny_search, extra):
+    out = tiny_search
+    if extra:
+        out = tmp_path / 'run'
+        r = _tiny_search(out, data_root, *extra)
+        assert r.returncode == 0, r.stderr[-3000:]
     g = load_genotype(out / 'genotype.json')
     assert len(g['block_norms']) == 6 and all(c in CANDIDATES for c in g['block_norms'])
     assert g['block_norms'] == [CANDIDATES[max(range(4), key=row.__getitem__)] for row in g['pi']]
@@ -199,6 +213,19 @@ def test_tiny_search_end_to_end(tmp_path, data_root, extra):
         best = max(seeds['seeds'], key=lambda s: (s['validation']['synthetic_b']['mAP'],
                                                   s['validation']['synthetic_b']['rank1']))
         assert seeds['kept_seed'] == best['seed'] == g['seed']
+
+
+def test_interrupted_search_resumes_to_the_same_genotype(tmp_path, data_root, tiny_search):
+    out = tmp_path / 'run'
+    r = _tiny_search(out, data_root, '--stop-after-epoch', '1')
+    assert r.returncode == 0 and 'stopped after epoch 1 of 3' in r.stdout, r.stderr[-3000:]
+    assert not (out / 'genotype.json').exists() and (out / 'seed_1' / 'checkpoint.pth').is_file()
+    assert len((out / 'seed_1' / 'metrics.jsonl').read_text().splitlines()) == 1
+    r = _tiny_search(out, data_root, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed, straight = load_genotype(out / 'genotype.json'), load_genotype(tiny_search / 'genotype.json')
+    assert resumed['pi'] == straight['pi'] and resumed['block_norms'] == straight['block_norms']
+    assert resumed['validation'] == straight['validation']
 
 
 def test_bad_option_is_a_clear_error(tmp_path):

@@ -29,7 +29,7 @@ import torch
 
 from osnet_zoo import distributed as du
 
-from .search import PAPER_CONFIG, QUICK_CONFIG, resolve_config, search
+from .search import PAPER_CONFIG, QUICK_CONFIG, StoppedEarly, resolve_config, search
 from .supernet import SEARCH_MODES
 
 
@@ -42,6 +42,9 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help='data-loading processes (default: 0 on the CPU, 8 on a GPU)')
     g.add_argument('--resume', action='store_true',
                    help='continue from the checkpoints in --out (finished seeds / models are kept)')
+    g.add_argument('--stop-after-epoch', type=int, default=0,
+                   help='stop each training after this many epochs in this invocation (checkpoint kept), for '
+                        'time-limited sessions; run again with --resume to continue (0: never)')
     g.add_argument('--quiet', action='store_true', help='no progress bars or per-epoch lines')
 
 
@@ -54,9 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description='Search the IN placement. --preset quick (default): synthetic data, width 0.25, '
                                    '128x64, batch 32, SGD lr 0.05, 6 epochs, temperature halved every epoch, '
-                                   'validated on synthetic_b; CPU-sized. --preset paper: MSMT17 (all splits), width 1.0, 256x128, '
-                                   'SGD lr 0.1, wd 5e-4, batch 512, cosine, 120 epochs, temperature 10 halved every '
-                                   '20 epochs (floor 1), flip + colour jitter. Any option below overrides the preset.')
+                                   'validated on synthetic_b; CPU-sized. --preset paper: MSMT17 (all splits), '
+                                   'width 1.0, 256x128, SGD lr 0.1, wd 5e-4, batch 512, cosine, 120 epochs, '
+                                   'temperature 10 halved every 20 epochs (floor 1), flip + colour jitter. Any '
+                                   'option below overrides the preset.')
     s.add_argument('--preset', choices=['quick', 'paper'], default='quick')
     s.add_argument('--out', default='runs/nas', help='output folder (genotype.json, probabilities.png, seeds.json)')
     g = s.add_argument_group('data (default: the preset)')
@@ -129,7 +133,8 @@ def _engine(args: argparse.Namespace) -> SimpleNamespace:
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
     return SimpleNamespace(device=device, device_name=args.device, workers=workers, amp=args.amp,
-                           channels_last=args.channels_last, resume=args.resume, quiet=args.quiet)
+                           channels_last=args.channels_last, resume=args.resume, quiet=args.quiet,
+                           stop_after_epoch=args.stop_after_epoch)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -139,27 +144,34 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_args_parser().parse_args(argv)
     engine = _engine(args)
     try:
-        if args.command == 'proof':
-            from .proof import run_proof
-            run_proof(Path(args.out), engine, train_ids=args.train_ids, test_ids=args.test_ids,
-                      search_epochs=args.search_epochs, train_epochs=args.train_epochs, batch_size=args.batch_size,
-                      lr=args.lr, model_width=args.model_width, height=args.height, width=args.width,
-                      seeds=args.seeds, mode=args.mode, max_steps_per_epoch=args.max_steps_per_epoch)
-            return
-        base = PAPER_CONFIG if args.preset == 'paper' else QUICK_CONFIG
-        keys = [k for k in base if hasattr(args, k)]
-        overrides = {k: getattr(args, k) for k in keys}
-        if overrides.get('targets') == ['none']:
-            overrides['targets'] = []
-        if args.synthetic_ids:
-            overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
-        cfg = resolve_config(base, **overrides)
-        genotype = search(cfg, Path(args.out), engine)
+        _run(args, engine)
+    except StoppedEarly as e:
         if du.is_main_process():
-            print(f"genotype: {' / '.join(genotype['block_norms'])} (seed {genotype['seed']})")
-            print(f'wrote {args.out}/genotype.json, {args.out}/probabilities.png, {args.out}/seeds.json')
+            print(e)
     finally:
         du.cleanup()
+
+
+def _run(args: argparse.Namespace, engine: SimpleNamespace) -> None:
+    if args.command == 'proof':
+        from .proof import run_proof
+        run_proof(Path(args.out), engine, train_ids=args.train_ids, test_ids=args.test_ids,
+                  search_epochs=args.search_epochs, train_epochs=args.train_epochs, batch_size=args.batch_size,
+                  lr=args.lr, model_width=args.model_width, height=args.height, width=args.width,
+                  seeds=args.seeds, mode=args.mode, max_steps_per_epoch=args.max_steps_per_epoch)
+        return
+    base = PAPER_CONFIG if args.preset == 'paper' else QUICK_CONFIG
+    keys = [k for k in base if hasattr(args, k)]
+    overrides = {k: getattr(args, k) for k in keys}
+    if overrides.get('targets') == ['none']:
+        overrides['targets'] = []
+    if args.synthetic_ids:
+        overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
+    cfg = resolve_config(base, **overrides)
+    genotype = search(cfg, Path(args.out), engine)
+    if du.is_main_process():
+        print(f"genotype: {' / '.join(genotype['block_norms'])} (seed {genotype['seed']})")
+        print(f'wrote {args.out}/genotype.json, {args.out}/probabilities.png, {args.out}/seeds.json')
 
 
 if __name__ == '__main__':

@@ -35,8 +35,14 @@ from osnet_zoo.train_utils import (
 from .genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
 from .supernet import CANDIDATES, SEARCH_MODES, SuperNet, temperature_at
 
-__all__ = ['PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'load_data', 'train_network', 'search_one_seed',
+__all__ = ['StoppedEarly', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config',
+           'load_data', 'train_network', 'search_one_seed',
            'search', 'plot_probabilities', 'cross_domain_eval']
+
+
+class StoppedEarly(Exception):
+    """Training stopped at ``engine.stop_after_epoch`` as asked; the checkpoint lets ``resume`` continue."""
+
 
 # The paper's search recipe (section 4.2): every value can be overridden.
 PAPER_CONFIG: Dict[str, Any] = dict(
@@ -129,6 +135,8 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
     Label-smoothed cross-entropy, ``cfg['samples']`` Monte-Carlo draws of the architecture per step for a
     SuperNet (losses averaged), temperature set per epoch. Writes ``out/checkpoint.pth`` every epoch and
     ``out/metrics.jsonl`` (a SuperNet's lines hold its probabilities). Returns ``{'seconds', 'epochs'}``.
+    Raises :class:`StoppedEarly` once ``engine.stop_after_epoch`` epochs ran in this call (when set): for
+    time-limited sessions.
     """
     device = engine.device
     loader, sampler, _ = load_data(cfg, seed, engine.device_name, engine.workers)
@@ -161,6 +169,9 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
     samples = cfg['samples'] if is_super else 1
     model.train()
     for epoch in range(start, cfg['epochs']):
+        if engine.stop_after_epoch and epoch - start >= engine.stop_after_epoch:
+            raise StoppedEarly(f'{desc}: stopped after epoch {epoch} of {cfg["epochs"]} as asked; '
+                               f'the checkpoint is {ckpt}: run again with --resume to continue.')
         seed_everything(seed * 1000 + epoch)  # per-epoch seeding: a resumed run ends where an unbroken one does
         sampler.set_epoch(epoch)
         if is_super:

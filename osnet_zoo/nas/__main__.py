@@ -106,8 +106,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         description='Mini Table 7 on synthetic data: search on domain A; train the searched child, '
                                     'OSNet, OSNet-IBN and the published OSNet-AIN placement with the same budget; '
                                     'evaluate on domain B (other camera styles). Writes OUT/proof.json and '
-                                    'OUT/proof.md. The defaults are sized for one H100 in a few minutes with '
-                                    '--amp bf16 --channels-last.')
+                                    'OUT/proof.md. The defaults are sized to finish within 8 minutes on one H100 '
+                                    '(an estimate; --stop-after-epoch and --resume split a run).')
     pr.add_argument('--out', default='runs/nas_proof')
     pr.add_argument('--train-ids', type=int, default=400, help='training identities per domain')
     pr.add_argument('--test-ids', type=int, default=100, help='test identities per domain')

@@ -1,0 +1,326 @@
+"""The search loop: architecture parameters and network weights trained jointly (OSNet-AIN section 3.3).
+
+:func:`train_network` trains any OSNet-like model (a :class:`SuperNet` during a search, or a fixed
+``OSNet`` child afterwards) with one recipe, so searched and hand-designed networks get the same budget.
+:func:`search` runs one search per seed, derives a genotype from each (argmax ``pi``), and keeps the best
+by cross-domain validation when validation targets are given.
+
+Every epoch an atomic checkpoint is written; ``resume=True`` continues from it, and finished seeds are
+skipped, so an interrupted multi-seed search picks up where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import nullcontext
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from osnet_zoo import distributed as du
+from osnet_zoo.data import ReIDDataset, build_dataset, build_train_transform
+from osnet_zoo.losses import CrossEntropyLabelSmooth
+from osnet_zoo.train_data import DEFAULT_DATA_ROOT, EpochBatches, _PairDataset
+from osnet_zoo.train_utils import (
+    append_jsonl, build_optimizer, build_scheduler, load_training_state, read_jsonl, rng_state,
+    save_training_state, seed_everything, set_rng_state,
+)
+
+from .genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
+from .supernet import CANDIDATES, SEARCH_MODES, SuperNet, temperature_at
+
+__all__ = ['StoppedEarly', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config',
+           'load_data', 'train_network', 'search_one_seed',
+           'search', 'plot_probabilities', 'cross_domain_eval']
+
+
+class StoppedEarly(Exception):
+    """Training stopped at ``engine.stop_after_epoch`` as asked; the checkpoint lets ``resume`` continue."""
+
+
+# The paper's search recipe (section 4.2): every value can be overridden.
+PAPER_CONFIG: Dict[str, Any] = dict(
+    sources=['msmt17'], combineall=True, targets=[], root=None, dataset_options={},
+    height=256, width=128, model_width=1.0, conv1_in=True,
+    epochs=120, batch_size=512, optim='sgd', lr=0.1, momentum=0.9, weight_decay=5e-4, lr_scheduler='cosine',
+    arch_lr=None, arch_weight_decay=0.0, transforms=['random_flip', 'color_jitter'], label_smooth=0.1,
+    mode='all', samples=1, tau_initial=10.0, tau_halve_every=20, tau_floor=1.0, seeds=[1],
+    metric='euclidean', max_steps_per_epoch=0,
+)
+# The default of `python -m osnet_zoo.nas`: a small search on the synthetic set that a CPU finishes in minutes.
+QUICK_CONFIG: Dict[str, Any] = dict(
+    PAPER_CONFIG, sources=['synthetic'], combineall=False, targets=['synthetic_b'], height=128, width=64,
+    model_width=0.25, epochs=6, batch_size=32, lr=0.05, tau_halve_every=1, seeds=[1],
+)
+
+
+def resolve_config(base: Dict[str, Any], **overrides: Any) -> Dict[str, Any]:
+    """``base`` with every override that is not None; unknown keys are an error naming them."""
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise KeyError(f'Unknown search options {sorted(unknown)}; known: {sorted(base)}.')
+    cfg = dict(base)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    if cfg['mode'] not in SEARCH_MODES:
+        raise ValueError(f"mode must be one of {SEARCH_MODES}, got {cfg['mode']!r}.")
+    if cfg['samples'] < 1:
+        raise ValueError(f"samples (Monte-Carlo draws per step) must be >= 1, got {cfg['samples']}.")
+    return cfg
+
+
+def _root(cfg: Dict[str, Any]) -> Path:
+    return Path(cfg['root']).expanduser() if cfg.get('root') else DEFAULT_DATA_ROOT
+
+
+def _dataset(names: Sequence[str], cfg: Dict[str, Any], combineall: bool = False) -> ReIDDataset:
+    # dataset_options (e.g. synthetic sizes) go to synthetic datasets only; real datasets take none.
+    options = cfg.get('dataset_options') or {}
+    kwargs = options if all(n.startswith('synthetic') for n in names) else {}
+    if du.is_main_process():  # one process generates a synthetic set; the others then read it
+        ds = build_dataset(list(names), _root(cfg), combineall=combineall, **kwargs)
+    du.barrier()
+    if not du.is_main_process():
+        ds = build_dataset(list(names), _root(cfg), combineall=combineall, **kwargs)
+    return ds
+
+
+def load_data(cfg: Dict[str, Any], seed: int, device: str, workers: int) -> Tuple[DataLoader, EpochBatches, int]:
+    """The training loader over ``cfg['sources']`` (sharded over DDP ranks), its sampler, and the class count."""
+    dataset = _dataset(cfg['sources'], cfg, cfg['combineall'])
+    transform = build_train_transform(cfg['height'], cfg['width'], cfg['transforms'])
+    sampler = EpochBatches(dataset.train, cfg['batch_size'], 0, seed, du.get_rank(), du.get_world_size())
+    if len(sampler) == 0:
+        raise ValueError(f"{len(dataset.train)} training images of {cfg['sources']} cannot fill one batch of "
+                         f"{cfg['batch_size']} on each of {du.get_world_size()} processes; lower batch_size.")
+    loader = DataLoader(_PairDataset(dataset.train, transform), batch_size=cfg['batch_size'], sampler=sampler,
+                        num_workers=workers, pin_memory=device.startswith('cuda'), drop_last=True,
+                        persistent_workers=workers > 0)
+    return loader, sampler, dataset.num_train_pids
+
+
+def cross_domain_eval(model: nn.Module, targets: Sequence[str], cfg: Dict[str, Any], engine: SimpleNamespace,
+                      device: torch.device, epoch: int) -> Dict[str, Any]:
+    """Rank-1 / mAP of ``model``'s embedding on each target's query/gallery (a SuperNet evaluates its
+    argmax child). Runs on every rank; results on the main process."""
+    from osnet_zoo.train import evaluate_targets
+    splits = {}
+    for t in targets:
+        ds = _dataset([t], cfg)
+        splits[t] = (ds.query, ds.gallery)
+    eval_args = SimpleNamespace(workers=engine.workers, amp=engine.amp)
+    return evaluate_targets([model], splits, cfg, eval_args, device, epoch)
+
+
+def _build_optimizer(model: nn.Module, cfg: Dict[str, Any]):
+    is_super = isinstance(model, SuperNet)
+    weights = model.weight_parameters() if is_super else list(model.parameters())
+    opt = build_optimizer(cfg['optim'], weights, cfg['lr'], cfg['weight_decay'], cfg['momentum'])
+    if is_super:
+        arch_lr = cfg['arch_lr'] if cfg['arch_lr'] is not None else cfg['lr']
+        opt.add_param_group(dict(params=[model.pi], lr=arch_lr, weight_decay=cfg['arch_weight_decay']))
+    sched = build_scheduler(cfg['lr_scheduler'], opt, cfg['epochs'])
+    return opt, sched
+
+
+def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNamespace,
+                  desc: str = 'train') -> Dict[str, Any]:
+    """Train ``model`` (SuperNet or OSNet, classifier sized to the sources) on ``cfg['sources']``.
+
+    Label-smoothed cross-entropy, ``cfg['samples']`` Monte-Carlo draws of the architecture per step for a
+    SuperNet (losses averaged), temperature set per epoch. Writes ``out/checkpoint.pth`` every epoch and
+    ``out/metrics.jsonl`` (a SuperNet's lines hold its probabilities). Returns ``{'seconds', 'epochs'}``.
+    Raises :class:`StoppedEarly` once ``engine.stop_after_epoch`` epochs ran in this call (when set): for
+    time-limited sessions.
+    """
+    device = engine.device
+    loader, sampler, _ = load_data(cfg, seed, engine.device_name, engine.workers)
+    model.to(device)
+    if engine.channels_last:
+        model.to(memory_format=torch.channels_last)
+    is_super = isinstance(model, SuperNet)
+    opt, sched = _build_optimizer(model, cfg)
+    net: nn.Module = model
+    if du.is_distributed():
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None,
+            find_unused_parameters=is_super and cfg['mode'] == 'sampled')
+    ce = CrossEntropyLabelSmooth(cfg['label_smooth'])
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(engine.amp)
+    scaler = torch.amp.GradScaler(device.type) if engine.amp == 'fp16' else None
+    ckpt, log = out / 'checkpoint.pth', out / 'metrics.jsonl'
+    start, seconds = 0, 0.0
+    if engine.resume and ckpt.is_file():
+        state = load_training_state(ckpt)
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        sched.load_state_dict(state['scheduler'])
+        set_rng_state(state['rng'])
+        start, seconds = state['epoch'], state['seconds']
+    if du.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in read_jsonl(log) if r['epoch'] <= start]
+        log.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+    samples = cfg['samples'] if is_super else 1
+    model.train()
+    for epoch in range(start, cfg['epochs']):
+        if engine.stop_after_epoch and epoch - start >= engine.stop_after_epoch:
+            raise StoppedEarly(f'{desc}: stopped after epoch {epoch} of {cfg["epochs"]} as asked; '
+                               f'the checkpoint is {ckpt}: run again with --resume to continue.')
+        seed_everything(seed * 1000 + epoch)  # per-epoch seeding: a resumed run ends where an unbroken one does
+        sampler.set_epoch(epoch)
+        if is_super:
+            model.temperature = temperature_at(epoch, cfg['tau_initial'], cfg['tau_halve_every'], cfg['tau_floor'])
+        t0 = time.time()
+        steps = len(loader) if not cfg['max_steps_per_epoch'] else min(len(loader), cfg['max_steps_per_epoch'])
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, total=steps, desc=f'{desc} {epoch + 1}/{cfg["epochs"]}', leave=False,
+                   disable=not du.is_main_process() or engine.quiet, dynamic_ncols=True)
+        for step, (images, pids) in enumerate(bar):
+            if step >= steps:
+                break
+            images, pids = images.to(device, non_blocking=True), pids.to(device, non_blocking=True)
+            if engine.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            for s in range(samples):
+                # each draw is its own forward/backward: memory stays that of one sample
+                sync = s == samples - 1 or not isinstance(net, nn.parallel.DistributedDataParallel)
+                with (net.no_sync() if not sync else nullcontext()):
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        logits = net(images)
+                    loss = ce(logits, pids) / samples
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f'{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; the last '
+                            f'checkpoint ({ckpt}) is intact: lower the learning rate and resume.')
+                    (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss.item()
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            correct += int((logits.argmax(1) == pids).sum())
+            seen += len(pids)
+        sched.step()
+        n = max(min(steps, step + 1), 1)
+        seconds += time.time() - t0
+        record = dict(epoch=epoch + 1, loss=du.reduce_mean(loss_sum / n, device),
+                      acc=du.reduce_mean(correct / max(seen, 1), device), lr=opt.param_groups[0]['lr'],
+                      seconds=time.time() - t0)
+        if is_super:
+            record.update(temperature=model.temperature, probabilities=model.probabilities().tolist(),
+                          pi=model.pi.detach().float().tolist())
+        if du.is_main_process():
+            save_training_state(ckpt, epoch=epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(),
+                                scheduler=sched.state_dict(), rng=rng_state(), seconds=seconds)
+            append_jsonl(log, record)
+            if not engine.quiet:
+                extra = f"  tau {record['temperature']:.2f}  choice {'/'.join(model.choices())}" if is_super else ''
+                print(f"{desc} epoch {epoch + 1}/{cfg['epochs']}  loss {record['loss']:.3f}  "
+                      f"acc {record['acc']:.3f}{extra}", flush=True)
+        du.barrier()
+    return dict(seconds=seconds, epochs=cfg['epochs'])
+
+
+def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], out_png: Path,
+                       title: str = '') -> None:
+    """softmax(pi) of each candidate over epochs, one panel per position; the winner is drawn bold."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    recs = [r for r in records if 'probabilities' in r]
+    epochs = [r['epoch'] for r in recs]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True, sharey=True)
+    for p, ax in enumerate(axes.flat[:len(positions)]):
+        final = recs[-1]['probabilities'][p] if recs else [0] * len(CANDIDATES)
+        best = max(range(len(CANDIDATES)), key=lambda k: final[k])
+        for k, name in enumerate(CANDIDATES):
+            ax.plot(epochs, [r['probabilities'][p][k] for r in recs], marker='o', ms=3, label=name,
+                    lw=2.5 if k == best else 1.2)
+        ax.set(title=f'{positions[p]} -> {CANDIDATES[best]}', ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[:, 0]:
+        ax.set_ylabel('probability')
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = out_png.with_name(out_png.name + '.tmp.png')
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_png)
+
+
+def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNamespace) -> Dict[str, Any]:
+    """One search: train the SuperNet, derive argmax pi, write ``genotype.json`` and ``probabilities.png``.
+    When resuming, a finished seed (its genotype exists for the same epoch count) is read back, not searched."""
+    gpath = out / 'genotype.json'
+    if engine.resume and gpath.is_file():
+        done = load_genotype(gpath)
+        if done.get('epochs') == cfg['epochs']:
+            return done
+    seed_everything(seed)
+    # the classifier needs the number of training identities: read the sources first (cheap)
+    num_classes = _dataset(cfg['sources'], cfg, cfg['combineall']).num_train_pids
+    model = SuperNet(cfg['model_width'], num_classes=num_classes, conv1_in=cfg['conv1_in'], mode=cfg['mode'])
+    stats = train_network(model, cfg, out, seed, engine, desc=f'search seed {seed}')
+    genotype = dict(
+        format=GENOTYPE_FORMAT, version=1, name=f'searched_seed{seed}', conv1_in=cfg['conv1_in'],
+        positions=model.positions, candidates=list(CANDIDATES), block_norms=model.choices(),
+        pi=model.pi.detach().float().tolist(), probabilities=model.probabilities().tolist(), seed=seed,
+        data=dict(sources=cfg['sources'], combineall=cfg['combineall'], size=[cfg['height'], cfg['width']],
+                  dataset_options=cfg.get('dataset_options') or {}),
+        epochs=cfg['epochs'], mode=cfg['mode'], samples=cfg['samples'], model_width=cfg['model_width'],
+        temperature=dict(initial=cfg['tau_initial'], halve_every=cfg['tau_halve_every'], floor=cfg['tau_floor']),
+        search_seconds=round(stats['seconds'], 2),
+    )
+    if cfg['targets']:
+        model.eval()  # the argmax child with the weights it inherits from the supernet
+        results = cross_domain_eval(model, cfg['targets'], cfg, engine, engine.device, cfg['epochs'])
+        genotype['validation'] = {t: dict(rank1=r['rank1'], mAP=r['mAP']) for t, r in results.items()}
+    if du.is_main_process():
+        save_genotype(genotype, gpath)
+        plot_probabilities(read_jsonl(out / 'metrics.jsonl'), model.positions, out / 'probabilities.png',
+                           title=f'seed {seed}: ' + ' / '.join(genotype['block_norms']))
+    du.barrier()
+    return genotype
+
+
+def _score(genotype: Dict[str, Any]) -> Tuple[float, float]:
+    val = genotype.get('validation') or {}
+    if not val:
+        return (0.0, 0.0)
+    return (sum(v['mAP'] for v in val.values()) / len(val), sum(v['rank1'] for v in val.values()) / len(val))
+
+
+def search(cfg: Dict[str, Any], out: Path, engine: SimpleNamespace) -> Dict[str, Any]:
+    """Search once per seed in ``cfg['seeds']`` (into ``out/seed_<k>``) and keep the best genotype by mean
+    cross-domain validation mAP over ``cfg['targets']`` (the first seed without targets). Writes
+    ``out/genotype.json``, ``out/probabilities.png`` and ``out/seeds.json``; returns the kept genotype."""
+    out = Path(out)
+    if du.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'config.json').write_text(json.dumps(cfg, indent=2))
+    found = [search_one_seed(cfg, out / f'seed_{s}', s, engine) for s in cfg['seeds']]
+    best_i = max(range(len(found)), key=lambda i: _score(found[i]))
+    best = found[best_i]
+    if du.is_main_process():
+        save_genotype(best, out / 'genotype.json')
+        shutil.copyfile(out / f'seed_{best["seed"]}' / 'probabilities.png', out / 'probabilities.png')
+        summary = dict(kept_seed=best['seed'], selection='mean cross-domain validation mAP over '
+                       + (', '.join(cfg['targets']) if cfg['targets'] else 'nothing (no targets: first seed)'),
+                       seeds=[dict(seed=g['seed'], block_norms=g['block_norms'], validation=g.get('validation'),
+                                   search_seconds=g.get('search_seconds')) for g in found])
+        (out / 'seeds.json').write_text(json.dumps(summary, indent=2))
+    return best

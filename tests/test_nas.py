@@ -1,0 +1,256 @@
+"""NAS: the supernet's candidates, Gumbel-softmax sampling, temperature schedule, genotypes, and real searches."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import osnet_zoo  # noqa: F401  (registers the models)
+from osnet_zoo.models.osnet import OmniScaleBlock, OSNet, osnet_arch
+from osnet_zoo.nas import (
+    AIN_GENOTYPE, CANDIDATES, SearchBlock, SuperNet, build_model_from_genotype, child_state_dict, load_genotype,
+    sample_alphas, save_genotype, temperature_at,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MIXED = ('plain', 'in_in', 'in_out', 'in_in_out', 'in_in', 'in_out')  # every candidate appears
+
+
+def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights and BN statistics, so that no norm is an identity by initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if t.dtype.is_floating_point:
+                if name.endswith('running_var'):
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=g) * 0.2 + (1.0 if name.endswith('weight') and t.ndim == 1
+                                                                       else 0.0))
+
+
+def test_temperature_halves_every_n_epochs_with_a_floor():
+    assert [temperature_at(e) for e in (0, 19, 20, 39, 40, 60, 79, 80, 119)] == \
+        [10, 10, 5, 5, 2.5, 1.25, 1.25, 1.0, 1.0]
+    assert temperature_at(3, initial=8, halve_every=1, floor=2) == 2
+    with pytest.raises(ValueError, match='halve_every'):
+        temperature_at(1, halve_every=0)
+
+
+def test_gumbel_softmax_weights_are_valid_and_reach_pi():
+    torch.manual_seed(0)
+    pi = torch.nn.Parameter(torch.randn(6, 4))
+    soft = sample_alphas(pi, temperature=10.0)
+    assert soft.shape == (6, 4) and (soft > 0).all()
+    torch.testing.assert_close(soft.sum(-1), torch.ones(6))
+    hard = sample_alphas(pi, temperature=1.0, hard=True)
+    assert ((hard == 0) | (hard == 1)).all() and (hard.sum(-1) == 1).all()
+    (hard * torch.arange(4.0)).sum().backward()  # straight-through: the one-hot draw still has a gradient
+    assert pi.grad is not None and pi.grad.abs().sum() > 0
+    # at a high temperature the draws are near uniform; at a low one they follow pi
+    pi2 = torch.tensor([[4.0, 0.0, 0.0, 0.0]])
+    wins = sum(int(sample_alphas(pi2, 0.5, hard=True)[0, 0]) for _ in range(200))
+    assert wins > 150
+
+
+@pytest.mark.parametrize('mode', ['all', 'sampled'])
+def test_supernet_modes_shapes_and_gradients(mode):
+    torch.manual_seed(0)
+    net = SuperNet(0.25, num_classes=7, mode=mode)
+    x = torch.randn(4, 3, 64, 32)
+    logits = net(x)
+    assert logits.shape == (4, 7)
+    assert net.forward_features(x).shape == OSNet(**osnet_arch(0.25), num_classes=7).forward_features(x).shape
+    logits.logsumexp(1).sum().backward()
+    assert net.pi.grad is not None and torch.isfinite(net.pi.grad).all() and net.pi.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in net.blocks[0].conv1.parameters())
+    net.eval()
+    emb = net.forward_head(net.forward_features(x), pre_logits=True)
+    assert emb.shape == (4, 512)
+    assert net.choices() == [CANDIDATES[int(i)] for i in net.pi.argmax(-1)]
+    torch.testing.assert_close(net.probabilities().sum(-1), torch.ones(6))
+
+
+@pytest.mark.parametrize('choice', CANDIDATES)
+@pytest.mark.parametrize('mode', ['all', 'sampled'])
+def test_search_block_with_one_hot_alpha_equals_the_plain_block(choice, mode):
+    torch.manual_seed(0)
+    search = SearchBlock(OmniScaleBlock(16, 32))
+    _randomise(search, seed=1)
+    search.mode = mode
+    search.alpha = torch.eye(4)[CANDIDATES.index(choice)]
+    block = OmniScaleBlock(16, 32, norm=choice)
+    renamed = {}
+    for k, v in search.state_dict().items():
+        uses_in_in = choice in ('in_in', 'in_in_out')
+        if k.startswith('in_in.'):
+            if uses_in_in:
+                renamed['conv3.bn.' + k[len('in_in.'):]] = v
+        elif k.startswith('conv3.bn.') and uses_in_in:
+            continue
+        elif k.startswith('norm_out.') and choice not in ('in_out', 'in_in_out'):
+            continue
+        else:
+            renamed[k] = v
+    block.load_state_dict(renamed, strict=True)
+    x = torch.randn(3, 16, 16, 8)
+    for train in (False, True):
+        search.train(train), block.train(train)
+        torch.testing.assert_close(search(x), block(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('mode', ['all', 'sampled'])
+def test_supernet_fixed_to_a_genotype_equals_the_derived_osnet(mode):
+    torch.manual_seed(0)
+    net = SuperNet(0.25, num_classes=5, mode=mode)
+    _randomise(net, seed=2)
+    net.fixed_alphas = torch.stack([torch.eye(4)[CANDIDATES.index(c)] for c in MIXED])
+    child = build_model_from_genotype({'format': 'osnet_zoo.nas.genotype', 'block_norms': list(MIXED)},
+                                      width=0.25, num_classes=5)
+    child.load_state_dict(child_state_dict(net, MIXED), strict=True)
+    net.eval(), child.eval()
+    x = torch.randn(2, 3, 64, 32)
+    torch.testing.assert_close(net(x), child(x), rtol=1e-4, atol=1e-5)
+    # and without fixed alphas, eval mode uses argmax pi: the child of net.choices()
+    net.fixed_alphas = None
+    with torch.no_grad():
+        net.pi.copy_(torch.stack([torch.eye(4)[CANDIDATES.index(c)] * 3 for c in MIXED]))
+    assert net.choices() == list(MIXED)
+    torch.testing.assert_close(net(x), child(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('width,name', [(1.0, 'osnet_ain_x1_0'), (0.25, 'osnet_ain_x0_25')])
+def test_shipped_ain_genotype_builds_osnet_ain(width, name):
+    ours = build_model_from_genotype(AIN_GENOTYPE, width=width)
+    ref = timm.create_model(name)
+    assert ours.arch == ref.arch
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    assert load_genotype('osnet_ain')['block_norms'] == list(ref.arch['block_norms'])
+    if width == 0.25:  # same weights, same function
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        ours.eval(), ref.eval()
+        x = torch.randn(2, 3, 64, 32)
+        torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_genotype_files_are_validated_and_written_atomically(tmp_path):
+    good = load_genotype('osnet_ain')
+    path = save_genotype(dict(good, seed=3), tmp_path / 'g.json')
+    assert load_genotype(path)['seed'] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ['g.json']  # no temporary left behind
+    with pytest.raises(ValueError, match='block_norms'):
+        save_genotype(dict(good, block_norms=['plain'] * 5), tmp_path / 'bad.json')
+    assert not (tmp_path / 'bad.json').exists()
+    (tmp_path / 'wrong.json').write_text(json.dumps(dict(good, block_norms=['in'] * 6)))
+    with pytest.raises(ValueError, match=r'wrong\.json.*block_norms'):
+        load_genotype(tmp_path / 'wrong.json')
+    (tmp_path / 'other.json').write_text('{"block_norms": []}')
+    with pytest.raises(ValueError, match='format'):
+        load_genotype(tmp_path / 'other.json')
+    (tmp_path / 'broken.json').write_text('{')
+    with pytest.raises(ValueError, match='not valid JSON'):
+        load_genotype(tmp_path / 'broken.json')
+    with pytest.raises(FileNotFoundError, match='osnet_ain'):
+        load_genotype(tmp_path / 'missing.json')
+
+
+def _run(args, cwd, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, '-m', 'osnet_zoo.nas', *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp('nas_data')
+
+
+def _assert_png(path: Path):
+    from PIL import Image
+    with Image.open(path) as im:
+        assert im.format == 'PNG' and im.size[0] > 500
+
+
+def _tiny_search(out: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return _run(['--out', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
+                 '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
+                 '--synthetic-ids', '16', '8', '--quiet', *extra], cwd=out.parent)
+
+
+@pytest.fixture(scope='module')
+def tiny_search(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp('search') / 'run'
+    r = _tiny_search(out, data_root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize('extra', [[], ['--mode', 'sampled', '--samples', '2', '--seeds', '1', '2']])
+def test_tiny_search_end_to_end(tmp_path, data_root, tiny_search, extra):
+    out = tiny_search
+    if extra:
+        out = tmp_path / 'run'
+        r = _tiny_search(out, data_root, *extra)
+        assert r.returncode == 0, r.stderr[-3000:]
+    g = load_genotype(out / 'genotype.json')
+    assert len(g['block_norms']) == 6 and all(c in CANDIDATES for c in g['block_norms'])
+    assert g['block_norms'] == [CANDIDATES[max(range(4), key=row.__getitem__)] for row in g['pi']]
+    for row in g['probabilities']:
+        assert abs(sum(row) - 1) < 1e-5
+    assert g['epochs'] == 3 and g['data']['sources'] == ['synthetic'] and 'synthetic_b' in g['validation']
+    log = [json.loads(line) for line in (out / f"seed_{g['seed']}" / 'metrics.jsonl').read_text().splitlines()]
+    assert [rec['temperature'] for rec in log] == [10.0, 5.0, 2.5]
+    assert log[-1]['probabilities'] == g['probabilities']
+    _assert_png(out / 'probabilities.png')
+    seeds = json.loads((out / 'seeds.json').read_text())
+    assert [s['seed'] for s in seeds['seeds']] == ([1, 2] if extra else [1])
+    if extra:  # the kept seed has the best validation mAP
+        best = max(seeds['seeds'], key=lambda s: (s['validation']['synthetic_b']['mAP'],
+                                                  s['validation']['synthetic_b']['rank1']))
+        assert seeds['kept_seed'] == best['seed'] == g['seed']
+
+
+def test_interrupted_search_resumes_to_the_same_genotype(tmp_path, data_root, tiny_search):
+    out = tmp_path / 'run'
+    r = _tiny_search(out, data_root, '--stop-after-epoch', '1')
+    assert r.returncode == 0 and 'stopped after epoch 1 of 3' in r.stdout, r.stderr[-3000:]
+    assert not (out / 'genotype.json').exists() and (out / 'seed_1' / 'checkpoint.pth').is_file()
+    assert len((out / 'seed_1' / 'metrics.jsonl').read_text().splitlines()) == 1
+    r = _tiny_search(out, data_root, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed, straight = load_genotype(out / 'genotype.json'), load_genotype(tiny_search / 'genotype.json')
+    assert resumed['pi'] == straight['pi'] and resumed['block_norms'] == straight['block_norms']
+    assert resumed['validation'] == straight['validation']
+
+
+def test_bad_option_is_a_clear_error(tmp_path):
+    r = _run(['--out', str(tmp_path / 'x'), '--root', str(tmp_path), '--sources', 'nosuchset', '--quiet'],
+             cwd=tmp_path)
+    assert r.returncode == 1 and 'nosuchset' in r.stderr and 'Traceback' not in r.stderr
+    from osnet_zoo.nas.__main__ import main
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error, in-process (no second interpreter start)
+        main(['--out', str(tmp_path / 'x'), '--preset', 'nosuch'])
+    assert exc.value.code == 2
+
+
+def test_proof_runs_end_to_end_on_tiny_data(tmp_path):
+    out = tmp_path / 'proof'
+    r = _run(['proof', '--device', 'cpu', '--out', str(out), '--train-ids', '12', '--test-ids', '6',
+              '--search-epochs', '1', '--train-epochs', '1', '--batch-size', '8', '--model-width', '0.25',
+              '--height', '64', '--width', '32', '--max-steps-per-epoch', '2', '--quiet'], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((out / 'proof.json').read_text())
+    names = [m['name'] for m in result['models']]
+    assert names == ['OSNet', 'OSNet-IBN', 'OSNet-AIN (published placement)', 'OSNet-AIN (searched here)']
+    for m in result['models']:
+        for key in ('cross_rank1', 'cross_mAP', 'same_rank1', 'same_mAP'):
+            assert 0 <= m[key] <= 1
+    assert result['models'][1]['params'] > result['models'][0]['params']  # IBN adds IN affine parameters
+    assert result['search']['genotype'] == load_genotype(out / 'search' / 'genotype.json')['block_norms']
+    table = (out / 'proof.md').read_text()
+    assert table.count('\n| OSNet') == 4 and 'A->B mAP' in table

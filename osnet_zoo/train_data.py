@@ -17,7 +17,7 @@ from osnet_zoo.data import (
     ImageDataset, RandomIdentitySampler, ReIDDataset, ReIDItem, build_dataset, build_train_transform,
 )
 
-__all__ = ['DEFAULT_DATA_ROOT', 'TrainData', 'EpochBatches', 'build_train_loader', 'build_eval_splits',
+__all__ = ['DEFAULT_DATA_ROOT', 'TrainData', 'EpochBatches', 'PairDataset', 'build_train_loader', 'build_eval_splits',
            'extract', 'Embedder']
 
 DEFAULT_DATA_ROOT = Path(os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data')).expanduser()
@@ -59,7 +59,7 @@ class EpochBatches(Sampler[int]):
         return n // self.batch_size // self.world_size * self.batch_size
 
 
-class _PairDataset(torch.utils.data.Dataset):
+class PairDataset(torch.utils.data.Dataset):
     """(image tensor, pid) pairs for the training loop."""
 
     def __init__(self, items: Sequence[ReIDItem], transform):
@@ -112,7 +112,7 @@ def build_train_loader(cfg: Dict[str, Any], args: argparse.Namespace, seed: int)
     if len(sampler) == 0:
         raise ValueError(f"{len(dataset.train)} training images cannot fill one batch of {cfg['batch_size']} "
                          f'on each of {du.get_world_size()} processes; lower --batch-size.')
-    loader = DataLoader(_PairDataset(dataset.train, transform), batch_size=cfg['batch_size'], sampler=sampler,
+    loader = DataLoader(PairDataset(dataset.train, transform), batch_size=cfg['batch_size'], sampler=sampler,
                         num_workers=args.workers, pin_memory=args.device.startswith('cuda'), drop_last=True)
     return TrainData(loader, sampler, dataset, dataset.num_train_pids)
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from osnet_zoo import distributed as du
 from osnet_zoo.data import ReIDDataset, build_dataset, build_train_transform
 from osnet_zoo.losses import CrossEntropyLabelSmooth
-from osnet_zoo.train_data import DEFAULT_DATA_ROOT, EpochBatches, _PairDataset
+from osnet_zoo.train_data import DEFAULT_DATA_ROOT, EpochBatches, PairDataset
 from osnet_zoo.train_utils import (
     append_jsonl, build_optimizer, build_scheduler, load_training_state, read_jsonl, rng_state,
     save_training_state, seed_everything, set_rng_state,
@@ -98,7 +98,7 @@ def load_data(cfg: Dict[str, Any], seed: int, device: str, workers: int) -> Tupl
     if len(sampler) == 0:
         raise ValueError(f"{len(dataset.train)} training images of {cfg['sources']} cannot fill one batch of "
                          f"{cfg['batch_size']} on each of {du.get_world_size()} processes; lower batch_size.")
-    loader = DataLoader(_PairDataset(dataset.train, transform), batch_size=cfg['batch_size'], sampler=sampler,
+    loader = DataLoader(PairDataset(dataset.train, transform), batch_size=cfg['batch_size'], sampler=sampler,
                         num_workers=workers, pin_memory=device.startswith('cuda'), drop_last=True,
                         persistent_workers=workers > 0)
     return loader, sampler, dataset.num_train_pids

@@ -173,7 +173,7 @@ def _write_config(model: torch.nn.Module, path: Path) -> None:
     from timm.models._hub import save_config_for_hf
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tmp_path = Path(tmp) / path.name
-        save_config_for_hf(model, str(tmp_path))
+        save_config_for_hf(model, tmp_path)  # a Path: older timm releases call .open() on it
         atomic_write_text(path, tmp_path.read_text(encoding='utf-8'))
 
 

@@ -254,3 +254,17 @@ def test_proof_runs_end_to_end_on_tiny_data(tmp_path):
     assert result['search']['genotype'] == load_genotype(out / 'search' / 'genotype.json')['block_norms']
     table = (out / 'proof.md').read_text()
     assert table.count('\n| OSNet') == 4 and 'A->B mAP' in table
+
+
+def test_timm_create_model_takes_a_genotype(tmp_path):
+    from osnet_zoo.nas.genotype import save_genotype
+    ain = timm.create_model('osnet_x0_25', genotype='osnet_ain', num_classes=0)
+    ref = timm.create_model('osnet_ain_x0_25', num_classes=0)
+    assert [b.norm for s in (ain.conv2, ain.conv3, ain.conv4) for b in s] == \
+        [b.norm for s in (ref.conv2, ref.conv3, ref.conv4) for b in s]
+    assert {k: v.shape for k, v in ain.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    path = save_genotype({'block_norms': ['in_out'] * 6, 'conv1_in': False}, tmp_path / 'g.json')
+    custom = timm.create_model('osnet_x0_25', genotype=str(path))
+    assert all(b.norm == 'in_out' for b in custom.conv3) and not isinstance(custom.conv1.bn, torch.nn.InstanceNorm2d)
+    with pytest.raises(ValueError, match='genotype'):
+        timm.create_model('osnet_x0_25', genotype='osnet_ain', pretrained=True)

@@ -490,6 +490,14 @@ OSNET_ARCHS: Dict[str, Dict[str, Any]] = {
 
 def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
     model_kwargs = dict(OSNET_ARCHS[variant])
+    genotype = kwargs.pop('genotype', None)
+    if genotype is not None:
+        # A NAS genotype (file, dict or shipped name) sets the IN placement; widths come from the variant.
+        if pretrained:
+            raise ValueError(f'{variant}: pretrained weights belong to its own IN placement, not to a genotype.')
+        from ..nas.genotype import load_genotype
+        g = load_genotype(genotype)
+        model_kwargs.update(block_norms=tuple(g['block_norms']), conv1_in=bool(g.get('conv1_in', True)))
     model_kwargs.update(kwargs)
     recorded_source = None
     if pretrained:

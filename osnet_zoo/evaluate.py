@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17 --dataset market1501 dukemtmcreid --root ~/data
+    python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall --dataset market1501 dukemtmcreid --root ~/data
     python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint model.pth --dataset synthetic --root /tmp/data
 
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
@@ -29,7 +29,7 @@ __all__ = ['main', 'extract_features', 'build_model']
 
 
 def build_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
-    """The embedding model: ``timm.create_model(name, pretrained=True)`` for tagged names (``osnet_x1_0.msmt17``),
+    """The embedding model: ``timm.create_model(name, pretrained=True)`` for tagged names (``osnet_x1_0.msmt17_combineall``),
     or the architecture with ``checkpoint`` loaded (any layout ``load_osnet_checkpoint`` reads)."""
     import timm
 
@@ -47,7 +47,7 @@ def build_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
         return timm.create_model(name, pretrained=True, num_classes=0)
     except RuntimeError as e:
         raise SystemExit(f'error: no pretrained weights for {name!r} ({e}); pass a tagged name such as '
-                         f'{arch}.msmt17, or --checkpoint PATH') from None
+                         f'{arch}.msmt17_combineall, or --checkpoint PATH') from None
 
 
 @torch.inference_mode()
@@ -109,7 +109,7 @@ def _write_json(path: Path, data: Dict) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True, help='osnet_* name; with a tag (osnet_x1_0.msmt17) for pretrained '
+    p.add_argument('--model', required=True, help='osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained '
                                                   'weights, or with --checkpoint')
     p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar)')
     p.add_argument('--dataset', nargs='+', default=['synthetic'],

@@ -200,7 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     '(onnxruntime / torch.jit.load; max abs diff <= 1e-4 in fp32) and write the input/output '
                     'names and preprocessing contract to <out>.json beside it.',
         epilog='examples:\n'
-               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17 --format onnx --dynamic-batch\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx --dynamic-batch\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      --format torchscript --out osnet_x1_0_market.pt')
     parser.add_argument('--model', default='osnet_x1_0', help='timm model name, with a weights tag for '

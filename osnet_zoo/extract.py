@@ -257,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         description='Compute OSNet re-ID features for a folder of person crops and save them, with the image '
                     'paths, to one safetensors file.',
         epilog='examples:\n'
-               '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17 crops/ --out feats.safetensors\n'
+               '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17_combineall crops/ --out feats.safetensors\n'
                '  python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      "data/**/*.jpg" --out feats.safetensors --device cuda --precision bf16\n\n'
                'Interrupted runs resume: rerun the same command. Partial results live in OUT.parts/.\n'

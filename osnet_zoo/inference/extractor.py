@@ -173,7 +173,7 @@ def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
 
-    >>> extractor = FeatureExtractor('osnet_x0_25.msmt17', device='cuda', precision='bf16')
+    >>> extractor = FeatureExtractor('osnet_x0_25.msmt17_combineall', device='cuda', precision='bf16')
     >>> feats = extractor([frame[y0:y1, x0:x1] for (x0, y0, x1, y1) in boxes], channel_order='bgr')
 
     Inputs (alone or in a list, mixed freely; output rows follow the input order, a BCHW tensor
@@ -206,7 +206,7 @@ class FeatureExtractor:
     ):
         """
         Args:
-            model: a timm model name (e.g. 'osnet_x0_25.msmt17'; created with ``num_classes=0``) or a module
+            model: a timm model name (e.g. 'osnet_x0_25.msmt17_combineall'; created with ``num_classes=0``) or a module
                 returning embeddings (an OSNet with a classifier is used up to its embedding; the module is
                 copied, never modified).
             device: 'cpu', 'cuda', ... (default: CUDA when available).

@@ -125,8 +125,9 @@ def test_supernet_fixed_to_a_genotype_equals_the_derived_osnet(mode):
 
 @pytest.mark.parametrize('width,name', [(1.0, 'osnet_ain_x1_0'), (0.25, 'osnet_ain_x0_25')])
 def test_shipped_ain_genotype_builds_osnet_ain(width, name):
-    ours = build_model_from_genotype(AIN_GENOTYPE, width=width)
-    ref = timm.create_model(name)
+    # the same head on both: timm's default num_classes follows the default pretrained tag's classifier
+    ours = build_model_from_genotype(AIN_GENOTYPE, width=width, num_classes=1000)
+    ref = timm.create_model(name, num_classes=1000)
     assert ours.arch == ref.arch
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())

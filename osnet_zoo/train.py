@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 import osnet_zoo  # noqa: F401  (registers the models)
 from osnet_zoo import distributed as du
+from osnet_zoo.data import normalize_batch
 from osnet_zoo.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
 from osnet_zoo.train_utils import (
     append_jsonl, build_optimizer, build_scheduler, list_recipes, load_recipe, load_training_state, plot_curves,
@@ -164,13 +165,12 @@ def train_one_epoch(
     steps = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
     bar = tqdm(loader, total=steps, desc=f'epoch {epoch + 1}/{cfg["epochs"]}', disable=not du.is_main_process(),
                leave=False, dynamic_ncols=True)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     for step, (images, pids) in enumerate(bar):
         if step >= steps:
             break
-        images = images.to(device, non_blocking=True)
+        images = normalize_batch(images.to(device, non_blocking=True), memory_format=memory_format)
         pids = pids.to(device, non_blocking=True)
-        if args.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = [net(images) for net in nets]
         losses = []
@@ -282,8 +282,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     eval_splits = None
     results: Dict[str, Any] = {}
     for epoch in range(start_epoch, cfg['epochs']):
-        # Each epoch is seeded by (seed, epoch): sampling, augmentation and dropout do not depend on
-        # whether the run was interrupted, so a resumed run ends where an uninterrupted one does.
+        # Each epoch is seeded by (seed, epoch) and each sample's augmentation by (seed, epoch, position):
+        # nothing depends on whether the run was interrupted or on the loader's worker processes, so a
+        # resumed run ends where an uninterrupted one does.
         seed_everything(args.seed * 1000 + epoch)
         train.set_epoch(epoch)
         set_fixbase(models, frozen=epoch < cfg['fixbase_epochs'])
@@ -317,6 +318,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 for target, r in results.items():
                     append_jsonl(log_path, dict(kind='eval', epoch=epoch + 1, target=target, rank1=r['rank1'],
                                                 mAP=r['mAP'], mINP=r['mINP']))
+    train.close()
     if du.is_distributed():
         # DDP keeps replicas identical; verify it rather than assume it (a cheap end-of-run check).
         checksums = du.all_gather_cat(parameter_checksum(models[0]).to(device)[None]).cpu().tolist()

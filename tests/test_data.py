@@ -10,7 +10,7 @@ from PIL import Image
 from osnet_zoo.data import (
     DatasetLayoutError, ImageDataset, ImageReadError, RandomIdentitySampler, RandomPatch, ReIDDataset, ReIDItem,
     build_dataset, build_test_transform, build_train_transform, cuhk03, dukemtmcreid, market1501, msmt17,
-    read_image, verify_images,
+    normalize_batch, read_image, read_image_tensor, sample_seed, seeded_rng, verify_images,
 )
 
 
@@ -218,6 +218,48 @@ def test_read_image_converts_and_names_bad_files(tmp_path):
         ds[0]
 
 
+def test_read_image_tensor_gives_read_images_pixels(tmp_path):
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8))
+    files = {'photo.jpg': photo, 'photo.png': photo, 'gray.png': photo.convert('L'),
+             'rgba.png': photo.convert('RGBA'), 'palette.png': photo.convert('P'), 'photo.bmp': photo}
+    for name, img in files.items():
+        img.save(tmp_path / name)
+        x = read_image_tensor(tmp_path / name)
+        assert x.dtype == torch.uint8 and x.shape == (3, 128, 64), name
+        assert torch.equal(x, torch.from_numpy(np.array(read_image(tmp_path / name))).permute(2, 0, 1)), name
+    data = (tmp_path / 'photo.jpg').read_bytes()
+    (tmp_path / 'trunc.jpg').write_bytes(data[: len(data) // 2])
+    (tmp_path / 'text.jpg').write_text('hello')
+    for bad in ('trunc.jpg', 'text.jpg', 'absent.jpg'):
+        with pytest.raises(ImageReadError, match=bad):
+            read_image_tensor(tmp_path / bad)
+    assert ImageDataset([ReIDItem(str(tmp_path / 'photo.jpg'), 1, 0)], as_tensor=True)[0]['image'].dtype == torch.uint8
+
+
+def test_uint8_pipeline_plus_normalize_batch_equals_the_float_pipeline():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 64, 3), dtype=np.uint8))
+    as_float = build_train_transform(256, 128, augmentations=('random_flip', 'random_crop'))
+    as_uint8 = build_train_transform(256, 128, augmentations=('random_flip', 'random_crop'), normalize=False)
+    for seed in range(4):
+        with seeded_rng(seed):
+            ref = as_float(img)
+        with seeded_rng(seed):
+            raw = as_uint8(img)
+        assert raw.dtype == torch.uint8
+        x = normalize_batch(raw[None])[0]
+        assert x.dtype == torch.float32 and (x - ref).abs().amax() < 1e-5
+    cl = normalize_batch(raw[None].repeat(2, 1, 1, 1), memory_format=torch.channels_last)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl[1], x)
+    erase = build_train_transform(64, 32, augmentations=('random_erase',), normalize=False)
+    white = Image.new('RGB', (32, 64), (255, 255, 255))
+    erased = [normalize_batch(erase(white)[None])[0] for _ in range(20)]
+    # erased pixels hold the mean colour: about 0 after normalisation (white is above 2)
+    assert any(((e.abs() < 0.01).all(0)).any() for e in erased)
+    with pytest.raises(TypeError, match='uint8'):
+        normalize_batch(x[None])
+
+
 def test_transforms():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 64, 3), dtype=np.uint8))
     test_t = build_test_transform()
@@ -246,6 +288,40 @@ def test_random_patch_pastes_a_patch_from_an_earlier_image():
     outs = [patch(blue) for _ in range(5)]  # each call pools one blue patch too, then pastes a pooled one
     red_pixels = [int(((o[0] == 255) & (o[2] == 0)).sum()) for o in outs]
     assert all(r < 32 * 16 for r in red_pixels) and sum(r > 0 for r in red_pixels) >= 4
+
+
+def test_random_patch_from_donor_images_is_a_function_of_the_seed(tmp_path):
+    red = _jpg(tmp_path / 'red.png', colour=(255, 0, 0), size=(16, 32))
+    patch = RandomPatch(p=1.0, p_rotate=0.0, p_flip=0.0, area=(0.1, 0.2), donors=[red])
+    blue = torch.zeros(3, 32, 16, dtype=torch.uint8)
+    blue[2] = 255
+    outs = []
+    for seed in range(6):
+        with seeded_rng(seed):
+            outs.append(patch(blue))
+    red_pixels = [int(((o[0] == 255) & (o[2] == 0)).sum()) for o in outs]
+    assert all(0 < r < 0.3 * 32 * 16 for r in red_pixels)  # pasted from the donor, from the first call on
+    assert not patch.pool  # stateless: nothing is pooled
+    with seeded_rng(3):
+        again = patch(blue)
+    assert torch.equal(again, outs[3]) and not torch.equal(outs[3], outs[4])
+    with pytest.raises(ValueError, match='donors is empty'):
+        RandomPatch(donors=[])
+
+
+def test_seeded_rng_leaves_the_outer_streams_alone():
+    torch.manual_seed(0)
+    random.seed(0)
+    expected = (torch.rand(3), random.random())
+    torch.manual_seed(0)
+    random.seed(0)
+    with seeded_rng(sample_seed(1, 2, 3)):
+        inner = (torch.rand(3), random.random())
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    with seeded_rng(sample_seed(1, 2, 3)):
+        assert torch.equal(torch.rand(3), inner[0]) and random.random() == inner[1]
+    seeds = {sample_seed(s, e, p) for s in range(3) for e in range(3) for p in range(50)}
+    assert len(seeds) == 450 and all(0 <= x < 2 ** 63 for x in seeds)
 
 
 def test_identity_sampler_p_by_k():

@@ -101,14 +101,17 @@ def test_torchrun_two_processes_agree(tiny_root, tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
-    common = ['--root', str(tiny_root), '--epochs', '3', '--deterministic', *TINY]
+    # Every augmentation on, including random patch; the reference decodes in the main process, the killed
+    # run in 2 worker processes and the resumed one in 1: per-sample seeds make all three see the same data.
+    common = ['--root', str(tiny_root), '--epochs', '3', '--deterministic', *TINY,
+              '--transforms', 'random_flip', 'random_crop', 'random_patch', 'color_jitter', 'random_erase']
     ref = tmp_path / 'ref'
     r = _train([*common, '--output', str(ref)])
     assert r.returncode == 0, r.stderr[-3000:]
 
     run = tmp_path / 'killed'
-    proc = subprocess.Popen([sys.executable, '-m', 'osnet_zoo.train', *common, '--output', str(run)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, '-m', 'osnet_zoo.train', *common, '--workers', '2', '--output', str(run)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run / 'metrics.jsonl'
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -120,7 +123,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
     assert load_training_state(run / 'checkpoint.pth')['epoch'] in (1, 2)
     assert not (run / 'results.json').exists()
 
-    r = _train([*common, '--output', str(run), '--resume'])
+    r = _train([*common, '--workers', '1', '--output', str(run), '--resume'])
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'Resumed from' in r.stdout
     assert json.loads((run / 'results.json').read_text()) == json.loads((ref / 'results.json').read_text())

@@ -2,42 +2,105 @@
 
 Train: random flip, random crop (enlarge by 1/8 then crop back, half of the time), random patch, colour
 jitter, random erasing; test: resize to 256x128 and normalise. Inputs are PIL images or uint8 tensors.
+The training loader stops at uint8 (a quarter of the bytes to pin and copy) and ``normalize_batch``
+finishes on the device.
+
+The random draws come from torch's and Python's global generators, as in torchvision; ``seeded_rng`` pins
+them for one sample, which is how the training loader makes every augmented sample a function of
+(seed, epoch, position) alone, whichever worker process produces it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import random
 from collections import deque
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .images import read_image_tensor
+
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RandomPatch', 'build_train_transform', 'build_test_transform',
-           'TRAIN_AUGMENTATIONS']
+           'TRAIN_AUGMENTATIONS', 'normalize_batch', 'sample_seed', 'seeded_rng']
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_AUGMENTATIONS = ('random_flip', 'random_crop', 'random_patch', 'color_jitter', 'random_erase')
 
 
-class RandomPatch(v2.Transform):
-    """Random patch (Zhou et al., TPAMI 2021): paste a patch cut from an earlier image onto this one.
+_MASK64 = (1 << 64) - 1
 
-    Every call cuts a random patch from the incoming image into a pool (``pool_capacity`` patches); once the
-    pool holds ``min_pool_size``, with probability ``p`` a pooled patch, maybe flipped and slightly rotated,
-    is pasted at a random place: synthetic occlusion by other people and things.
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser: nearby inputs (consecutive positions) give unrelated 64-bit outputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed for the sample at ``position`` of ``epoch``'s order in a run seeded with ``seed``."""
+    return _mix64(_mix64(_mix64(seed) ^ epoch) ^ position) >> 1
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator and Python's ``random`` with ``seed`` inside the block, and put both
+    back afterwards, so the surrounding process's random stream is untouched."""
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed costs ~0.5 ms (device hooks)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+
+
+class RandomPatch(v2.Transform):
+    """Random patch (Zhou et al., TPAMI 2021): paste a patch cut from another image onto this one.
+
+    With probability ``p`` a random patch (area fraction ``area``, aspect ``aspect``) of another image,
+    maybe flipped and slightly rotated, is pasted at a random place: synthetic occlusion by other people
+    and things. Where the patch comes from:
+
+    - ``donors`` given (image paths, e.g. the training set): a donor drawn uniformly at random. The output
+      then depends only on the input and the random draws, so seeded samples are reproducible in any
+      worker process and after a resume. The training loader uses this.
+    - no donors: the paper's pool. Every call cuts a patch from the incoming image into a pool
+      (``pool_capacity`` patches), and pasting starts once it holds ``min_pool_size``. The pool is state of
+      the process it lives in, so its output depends on what that process saw before.
     """
 
     def __init__(self, p: float = 0.5, pool_capacity: int = 50000, min_pool_size: int = 100,
                  area: Tuple[float, float] = (0.01, 0.5), aspect: Tuple[float, float] = (0.1, 10.0),
-                 p_flip: float = 0.5, p_rotate: float = 0.5, max_degrees: float = 10.0):
+                 p_flip: float = 0.5, p_rotate: float = 0.5, max_degrees: float = 10.0,
+                 donors: Optional[Sequence[Union[str, os.PathLike]]] = None):
         super().__init__()
         self.p, self.min_pool_size = p, min_pool_size
         self.area, self.aspect = area, aspect
         self.p_flip, self.p_rotate, self.max_degrees = p_flip, p_rotate, max_degrees
         self.pool: deque = deque(maxlen=pool_capacity)
+        self.donors = [str(d) for d in donors] if donors is not None else None
+        if self.donors is not None and not self.donors:
+            raise ValueError('RandomPatch: donors is empty; give image paths or None for the pool.')
+
+    def _cut(self, img: torch.Tensor) -> Optional[torch.Tensor]:
+        h, w = img.shape[-2:]
+        size = self._patch_size(h, w)
+        if size is None:
+            return None
+        y, x = random.randint(0, h - size[0]), random.randint(0, w - size[1])
+        return img[..., y:y + size[0], x:x + size[1]]
+
+    def _donor_patch(self) -> Optional[torch.Tensor]:
+        path = self.donors[random.randrange(len(self.donors))]
+        return self._cut(read_image_tensor(path))
 
     def _patch_size(self, h: int, w: int) -> Optional[Tuple[int, int]]:
         for _ in range(100):
@@ -53,13 +116,19 @@ class RandomPatch(v2.Transform):
             return inpt  # labels and other passengers go through untouched
         img = inpt
         h, w = img.shape[-2:]
-        size = self._patch_size(h, w)
-        if size is not None:
-            y, x = random.randint(0, h - size[0]), random.randint(0, w - size[1])
-            self.pool.append(img[..., y:y + size[0], x:x + size[1]].clone())
-        if len(self.pool) < self.min_pool_size or random.random() > self.p:
-            return img
-        patch = random.choice(self.pool)
+        if self.donors is not None:
+            if random.random() > self.p:
+                return img
+            patch = self._donor_patch()
+            if patch is None:
+                return img
+        else:
+            cut = self._cut(img)
+            if cut is not None:
+                self.pool.append(cut.clone())
+            if len(self.pool) < self.min_pool_size or random.random() > self.p:
+                return img
+            patch = random.choice(self.pool)
         if random.random() < self.p_flip:
             patch = patch.flip(-1)
         if random.random() < self.p_rotate:
@@ -73,18 +142,23 @@ class RandomPatch(v2.Transform):
 
 def build_train_transform(height: int = 256, width: int = 128,
                           augmentations: Sequence[str] = ('random_flip', 'random_crop', 'random_erase'),
-                          mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+                          mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                          patch_donors: Optional[Sequence[Union[str, os.PathLike]]] = None,
+                          normalize: bool = True) -> v2.Compose:
     """The training pipeline with the chosen ``augmentations`` (any of ``TRAIN_AUGMENTATIONS``).
 
     random_crop: half of the time resize to 9/8 of the size and crop back at random, else plain resize;
-    color_jitter: brightness 0.2, contrast 0.15; random_erase: p=0.5, area 2-40%, erased to the mean.
+    color_jitter: brightness 0.2, contrast 0.15; random_erase: p=0.5, area 2-40%, erased to the mean;
+    random_patch: see ``RandomPatch`` (``patch_donors``: the images it cuts patches from; default its pool).
+    ``normalize=False`` ends at a uint8 (3, H, W) tensor (erasing fills the mean colour, rounded); apply
+    ``normalize_batch`` to the batch, on the device, to get what ``normalize=True`` returns.
     """
     unknown = set(augmentations) - set(TRAIN_AUGMENTATIONS)
     if unknown:
         raise ValueError(f'unknown augmentations {sorted(unknown)}; choose from {TRAIN_AUGMENTATIONS}')
     steps: list = [v2.ToImage()]
     if 'random_patch' in augmentations:
-        steps.append(RandomPatch())
+        steps.append(RandomPatch(donors=patch_donors))
     resize = v2.Resize((height, width), antialias=True)
     if 'random_crop' in augmentations:
         big = (int(round(height * 1.125)), int(round(width * 1.125)))
@@ -96,10 +170,24 @@ def build_train_transform(height: int = 256, width: int = 128,
         steps.append(v2.RandomHorizontalFlip())
     if 'color_jitter' in augmentations:
         steps.append(v2.ColorJitter(brightness=0.2, contrast=0.15))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if normalize:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if 'random_erase' in augmentations:
-        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0))
+        fill: Any = 0 if normalize else [int(round(255 * m)) for m in mean]
+        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=fill))
     return v2.Compose(steps)
+
+
+def normalize_batch(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 images (N, 3, H, W), on any device, to normalised float32 ``(x / 255 - mean) / std`` in
+    ``memory_format`` (the layout change is done on the uint8 input, where it is four times cheaper)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f'normalize_batch expects uint8 images, got {images.dtype}')
+    scale = 255.0 * torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    shift = 255.0 * torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    return images.contiguous(memory_format=memory_format).float().sub_(shift).div_(scale)
 
 
 def build_test_transform(height: int = 256, width: int = 128, mean: Sequence[float] = IMAGENET_MEAN,

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from osnet_zoo import distributed as du
-from osnet_zoo.data import ReIDDataset, build_dataset, build_train_transform
+from osnet_zoo.data import ReIDDataset, build_dataset, normalize_batch
 from osnet_zoo.losses import CrossEntropyLabelSmooth
-from osnet_zoo.train_data import DEFAULT_DATA_ROOT, EpochBatches, PairDataset
+from osnet_zoo.train_data import DEFAULT_DATA_ROOT, EpochBatches, make_train_loader
 from osnet_zoo.train_utils import (
     append_jsonl, build_optimizer, build_scheduler, load_training_state, read_jsonl, rng_state,
     save_training_state, seed_everything, set_rng_state,
@@ -93,14 +93,7 @@ def _dataset(names: Sequence[str], cfg: Dict[str, Any], combineall: bool = False
 def load_data(cfg: Dict[str, Any], seed: int, device: str, workers: int) -> Tuple[DataLoader, EpochBatches, int]:
     """The training loader over ``cfg['sources']`` (sharded over DDP ranks), its sampler, and the class count."""
     dataset = _dataset(cfg['sources'], cfg, cfg['combineall'])
-    transform = build_train_transform(cfg['height'], cfg['width'], cfg['transforms'])
-    sampler = EpochBatches(dataset.train, cfg['batch_size'], 0, seed, du.get_rank(), du.get_world_size())
-    if len(sampler) == 0:
-        raise ValueError(f"{len(dataset.train)} training images of {cfg['sources']} cannot fill one batch of "
-                         f"{cfg['batch_size']} on each of {du.get_world_size()} processes; lower batch_size.")
-    loader = DataLoader(PairDataset(dataset.train, transform), batch_size=cfg['batch_size'], sampler=sampler,
-                        num_workers=workers, pin_memory=device.startswith('cuda'), drop_last=True,
-                        persistent_workers=workers > 0)
+    loader, sampler = make_train_loader(dataset.train, cfg, seed, workers, device.startswith('cuda'))
     return loader, sampler, dataset.num_train_pids
 
 
@@ -181,12 +174,12 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, total=steps, desc=f'{desc} {epoch + 1}/{cfg["epochs"]}', leave=False,
                    disable=not du.is_main_process() or engine.quiet, dynamic_ncols=True)
+        memory_format = torch.channels_last if engine.channels_last else torch.contiguous_format
         for step, (images, pids) in enumerate(bar):
             if step >= steps:
                 break
-            images, pids = images.to(device, non_blocking=True), pids.to(device, non_blocking=True)
-            if engine.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = normalize_batch(images.to(device, non_blocking=True), memory_format=memory_format)
+            pids = pids.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             for s in range(samples):
                 # each draw is its own forward/backward: memory stays that of one sample

@@ -15,6 +15,7 @@ Examples::
 
     python benchmarks/bench_loader.py                          # CPU count workers, scratch augmentations
     python benchmarks/bench_loader.py --workers 2 --epochs 5 --per-worker --json /tmp/loader.json
+    python benchmarks/bench_loader.py --workers 2 --epochs 2 --eval     # the evaluation loader too
 """
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ from torch.utils.data import DataLoader, Sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from osnet_zoo.data import build_dataset, build_train_transform, make_synthetic_reid  # noqa: E402
+from osnet_zoo.data import (  # noqa: E402
+    ImageDataset, build_dataset, build_test_transform, build_train_transform, make_synthetic_reid, normalize_batch,
+)
 from osnet_zoo.train_data import EpochBatches, PairDataset, make_train_loader  # noqa: E402
 
 RECIPE_TRANSFORMS = {
@@ -87,6 +90,9 @@ def main() -> None:
                         help='synthetic training identities (100: ~740 images, the embedded set)')
     parser.add_argument('--per-worker', action='store_true',
                         help='also time one worker, and seeding overhead in the main process')
+    parser.add_argument('--eval', action='store_true',
+                        help="also time the evaluation loader (extract_features's: uint8 + normalize_batch) against "
+                             'the float test transform on the workers')
     parser.add_argument('--root', help='synthetic data folder (default: a temporary one)')
     parser.add_argument('--json', help='write the results here')
     args = parser.parse_args()
@@ -158,6 +164,26 @@ def main() -> None:
             timings[name] = (time.perf_counter() - t0) / len(ks) * 1e6
         results['main_process_us_per_sample'] = timings
         print('one sample in the main process, us: ' + ', '.join(f'{k} {v:.0f}' for k, v in timings.items()))
+
+    if args.eval:
+        # the evaluation loader: no augmentation, no shuffling; ours normalises in the loop (on the CPU here)
+        def eval_rate(as_tensor: bool) -> float:
+            transform = build_test_transform(*args.size, normalize=not as_tensor)
+            loader = DataLoader(ImageDataset(items, transform, as_tensor=as_tensor), batch_size=args.batch_size,
+                                num_workers=args.workers)
+            n, t0 = 0, time.perf_counter()
+            for batch in loader:
+                x = normalize_batch(batch['image']) if as_tensor else batch['image']
+                n += x.shape[0]
+            return n / (time.perf_counter() - t0)
+        base_eval, ours_eval = [], []
+        for _ in range(max(2, args.epochs // 2)):
+            base_eval.append(eval_rate(False))
+            ours_eval.append(eval_rate(True))
+        record('eval baseline (PIL, float on workers)', base_eval)
+        record('eval ours (uint8, normalize_batch)', ours_eval)
+        results['eval_ratio'] = statistics.median(ours_eval) / statistics.median(base_eval)
+        print(f"evaluation loader, ours / baseline (median pass): {results['eval_ratio']:.2f}x")
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -57,17 +57,19 @@ def extract_features(model: torch.nn.Module, items: Sequence, device: torch.devi
     """Embeddings of ``items`` (ReIDItems or paths), in order; with ``flip``, averaged with the mirrored image."""
     from tqdm import tqdm
 
-    from osnet_zoo.data import ImageDataset, ReIDItem, build_test_transform
+    from osnet_zoo.data import ImageDataset, ReIDItem, build_test_transform, normalize_batch
     from osnet_zoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     items = [it if isinstance(it, ReIDItem) else ReIDItem(str(it), -1, -1) for it in items]
-    transform = build_test_transform(*size, mean or IMAGENET_MEAN, std or IMAGENET_STD)
-    loader = torch.utils.data.DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, pin_memory=device.type == 'cuda')
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    # workers decode and resize in uint8; batches travel as uint8 and are normalised on the device
+    transform = build_test_transform(*size, mean, std, normalize=False)
+    loader = torch.utils.data.DataLoader(ImageDataset(items, transform, as_tensor=True), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers, pin_memory=device.type == 'cuda')
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     feats: List[torch.Tensor] = []
     for batch in tqdm(loader, desc=desc, unit='batch', leave=False, file=sys.stderr):
-        x = batch['image'].to(device, non_blocking=True)
+        x = normalize_batch(batch['image'].to(device, non_blocking=True), mean, std)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             f = model(x).float()
             if flip:

@@ -191,7 +191,10 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
 
 
 def build_test_transform(height: int = 256, width: int = 128, mean: Sequence[float] = IMAGENET_MEAN,
-                         std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
-    """Resize (squash) to height x width, scale to [0, 1], normalise."""
-    return v2.Compose([v2.ToImage(), v2.Resize((height, width), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+                         std: Sequence[float] = IMAGENET_STD, normalize: bool = True) -> v2.Compose:
+    """Resize (squash, in uint8) to height x width, scale to [0, 1], normalise. ``normalize=False`` stops
+    at the resized uint8 tensor; ``normalize_batch`` then gives the same values on the device."""
+    steps = [v2.ToImage(), v2.Resize((height, width), antialias=True)]
+    if normalize:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(steps)

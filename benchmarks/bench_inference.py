@@ -35,6 +35,9 @@ Variants (names for --variants):
                               to compile)
     onnxruntime        the BN-folded model exported to ONNX, onnxruntime CPU provider, fp32 (CPU);
                        FeatureExtractor(backend='onnxruntime')
+    onnxruntime_int8   that ONNX model statically quantised by onnxruntime (uint8 activations, int8
+                       per-channel weights, calibrated on the benchmark's random inputs) — an experiment,
+                       not a library path: does int8 pay on this CPU?
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ PRESETS = {
 }
 # variants that only make sense on one device type
 GPU_ONLY = ('graph',)
-CPU_ONLY = ('onnxruntime',)
+CPU_ONLY = ('onnxruntime', 'onnxruntime_int8')
 
 
 class Timer:
@@ -106,9 +109,42 @@ class Timer:
         return time.perf_counter() - t0
 
 
+def _onnxruntime_int8(model: nn.Module, batch: int, input_size, threads: int) -> Callable:
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32 = OnnxRuntimeModel(model, threads=threads)
+    folder = fp32.path.parent
+    quant_pre_process(str(fp32.path), str(folder / 'pre.onnx'))
+    gen = torch.Generator().manual_seed(2)
+    calibration = iter([{fp32.input_name: torch.randn(batch, *input_size, generator=gen).numpy()} for _ in range(8)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(calibration, None)
+
+    quantize_static(str(folder / 'pre.onnx'), str(folder / 'int8.onnx'), Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(folder / 'int8.onnx'), options, providers=['CPUExecutionProvider'])
+
+    def run(x: torch.Tensor, _keep=fp32) -> torch.Tensor:  # _keep: the temporary folder lives with the runner
+        out = session.run([fp32.output_name], {fp32.input_name: np.ascontiguousarray(x.float().cpu().numpy())})[0]
+        return torch.from_numpy(out)
+    return run
+
+
 def build_variant(name: str, model: nn.Module, device: torch.device, precision: str, batch: int,
                   input_size, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable taking the fp32 NCHW batch on ``device`` (what a user holds) and returning features."""
+    if name == 'onnxruntime_int8':
+        if device.type != 'cpu':
+            raise ValueError('onnxruntime_int8 is benchmarked on the CPU')
+        return _onnxruntime_int8(model, batch, input_size, threads)
     dtype = resolve_dtype(precision)
     if name == 'eager':
         net = model.to(device)
@@ -195,7 +231,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             rows: Dict[str, Dict[str, Any]] = {}
             for name in variants:
                 row = dict(model=model_name, batch=batch, variant=name, device=device.type,
-                           precision='fp32' if name in ('eager', 'onnxruntime') else args.precision)
+                           precision={'eager': 'fp32', 'onnxruntime': 'fp32',
+                                      'onnxruntime_int8': 'int8'}.get(name, args.precision))
                 rows[name] = row
                 results['rows'].append(row)
                 if (device.type == 'cpu' and any(k in name for k in GPU_ONLY)) or \

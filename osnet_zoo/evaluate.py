@@ -2,7 +2,8 @@
 
 Examples::
 
-    python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall --dataset market1501 dukemtmcreid --root ~/data
+    python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall \\
+        --dataset market1501 dukemtmcreid --root ~/data
     python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint model.pth --dataset synthetic --root /tmp/data
 
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
@@ -29,8 +30,9 @@ __all__ = ['main', 'extract_features', 'build_model']
 
 
 def build_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
-    """The embedding model: ``timm.create_model(name, pretrained=True)`` for tagged names (``osnet_x1_0.msmt17_combineall``),
-    or the architecture with ``checkpoint`` loaded (any layout ``load_osnet_checkpoint`` reads)."""
+    """The embedding model: ``timm.create_model(name, pretrained=True)`` for tagged names
+    (``osnet_x1_0.msmt17_combineall``), or the architecture with ``checkpoint`` loaded (any layout
+    ``load_osnet_checkpoint`` reads)."""
     import timm
 
     import osnet_zoo  # noqa: F401  (registers the models)
@@ -111,8 +113,9 @@ def _write_json(path: Path, data: Dict) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True, help='osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained '
-                                                  'weights, or with --checkpoint')
+    p.add_argument('--model', required=True,
+                   help='osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with '
+                        '--checkpoint')
     p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar)')
     p.add_argument('--dataset', nargs='+', default=['synthetic'],
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '

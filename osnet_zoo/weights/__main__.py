@@ -11,7 +11,8 @@ from .manifest import MANIFEST_ENV, ManifestError, WeightsManifest, active_manif
 
 EXAMPLES = '''examples:
   python -m osnet_zoo.weights list
-  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --arch osnet_x1_0 --tag market1501 --out out/osnet_x1_0.market1501
+  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --arch osnet_x1_0 --tag market1501 \\
+      --out out/osnet_x1_0.market1501
   python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --dry-run
   python -m osnet_zoo.weights verify
 

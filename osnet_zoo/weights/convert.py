@@ -95,9 +95,9 @@ def convert_checkpoint(
 
     The checkpoint must fit ``architecture`` exactly (its classifier, if any, sets ``num_classes``). The
     written weights are read back into a fresh model and must give bit-identical embeddings and logits on
-    a fixed batch of 2 images of ``check_size`` (default: the model's input size). Where the manifest has an entry ``architecture.tag``, its number of classes must match
-    and the model card carries its facts; a different digest than the recorded upstream file is reported
-    in ``warnings``.
+    a fixed batch of 2 images of ``check_size`` (default: the model's input size). Where the manifest has
+    an entry ``architecture.tag``, its number of classes must match and the model card carries its facts;
+    a different digest than the recorded upstream file is reported in ``warnings``.
 
     Raises:
         CheckpointError: the checkpoint cannot be read, does not fit the architecture or the manifest entry,
@@ -201,7 +201,8 @@ def model_card(
     defaults = manifest.reference_defaults if manifest is not None else {}
     rows = [('Architecture', f'`{architecture}` ({params / 1e6:.2f} M parameters without the classifier)')]
     if entry is not None:
-        rows.append(('Task', 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'))
+        task = 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'
+        rows.append(('Task', task))
         rows.append(('Training data', entry.training_description()))
         size_src = entry.input_size or defaults.get('input_size')
         note = '' if entry.input_size else ' (reference default; not recorded for this checkpoint)'

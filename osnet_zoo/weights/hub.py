@@ -125,7 +125,8 @@ def fetch_hub_file(location: HubFile, cache_dir: Optional[Union[str, os.PathLike
         where = hf_cache_dir(cache_dir)
         if offline:
             raise _Missing(f'not in the Hugging Face cache ({where}) and the Hub is offline (HF_HUB_OFFLINE=1)') from e
-        raise _Missing(f'not in the Hugging Face cache ({where}) and the Hub cannot be reached ({_first_line(e)})') from e
+        raise _Missing(f'not in the Hugging Face cache ({where}) and the Hub cannot be reached '
+                       f'({_first_line(e)})') from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
     except (HfHubHTTPError, OSError) as e:
@@ -166,7 +167,8 @@ def _source_of(cfg: Dict[str, Any]) -> str:
     return ''
 
 
-def _candidates(cfg: Dict[str, Any], variant: str, manifest: WeightsManifest) -> Tuple[List[HubFile], Optional[WeightsEntry]]:
+def _candidates(cfg: Dict[str, Any], variant: str,
+                manifest: WeightsManifest) -> Tuple[List[HubFile], Optional[WeightsEntry]]:
     """The Hub files to try, in order, each with the digest the manifest records for it."""
     import timm
 

@@ -218,6 +218,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if args.workers is None:
         args.workers = 0 if args.device == 'cpu' else min(8, os.cpu_count() or 1)
     cfg = resolve_config(args)
+    if args.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError('--tensorboard needs the tensorboard package: pip install "osnet-zoo[tensorboard]"')
     device = du.init_distributed(args.device)
     out = Path(args.output)
     if du.is_main_process():
@@ -318,6 +323,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 for target, r in results.items():
                     append_jsonl(log_path, dict(kind='eval', epoch=epoch + 1, target=target, rank1=r['rank1'],
                                                 mAP=r['mAP'], mINP=r['mINP']))
+                    if writer:
+                        for k in ('rank1', 'mAP', 'mINP'):
+                            writer.add_scalar(f'eval/{target}/{k}', r[k], epoch + 1)
     train.close()
     if du.is_distributed():
         # DDP keeps replicas identical; verify it rather than assume it (a cheap end-of-run check).

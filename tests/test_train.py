@@ -61,7 +61,8 @@ def test_recipes_ship_with_sources_and_override():
 
 def test_learns_far_above_chance(tiny_root, tmp_path):
     out = tmp_path / 'run'
-    r = _train(['--root', str(tiny_root), '--output', str(out), *TINY, '--epochs', '10', '--eval-freq', '1'])
+    r = _train(['--root', str(tiny_root), '--output', str(out), *TINY, '--epochs', '10', '--eval-freq', '1',
+                '--tensorboard'])
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / 'results.json').read_text())['market1501']
     assert res['rank1'] > 3 * res['chance_rank1'], res
@@ -71,6 +72,10 @@ def test_learns_far_above_chance(tiny_root, tmp_path):
     evals = [r for r in log if r['kind'] == 'eval']
     assert len(evals) == 10 and evals[-1]['mAP'] > evals[0]['mAP'] + 0.05, evals
     assert (out / 'curves.png').stat().st_size > 10_000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / 'tensorboard')).Reload()
+    assert [e.value for e in events.Scalars('train/loss')] == pytest.approx(losses, rel=1e-5)
+    assert [e.value for e in events.Scalars('eval/market1501/mAP')] == pytest.approx([e['mAP'] for e in evals])
     final = out / 'final'
     assert {'model.safetensors', 'config.json', 'README.md'} <= {p.name for p in final.iterdir()}
     import timm
@@ -149,3 +154,16 @@ def test_resume_without_checkpoint_is_clear(tmp_path):
     r = _train(['--output', str(tmp_path / 'none'), '--resume', *TINY, '--root', str(tmp_path)])
     assert r.returncode != 0
     assert 'checkpoint' in r.stderr and 'does not exist' in r.stderr
+
+
+def test_tensorboard_missing_is_clear_before_any_work(tmp_path):
+    blocker = tmp_path / 'no_tensorboard'
+    blocker.mkdir()
+    (blocker / 'tensorboard.py').write_text("raise ImportError('No module named tensorboard')\n")
+    env = _env()
+    env['PYTHONPATH'] = str(blocker) + os.pathsep + env['PYTHONPATH']
+    r = subprocess.run([sys.executable, '-m', 'osnet_zoo.train', '--output', str(tmp_path / 'run'), '--tensorboard',
+                        *TINY, '--root', str(tmp_path / 'data')], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert 'pip install "osnet-zoo[tensorboard]"' in r.stderr
+    assert not (tmp_path / 'data').exists()  # failed before generating or reading any data

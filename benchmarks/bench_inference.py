@@ -19,6 +19,7 @@ Variants (names for --variants):
     eager_cl           the plain model in --precision, channels_last
     ours               optimize_for_inference: BN folded, streams batched, channels_last, --precision
     ours_fold          BN folded, channels_last, --precision (no stream batching)
+    ours_auto          optimize_for_inference's default: stream batching chosen per call (CPU), off on CUDA
     ours_compile       ours + torch.compile (CPU: inductor with freezing)
     ours_graph         ours, CUDA graph (GPU)
     ours_compile_graph ours + torch.compile + CUDA graph (GPU)
@@ -159,7 +160,7 @@ def build_variant(name: str, model: nn.Module, device: torch.device, precision: 
     if not name.startswith('ours'):
         raise ValueError(f'unknown variant {name!r}')
     parts = name.split('_')[1:]
-    known = {'fold', 'compile', 'graph', 'merge', 'dense', 'triton', 'mb64', 'autotune'}
+    known = {'fold', 'auto', 'compile', 'graph', 'merge', 'dense', 'triton', 'mb64', 'autotune'}
     if set(parts) - known:
         raise ValueError(f'unknown variant {name!r}')
     graph = 'graph' in parts
@@ -172,7 +173,8 @@ def build_variant(name: str, model: nn.Module, device: torch.device, precision: 
         compile_mode = True
     micro = 64 if 'mb64' in parts else None
     fast = optimize_for_inference(
-        model, precision=precision, device=device, stream_batching='fold' not in parts, merge_lite='merge' in parts,
+        model, precision=precision, device=device,
+        stream_batching='auto' if 'auto' in parts else 'fold' not in parts, merge_lite='merge' in parts,
         dense_levels='dense' in parts, triton_depthwise='triton' in parts,
         compile=compile_mode, micro_batch=micro,
         cuda_graph_batch_sizes=(batch,) if graph else (), input_size=input_size)

@@ -184,6 +184,8 @@ def test_onnxruntime_backend(model, extractor, crop):
     images = [crop, crop[10:80, 5:35], np.ascontiguousarray(crop[::-1]), crop[::2, ::2]]
     ort_extractor = FeatureExtractor(model, device='cpu', batch_size=3, backend='onnxruntime', threads=1)
     assert ort_extractor.model.contract['check']['passed']
+    options = ort_extractor.model.session.get_session_options()
+    assert options.get_session_config_entry('session.intra_op.allow_spinning') == '0'  # preprocessing interleaves
     got, ref = ort_extractor(images, normalize=False), extractor(images, normalize=False)
     assert got.shape == (4, 512) and ref.abs().max() > 0.05
     assert (got - ref).abs().max() < 1e-4  # chunks of 3 and 1: the dynamic batch works

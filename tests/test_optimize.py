@@ -105,6 +105,32 @@ def test_optimize_for_inference_fp32(variant, inputs):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_auto_stream_batching_picks_the_path_per_batch_size():
+    """'auto' on the CPU: level by level while the block's mid activation is small (<= 2^18 elements), the
+    plain folded block beyond. osnet_x0_25 at 128x64: widths 16, 24, 32 at 32x16, 16x8, 8x4, so 8192, 3072
+    and 1024 elements per image: batch 64 runs the first stage plain, batch 128 the first two."""
+    model = randomized(VARIANTS['plain'](), seed=9)
+    fast = optimize_for_inference(model)
+    blocks = [m for m in fast.modules() if isinstance(m, StreamBatchedOmniScaleBlock)]
+    assert [b.mid_chs for b in blocks] == [16, 16, 24, 24, 32, 32]
+    calls = []
+    for i, b in enumerate(blocks):
+        b.plain.register_forward_hook(lambda mod, args, out, i=i: calls.append(i))
+    for batch, plain_blocks in ((1, []), (32, []), (64, [0, 1]), (128, [0, 1, 2, 3])):
+        calls.clear()
+        x = torch.randn(batch, 3, 128, 64, generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            assert rel_err(fast(x), model(x)) < 1e-5
+        assert calls == plain_blocks, batch
+    # explicit choices and CUDA's default do without the plain copies
+    assert all(b.plain is None for b in optimize_for_inference(model, stream_batching=True).modules()
+               if isinstance(b, StreamBatchedOmniScaleBlock))
+    assert not any(isinstance(b, StreamBatchedOmniScaleBlock)
+                   for b in optimize_for_inference(model, stream_batching=False).modules())
+    with pytest.raises(ValueError, match="True, False or 'auto'"):
+        optimize_for_inference(model, stream_batching='yes')
+
+
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
 def test_optimize_for_inference_half_precision(precision, inputs):
     model = randomized(VARIANTS['ain'](), seed=7)
@@ -153,7 +179,10 @@ def test_optimize_for_inference_option_errors():
     with pytest.raises(ValueError, match='do not combine'):
         optimize_for_inference(model, merge_lite=True, dense_levels=True)
     with pytest.raises(ValueError, match='fold_bn'):
-        optimize_for_inference(model, fold_bn=False)
+        optimize_for_inference(model, fold_bn=False, stream_batching=True)
+    unfolded = optimize_for_inference(model, fold_bn=False)  # 'auto' then keeps the plain blocks and BN
+    assert any(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules())
+    assert not any(isinstance(m, StreamBatchedOmniScaleBlock) for m in unfolded.modules())
     with pytest.raises(ValueError, match='precision'):
         optimize_for_inference(model, precision='int8')
 

@@ -217,7 +217,7 @@ class FeatureExtractor:
             pretrained: load the named model's pretrained weights (timm hub); ignored for modules.
             checkpoint_path: a local checkpoint (torchreid or osnet_zoo, .pth or .safetensors) loaded into
                 the named model with ``load_osnet_checkpoint(strict=False)`` instead of pretrained weights.
-            optimize: run ``optimize_for_inference`` (BN folding, stream batching, channels_last).
+            optimize: run ``optimize_for_inference`` (BN folding, stream batching where it pays, channels_last).
             compile: also ``torch.compile`` (True or a mode string); implies ``optimize``.
             cuda_graph: on CUDA, capture a graph for ``batch_size`` (the last partial chunk is padded);
                 implies ``optimize``.
@@ -254,7 +254,8 @@ class FeatureExtractor:
                 raise ValueError("backend='onnxruntime' runs on the CPU in fp32, without optimize / compile / "
                                  'cuda_graph (onnxruntime does its own graph optimisation).')
             from .onnx_runtime import OnnxRuntimeModel
-            self.model = OnnxRuntimeModel(net, threads=threads)
+            # preprocessing runs between the calls: spinning onnxruntime threads would slow it down
+            self.model = OnnxRuntimeModel(net, threads=threads, spinning=False)
         elif optimize:
             self.model = optimize_for_inference(
                 net, precision=self.dtype, device=self.device, compile=compile,

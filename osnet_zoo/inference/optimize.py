@@ -191,10 +191,14 @@ class StreamBatchedOmniScaleBlock(nn.Module):
     ``dense_levels``, a block-diagonal dense conv over the whole previous level, see ``LiteLevel``). The
     stream that ends at a level is gated; the gate (shared by all streams) runs once on the stacked stream
     descriptors.
+
+    With ``max_batched_work`` the block keeps the plain (folded) block too and runs it when the block's
+    mid activation (batch x mid channels x height x width) has more elements than that: level by level
+    pays off on the CPU for small convs only.
     """
 
     def __init__(self, block: OmniScaleBlock, merge_lite: bool = False, dense_levels: bool = False,
-                 triton_depthwise: bool = False):
+                 triton_depthwise: bool = False, max_batched_work: Optional[int] = None):
         super().__init__()
         streams = [list(s) for s in block.streams]
         depths = [len(s) for s in streams]
@@ -206,6 +210,8 @@ class StreamBatchedOmniScaleBlock(nn.Module):
         self.downsample = block.downsample
         self.norm_out = block.norm_out
         self.mid_chs = block.conv1.conv.out_channels
+        self.max_batched_work = max_batched_work
+        self.plain = block if max_batched_work is not None else None
         levels = []
         for level in range(num_streams):
             parts = [_lite_parts(streams[s][level]) for s in range(level, num_streams)]
@@ -223,6 +229,8 @@ class StreamBatchedOmniScaleBlock(nn.Module):
             lin.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain is not None and x.shape[0] * self.mid_chs * x.shape[2] * x.shape[3] > self.max_batched_work:
+            return self.plain(x)
         shortcut = self.downsample(x)
         x = self.conv1(x)
         c = self.mid_chs
@@ -242,15 +250,23 @@ class StreamBatchedOmniScaleBlock(nn.Module):
 
 
 def batch_streams(model: nn.Module, merge_lite: bool = False, dense_levels: bool = False,
-                  triton_depthwise: bool = False, inplace: bool = False) -> nn.Module:
+                  triton_depthwise: bool = False, inplace: bool = False,
+                  max_batched_work: Optional[int] = None) -> nn.Module:
     """Replace every (BN-folded) ``OmniScaleBlock`` by a ``StreamBatchedOmniScaleBlock``."""
     if not inplace:
         model = copy.deepcopy(model)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, OmniScaleBlock):
-                setattr(module, name, StreamBatchedOmniScaleBlock(child, merge_lite, dense_levels, triton_depthwise))
+                setattr(module, name, StreamBatchedOmniScaleBlock(child, merge_lite, dense_levels, triton_depthwise,
+                                                                  max_batched_work))
     return model
+
+
+# On the 2-core CPU, level-by-level blocks won for osnet_x0_25 up to batch 8 (mid activations up to 2^18
+# elements), were even for osnet_x1_0 at batch 1 and lost at batch 4 and 16 (2^19 elements and more); on the
+# H100 they lost at batch 256 (benchmarks/RESULTS.md).
+CPU_MAX_BATCHED_WORK = 2 ** 18
 
 
 # ---------------------------------------------------------------------------------------- runtime wrapper
@@ -351,7 +367,7 @@ def optimize_for_inference(
         precision: Union[str, torch.dtype] = 'fp32',
         device: Union[str, torch.device, None] = None,
         fold_bn: bool = True,
-        stream_batching: bool = True,
+        stream_batching: Union[bool, str] = 'auto',
         merge_lite: bool = False,
         dense_levels: bool = False,
         triton_depthwise: bool = False,
@@ -369,7 +385,9 @@ def optimize_for_inference(
         device: where to run (default: where the model is).
         fold_bn: fold BatchNorm into the preceding conv / Linear (exact up to rounding).
         stream_batching: run each omni-scale block's streams level by level as wider / grouped convs
-            (exact up to rounding; needs ``fold_bn``).
+            (exact up to rounding; needs ``fold_bn``). 'auto' (default): on the CPU per block and call, where
+            the block's activations are small (where it was measured to pay); never on CUDA; always when
+            ``merge_lite`` / ``dense_levels`` / ``triton_depthwise`` ask for the level-by-level form.
         merge_lite: merge each Lite 3x3's pointwise and depthwise convs into one dense 3x3 conv
             (exact up to rounding, 9x the pointwise mult-adds; for memory-bound GPUs; needs ``stream_batching``).
         dense_levels: stream-batched levels read the whole previous level through block-diagonal dense
@@ -392,11 +410,19 @@ def optimize_for_inference(
     """
     dtype = resolve_dtype(precision)
     device = torch.device(device) if device is not None else _model_device(model)
-    if (stream_batching or merge_lite) and not fold_bn:
+    if stream_batching not in (True, False, 'auto'):
+        raise ValueError(f"stream_batching must be True, False or 'auto', got {stream_batching!r}.")
+    level_rewrites = merge_lite or dense_levels or triton_depthwise
+    if (stream_batching is True or merge_lite) and not fold_bn:
         raise ValueError('stream_batching and merge_lite need fold_bn=True (they rebuild BN-folded layers).')
-    if (merge_lite or dense_levels or triton_depthwise) and not stream_batching:
+    if level_rewrites and stream_batching is False:
         raise ValueError('merge_lite, dense_levels and triton_depthwise rewrite the stream-batched levels: '
                          'set stream_batching=True.')
+    max_batched_work = None
+    if stream_batching == 'auto':
+        stream_batching = bool(level_rewrites) or (fold_bn and device.type == 'cpu')
+        if stream_batching and not level_rewrites:
+            max_batched_work = CPU_MAX_BATCHED_WORK
     if merge_lite and triton_depthwise:
         raise ValueError('merge_lite leaves no depthwise conv for triton_depthwise.')
     if merge_lite and dense_levels:
@@ -414,7 +440,7 @@ def optimize_for_inference(
         net = fold_batchnorm(net, inplace=True)
     if stream_batching:
         net = batch_streams(net, merge_lite=merge_lite, dense_levels=dense_levels,
-                            triton_depthwise=triton_depthwise, inplace=True)
+                            triton_depthwise=triton_depthwise, inplace=True, max_batched_work=max_batched_work)
     net = net.to(device=device, dtype=dtype)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

@@ -75,7 +75,7 @@ def baseline_pipeline(model: torch.nn.Module, device: torch.device) -> Callable:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='osnet_x0_25,osnet_x1_0')
     parser.add_argument('--variants', default=','.join(VARIANTS))

@@ -1,11 +1,13 @@
 """Benchmark: the training data loader, ours against a loader that starts its workers every epoch.
 
-"ours" is ``osnet_zoo.train_data.make_train_loader``: worker processes that persist across epochs,
-prefetch 4 batches each, per-sample seeded augmentation (so persistence costs nothing in exact resume),
-random patches cut from other training images. The baseline, measured in the same run on the same
-images, is the plain loader we had before: workers started afresh every epoch, the default prefetch of
-2, unseeded augmentation, random patches from a per-worker pool. Both decode JPEGs and augment on the
-workers; nothing is trained, so this is the most images per second the loader can feed a GPU.
+"ours" is ``osnet_zoo.train_data.make_train_loader``: torchvision's JPEG decoder, augmentation in
+uint8, uint8 batches (normalised on the device by the training loop), worker processes that persist
+across epochs, prefetch 4 batches each, per-sample seeded augmentation (so persistence costs nothing in
+exact resume), random patches cut from other training images. The baseline, measured in the same run on
+the same images, is the plain loader we had before: PIL decoding, float normalisation on the workers,
+workers started afresh every epoch, the default prefetch of 2, unseeded augmentation, random patches from
+a per-worker pool. Both decode and augment on the workers; nothing is trained, so this is the most images
+per second the loader can feed a GPU.
 
 Reported per variant: img/s of the first epoch (worker start-up included) and the median of the later
 epochs, plus, with ``--per-worker``, one worker's steady rate for each (how many cores a target rate
@@ -78,12 +80,14 @@ def _epoch_rate(loader, sampler, epoch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1)
-    parser.add_argument('--epochs', type=int, default=5)
+    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                        help='loader worker processes for both loaders (default: the CPU count)')
+    parser.add_argument('--epochs', type=int, default=5, help='epochs timed per loader, interleaved')
     parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--size', type=int, nargs=2, default=(256, 128), metavar=('H', 'W'))
+    parser.add_argument('--size', type=int, nargs=2, default=(256, 128), metavar=('H', 'W'),
+                        help='network input size the crops are resized to')
     parser.add_argument('--recipe', choices=sorted(RECIPE_TRANSFORMS), default='scratch',
                         help='whose augmentations to apply')
     parser.add_argument('--num-train-ids', type=int, default=100,

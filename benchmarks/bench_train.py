@@ -1,7 +1,7 @@
 """Training-step throughput: our fast settings against a plain fp32 eager loop, measured in the same run.
 
 One step = forward + label-smoothed CE + backward + AMSGrad step, on random 256x128 images (the data
-pipeline is measured separately with --data). Example (GPU)::
+pipeline is measured separately by bench_loader.py). Example (GPU)::
 
     python benchmarks/bench_train.py --device cuda --model osnet_x1_0 --batch-size 64 256 --out results/
 
@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import timm
 import torch
 
-import osnet_zoo  # noqa: F401
-from osnet_zoo.losses import CrossEntropyLabelSmooth
-from osnet_zoo.train import TrainForward
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import osnet_zoo  # noqa: E402,F401  (registers the models)
+from osnet_zoo.losses import CrossEntropyLabelSmooth  # noqa: E402
+from osnet_zoo.train import TrainForward  # noqa: E402
 
 VARIANTS = {
     'eager_fp32': dict(channels_last=False, amp=None, compile=False),

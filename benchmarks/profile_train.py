@@ -5,14 +5,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import osnet_zoo  # noqa: F401
-from osnet_zoo.losses import CrossEntropyLabelSmooth
-from osnet_zoo.train import TrainForward
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import osnet_zoo  # noqa: E402,F401  (registers the models)
+from osnet_zoo.losses import CrossEntropyLabelSmooth  # noqa: E402
+from osnet_zoo.train import TrainForward  # noqa: E402
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""The benchmark scripts still run and write well-formed results (tiny settings; no timing is asserted —
+figures live in benchmarks/RESULTS.md). Each runs as a real subprocess from the checkout, as documented."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(script, *args, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    r = subprocess.run([sys.executable, str(REPO / 'benchmarks' / script), *map(str, args)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def test_bench_loader(tmp_path):
+    out = tmp_path / 'loader.json'
+    _bench('bench_loader.py', '--workers', 1, '--epochs', 2, '--batch-size', 8, '--size', 64, 32,
+           '--num-train-ids', 6, '--per-worker', '--eval', '--root', tmp_path / 'data', '--json', out)
+    res = json.loads(out.read_text())
+    assert len(res['variants']) == 6 and all(min(v['epoch_rates']) > 0 for v in res['variants'].values())
+    assert res['ratio_later_epochs'] > 0 and res['eval_ratio'] > 0
+    assert set(res['main_process_us_per_sample']) == {'baseline', 'ours', 'ours_unseeded'}
+
+
+def test_bench_inference(tmp_path):
+    out = tmp_path / 'inference.json'
+    _bench('bench_inference.py', '--models', 'osnet_x0_25', '--batch-sizes', '1,3',
+           '--variants', 'eager,ours_fold,ours,ours_auto,onnxruntime', '--threads', 1, '--rounds', 1, '--iters', 1,
+           '--warmup', 1, '--json', out)
+    rows = json.loads(out.read_text())['rows']
+    assert len(rows) == 10 and all(r['status'] == 'ok' for r in rows), rows
+    assert all(r['max_rel_err'] < 1e-4 for r in rows)  # every path computes the plain model's features
+
+
+def test_bench_extractor(tmp_path):
+    out = tmp_path / 'extractor.json'
+    _bench('bench_extractor.py', '--models', 'osnet_x0_25', '--crops', 3, '--rounds', 1, '--iters', 1,
+           '--threads', 1, '--variants', 'baseline,extractor,onnxruntime', '--json', out)
+    rows = json.loads(out.read_text())['rows']
+    assert [r['variant'] for r in rows] == ['baseline', 'extractor', 'onnxruntime']
+    assert all(r['min_cosine_vs_first'] > 0.999 and r['frame_ms_median'] > 0 for r in rows)
+
+
+def test_bench_train(tmp_path):
+    _bench('bench_train.py', '--device', 'cpu', '--model', 'osnet_x0_25', '--batch-size', 2, '--steps', 1,
+           '--warmup', 1, '--variants', 'eager_fp32', 'cl_fp32', '--out', tmp_path)
+    rows = json.loads(next(tmp_path.glob('*.json')).read_text())['rows']
+    assert [r['variant'] for r in rows] == ['eager_fp32', 'cl_fp32'] and all(r['img_per_s'] > 0 for r in rows)
+
+
+def test_bench_eval(tmp_path):
+    out = tmp_path / 'eval.json'
+    _bench('bench_eval.py', '--scale', 0.002, '--json', out)
+    res = json.loads(out.read_text())
+    assert res['rank_identical'] is True  # ours and the argsort baseline give the same CMC / mAP
+    assert res['ours_rank']['metrics'] == res['baseline_rank']['metrics']

@@ -305,6 +305,9 @@ def test_random_patch_from_donor_images_is_a_function_of_the_seed(tmp_path):
     with seeded_rng(3):
         again = patch(blue)
     assert torch.equal(again, outs[3]) and not torch.equal(outs[3], outs[4])
+    with seeded_rng(3):
+        as_float = patch(blue.float() / 255)  # an image already in float gets the donor's pixels in [0, 1]
+    assert torch.allclose(as_float, outs[3].float() / 255)
     with pytest.raises(ValueError, match='donors is empty'):
         RandomPatch(donors=[])
 

@@ -122,6 +122,8 @@ class RandomPatch(v2.Transform):
             patch = self._donor_patch()
             if patch is None:
                 return img
+            if patch.dtype != img.dtype:  # donors decode to uint8; match an image already in float
+                patch = TF.to_dtype(patch, img.dtype, scale=True)
         else:
             cut = self._cut(img)
             if cut is not None:

@@ -413,8 +413,6 @@ def optimize_for_inference(
     if stream_batching not in (True, False, 'auto'):
         raise ValueError(f"stream_batching must be True, False or 'auto', got {stream_batching!r}.")
     level_rewrites = merge_lite or dense_levels or triton_depthwise
-    if (stream_batching is True or merge_lite) and not fold_bn:
-        raise ValueError('stream_batching and merge_lite need fold_bn=True (they rebuild BN-folded layers).')
     if level_rewrites and stream_batching is False:
         raise ValueError('merge_lite, dense_levels and triton_depthwise rewrite the stream-batched levels: '
                          'set stream_batching=True.')
@@ -423,6 +421,9 @@ def optimize_for_inference(
         stream_batching = bool(level_rewrites) or (fold_bn and device.type == 'cpu')
         if stream_batching and not level_rewrites:
             max_batched_work = CPU_MAX_BATCHED_WORK
+    if stream_batching and not fold_bn:
+        raise ValueError('stream_batching, merge_lite, dense_levels and triton_depthwise need fold_bn=True '
+                         '(they rebuild BN-folded layers).')
     if merge_lite and triton_depthwise:
         raise ValueError('merge_lite leaves no depthwise conv for triton_depthwise.')
     if merge_lite and dense_levels:

@@ -8,7 +8,7 @@ import timm
 import torch
 
 import osnet_zoo
-from osnet_zoo.profile import count_mult_adds, count_params
+from osnet_zoo.models.complexity import count_mult_adds, count_params
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ import timm
 import torch
 
 import osnet_zoo
-from osnet_zoo.profile import count_mult_adds, count_params
+from osnet_zoo.models.complexity import count_mult_adds, count_params
 
 # Parameters without the classifier, as the reference implementation has them.
 PARAMS = {

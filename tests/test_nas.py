@@ -258,7 +258,7 @@ def test_proof_runs_end_to_end_on_tiny_data(tmp_path):
 
 
 def test_timm_create_model_takes_a_genotype(tmp_path):
-    from osnet_zoo.nas.genotype import save_genotype
+    from osnet_zoo.models.genotype import save_genotype
     ain = timm.create_model('osnet_x0_25', genotype='osnet_ain', num_classes=0)
     ref = timm.create_model('osnet_ain_x0_25', num_classes=0)
     assert [b.norm for s in (ain.conv2, ain.conv3, ain.conv4) for b in s] == \

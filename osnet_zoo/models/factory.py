@@ -1,13 +1,15 @@
-"""User-facing factories for the OSNet-IBN and OSNet-AIN families at any width."""
+"""User-facing factories: the OSNet-IBN and OSNet-AIN families at any width, and the model a NAS genotype
+describes."""
 from __future__ import annotations
 
 from typing import Any
 
 import timm
 
-from .osnet import OSNET_ARCHS, OSNet, _create_osnet
+from .genotype import GenotypeLike, load_genotype
+from .osnet import OSNET_ARCHS, OSNet, osnet_arch
 
-__all__ = ['osnet_ibn', 'osnet_ain', 'create_osnet']
+__all__ = ['osnet_ibn', 'osnet_ain', 'create_osnet', 'build_model_from_genotype']
 
 _WIDTH_SUFFIX = {1.0: 'x1_0', 0.75: 'x0_75', 0.5: 'x0_5', 0.25: 'x0_25'}
 
@@ -24,7 +26,6 @@ def create_osnet(variant: str, width: float = 1.0, pretrained: bool = False, **k
     if pretrained:
         known = sorted(n for n in OSNET_ARCHS if n.startswith(variant + '_x'))
         raise ValueError(f'No pretrained weights for {variant} at width {width}; pretrained variants: {known}.')
-    from .osnet import osnet_arch
     return OSNet(**osnet_arch(width, variant, **kwargs))
 
 
@@ -36,3 +37,14 @@ def osnet_ibn(width: float = 1.0, pretrained: bool = False, **kwargs: Any) -> OS
 def osnet_ain(width: float = 1.0, pretrained: bool = False, **kwargs: Any) -> OSNet:
     """OSNet-AIN (the searched instance-norm placement); width 1.0 by default."""
     return create_osnet('osnet_ain', width, pretrained, **kwargs)
+
+
+def build_model_from_genotype(path_or_dict: GenotypeLike, width: float = 1.0, **kwargs: Any) -> OSNet:
+    """An untrained ``OSNet`` with the genotype's IN placement at width β (``kwargs`` go to ``OSNet``,
+    e.g. ``num_classes``). ``build_model_from_genotype('osnet_ain')`` has the structure and parameters of
+    ``timm.create_model('osnet_ain_x1_0')``."""
+    genotype = load_genotype(path_or_dict)
+    arch = osnet_arch(width, 'osnet', block_norms=tuple(genotype['block_norms']),
+                      conv1_in=bool(genotype.get('conv1_in', True)))
+    arch.update(kwargs)
+    return OSNet(**arch)

@@ -29,6 +29,8 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from .genotype import BLOCK_NORMS, load_genotype
+
 __all__ = [
     'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
     'AIN_BLOCK_NORMS', 'checkpoint_filter_fn', 'osnet_arch', 'OSNET_ARCHS',
@@ -36,7 +38,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-BLOCK_NORMS = ('plain', 'in_in', 'in_out', 'in_in_out')
 BASE_CHANNELS = (64, 256, 384, 512)
 BASE_LAYERS = (2, 2, 2)
 # Placements per block, stage-major (conv2 x2, conv3 x2, conv4 x2).
@@ -495,7 +496,6 @@ def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNe
         # A NAS genotype (file, dict or shipped name) sets the IN placement; widths come from the variant.
         if pretrained:
             raise ValueError(f'{variant}: pretrained weights belong to its own IN placement, not to a genotype.')
-        from ..nas.genotype import load_genotype
         g = load_genotype(genotype)
         model_kwargs.update(block_norms=tuple(g['block_norms']), conv1_in=bool(g.get('conv1_in', True)))
     model_kwargs.update(kwargs)

@@ -3,7 +3,7 @@
 ``python -m osnet_zoo.nas --help`` runs it; :func:`build_model_from_genotype` turns its result (or the
 shipped published placement, ``'osnet_ain'``) into an ``OSNet``.
 """
-from .genotype import AIN_GENOTYPE, build_model_from_genotype, load_genotype, save_genotype, validate_genotype
+from ..models import AIN_GENOTYPE, build_model_from_genotype, load_genotype, save_genotype, validate_genotype
 from .supernet import CANDIDATES, SearchBlock, SuperNet, child_state_dict, sample_alphas, temperature_at
 
 __all__ = ['AIN_GENOTYPE', 'build_model_from_genotype', 'load_genotype', 'save_genotype', 'validate_genotype',

@@ -25,7 +25,7 @@ import torch
 from osnet_zoo import distributed as du
 from osnet_zoo.models.osnet import IBN_BLOCK_NORMS, PLAIN_BLOCK_NORMS
 
-from .genotype import build_model_from_genotype, load_genotype
+from ..models import build_model_from_genotype, load_genotype
 from .search import PAPER_CONFIG, _dataset, cross_domain_eval, resolve_config, search, train_network
 
 __all__ = ['run_proof']

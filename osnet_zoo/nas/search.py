@@ -32,7 +32,7 @@ from osnet_zoo.train_utils import (
     save_training_state, seed_everything, set_rng_state,
 )
 
-from .genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
+from ..models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
 from .supernet import CANDIDATES, SEARCH_MODES, SuperNet, temperature_at
 
 __all__ = ['StoppedEarly', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config',

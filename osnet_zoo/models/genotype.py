@@ -4,20 +4,27 @@ A genotype names one instance-norm placement per omni-scale block (``block_norms
 conv2 x2, conv3 x2, conv4 x2, each one of ``plain``, ``in_in``, ``in_out``, ``in_in_out``) and whether
 conv1 uses IN. A searched genotype also records ``pi`` (the architecture parameters), ``probabilities``
 (softmax of ``pi``), and how it was found (``seed``, ``data``, ``epochs``, ...). The published OSNet-AIN
-placement ships as ``genotypes/osnet_ain.json``.
+placement ships as ``genotypes/osnet_ain.json``. ``osnet_zoo.models.build_model_from_genotype`` builds the
+model a genotype describes.
+
+The placements themselves (:data:`BLOCK_NORMS`) are defined here, below the model file, so that the model
+can read genotypes (``timm.create_model(..., genotype=...)``) without an import circle.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
-from osnet_zoo.models.osnet import BLOCK_NORMS, OSNet, osnet_arch
+from ..files import atomic_write_json
 
-__all__ = ['GENOTYPE_FORMAT', 'GENOTYPES_DIR', 'AIN_GENOTYPE', 'validate_genotype', 'load_genotype',
-           'save_genotype', 'build_model_from_genotype']
+__all__ = ['BLOCK_NORMS', 'GENOTYPE_FORMAT', 'GENOTYPES_DIR', 'AIN_GENOTYPE', 'validate_genotype', 'load_genotype',
+           'save_genotype']
+
+# Where an omni-scale block puts instance norm: nowhere, instead of the BN of its last 1x1 conv (inside the
+# residual), after the residual add, or both. The search space of OSNet-AIN, one choice per block.
+BLOCK_NORMS = ('plain', 'in_in', 'in_out', 'in_in_out')
 
 GENOTYPE_FORMAT = 'osnet_zoo.nas.genotype'
 GENOTYPES_DIR = Path(__file__).parent / 'genotypes'
@@ -68,25 +75,6 @@ def save_genotype(genotype: Mapping[str, Any], path: Union[str, os.PathLike]) ->
     """Validate and write ``genotype`` as JSON atomically (temporary file + rename)."""
     data = validate_genotype(dict(genotype, format=GENOTYPE_FORMAT))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(json.dumps(data, indent=2) + '\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, data)
     return path
 
-
-def build_model_from_genotype(path_or_dict: GenotypeLike, width: float = 1.0, **kwargs: Any) -> OSNet:
-    """An untrained ``OSNet`` with the genotype's IN placement at width β (``kwargs`` go to ``OSNet``,
-    e.g. ``num_classes``). ``build_model_from_genotype('osnet_ain')`` has the structure and parameters of
-    ``timm.create_model('osnet_ain_x1_0')``."""
-    genotype = load_genotype(path_or_dict)
-    arch = osnet_arch(width, 'osnet', block_norms=tuple(genotype['block_norms']),
-                      conv1_in=bool(genotype.get('conv1_in', True)))
-    arch.update(kwargs)
-    return OSNet(**arch)

@@ -1,0 +1,85 @@
+"""Writing files so that a crash never leaves a torn one: the package's one atomic writer.
+
+Every file the package writes (checkpoints, safetensors, JSON, pictures, model cards) goes through
+:func:`atomic_path`: the content is written to a temporary file in the destination folder, flushed to disk,
+given the permissions a plain ``open()`` would give (the user's umask, not ``mkstemp``'s private 0600), and
+renamed over the destination. Readers see the old file or the new one, never half of one; a failed write
+leaves no temporary file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Union
+
+import torch
+from safetensors.torch import save_file
+
+__all__ = ['atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
+           'atomic_save_safetensors', 'default_file_mode']
+
+PathLike = Union[str, os.PathLike]
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, 'w')`` would create a file with under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends normally, the file written there
+    replaces ``path`` (fsynced, umask permissions). On an exception it is removed and ``path`` is untouched.
+
+    >>> with atomic_path('model.safetensors') as tmp:
+    ...     safetensors.torch.save_file(tensors, str(tmp))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the suffix: some writers (matplotlib, PIL) pick the format from it
+    fd, name = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}', dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_write_json(path: PathLike, data: Any, indent: Optional[int] = 2) -> None:
+    """Write ``data`` as JSON (with a final newline) to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(data, indent=indent) + '\n')
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (for checkpoints that hold tensors and plain values)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: PathLike,
+                            metadata: Optional[Dict[str, str]] = None) -> None:
+    """Save ``tensors`` (made contiguous) as a safetensors file at ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)

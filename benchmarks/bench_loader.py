@@ -1,6 +1,6 @@
 """Benchmark: the training data loader, ours against a loader that starts its workers every epoch.
 
-"ours" is ``osnet_zoo.train_data.make_train_loader``: torchvision's JPEG decoder, augmentation in
+"ours" is ``osnet_zoo.data.build_train_loader``: torchvision's JPEG decoder, augmentation in
 uint8, uint8 batches (normalised on the device by the training loop), worker processes that persist
 across epochs, prefetch 4 batches each, per-sample seeded augmentation (so persistence costs nothing in
 exact resume), random patches cut from other training images. The baseline, measured in the same run on
@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader, Sampler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from osnet_zoo.data import (  # noqa: E402
-    ImageDataset, build_dataset, build_test_transform, build_train_transform, make_synthetic_reid, normalize_batch,
+    EpochBatches, ImageDataset, build_dataset, build_test_transform, build_train_loader, build_train_transform,
+    make_synthetic_reid, normalize_batch,
 )
-from osnet_zoo.train_data import EpochBatches, PairDataset, make_train_loader  # noqa: E402
 
 RECIPE_TRANSFORMS = {
     'scratch': ['random_flip', 'random_crop', 'random_patch'],
@@ -62,10 +62,16 @@ class _IndicesOnly(Sampler[int]):
         return len(self.inner)
 
 
+def _ours_loader(items, cfg, seed, workers):
+    train = build_train_loader(items, cfg['height'], cfg['width'], cfg['batch_size'], cfg['transforms'], seed=seed,
+                               workers=workers)
+    return train.loader, train.sampler
+
+
 def _baseline_loader(items, cfg, seed, workers):
     transform = build_train_transform(cfg['height'], cfg['width'], cfg['transforms'])  # pool random patch
     sampler = EpochBatches(items, cfg['batch_size'], 0, seed)
-    loader = DataLoader(PairDataset(items, transform), batch_size=cfg['batch_size'], sampler=_IndicesOnly(sampler),
+    loader = DataLoader(ImageDataset(items, transform), batch_size=cfg['batch_size'], sampler=_IndicesOnly(sampler),
                         num_workers=workers, drop_last=True)
     return loader, sampler
 
@@ -74,8 +80,8 @@ def _epoch_rate(loader, sampler, epoch: int) -> float:
     """img/s of one epoch, iterator creation (and so any worker start-up) included."""
     sampler.set_epoch(epoch)
     n, t0 = 0, time.perf_counter()
-    for images, _ in loader:
-        n += images.shape[0]
+    for batch in loader:
+        n += batch['image'].shape[0]
     return n / (time.perf_counter() - t0)
 
 
@@ -127,7 +133,7 @@ def main() -> None:
 
     # Interleave the two loaders epoch by epoch, so load from other jobs hits both alike.
     base, base_sampler = _baseline_loader(items, cfg, 0, args.workers)
-    ours, ours_sampler = make_train_loader(items, cfg, 0, args.workers, pin_memory=False)
+    ours, ours_sampler = _ours_loader(items, cfg, 0, args.workers)
     base_rates, ours_rates = [], []
     for epoch in range(args.epochs):
         base_rates.append(_epoch_rate(base, base_sampler, epoch))
@@ -145,7 +151,7 @@ def main() -> None:
     if args.per_worker:
         # one worker each: the steady per-core rates (the later epochs' median)
         base1, base1_sampler = _baseline_loader(items, cfg, 0, 1)
-        ours1, ours1_sampler = make_train_loader(items, cfg, 0, 1, pin_memory=False)
+        ours1, ours1_sampler = _ours_loader(items, cfg, 0, 1)
         b1, o1 = [], []
         for epoch in range(3):
             b1.append(_epoch_rate(base1, base1_sampler, epoch))
@@ -155,10 +161,10 @@ def main() -> None:
         del base1, ours1
         # one sample in the main process: the baseline's pipeline, ours, ours without its per-sample seed
         keys = list(EpochBatches(items, 1, 0, 0))[:300]
-        ours_ds = PairDataset(items, build_train_transform(
+        ours_ds = ImageDataset(items, build_train_transform(
             cfg['height'], cfg['width'], cfg['transforms'], patch_donors=[it.path for it in items],
             normalize=False), as_tensor=True)
-        base_ds = PairDataset(items, build_train_transform(cfg['height'], cfg['width'], cfg['transforms']))
+        base_ds = ImageDataset(items, build_train_transform(cfg['height'], cfg['width'], cfg['transforms']))
         timings = {}
         for name, ds, ks in (('baseline', base_ds, [k for k, _ in keys]), ('ours', ours_ds, keys),
                              ('ours_unseeded', ours_ds, [k for k, _ in keys])):

@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import osnet_zoo  # noqa: E402,F401  (registers the models)
-from osnet_zoo.losses import CrossEntropyLabelSmooth  # noqa: E402
-from osnet_zoo.train import TrainForward  # noqa: E402
+from osnet_zoo.train.losses import CrossEntropyLabelSmooth  # noqa: E402
+from osnet_zoo.models.embedding import Embedder  # noqa: E402
 
 VARIANTS = {
     'eager_fp32': dict(channels_last=False, amp=None, compile=False),
@@ -39,7 +39,7 @@ def bench(model_name: str, batch: int, variant: str, device: torch.device, steps
     model = timm.create_model(model_name, num_classes=num_classes).to(device).train()
     if v['channels_last']:
         model = model.to(memory_format=torch.channels_last)
-    net = TrainForward(model)
+    net = Embedder(model, with_logits=True)
     if v['compile']:
         net = torch.compile(net)
     opt = torch.optim.Adam(model.parameters(), lr=1.5e-3, weight_decay=5e-4, amsgrad=True)

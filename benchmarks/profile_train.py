@@ -14,8 +14,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import osnet_zoo  # noqa: E402,F401  (registers the models)
-from osnet_zoo.losses import CrossEntropyLabelSmooth  # noqa: E402
-from osnet_zoo.train import TrainForward  # noqa: E402
+from osnet_zoo.train.losses import CrossEntropyLabelSmooth  # noqa: E402
+from osnet_zoo.models.embedding import Embedder  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     model = timm.create_model(args.model, num_classes=751).cuda().train()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    net = TrainForward(model)
+    net = Embedder(model, with_logits=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
     ce = CrossEntropyLabelSmooth()
     x = torch.randn(args.batch_size, 3, 256, 128, device='cuda').contiguous(memory_format=fmt)

@@ -8,24 +8,29 @@ import timm
 import torch
 
 import osnet_zoo
-from osnet_zoo.models.complexity import count_mult_adds, count_params
+from osnet_zoo import cli
+from osnet_zoo.models import OSNET_ARCHS, count_mult_adds, count_params
 
 
-def main(argv: list[str] | None = None) -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo',
         description='List the OSNet variants registered into timm with their parameters and mult-adds '
                     '(the papers\' Table 1), and time one forward pass of each on this machine.')
     parser.add_argument('--height', type=int, default=256, help='input height (default 256)')
     parser.add_argument('--width', type=int, default=128, help='input width (default 128)')
-    parser.add_argument('--batch-size', type=int, default=8, help='batch for the timed forward pass')
-    args = parser.parse_args(argv)
+    cli.add_batch_size(parser, 8, help='batch for the timed forward pass')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
 
     print(f'osnet-zoo {osnet_zoo.__version__} (timm {timm.__version__}, torch {torch.__version__})')
     print(f'input {args.height}x{args.width}, eval mode, embedding = fc output (no classifier)\n')
     print(f'{"model":<18}{"params (M)":>12}{"mult-adds (M)":>15}{"embedding":>11}{"ms/img":>9}')
     x = torch.randn(args.batch_size, 3, args.height, args.width)
-    for name in osnet_zoo.models.OSNET_ARCHS:
+    for name in OSNET_ARCHS:
         model = timm.create_model(name, num_classes=0).eval()
         params = count_params(model)
         macs = count_mult_adds(model, (args.height, args.width))

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import os
-from typing import List
+from contextlib import contextmanager
+from typing import Iterator, List
 
 import torch
 import torch.distributed as dist
 
 __all__ = ['init_distributed', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process',
-           'barrier', 'all_gather_cat', 'reduce_mean', 'cleanup']
+           'barrier', 'main_process_first', 'all_gather_cat', 'reduce_mean', 'cleanup']
 
 
 def is_distributed() -> bool:
@@ -49,6 +50,17 @@ def init_distributed(device: str) -> torch.device:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the block on the main process first, then on the others: for work that one process must do
+    before the rest can read it (generating a synthetic dataset, extracting CUHK03's images)."""
+    if not is_main_process():
+        barrier()
+    yield
+    if is_main_process():
+        barrier()
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:

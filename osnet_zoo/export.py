@@ -1,198 +1,18 @@
-"""`python -m osnet_zoo.export`: an OSNet embedding model as ONNX or TorchScript, checked and documented.
-
-The exported graph takes a normalised image batch and returns embeddings; BatchNorm is folded into the
-convs first (exact up to rounding). The file is then run against the PyTorch model on the same random
-batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — and the maximum absolute
-difference is printed and must stay within the tolerance (1e-4 in fp32; in fp16, 1% of the largest
-output). Beside the file, ``<file>.json`` holds the contract a deployment needs: input / output names,
-shapes, dtype and the preprocessing.
-"""
+"""`python -m osnet_zoo.export`: an OSNet embedding model as ONNX or TorchScript, checked against PyTorch, with
+its input/output and preprocessing contract beside it (the library: ``osnet_zoo.inference.export``)."""
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import sys
-import warnings
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import List, Optional
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from . import cli
+from .inference.export import ExportCheckError, export_model
 
-__all__ = ['export_model', 'check_export', 'ExportCheckError', 'main', 'INPUT_NAME', 'OUTPUT_NAME', 'TOLERANCES']
-
-INPUT_NAME = 'images'
-OUTPUT_NAME = 'features'
-# allowed max |exported - PyTorch fp32|: absolute in fp32; in fp16, relative to the largest reference value
-TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
+__all__ = ['main', 'get_args_parser', 'export_model', 'ExportCheckError']
 
 
-class ExportCheckError(RuntimeError):
-    """The exported file does not reproduce the PyTorch model within the tolerance."""
-
-
-class _Embedder(nn.Module):
-    """The embedding model, optionally followed by L2 normalisation, cast to the export dtype."""
-
-    def __init__(self, model: nn.Module, normalize: bool):
-        super().__init__()
-        self.model = model
-        self.normalize = normalize
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.model(images)
-        if self.normalize:
-            feats = F.normalize(feats, dim=1)
-        return feats
-
-
-def _ort_run(path: Path, x: torch.Tensor) -> torch.Tensor:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-    return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
-
-
-def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch.Tensor],
-                 dtype: torch.dtype) -> Dict[str, Any]:
-    """Run the exported file on each batch and compare with ``reference`` (fp32 PyTorch, on CPU)."""
-    worst, scale = 0.0, 0.0
-    for x in batches:
-        with torch.inference_mode():
-            expected = reference(x).float()
-        xe = x.to(dtype)
-        if fmt == 'onnx':
-            got = _ort_run(path, xe)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
-                loaded = torch.jit.load(str(path), map_location='cpu')
-            with torch.inference_mode():
-                got = loaded(xe)
-        if tuple(got.shape) != tuple(expected.shape):
-            raise ExportCheckError(f'{path}: output shape {tuple(got.shape)} for input {tuple(x.shape)}, '
-                                   f'expected {tuple(expected.shape)}.')
-        worst = max(worst, (got.float() - expected).abs().max().item())
-        scale = max(scale, expected.abs().max().item())
-    precision = 'fp16' if dtype == torch.float16 else 'fp32'
-    if fmt == 'onnx':
-        import onnxruntime
-        runtime = f'onnxruntime {onnxruntime.__version__}'
-    else:
-        runtime = f'torch.jit {torch.__version__}'
-    tolerance = TOLERANCES[precision]
-    allowed = tolerance if precision == 'fp32' else tolerance * scale
-    return dict(runtime=runtime, batch_sizes=[int(b.shape[0]) for b in batches], max_abs_diff=worst,
-                max_abs_reference=scale, tolerance=tolerance,
-                tolerance_kind='absolute' if precision == 'fp32' else 'relative to max |reference|',
-                passed=worst <= allowed)
-
-
-def export_model(
-        model: Union[str, nn.Module],
-        out: Union[str, os.PathLike],
-        fmt: str = 'onnx',
-        dynamic_batch: bool = False,
-        half: bool = False,
-        batch_size: int = 1,
-        normalize: bool = False,
-        pretrained: bool = True,
-        checkpoint_path: Optional[str] = None,
-        opset: int = 17,
-        fold_bn: bool = True,
-) -> Dict[str, Any]:
-    """Export ``model`` to ``out`` (ONNX or TorchScript), check it, write ``<out>.json``; return the contract.
-
-    Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
-    """
-    from .inference.extractor import build_embedding_model, resolve_preprocessing
-    from .inference.optimize import fold_batchnorm
-    from . import __version__
-
-    if fmt not in ('onnx', 'torchscript'):
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}.")
-    out = Path(out)
-    net = build_embedding_model(model, pretrained, checkpoint_path)
-    prep = resolve_preprocessing(net)
-    reference = _Embedder(net, normalize).eval()
-    exported = _Embedder(fold_batchnorm(net) if fold_bn else net, normalize).eval()
-    dtype = torch.float16 if half else torch.float32
-    exported = exported.to(dtype)
-    c, h, w = prep['input_size']
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(batch_size, c, h, w, generator=gen)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.tmp{os.getpid()}')
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the TorchScript-based exporters warn about their deprecation
-        if fmt == 'onnx':
-            dynamic_axes = {INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}} if dynamic_batch else None
-            with torch.inference_mode():
-                torch.onnx.export(exported, (example.to(dtype),), str(tmp), input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
-                                  do_constant_folding=True, dynamo=False)
-            import onnx
-            onnx.checker.check_model(str(tmp))
-        else:
-            try:
-                scripted = torch.jit.script(exported)
-            except Exception:  # a custom module that TorchScript cannot compile: trace the fixed graph
-                with torch.no_grad():
-                    scripted = torch.jit.trace(exported, example.to(dtype))
-            scripted = torch.jit.freeze(scripted.eval())
-            torch.jit.save(scripted, str(tmp))
-    os.replace(tmp, out)
-
-    batches = [example]
-    if dynamic_batch or fmt == 'torchscript':
-        batches.append(torch.randn(batch_size + 2, c, h, w, generator=gen))
-    check = check_export(out, fmt, reference, batches, dtype)
-    batch_dim: Union[int, str] = 'batch' if dynamic_batch or fmt == 'torchscript' else batch_size
-    contract = {
-        'format': fmt,
-        'file': out.name,
-        'model': model if isinstance(model, str) else type(model).__name__,
-        'checkpoint': str(checkpoint_path) if checkpoint_path else None,
-        'osnet_zoo_version': __version__,
-        'torch_version': torch.__version__,
-        'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-        'opset': opset if fmt == 'onnx' else None,
-        'bn_folded': fold_bn,
-        'input': {'name': INPUT_NAME, 'shape': [batch_dim, c, h, w], 'dtype': str(dtype).replace('torch.', ''),
-                  'layout': 'NCHW', 'colour_order': 'RGB'},
-        'output': {'name': OUTPUT_NAME, 'shape': [batch_dim, _feature_dim(reference, example)],
-                   'dtype': str(dtype).replace('torch.', ''), 'l2_normalized': normalize},
-        'preprocessing': {
-            'resize': f'squash the whole crop to {h}x{w} (no crop, aspect ratio not kept)',
-            'interpolation': prep['interpolation'],
-            'input_size': [c, h, w],
-            'scale': 'pixel / 255',
-            'mean': list(prep['mean']),
-            'std': list(prep['std']),
-            'formula': 'x = (rgb / 255 - mean) / std, per channel',
-        },
-        'check': check,
-    }
-    sidecar = out.with_name(out.name + '.json')
-    tmp_json = sidecar.with_name(f'.{sidecar.name}.tmp{os.getpid()}')
-    tmp_json.write_text(json.dumps(contract, indent=2))
-    os.replace(tmp_json, sidecar)
-    if not check['passed']:
-        raise ExportCheckError(f"{out}: exported model differs from PyTorch by {check['max_abs_diff']:.3g} "
-                           f"(tolerance {check['tolerance']:g}).")
-    return contract
-
-
-def _feature_dim(model: nn.Module, example: torch.Tensor) -> int:
-    with torch.inference_mode():
-        return int(model(example[:1]).shape[1])
-
-
-def main(argv: Optional[List[str]] = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.export',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -202,25 +22,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         epilog='examples:\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx --dynamic-batch\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
-               '      --format torchscript --out osnet_x1_0_market.pt')
-    parser.add_argument('--model', default='osnet_x1_0', help='timm model name, with a weights tag for '
-                        'pretrained weights (default osnet_x1_0)')
+               '      --format torchscript --output osnet_x1_0_market.pt')
+    cli.add_model(parser)
     parser.add_argument('--format', default='onnx', choices=['onnx', 'torchscript'])
-    parser.add_argument('--out', default=None, help='output file (default: <model>.onnx / <model>.pt)')
+    cli.add_output(parser, None, 'output file (default: <model>.onnx / <model>.pt)')
     parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
     parser.add_argument('--no-pretrained', action='store_true', help='random weights (for testing only)')
     parser.add_argument('--dynamic-batch', action='store_true', help='ONNX: a variable batch dimension')
-    parser.add_argument('--half', action='store_true', help='fp16 weights, input and output')
-    parser.add_argument('--batch-size', type=int, default=1, help='(fixed) batch size of the export (default 1)')
+    cli.add_precision(parser, choices=('fp32', 'fp16'), help='fp32, or fp16 weights, input and output')
+    cli.add_batch_size(parser, 1, help='(fixed) batch size of the export')
     parser.add_argument('--normalize', action='store_true', help='L2-normalise the features inside the graph')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     parser.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers separate')
-    args = parser.parse_args(argv)
+    return parser
 
-    out = args.out or (args.model.replace('/', '_') + ('.onnx' if args.format == 'onnx' else '.pt'))
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    out = args.output or (args.model.replace('/', '_') + ('.onnx' if args.format == 'onnx' else '.pt'))
     try:
         contract = export_model(
-            args.model, out, fmt=args.format, dynamic_batch=args.dynamic_batch, half=args.half,
+            args.model, out, fmt=args.format, dynamic_batch=args.dynamic_batch, half=args.precision == 'fp16',
             batch_size=args.batch_size, normalize=args.normalize, pretrained=not args.no_pretrained,
             checkpoint_path=args.checkpoint, opset=args.opset, fold_bn=not args.no_fold_bn)
     except ExportCheckError as e:

@@ -20,10 +20,16 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from . import cli
+from .data import IMAGE_EXTENSIONS, read_image
+from .files import atomic_save_safetensors, atomic_write_text
+from .inference import FeatureExtractor
 
 __all__ = ['find_images', 'extract_features', 'load_features', 'main', 'IMAGE_EXTENSIONS']
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 # safetensors caps its JSON header at 100 MB; longer path lists go to a sidecar file
 _MAX_METADATA_PATHS_BYTES = 32_000_000
 _FORMAT = 'osnet_zoo.features/1'
@@ -54,28 +60,7 @@ def find_images(sources: Sequence[str]) -> List[str]:
     return list(dict.fromkeys(found))
 
 
-def _atomic_save(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    _chmod_default(tmp)
-    os.replace(tmp, path)
-
-
-def _chmod_default(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _read_shard(path: Path) -> Tuple[torch.Tensor, List[str], List[str]]:
-    from safetensors import safe_open
     with safe_open(str(path), framework='pt') as f:
         meta = f.metadata() or {}
         feats = f.get_tensor('features')
@@ -84,7 +69,6 @@ def _read_shard(path: Path) -> Tuple[torch.Tensor, List[str], List[str]]:
 
 def load_features(path: str | os.PathLike) -> Tuple[torch.Tensor, List[str], Dict[str, Any]]:
     """Read an ``extract`` output: (features (N, D) float32, paths (N), metadata dict)."""
-    from safetensors import safe_open
     path = Path(path)
     with safe_open(str(path), framework='pt') as f:
         meta = dict(f.metadata() or {})
@@ -125,9 +109,8 @@ def _prefetch(pool: ThreadPoolExecutor, items: Sequence[Any], fn, window: int) -
 
 
 def _load_or_skip(path: str, skip_bad: bool):
-    from .inference.extractor import load_image
     try:
-        return load_image(path)
+        return read_image(path)
     except (OSError, ValueError):
         if skip_bad:
             return None
@@ -156,9 +139,6 @@ def extract_features(
 
     Returns True when ``out`` is complete, False when ``max_shards`` stopped the run early (rerun to go on).
     """
-    from tqdm import tqdm
-    from .inference import FeatureExtractor
-
     out = Path(out)
     paths = find_images(sources)
     settings = dict(model=model, pretrained=pretrained, checkpoint=str(checkpoint_path) if checkpoint_path else None,
@@ -175,7 +155,7 @@ def extract_features(
                 f'{state.get("num_images")} images). Delete that folder to start over, or pass another --out.')
     else:
         parts.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1), state_file)
+        atomic_write_text(state_file, json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1))
 
     num_shards = (len(paths) + shard_size - 1) // shard_size
     shard_files = [parts / f'shard_{i:06d}.safetensors' for i in range(num_shards)]
@@ -198,7 +178,7 @@ def extract_features(
                                              checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
                 state = json.loads(state_file.read_text())
                 state['preprocessing'] = extractor.preprocessing
-                _atomic_write_text(json.dumps(state, indent=1), state_file)
+                atomic_write_text(state_file, json.dumps(state, indent=1))
             shard_paths = paths[i * shard_size:(i + 1) * shard_size]
             kept: List[str] = []
             skipped: List[str] = []
@@ -218,8 +198,8 @@ def extract_features(
                 feats.append(f.float().cpu())
                 bar.update(len(indices))
             tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim or 0)
-            _atomic_save({'features': tensor}, {'paths': json.dumps(kept), 'skipped': json.dumps(skipped)},
-                         shard_files[i])
+            atomic_save_safetensors({'features': tensor}, shard_files[i],
+                                    {'paths': json.dumps(kept), 'skipped': json.dumps(skipped)})
     bar.close()
     if stopped_early:
         return False
@@ -242,39 +222,38 @@ def extract_features(
         metadata['paths'] = paths_json
     else:
         sidecar = out.with_name(out.name + '.paths.json')
-        _atomic_write_text(json.dumps({'paths': all_paths}), sidecar)
+        atomic_write_text(sidecar, json.dumps({'paths': all_paths}))
         metadata['paths_file'] = sidecar.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save({'features': features}, metadata, out)
+    atomic_save_safetensors({'features': features}, out, metadata)
     shutil.rmtree(parts)
     return True
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.extract',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Compute OSNet re-ID features for a folder of person crops and save them, with the image '
                     'paths, to one safetensors file.',
         epilog='examples:\n'
-               '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17_combineall crops/ --out feats.safetensors\n'
+               '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17_combineall crops/ --output feats.safetensors\n'
                '  python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
-               '      "data/**/*.jpg" --out feats.safetensors --device cuda --precision bf16\n\n'
-               'Interrupted runs resume: rerun the same command. Partial results live in OUT.parts/.\n'
+               '      "data/**/*.jpg" --output feats.safetensors --device cuda --precision bf16\n\n'
+               'Interrupted runs resume: rerun the same command. Partial results live in OUTPUT.parts/.\n'
                'Read the result: feats, paths, meta = osnet_zoo.extract.load_features("feats.safetensors")')
     parser.add_argument('sources', nargs='+', metavar='IMAGES_DIR_OR_GLOB',
                         help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses)')
-    parser.add_argument('--out', required=True, help='output .safetensors file')
-    parser.add_argument('--model', default='osnet_x1_0',
-                        help='timm model name, with a weights tag for pretrained weights (default osnet_x1_0)')
+    cli.add_output(parser, None, 'output .safetensors file (required)')
+    cli.add_model(parser)
     parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
     parser.add_argument('--no-pretrained', action='store_true',
                         help='random weights, seeded (for testing the pipeline only)')
-    parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if available)')
-    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'])
-    parser.add_argument('--batch-size', type=int, default=64)
+    cli.add_device(parser)
+    cli.add_precision(parser)
+    cli.add_batch_size(parser, 64)
     parser.add_argument('--shard-size', type=int, default=2048, help='images per resumable shard (default 2048)')
-    parser.add_argument('--workers', type=int, default=4, help='image decoding threads (default 4)')
+    cli.add_workers(parser, 4, help='image decoding threads (default: 4)')
     parser.add_argument('--no-normalize', action='store_true', help='keep raw embeddings (no L2 normalisation)')
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip unreadable images (listed in the metadata) instead of stopping with an error')
@@ -284,9 +263,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--max-shards', type=int, default=None,
                         help='stop after this many new shards (the run stays resumable)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing complete --out file')
-    args = parser.parse_args(argv)
+    return parser
 
-    out = Path(args.out)
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if not args.output:
+        parser.error('the following arguments are required: --output')
+
+    out = Path(args.output)
     if out.exists() and not args.overwrite:
         print(f'{out} already exists (complete); pass --overwrite to recompute it.')
         return 0

@@ -103,7 +103,7 @@ def test_extract_features_matches_the_model_on_the_test_transform(setup):
     """Workers hand over uint8 crops normalised on the device: the features are those of the float
     pipeline (``build_test_transform``) fed to the model directly."""
     from osnet_zoo.data import build_dataset, build_test_transform, read_image
-    from osnet_zoo.evaluate import extract_features
+    from osnet_zoo.evaluation import embed
     tmp, _ = setup
     items = build_dataset('synthetic', tmp / 'data').gallery[:10]
     torch.manual_seed(1)
@@ -112,8 +112,8 @@ def test_extract_features_matches_the_model_on_the_test_transform(setup):
     with torch.inference_mode():
         expected = model(torch.stack([transform(read_image(it.path)) for it in items]))
     for workers in (0, 2):
-        got = extract_features(model, items, torch.device('cpu'), batch_size=4, num_workers=workers, size=(128, 64))
+        got = embed(model, items, torch.device('cpu'), batch_size=4, workers=workers, size=(128, 64))
         assert got.shape == (10, 512) and (got - expected).abs().max() < 1e-4 * expected.abs().max()
-    flipped = extract_features(model, [it.path for it in items], torch.device('cpu'), batch_size=4, num_workers=0,
-                               size=(128, 64), flip=True)
+    flipped = embed(model, [it.path for it in items], torch.device('cpu'), batch_size=4, workers=0, size=(128, 64),
+                    flip=True)
     assert (flipped - expected).abs().max() > 1e-4  # the mirrored half changes the average

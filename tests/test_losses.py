@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osnet_zoo.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
+from osnet_zoo.train.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
 
 
 def test_label_smoothing_matches_definition():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from osnet_zoo.metrics import evaluate_features, evaluate_rank, evaluate_rank_argsort, pairwise_distance
+from osnet_zoo.metrics import evaluate_features, evaluate_rank, pairwise_distance
+from osnet_zoo.metrics._oracle import evaluate_rank_argsort
 from osnet_zoo.metrics.rank import MatchLists, RankAccumulator, chunk_good_ranks
 
 FIXTURES = Path(os.environ.get('OSNET_ZOO_FIXTURES',

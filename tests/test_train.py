@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from osnet_zoo.data import make_synthetic_reid
-from osnet_zoo.train import get_args_parser, resolve_config
-from osnet_zoo.train_utils import list_recipes, load_training_state
+from osnet_zoo.train import list_recipes, load_training_state, resolve_config
+from osnet_zoo.train.__main__ import get_args_parser
 
 # Small and fast: 64x32 crops, osnet_x0_25.
 TINY = ['--sources', 'market1501', '--targets', 'market1501', '--arch', 'osnet_x0_25', '--height', '64',
@@ -50,11 +50,11 @@ def test_recipes_ship_with_sources_and_override():
     for name in list_recipes():
         args = get_args_parser().parse_args(['--recipe', name])
         cfg = resolve_config(args)
-        assert cfg['source'], f'recipe {name} must cite its source'
+        assert cfg.source, f'recipe {name} must cite its source'
     scratch = resolve_config(get_args_parser().parse_args(['--recipe', 'scratch', '--lr', '0.01']))
-    assert scratch['lr'] == 0.01 and scratch['stepsize'] == [150, 225, 300] and scratch['optim'] == 'sgd'
+    assert scratch.lr == 0.01 and scratch.stepsize == [150, 225, 300] and scratch.optim == 'sgd'
     ft = resolve_config(get_args_parser().parse_args(['--recipe', 'imagenet_finetune']))
-    assert ft['fixbase_epochs'] == 10 and ft['amsgrad'] and ft['lr_scheduler'] == 'cosine'
+    assert ft.fixbase_epochs == 10 and ft.amsgrad and ft.lr_scheduler == 'cosine'
     with pytest.raises(FileNotFoundError, match='nope'):
         resolve_config(get_args_parser().parse_args(['--recipe', 'nope']))
 

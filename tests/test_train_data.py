@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from osnet_zoo.data import build_dataset, make_synthetic_reid
-from osnet_zoo.train_data import make_train_loader
+from osnet_zoo.data import build_train_loader
 
 CFG = dict(height=64, width=32, batch_size=16,
            transforms=['random_flip', 'random_crop', 'random_patch', 'color_jitter', 'random_erase'])
@@ -23,13 +23,15 @@ def train_items(tmp_path_factory):
 
 
 def _batches(items, workers, epochs, seed=5, num_instances=0):
-    loader, sampler = make_train_loader(items, CFG, seed, workers, pin_memory=False, num_instances=num_instances)
+    train = build_train_loader(items, CFG['height'], CFG['width'], CFG['batch_size'], CFG['transforms'],
+                               num_instances=num_instances, seed=seed, workers=workers)
+    loader, sampler = train.loader, train.sampler
     assert loader.persistent_workers == (workers > 0)
     out = {}
     for epoch in epochs:
         sampler.set_epoch(epoch)
-        out[epoch] = list(loader)
-    del loader  # shut the workers down now, not at interpreter exit
+        out[epoch] = [(b['image'], b['pid']) for b in loader]
+    del loader, train  # shut the workers down now, not at interpreter exit
     return out
 
 
@@ -57,4 +59,4 @@ def test_identity_batches_are_p_by_k(train_items):
 
 def test_too_few_images_for_a_batch_is_clear(train_items):
     with pytest.raises(ValueError, match='cannot fill one batch of 16'):
-        make_train_loader(train_items[:10], CFG, 0, 0, pin_memory=False)
+        build_train_loader(train_items[:10], CFG['height'], CFG['width'], CFG['batch_size'], CFG['transforms'])

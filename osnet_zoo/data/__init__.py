@@ -1,16 +1,22 @@
-"""Re-ID data: dataset readers, the synthetic default, image loading, transforms and identity sampling."""
+"""Re-ID data, one home per stage: datasets -> sampler -> transforms -> loader (images: the one image reader)."""
 from .datasets import (
-    DATASETS, DatasetLayoutError, ReIDDataset, ReIDItem, build_dataset, cuhk03, dukemtmcreid, market1501, msmt17,
+    DATASETS, IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, build_dataset, cuhk03, dukemtmcreid, market1501, msmt17,
 )
-from .images import ImageDataset, ImageReadError, read_image, read_image_tensor, verify_images
-from .sampler import RandomIdentitySampler
+from .images import (
+    CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, iter_images, read_image, read_image_tensor,
+    to_rgb_tensor, verify_images,
+)
+from .loader import DEFAULT_DATA_ROOT, TrainLoader, build_eval_loader, build_train_loader, data_root, load_datasets
+from .sampler import EpochBatches, RandomIdentitySampler
+from .seeding import sample_seed, seeded_rng
 from .synthetic import SyntheticConfig, make_synthetic_reid, synthetic_reid
 from .transforms import (
-    RandomPatch, build_test_transform, build_train_transform, normalize_batch, sample_seed, seeded_rng,
+    IMAGENET_MEAN, IMAGENET_STD, RandomPatch, build_test_transform, build_train_transform, normalize_batch,
 )
 
-__all__ = ['DATASETS', 'DatasetLayoutError', 'ReIDDataset', 'ReIDItem', 'build_dataset', 'market1501',
+__all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 'ReIDItem', 'build_dataset', 'market1501',
            'dukemtmcreid', 'msmt17', 'cuhk03', 'SyntheticConfig', 'make_synthetic_reid', 'synthetic_reid',
-           'ImageDataset', 'ImageReadError', 'read_image', 'read_image_tensor', 'verify_images',
+           'ImageDataset', 'ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'iter_images', 'to_rgb_tensor', 'read_image', 'read_image_tensor', 'verify_images',
            'RandomIdentitySampler', 'RandomPatch', 'build_train_transform', 'build_test_transform', 'normalize_batch',
-           'sample_seed', 'seeded_rng']
+           'sample_seed', 'seeded_rng', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EpochBatches', 'DEFAULT_DATA_ROOT',
+           'data_root', 'load_datasets', 'TrainLoader', 'build_train_loader', 'build_eval_loader']

@@ -1,15 +1,18 @@
-"""P x K identity sampling for metric-learning losses (e.g. triplet): P identities, K images each, per batch."""
+"""Sampling for training: P x K identity batches for metric-learning losses (e.g. triplet), and the epoch
+batching that shards them over DDP ranks with a per-sample augmentation seed."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterator, List, Sequence, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from .datasets.base import ReIDItem
+from .transforms import sample_seed
 
-__all__ = ['RandomIdentitySampler']
+__all__ = ['RandomIdentitySampler', 'EpochBatches']
 
 
 class RandomIdentitySampler(Sampler[int]):
@@ -59,3 +62,45 @@ class RandomIdentitySampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self._length
+
+
+class EpochBatches(Sampler[Tuple[int, int]]):
+    """``(index, sample seed)`` pairs of this rank's share of an epoch.
+
+    The whole epoch's order is drawn from (seed, epoch) — a P×K identity order when ``num_instances`` is
+    set, else a permutation — identically on every rank; rank r then takes batches r, r+W, r+2W, ... So the
+    ranks see disjoint batches, and an epoch's order does not depend on what ran before it (exact resume).
+    Each sample also gets a seed from (seed, epoch, position in the epoch's order), from which
+    ``ImageDataset`` draws its augmentation: the batches are the same whichever worker builds them, however
+    many workers there are, and whether or not the workers lived through earlier epochs.
+    """
+
+    def __init__(self, items: Sequence[ReIDItem], batch_size: int, num_instances: int = 0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+        self.items, self.batch_size, self.seed = items, batch_size, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.identity = RandomIdentitySampler(items, batch_size, num_instances, seed) if num_instances else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _epoch_order(self) -> List[int]:
+        if self.identity is not None:
+            self.identity.set_epoch(self.epoch)
+            return list(self.identity)
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(len(self.items), generator=g).tolist()
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        order = self._epoch_order()
+        n_batches = len(order) // self.batch_size // self.world_size  # equal count on every rank
+        for b in range(n_batches):
+            start = (b * self.world_size + self.rank) * self.batch_size
+            for pos in range(start, start + self.batch_size):
+                yield order[pos], sample_seed(self.seed, self.epoch, pos)
+
+    def __len__(self) -> int:
+        n = len(self.identity) if self.identity is not None else len(self.items)
+        return n // self.batch_size // self.world_size * self.batch_size

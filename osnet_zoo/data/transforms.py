@@ -11,18 +11,18 @@ them for one sample, which is how the training loader makes every augmented samp
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
 from collections import deque
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .images import read_image_tensor
+from .seeding import sample_seed, seeded_rng
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RandomPatch', 'build_train_transform', 'build_test_transform',
            'TRAIN_AUGMENTATIONS', 'normalize_batch', 'sample_seed', 'seeded_rng']
@@ -30,36 +30,6 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RandomPatch', 'build_train_transfor
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_AUGMENTATIONS = ('random_flip', 'random_crop', 'random_patch', 'color_jitter', 'random_erase')
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(x: int) -> int:
-    """SplitMix64's finaliser: nearby inputs (consecutive positions) give unrelated 64-bit outputs."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def sample_seed(seed: int, epoch: int, position: int) -> int:
-    """A 63-bit seed for the sample at ``position`` of ``epoch``'s order in a run seeded with ``seed``."""
-    return _mix64(_mix64(_mix64(seed) ^ epoch) ^ position) >> 1
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator and Python's ``random`` with ``seed`` inside the block, and put both
-    back afterwards, so the surrounding process's random stream is untouched."""
-    py_state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed costs ~0.5 ms (device hooks)
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
 
 
 class RandomPatch(v2.Transform):

@@ -1,11 +1,14 @@
-"""Deployment: batched feature extraction and inference-time optimisation of OSNet."""
-from .extractor import FeatureExtractor, build_embedding_model, load_image, resolve_preprocessing
+"""Deployment: batched feature extraction, inference-time optimisation and export of OSNet."""
+from .export import ExportCheckError, check_export, export_model
+from .extractor import FeatureExtractor
+from .model import build_embedding_model, resolve_preprocessing
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,
     optimize_for_inference,
 )
 
 __all__ = [
-    'FeatureExtractor', 'build_embedding_model', 'load_image', 'resolve_preprocessing', 'optimize_for_inference',
+    'FeatureExtractor', 'build_embedding_model', 'resolve_preprocessing', 'export_model', 'check_export',
+    'ExportCheckError', 'optimize_for_inference',
     'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner', 'StreamBatchedOmniScaleBlock',
 ]

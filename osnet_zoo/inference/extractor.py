@@ -1,7 +1,6 @@
 """``FeatureExtractor``: person crops in any common form -> L2-normalised re-ID embeddings."""
 from __future__ import annotations
 
-import copy
 import os
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -10,165 +9,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
+from ..data.images import CHANNEL_ORDERS, iter_images, to_rgb_tensor
+from .onnx_runtime import OnnxRuntimeModel
+from .model import build_embedding_model, resolve_preprocessing
 from .optimize import InferenceModel, optimize_for_inference, resolve_dtype
 
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ['FeatureExtractor', 'build_embedding_model', 'ImageInput', 'resolve_preprocessing', 'load_image',
-           'CHANNEL_ORDERS']
+__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS']
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
-CHANNEL_ORDERS = ('rgb', 'bgr')
-
-# OSNet's re-ID preprocessing, used for a module that carries no timm pretrained_cfg.
-_OSNET_DEFAULT_CFG = dict(input_size=(3, 256, 128), interpolation='bilinear', mean=(0.485, 0.456, 0.406),
-                          std=(0.229, 0.224, 0.225), crop_pct=1.0, crop_mode='squash')
-
-
-def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The preprocessing contract of ``model``: input_size (C, H, W), interpolation, mean, std, crop_pct,
-    crop_mode — from its timm ``pretrained_cfg`` (OSNet's re-ID defaults for a bare module), then
-    ``overrides``. Only the squash resize (no crop, ``crop_pct`` 1) is supported: re-ID crops are resized
-    whole to H x W."""
-    from timm.data import resolve_data_config
-    cfg = getattr(model, 'pretrained_cfg', None)
-    if not cfg or 'input_size' not in cfg:
-        cfg = _OSNET_DEFAULT_CFG
-    data_config = resolve_data_config(pretrained_cfg=dict(cfg))
-    config = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')}
-    config.update(overrides or {})
-    config['input_size'] = tuple(int(v) for v in config['input_size'])
-    config['mean'] = tuple(float(v) for v in config['mean'])
-    config['std'] = tuple(float(v) for v in config['std'])
-    if len(config['input_size']) != 3 or config['input_size'][0] != 3:
-        raise ValueError(f"input_size must be (3, H, W), got {config['input_size']}.")
-    if config['interpolation'] not in ('bilinear', 'bicubic', 'nearest'):
-        raise ValueError(f"Unsupported interpolation {config['interpolation']!r} (bilinear, bicubic or nearest).")
-    if config['crop_mode'] != 'squash' and float(config['crop_pct']) != 1.0:
-        raise ValueError(f"Only the re-ID squash resize is supported (crop_pct 1.0 or crop_mode 'squash'); got "
-                         f"crop_mode={config['crop_mode']!r}, crop_pct={config['crop_pct']}.")
-    return config
-
-
-def load_image(path: Union[str, os.PathLike], index: Optional[int] = None) -> 'PIL.Image.Image':
-    """Open an image file as RGB (grayscale is replicated, an alpha channel dropped), errors naming it."""
-    from PIL import Image, UnidentifiedImageError
-    where = f'input {index} ({os.fspath(path)})' if index is not None else os.fspath(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert('RGB') if img.mode != 'RGB' else img.copy()
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f'{where}: no such image file') from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ValueError(f'{where}: cannot read the image (corrupt, truncated or not an image): {e}') from e
-
-
-def _is_pil(x: Any) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
-    return isinstance(x, Image.Image)
-
-
-def _pixels_to_chw(x: torch.Tensor, index: int, order: str, kind: str) -> torch.Tensor:
-    """(C, H, W) uint8 or float tensor in ``order`` -> RGB (3, H, W); replicates single-channel images."""
-    c, h, w = x.shape
-    if h == 0 or w == 0:
-        raise ValueError(f'input {index}: empty image ({kind} of shape {tuple(x.shape)}).')
-    if c == 1:
-        x = x.expand(3, h, w)
-    elif c == 4:
-        raise ValueError(f'input {index}: {kind} has 4 channels (RGBA/BGRA); drop the alpha channel first '
-                         f'(e.g. arr[..., :3] or tensor[:3]).')
-    elif c != 3:
-        raise ValueError(f'input {index}: {kind} has {c} channels; expected 3 (colour) or 1 (grayscale).')
-    elif order == 'bgr':
-        x = x.flip(0)
-    return x
-
-
-def _numpy_to_chw(arr: np.ndarray, index: int, order: str) -> torch.Tensor:
-    if arr.dtype != np.uint8:
-        raise ValueError(f'input {index}: numpy images must be uint8 HWC (got dtype {arr.dtype}); pass float '
-                         'images as torch tensors (CHW, RGB, values in [0, 1]).')
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3:
-        raise ValueError(f'input {index}: numpy image of shape {arr.shape}; expected HWC (H, W, 3) or (H, W).')
-    if arr.shape[2] not in (1, 3, 4) and arr.shape[0] in (1, 3):
-        raise ValueError(f'input {index}: numpy image of shape {arr.shape} looks channels-first; numpy inputs '
-                         'are HWC (OpenCV / PIL layout). Pass CHW images as torch tensors.')
-    arr = np.ascontiguousarray(arr)
-    if not arr.flags.writeable:  # torch.from_numpy wants a writable buffer (e.g. np.asarray of a PIL image)
-        arr = arr.copy()
-    return _pixels_to_chw(torch.from_numpy(arr).permute(2, 0, 1), index, order, 'numpy image')
-
-
-def _tensor_items(t: torch.Tensor, index: int) -> List[torch.Tensor]:
-    if t.dim() == 3:
-        items = [t]
-    elif t.dim() == 4:
-        items = list(t.unbind(0))
-    else:
-        raise ValueError(f'input {index}: tensor of shape {tuple(t.shape)}; expected CHW or BCHW.')
-    if t.dim() >= 3 and t.shape[-3] not in (1, 3, 4) and t.shape[-1] in (3, 4):
-        raise ValueError(f'input {index}: tensor of shape {tuple(t.shape)} looks channels-last; tensors are '
-                         'CHW / BCHW (use .permute(2, 0, 1) for an HWC image).')
-    if t.dtype != torch.uint8 and not t.is_floating_point():
-        raise ValueError(f'input {index}: tensor dtype {t.dtype}; expected uint8 (0-255) or float (0-1).')
-    if t.is_floating_point() and t.numel():
-        lo, hi = torch.aminmax(t.detach())  # once per input tensor (one device sync)
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(
-                f'input {index}: float tensor values span [{lo.item():.3g}, {hi.item():.3g}]; float images '
-                'must be RGB/BGR in [0, 1] (not normalised yet). Pass uint8 tensors for 0-255 pixels.')
-    return items
-
-
-def _flatten_inputs(inputs: Any) -> Iterator[Any]:
-    """Yields single images (a BCHW tensor yields B of them); a lone image is a batch of one."""
-    if isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor)) or _is_pil(inputs):
-        inputs = [inputs]
-    elif not isinstance(inputs, Iterable):
-        raise TypeError(f'Expected an image or a list of images, got {type(inputs).__name__}.')
-    for index, item in enumerate(inputs):
-        if isinstance(item, torch.Tensor):
-            for sub in _tensor_items(item, index):
-                yield index, sub
-        else:
-            yield index, item
-
-
-def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
-                          checkpoint_path: Union[str, os.PathLike, None] = None) -> nn.Module:
-    """An eval-mode module returning embeddings.
-
-    ``model`` is a timm name (created with ``num_classes=0``; pretrained weights unless ``checkpoint_path``
-    names a local checkpoint, loaded with ``load_osnet_checkpoint(strict=False)``) or a module (copied; an
-    OSNet with a classifier has it removed, so that it returns the embedding).
-    """
-    if isinstance(model, str):
-        import timm
-        from ..weights import load_osnet_checkpoint
-        if checkpoint_path is not None:
-            net = timm.create_model(model, pretrained=False, num_classes=0)
-            load_osnet_checkpoint(net, checkpoint_path, strict=False)
-        else:
-            net = timm.create_model(model, pretrained=pretrained, num_classes=0)
-    elif isinstance(model, nn.Module):
-        if checkpoint_path is not None:
-            raise ValueError('checkpoint_path is for a model name; load the checkpoint into your module '
-                             'yourself (osnet_zoo.load_osnet_checkpoint).')
-        net = copy.deepcopy(model)
-        if getattr(net, 'num_classes', 0) and hasattr(net, 'reset_classifier'):
-            net.reset_classifier(0)  # use the embedding, not the logits
-    else:
-        raise TypeError(f'model must be a timm model name or an nn.Module, got {type(model).__name__}.')
-    return net.eval()
-
 
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
@@ -253,7 +105,6 @@ class FeatureExtractor:
             if self.device.type != 'cpu' or self.dtype != torch.float32 or optimize:
                 raise ValueError("backend='onnxruntime' runs on the CPU in fp32, without optimize / compile / "
                                  'cuda_graph (onnxruntime does its own graph optimisation).')
-            from .onnx_runtime import OnnxRuntimeModel
             # preprocessing runs between the calls: spinning onnxruntime threads would slow it down
             self.model = OnnxRuntimeModel(net, threads=threads, spinning=False)
         elif optimize:
@@ -268,24 +119,6 @@ class FeatureExtractor:
         self._std = torch.tensor(self.preprocessing['std'], device=self.device).view(1, 3, 1, 1) * 255
 
     # ------------------------------------------------------------------------------------ preprocessing
-
-    def _to_chw(self, index: int, item: Any, order: str) -> torch.Tensor:
-        """One image -> RGB (3, h, w) uint8 or float tensor (float in 0-255), not yet resized."""
-        if isinstance(item, (str, os.PathLike)):
-            item = load_image(item, index)
-        if _is_pil(item):
-            if item.mode != 'RGB':
-                item = item.convert('RGB')
-            if item.width == 0 or item.height == 0:
-                raise ValueError(f'input {index}: empty PIL image ({item.width}x{item.height}).')
-            return torch.from_numpy(np.asarray(item, dtype=np.uint8).copy()).permute(2, 0, 1)
-        if isinstance(item, np.ndarray):
-            return _numpy_to_chw(item, index, order)
-        if isinstance(item, torch.Tensor):
-            x = _pixels_to_chw(item, index, order, 'tensor')
-            return x.float() * 255 if x.is_floating_point() else x
-        raise TypeError(f'input {index}: unsupported type {type(item).__name__}; expected a path, PIL image, '
-                        'numpy HWC uint8 array or torch tensor.')
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         """(3, h, w) -> float32 (1, 3, H, W) on the device, 0-255 range."""
@@ -313,8 +146,8 @@ class FeatureExtractor:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {order!r}.')
         chunk: List[torch.Tensor] = []
         indices: List[int] = []
-        for index, item in _flatten_inputs(inputs):
-            chunk.append(self._resize(self._to_chw(index, item, order)))
+        for index, item in iter_images(inputs):
+            chunk.append(self._resize(to_rgb_tensor(item, index, order)))
             indices.append(index)
             if len(chunk) == self.batch_size:
                 yield self._normalise(chunk), indices

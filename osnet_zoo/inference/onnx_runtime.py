@@ -9,6 +9,8 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from .export import INPUT_NAME, OUTPUT_NAME, export_model
+
 __all__ = ['OnnxRuntimeModel']
 
 
@@ -27,8 +29,7 @@ class OnnxRuntimeModel:
                 for back-to-back runs; turn it off when other CPU work (preprocessing) runs between calls,
                 which the spinning threads would otherwise slow down (see benchmarks/RESULTS.md).
         """
-        import onnxruntime as ort
-        from ..export import INPUT_NAME, OUTPUT_NAME, export_model
+        import onnxruntime as ort  # optional dependency (the export extra)
         if path is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix='osnet_zoo_onnx_')
             path = Path(self._tmpdir.name) / 'model.onnx'

@@ -1,9 +1,12 @@
 """The CUHK03 classic single-gallery-shot CMC: one random gallery image per identity, averaged over draws."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .rank import MatchLists
+if TYPE_CHECKING:  # only for the annotation: rank.py calls this module
+    from .rank import MatchLists
 
 __all__ = ['single_gallery_shot_cmc']
 

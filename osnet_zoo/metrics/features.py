@@ -5,10 +5,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional, Union
 
-import numpy as np
 import torch
 
-from .distance import ArrayLike, as_feature_tensor, default_chunk_rows, iter_distance_chunks
+from .distance import ArrayLike, as_feature_tensor, default_chunk_rows, iter_distance_chunks, pairwise_distance
 from .rank import (
     MatchLists, RankAccumulator, _validate, chunk_good_ranks, default_workers, evaluate_rank, rank_chunk_rows,
 )
@@ -47,7 +46,6 @@ def evaluate_features(
     q_pids, g_pids, q_camids, g_camids = _validate((len(qf), len(gf)), q_pids, g_pids, q_camids, g_camids,
                                                    max_rank, what='(query, gallery) features')
     if single_gallery_shot:  # needs whole rows for the random draws: rank the full matrix
-        from .distance import pairwise_distance
         return evaluate_rank(pairwise_distance(qf, gf, metric, chunk_rows=chunk_rows), q_pids, g_pids, q_camids,
                              g_camids, max_rank, single_gallery_shot=True, num_repeats=num_repeats, seed=seed,
                              num_workers=num_workers)

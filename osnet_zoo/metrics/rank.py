@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .cuhk03 import single_gallery_shot_cmc
 
 __all__ = ['evaluate_rank', 'MatchLists', 'RankAccumulator', 'chunk_good_ranks']
 
@@ -386,7 +387,6 @@ def evaluate_rank(
             acc.add(a, local_rows, ranks)
     result = acc.result()
     if single_gallery_shot:
-        from .cuhk03 import single_gallery_shot_cmc
         dist_np = distmat.float().cpu().numpy() if isinstance(distmat, torch.Tensor) else distmat
         result['cmc'] = single_gallery_shot_cmc(dist_np, q_pids, g_pids, matches, int(max_rank), num_repeats, seed)
     return result

@@ -6,10 +6,10 @@ candidates; a Gumbel-softmax over per-block parameters pi mixes them, and pi is 
 The argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet::
 
     python -m osnet_zoo.nas                                # small search on synthetic data, CPU, minutes
-    python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --amp bf16 --channels-last
+    python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last
     python -m osnet_zoo.nas search --preset paper --seeds 1 2 3 4 --targets market1501 ...   # keep the best
     torchrun --nproc_per_node 4 -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda
-    python -m osnet_zoo.nas proof --device cuda --out runs/nas_proof     # mini Table 7 on synthetic data
+    python -m osnet_zoo.nas proof --device cuda --output runs/nas_proof    # mini Table 7 on synthetic data
 
 Then, in Python::
 
@@ -19,29 +19,28 @@ Then, in Python::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import List, Optional
 
 import torch
 
+from osnet_zoo import cli
 from osnet_zoo import distributed as du
 
-from .search import PAPER_CONFIG, QUICK_CONFIG, StoppedEarly, resolve_config, search
+from .proof import run_proof
+from .search import PAPER_CONFIG, QUICK_CONFIG, Engine, StoppedEarly, resolve_config, search
 from .supernet import SEARCH_MODES
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('engineering')
-    g.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    g.add_argument('--amp', choices=['none', 'bf16', 'fp16'], default='none', help='mixed precision')
+    cli.add_device(g)
+    cli.add_precision(g)
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
-    g.add_argument('--workers', type=int, default=None,
-                   help='data-loading processes (default: 0 on the CPU, 8 on a GPU)')
+    cli.add_workers(g)
     g.add_argument('--resume', action='store_true',
-                   help='continue from the checkpoints in --out (finished seeds / models are kept)')
+                   help='continue from the checkpoints in --output (finished seeds / models are kept)')
     g.add_argument('--stop-after-epoch', type=int, default=0,
                    help='stop each training after this many epochs in this invocation (checkpoint kept), for '
                         'time-limited sessions; run again with --resume to continue (0: never)')
@@ -62,9 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                    'temperature 10 halved every 20 epochs (floor 1), flip + colour jitter. Any '
                                    'option below overrides the preset.')
     s.add_argument('--preset', choices=['quick', 'paper'], default='quick')
-    s.add_argument('--out', default='runs/nas', help='output folder (genotype.json, probabilities.png, seeds.json)')
+    cli.add_output(s, 'runs/nas', 'output folder (genotype.json, probabilities.png, seeds.json)')
     g = s.add_argument_group('data (default: the preset)')
-    g.add_argument('--root', help='datasets root (synthetic sets are generated there; default ~/.cache/osnet_zoo/data)')
+    cli.add_root(g)
     g.add_argument('--sources', nargs='+', help='training datasets, e.g. msmt17 or synthetic')
     g.add_argument('--combineall', action=argparse.BooleanOptionalAction, default=None,
                    help='train on all splits of the sources')
@@ -89,7 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='BN instead of the fixed IN in conv1')
     g = s.add_argument_group('optimisation (default: the preset)')
     g.add_argument('--epochs', type=int)
-    g.add_argument('--batch-size', type=int, help='per process')
+    cli.add_batch_size(g, None, help='images per batch and process')
     g.add_argument('--optim', choices=['sgd', 'adam', 'adamw'])
     g.add_argument('--lr', type=float)
     g.add_argument('--momentum', type=float)
@@ -108,12 +107,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                                     'evaluate on domain B (other camera styles). Writes OUT/proof.json and '
                                     'OUT/proof.md. The defaults are sized to finish within 8 minutes on one H100 '
                                     '(an estimate; --stop-after-epoch and --resume split a run).')
-    pr.add_argument('--out', default='runs/nas_proof')
+    cli.add_output(pr, 'runs/nas_proof', 'output folder (proof.json, proof.md, the search and the trainings)')
     pr.add_argument('--train-ids', type=int, default=400, help='training identities per domain')
     pr.add_argument('--test-ids', type=int, default=100, help='test identities per domain')
     pr.add_argument('--search-epochs', type=int, default=30)
     pr.add_argument('--train-epochs', type=int, default=30)
-    pr.add_argument('--batch-size', type=int, default=128)
+    cli.add_batch_size(pr, 128)
     pr.add_argument('--lr', type=float, default=0.1)
     pr.add_argument('--model-width', type=float, default=1.0)
     pr.add_argument('--height', type=int, default=128)
@@ -127,14 +126,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _engine(args: argparse.Namespace) -> SimpleNamespace:
+def _engine(args: argparse.Namespace) -> Engine:
     device = du.init_distributed(args.device)
-    workers = args.workers if args.workers is not None else (0 if args.device == 'cpu' else min(8, os.cpu_count() or 1))
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
-    return SimpleNamespace(device=device, device_name=args.device, workers=workers, amp=args.amp,
-                           channels_last=args.channels_last, resume=args.resume, quiet=args.quiet,
-                           stop_after_epoch=args.stop_after_epoch)
+    return Engine(device=device, precision=args.precision, channels_last=args.channels_last,
+                  workers=cli.resolve_workers(args.workers, args.device), resume=args.resume, quiet=args.quiet,
+                  stop_after_epoch=args.stop_after_epoch)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -152,10 +150,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         du.cleanup()
 
 
-def _run(args: argparse.Namespace, engine: SimpleNamespace) -> None:
+def _run(args: argparse.Namespace, engine: Engine) -> None:
     if args.command == 'proof':
-        from .proof import run_proof
-        run_proof(Path(args.out), engine, train_ids=args.train_ids, test_ids=args.test_ids,
+        run_proof(Path(args.output), engine, train_ids=args.train_ids, test_ids=args.test_ids,
                   search_epochs=args.search_epochs, train_epochs=args.train_epochs, batch_size=args.batch_size,
                   lr=args.lr, model_width=args.model_width, height=args.height, width=args.width,
                   seeds=args.seeds, mode=args.mode, max_steps_per_epoch=args.max_steps_per_epoch)
@@ -168,15 +165,11 @@ def _run(args: argparse.Namespace, engine: SimpleNamespace) -> None:
     if args.synthetic_ids:
         overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
     cfg = resolve_config(base, **overrides)
-    genotype = search(cfg, Path(args.out), engine)
+    genotype = search(cfg, Path(args.output), engine)
     if du.is_main_process():
         print(f"genotype: {' / '.join(genotype['block_norms'])} (seed {genotype['seed']})")
-        print(f'wrote {args.out}/genotype.json, {args.out}/probabilities.png, {args.out}/seeds.json')
+        print(f'wrote {args.output}/genotype.json, {args.output}/probabilities.png, {args.output}/seeds.json')
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FloatingPointError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        # bad datasets, genotypes, options or a diverged loss: the message names the thing, no traceback
-        sys.exit(f'error: {e.args[0] if isinstance(e, KeyError) and e.args else e}')
+    sys.exit(cli.run(main))

@@ -12,21 +12,20 @@ genotype and the probabilities plot of the search.
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 import torch
 
 from osnet_zoo import distributed as du
+from osnet_zoo.files import atomic_write_json, atomic_write_text
 from osnet_zoo.models.osnet import IBN_BLOCK_NORMS, PLAIN_BLOCK_NORMS
 
 from ..models import build_model_from_genotype, load_genotype
-from .search import PAPER_CONFIG, _dataset, cross_domain_eval, resolve_config, search, train_network
+from .search import PAPER_CONFIG, Engine, cross_domain_eval, load_dataset, resolve_config, search, train_network
 
 __all__ = ['run_proof']
 
@@ -42,7 +41,7 @@ def _baselines(searched: Dict[str, Any]) -> List[Dict[str, Any]]:
     ]
 
 
-def run_proof(out: Path, engine: SimpleNamespace, train_ids: int = 400, test_ids: int = 100,
+def run_proof(out: Path, engine: Engine, train_ids: int = 400, test_ids: int = 100,
               search_epochs: int = 30, train_epochs: int = 30, batch_size: int = 128, lr: float = 0.1,
               model_width: float = 1.0, height: int = 128, width: int = 64, seeds: Optional[List[int]] = None,
               mode: str = 'all', max_steps_per_epoch: int = 0) -> Dict[str, Any]:
@@ -60,7 +59,7 @@ def run_proof(out: Path, engine: SimpleNamespace, train_ids: int = 400, test_ids
         targets=['synthetic_b'] if len(seeds) > 1 else [])
     t0 = time.time()
     for name in ('synthetic', 'synthetic_b'):  # generate both domains up front (timed apart from the search)
-        _dataset([name], search_cfg)
+        load_dataset([name], search_cfg)
     data_seconds = time.time() - t0
     t0 = time.time()
     genotype = search(search_cfg, out / 'search', engine)
@@ -69,7 +68,7 @@ def run_proof(out: Path, engine: SimpleNamespace, train_ids: int = 400, test_ids
     train_cfg = resolve_config(PAPER_CONFIG, **common, epochs=train_epochs, targets=[])
     rows: List[Dict[str, Any]] = []
     trained: Dict[tuple, Dict[str, Any]] = {}
-    num_classes = _dataset(['synthetic'], train_cfg).num_train_pids
+    num_classes = load_dataset(['synthetic'], train_cfg).num_train_pids
     for spec in _baselines(genotype):
         key = (tuple(spec['block_norms']), spec['conv1_in'])
         if key in trained:  # the search found an architecture already trained: same seed, same result
@@ -83,7 +82,7 @@ def run_proof(out: Path, engine: SimpleNamespace, train_ids: int = 400, test_ids
         train_network(model, train_cfg, folder, seed=1, engine=engine, desc=spec['name'])
         seconds = time.time() - t0
         model.eval()
-        res = cross_domain_eval(model, ['synthetic_b', 'synthetic'], train_cfg, engine, engine.device, train_epochs)
+        res = cross_domain_eval(model, ['synthetic_b', 'synthetic'], train_cfg, engine, train_epochs)
         row = dict(spec, params=sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier')),
                    train_seconds=round(seconds, 1))
         if du.is_main_process():
@@ -94,15 +93,15 @@ def run_proof(out: Path, engine: SimpleNamespace, train_ids: int = 400, test_ids
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == 'cuda' else platform.processor()
     result = dict(
         date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), device=device_name or engine.device.type,
-        world_size=du.get_world_size(), amp=engine.amp, channels_last=engine.channels_last,
+        world_size=du.get_world_size(), precision=engine.precision, channels_last=engine.channels_last,
         data=dict(options, source='synthetic (domain A)', target='synthetic_b (domain B)'),
         search=dict(epochs=search_epochs, seeds=seeds, mode=mode, seconds=round(search_seconds, 1),
                     genotype=genotype['block_norms'], probabilities=genotype['probabilities']),
         train=dict(epochs=train_epochs, batch_size=batch_size, lr=lr, model_width=model_width),
         data_seconds=round(data_seconds, 1), total_seconds=round(time.time() - t_start, 1), models=rows)
     if du.is_main_process():
-        (out / 'proof.json').write_text(json.dumps(result, indent=2))
-        (out / 'proof.md').write_text(proof_markdown(result))
+        atomic_write_json(out / 'proof.json', result)
+        atomic_write_text(out / 'proof.md', proof_markdown(result))
         print(proof_markdown(result))
     return result
 
@@ -111,7 +110,7 @@ def proof_markdown(result: Dict[str, Any]) -> str:
     """The proof as a markdown table with the settings that produced it."""
     s = result['search']
     lines = [
-        f"Mini Table 7 (synthetic A -> B), {result['date']}, {result['device']}, amp {result['amp']}: "
+        f"Mini Table 7 (synthetic A -> B), {result['date']}, {result['device']}, precision {result.get('precision', result.get('amp'))}: "
         f"search {s['epochs']} epochs x {len(s['seeds'])} seed(s) in {s['seconds']} s "
         f"(mode {s['mode']}) found `{'/'.join(s['genotype'])}`; each model trained {result['train']['epochs']} "
         f"epochs (width {result['train']['model_width']}, batch {result['train']['batch_size']}, "

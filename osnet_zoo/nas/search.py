@@ -10,38 +10,51 @@ skipped, so an interrupted multi-seed search picks up where it stopped.
 """
 from __future__ import annotations
 
-import json
 import shutil
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Sequence, Tuple
 
+import matplotlib
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from osnet_zoo import distributed as du
-from osnet_zoo.data import ReIDDataset, build_dataset, normalize_batch
-from osnet_zoo.losses import CrossEntropyLabelSmooth
-from osnet_zoo.train_data import DEFAULT_DATA_ROOT, EpochBatches, make_train_loader
-from osnet_zoo.train_utils import (
-    append_jsonl, build_optimizer, build_scheduler, load_training_state, read_jsonl, rng_state,
-    save_training_state, seed_everything, set_rng_state,
-)
+from osnet_zoo.data import ReIDDataset, TrainLoader, build_train_loader, load_datasets, normalize_batch
+from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
+from osnet_zoo.files import atomic_path, atomic_write_json
+from osnet_zoo.models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
+from osnet_zoo.train.checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
+from osnet_zoo.train.losses import CrossEntropyLabelSmooth
+from osnet_zoo.train.optim import build_optimizer, build_scheduler
 
-from ..models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
 from .supernet import CANDIDATES, SEARCH_MODES, SuperNet, temperature_at
 
-__all__ = ['StoppedEarly', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config',
-           'load_data', 'train_network', 'search_one_seed',
-           'search', 'plot_probabilities', 'cross_domain_eval']
+matplotlib.use('Agg')  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+__all__ = ['StoppedEarly', 'Engine', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'load_dataset', 'load_data',
+           'train_network', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
 
 
 class StoppedEarly(Exception):
     """Training stopped at ``engine.stop_after_epoch`` as asked; the checkpoint lets ``resume`` continue."""
+
+
+@dataclass
+class Engine:
+    """How a search or a proof runs (not what it computes): device, precision, loader workers, resume."""
+    device: torch.device
+    precision: str = 'fp32'
+    channels_last: bool = False
+    workers: int = 0
+    resume: bool = False
+    quiet: bool = False
+    stop_after_epoch: int = 0  # stop each training after this many epochs in one invocation (0: never)
 
 
 # The paper's search recipe (section 4.2): every value can be overridden.
@@ -74,40 +87,27 @@ def resolve_config(base: Dict[str, Any], **overrides: Any) -> Dict[str, Any]:
     return cfg
 
 
-def _root(cfg: Dict[str, Any]) -> Path:
-    return Path(cfg['root']).expanduser() if cfg.get('root') else DEFAULT_DATA_ROOT
+def load_dataset(names: Sequence[str], cfg: Dict[str, Any], combineall: bool = False) -> ReIDDataset:
+    """The datasets ``names`` under ``cfg['root']`` (``cfg['dataset_options']`` size synthetic sets)."""
+    return load_datasets(names, cfg.get('root'), combineall, **(cfg.get('dataset_options') or {}))
 
 
-def _dataset(names: Sequence[str], cfg: Dict[str, Any], combineall: bool = False) -> ReIDDataset:
-    # dataset_options (e.g. synthetic sizes) go to synthetic datasets only; real datasets take none.
-    options = cfg.get('dataset_options') or {}
-    kwargs = options if all(n.startswith('synthetic') for n in names) else {}
-    if du.is_main_process():  # one process generates a synthetic set; the others then read it
-        ds = build_dataset(list(names), _root(cfg), combineall=combineall, **kwargs)
-    du.barrier()
-    if not du.is_main_process():
-        ds = build_dataset(list(names), _root(cfg), combineall=combineall, **kwargs)
-    return ds
+def load_data(cfg: Dict[str, Any], seed: int, engine: Engine) -> Tuple[TrainLoader, int]:
+    """The training loader over ``cfg['sources']`` (sharded over DDP ranks) and the class count."""
+    dataset = load_dataset(cfg['sources'], cfg, cfg['combineall'])
+    train = build_train_loader(dataset.train, cfg['height'], cfg['width'], cfg['batch_size'], cfg['transforms'],
+                               seed=seed, workers=engine.workers, pin_memory=engine.device.type == 'cuda')
+    return train, dataset.num_train_pids
 
 
-def load_data(cfg: Dict[str, Any], seed: int, device: str, workers: int) -> Tuple[DataLoader, EpochBatches, int]:
-    """The training loader over ``cfg['sources']`` (sharded over DDP ranks), its sampler, and the class count."""
-    dataset = _dataset(cfg['sources'], cfg, cfg['combineall'])
-    loader, sampler = make_train_loader(dataset.train, cfg, seed, workers, device.startswith('cuda'))
-    return loader, sampler, dataset.num_train_pids
-
-
-def cross_domain_eval(model: nn.Module, targets: Sequence[str], cfg: Dict[str, Any], engine: SimpleNamespace,
-                      device: torch.device, epoch: int) -> Dict[str, Any]:
+def cross_domain_eval(model: nn.Module, targets: Sequence[str], cfg: Dict[str, Any], engine: Engine,
+                      epoch: int) -> Dict[str, Any]:
     """Rank-1 / mAP of ``model``'s embedding on each target's query/gallery (a SuperNet evaluates its
     argmax child). Runs on every rank; results on the main process."""
-    from osnet_zoo.train import evaluate_targets
-    splits = {}
-    for t in targets:
-        ds = _dataset([t], cfg)
-        splits[t] = (ds.query, ds.gallery)
-    eval_args = SimpleNamespace(workers=engine.workers, amp=engine.amp)
-    return evaluate_targets([model], splits, cfg, eval_args, device, epoch)
+    splits = load_eval_splits(targets, cfg.get('root'), **(cfg.get('dataset_options') or {}))
+    return evaluate_models([model], splits, engine.device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),
+                           batch_size=max(cfg['batch_size'], 64), workers=engine.workers,
+                           precision=engine.precision, epoch=epoch)
 
 
 def _build_optimizer(model: nn.Module, cfg: Dict[str, Any]):
@@ -121,7 +121,7 @@ def _build_optimizer(model: nn.Module, cfg: Dict[str, Any]):
     return opt, sched
 
 
-def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNamespace,
+def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, engine: Engine,
                   desc: str = 'train') -> Dict[str, Any]:
     """Train ``model`` (SuperNet or OSNet, classifier sized to the sources) on ``cfg['sources']``.
 
@@ -132,7 +132,7 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
     time-limited sessions.
     """
     device = engine.device
-    loader, sampler, _ = load_data(cfg, seed, engine.device_name, engine.workers)
+    train, _ = load_data(cfg, seed, engine)
     model.to(device)
     if engine.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -144,42 +144,40 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
             model, device_ids=[device.index] if device.type == 'cuda' else None,
             find_unused_parameters=is_super and cfg['mode'] == 'sampled')
     ce = CrossEntropyLabelSmooth(cfg['label_smooth'])
-    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(engine.amp)
-    scaler = torch.amp.GradScaler(device.type) if engine.amp == 'fp16' else None
-    ckpt, log = out / 'checkpoint.pth', out / 'metrics.jsonl'
+    amp_dtype = autocast_dtype(engine.precision)
+    scaler = torch.amp.GradScaler(device.type) if engine.precision == 'fp16' else None
+    run = RunFolder(out, writer=du.is_main_process())
     start, seconds = 0, 0.0
-    if engine.resume and ckpt.is_file():
-        state = load_training_state(ckpt)
+    if engine.resume and run.checkpoint.is_file():
+        state = run.resume_state()
         model.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])
         set_rng_state(state['rng'])
         start, seconds = state['epoch'], state['seconds']
-    if du.is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_jsonl(log) if r['epoch'] <= start]
-        log.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+    run.start(start)
     samples = cfg['samples'] if is_super else 1
     model.train()
     for epoch in range(start, cfg['epochs']):
         if engine.stop_after_epoch and epoch - start >= engine.stop_after_epoch:
             raise StoppedEarly(f'{desc}: stopped after epoch {epoch} of {cfg["epochs"]} as asked; '
-                               f'the checkpoint is {ckpt}: run again with --resume to continue.')
+                               f'the checkpoint is {run.checkpoint}: run again with --resume to continue.')
         seed_everything(seed * 1000 + epoch)  # per-epoch seeding: a resumed run ends where an unbroken one does
-        sampler.set_epoch(epoch)
+        train.set_epoch(epoch)
         if is_super:
             model.temperature = temperature_at(epoch, cfg['tau_initial'], cfg['tau_halve_every'], cfg['tau_floor'])
         t0 = time.time()
+        loader = train.loader
         steps = len(loader) if not cfg['max_steps_per_epoch'] else min(len(loader), cfg['max_steps_per_epoch'])
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, total=steps, desc=f'{desc} {epoch + 1}/{cfg["epochs"]}', leave=False,
                    disable=not du.is_main_process() or engine.quiet, dynamic_ncols=True)
         memory_format = torch.channels_last if engine.channels_last else torch.contiguous_format
-        for step, (images, pids) in enumerate(bar):
+        for step, batch in enumerate(bar):
             if step >= steps:
                 break
-            images = normalize_batch(images.to(device, non_blocking=True), memory_format=memory_format)
-            pids = pids.to(device, non_blocking=True)
+            images = normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format)
+            pids = batch['pid'].to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             for s in range(samples):
                 # each draw is its own forward/backward: memory stays that of one sample
@@ -191,7 +189,7 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f'{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; the last '
-                            f'checkpoint ({ckpt}) is intact: lower the learning rate and resume.')
+                            f'checkpoint ({run.checkpoint}) is intact: lower the learning rate and resume.')
                     (scaler.scale(loss) if scaler else loss).backward()
                 loss_sum += loss.item()
             if scaler:
@@ -210,25 +208,21 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
         if is_super:
             record.update(temperature=model.temperature, probabilities=model.probabilities().tolist(),
                           pi=model.pi.detach().float().tolist())
+        run.end_epoch(record, epoch=epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(),
+                      scheduler=sched.state_dict(), rng=rng_state(), seconds=seconds)
         if du.is_main_process():
-            save_training_state(ckpt, epoch=epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(),
-                                scheduler=sched.state_dict(), rng=rng_state(), seconds=seconds)
-            append_jsonl(log, record)
             if not engine.quiet:
                 extra = f"  tau {record['temperature']:.2f}  choice {'/'.join(model.choices())}" if is_super else ''
                 print(f"{desc} epoch {epoch + 1}/{cfg['epochs']}  loss {record['loss']:.3f}  "
                       f"acc {record['acc']:.3f}{extra}", flush=True)
         du.barrier()
+    train.close()
     return dict(seconds=seconds, epochs=cfg['epochs'])
 
 
 def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], out_png: Path,
                        title: str = '') -> None:
     """softmax(pi) of each candidate over epochs, one panel per position; the winner is drawn bold."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
     recs = [r for r in records if 'probabilities' in r]
     epochs = [r['epoch'] for r in recs]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True, sharey=True)
@@ -249,13 +243,12 @@ def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = out_png.with_name(out_png.name + '.tmp.png')
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format='png')
     plt.close(fig)
-    tmp.replace(out_png)
 
 
-def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNamespace) -> Dict[str, Any]:
+def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: Engine) -> Dict[str, Any]:
     """One search: train the SuperNet, derive argmax pi, write ``genotype.json`` and ``probabilities.png``.
     When resuming, a finished seed (its genotype exists for the same epoch count) is read back, not searched."""
     gpath = out / 'genotype.json'
@@ -265,7 +258,7 @@ def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNam
             return done
     seed_everything(seed)
     # the classifier needs the number of training identities: read the sources first (cheap)
-    num_classes = _dataset(cfg['sources'], cfg, cfg['combineall']).num_train_pids
+    num_classes = load_dataset(cfg['sources'], cfg, cfg['combineall']).num_train_pids
     model = SuperNet(cfg['model_width'], num_classes=num_classes, conv1_in=cfg['conv1_in'], mode=cfg['mode'])
     stats = train_network(model, cfg, out, seed, engine, desc=f'search seed {seed}')
     genotype = dict(
@@ -280,11 +273,11 @@ def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: SimpleNam
     )
     if cfg['targets']:
         model.eval()  # the argmax child with the weights it inherits from the supernet
-        results = cross_domain_eval(model, cfg['targets'], cfg, engine, engine.device, cfg['epochs'])
+        results = cross_domain_eval(model, cfg['targets'], cfg, engine, cfg['epochs'])
         genotype['validation'] = {t: dict(rank1=r['rank1'], mAP=r['mAP']) for t, r in results.items()}
     if du.is_main_process():
         save_genotype(genotype, gpath)
-        plot_probabilities(read_jsonl(out / 'metrics.jsonl'), model.positions, out / 'probabilities.png',
+        plot_probabilities(RunFolder(out).records(), model.positions, out / 'probabilities.png',
                            title=f'seed {seed}: ' + ' / '.join(genotype['block_norms']))
     du.barrier()
     return genotype
@@ -297,14 +290,14 @@ def _score(genotype: Dict[str, Any]) -> Tuple[float, float]:
     return (sum(v['mAP'] for v in val.values()) / len(val), sum(v['rank1'] for v in val.values()) / len(val))
 
 
-def search(cfg: Dict[str, Any], out: Path, engine: SimpleNamespace) -> Dict[str, Any]:
+def search(cfg: Dict[str, Any], out: Path, engine: Engine) -> Dict[str, Any]:
     """Search once per seed in ``cfg['seeds']`` (into ``out/seed_<k>``) and keep the best genotype by mean
     cross-domain validation mAP over ``cfg['targets']`` (the first seed without targets). Writes
     ``out/genotype.json``, ``out/probabilities.png`` and ``out/seeds.json``; returns the kept genotype."""
     out = Path(out)
     if du.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(cfg, indent=2))
+        atomic_write_json(out / 'config.json', cfg)
     found = [search_one_seed(cfg, out / f'seed_{s}', s, engine) for s in cfg['seeds']]
     best_i = max(range(len(found)), key=lambda i: _score(found[i]))
     best = found[best_i]
@@ -315,5 +308,5 @@ def search(cfg: Dict[str, Any], out: Path, engine: SimpleNamespace) -> Dict[str,
                        + (', '.join(cfg['targets']) if cfg['targets'] else 'nothing (no targets: first seed)'),
                        seeds=[dict(seed=g['seed'], block_norms=g['block_norms'], validation=g.get('validation'),
                                    search_seconds=g.get('search_seconds')) for g in found])
-        (out / 'seeds.json').write_text(json.dumps(summary, indent=2))
+        atomic_write_json(out / 'seeds.json', summary)
     return best

@@ -8,7 +8,8 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 __all__ = ['ReIDItem', 'ReIDDataset', 'DatasetLayoutError', 'find_dataset_dir', 'relabel', 'IMAGE_EXTENSIONS']
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+# Image files the dataset readers and `python -m osnet_zoo.extract` pick up from folders.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 
 class ReIDItem(NamedTuple):

@@ -1,0 +1,133 @@
+"""The command-line vocabulary shared by every ``python -m osnet_zoo.<verb>``.
+
+Every verb names the same things the same way: ``--output``, ``--device``, ``--precision {fp32,bf16,fp16}``,
+``--batch-size``, ``--workers``, ``--model``, ``--root``. The spellings of earlier releases (``--out``,
+``--amp``, ``--half``, ``--arch``) still work for one release and print a deprecation warning.
+
+:func:`run` is the entry point of each ``__main__``: a bad input (a missing file, an unknown dataset, a
+corrupt checkpoint) is printed as one ``error: ...`` line with a non-zero exit status, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import torch
+
+__all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'default_device', 'add_output', 'add_device', 'add_precision',
+           'add_batch_size', 'add_workers', 'add_model', 'add_root', 'deprecated_alias', 'resolve_workers',
+           'error_message', 'run']
+
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+# Where datasets live when --root is not given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
+DEFAULT_DATA_ROOT = os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data')
+# Errors that mean "the input is wrong" (the message names the thing): printed as one line by run().
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
+               KeyError, RuntimeError, OSError)
+
+
+def default_device() -> str:
+    """'cuda' when a GPU is visible, else 'cpu'."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def deprecated_alias(new_option: str, mapping: Optional[Dict[Any, Any]] = None) -> type:
+    """An argparse action for an old option spelling: stores into the new option's ``dest`` (values
+    translated through ``mapping``) and warns once that ``new_option`` replaces it."""
+
+    class _Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            value = values if self.nargs != 0 else self.const
+            if mapping is not None:
+                value = mapping.get(value, value)
+            shown = f'{new_option} {value}' if self.nargs != 0 or mapping is not None else new_option
+            print(f'warning: {option_string} is deprecated and will be removed in the next release; use {shown}',
+                  file=sys.stderr)
+            setattr(namespace, self.dest, value)
+
+    return _Deprecated
+
+
+def add_output(parser: argparse.ArgumentParser, default: Optional[str], help: str) -> None:
+    """``--output`` (old spelling ``--out``)."""
+    parser.add_argument('--output', default=default, help=help + ('' if default is None else f' (default: {default})'))
+    parser.add_argument('--out', dest='output', action=deprecated_alias('--output'), help=argparse.SUPPRESS)
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (cpu, cuda, cuda:1, ...), CUDA when available by default."""
+    parser.add_argument('--device', default=default_device(),
+                        help='cpu, cuda, cuda:1, ... (default: cuda when a GPU is visible, else cpu)')
+
+
+def add_precision(parser: argparse.ArgumentParser, choices: Sequence[str] = PRECISIONS, default: str = 'fp32',
+                  help: str = 'numeric precision: fp32, or bf16 / fp16 mixed precision') -> None:
+    """``--precision {fp32,bf16,fp16}``; the old ``--amp {none,bf16,fp16}`` / bare ``--amp`` and ``--half``
+    spellings map onto it."""
+    parser.add_argument('--precision', default=default, choices=list(choices), help=f'{help} (default: {default})')
+    parser.add_argument('--amp', dest='precision', nargs='?', const='bf16',
+                        action=deprecated_alias('--precision', {'none': 'fp32'}), help=argparse.SUPPRESS)
+    if 'fp16' in choices:
+        parser.add_argument('--half', dest='precision', nargs=0, const='fp16',
+                            action=deprecated_alias('--precision fp16'), help=argparse.SUPPRESS)
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: Optional[int], help: str = 'images per batch') -> None:
+    parser.add_argument('--batch-size', type=int, default=default,
+                        help=help + ('' if default is None else f' (default: {default})'))
+
+
+def add_workers(parser: argparse.ArgumentParser, default: Optional[int] = None,
+                help: str = 'data-loading worker processes (default: 0 on the CPU, where decoding small crops is '
+                            'cheap and extra processes compete with the model for cores; 8 on a GPU)') -> None:
+    parser.add_argument('--workers', type=int, default=default, help=help)
+
+
+def resolve_workers(workers: Optional[int], device: str) -> int:
+    """The ``--workers`` default: 0 on the CPU, up to 8 on a GPU."""
+    if workers is not None:
+        if workers < 0:
+            raise ValueError(f'--workers must be >= 0, got {workers}.')
+        return workers
+    return 0 if str(device).startswith('cpu') else min(8, os.cpu_count() or 1)
+
+
+def add_model(parser: argparse.ArgumentParser, default: Optional[str] = 'osnet_x1_0', required: bool = False,
+              help: str = 'timm model name (osnet_x1_0, osnet_ain_x1_0, ...), with a weights tag '
+                          '(osnet_x1_0.msmt17_combineall) for pretrained weights') -> None:
+    parser.add_argument('--model', default=default, required=required,
+                        help=help + ('' if default is None else f' (default: {default})'))
+
+
+def add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--root', default=None,
+                        help='datasets root, each dataset in its released layout; synthetic sets are generated '
+                             'there (default: $OSNET_ZOO_DATA or ~/.cache/osnet_zoo/data)')
+
+
+def error_message(exc: BaseException) -> str:
+    """One readable line for an exception (a KeyError's repr quotes are dropped)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    text = str(exc) or type(exc).__name__
+    return ' '.join(text.split())
+
+
+def run(main: Callable[[], Any], exit_codes: Optional[Dict[type, int]] = None) -> int:
+    """Run a CLI ``main`` and turn a bad input into ``error: <message>`` and an exit status (1 unless
+    ``exit_codes`` maps the exception type to another); an int returned by ``main`` is the exit status."""
+    codes = {FloatingPointError: 2, **(exit_codes or {})}
+    try:
+        result = main()
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except tuple(codes) as e:
+        print(f'error: {error_message(e)}', file=sys.stderr)
+        return next(code for kind, code in codes.items() if isinstance(e, kind))
+    except USER_ERRORS as e:
+        print(f'error: {error_message(e)}', file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,119 @@
+"""Re-ID evaluation as a library: the features of a split, then CMC / mAP / mINP per target.
+
+Training, the architecture search and ``python -m osnet_zoo.evaluate`` all go through these functions::
+
+    splits = load_eval_splits(['market1501'], root='~/datasets')
+    results = evaluate_models([model], splits, device, size=(256, 128))
+    results['market1501']['rank1'], results['market1501']['mAP']
+
+Under DDP (``torchrun``) every rank embeds a contiguous share of each split; the shares are gathered in rank
+order, and the metrics are computed on the main process.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from . import distributed as du
+from .data import IMAGENET_MEAN, IMAGENET_STD, ReIDItem, build_eval_loader, load_datasets, normalize_batch
+from .metrics import evaluate_features
+from .models.embedding import Embedder
+
+__all__ = ['autocast_dtype', 'embed', 'load_eval_splits', 'evaluate_models', 'Split']
+
+Split = Tuple[List[ReIDItem], List[ReIDItem]]
+_AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def autocast_dtype(precision: str) -> Optional[torch.dtype]:
+    """The autocast dtype of a ``--precision`` value (None for fp32)."""
+    if precision not in _AUTOCAST:
+        raise ValueError(f'precision must be one of {list(_AUTOCAST)}, got {precision!r}.')
+    return _AUTOCAST[precision]
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, items: Sequence[Union[ReIDItem, str, os.PathLike]], device: torch.device,
+          size: Tuple[int, int] = (256, 128), mean: Sequence[float] = IMAGENET_MEAN,
+          std: Sequence[float] = IMAGENET_STD, batch_size: int = 64, workers: int = 0, precision: str = 'fp32',
+          flip: bool = False, desc: str = 'features') -> torch.Tensor:
+    """Embeddings (N, D) float32 of ``items`` (ReIDItems or image paths), in order, in this process.
+
+    ``model`` is wrapped in :class:`~osnet_zoo.models.embedding.Embedder` (the pre-logits features of a
+    model with a classifier). With ``flip`` each embedding is averaged with that of the mirrored image.
+    """
+    device = torch.device(device)
+    net = model if isinstance(model, Embedder) else Embedder(model)
+    dtype = autocast_dtype(precision)
+    loader = build_eval_loader(items, size, batch_size, workers, pin_memory=device.type == 'cuda', mean=mean, std=std)
+    feats: List[torch.Tensor] = []
+    for batch in tqdm(loader, desc=desc, unit='batch', leave=False, file=sys.stderr, disable=not du.is_main_process()):
+        x = normalize_batch(batch['image'].to(device, non_blocking=True), mean, std)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            f = net(x).float()
+            if flip:
+                f = (f + net(x.flip(-1)).float()) / 2
+        feats.append(f.cpu())
+    return torch.cat(feats) if feats else torch.zeros(0, 0)
+
+
+def _embed_sharded(models: Sequence[nn.Module], items: Sequence[ReIDItem], device: torch.device,
+                   **options: Any) -> torch.Tensor:
+    """``embed`` of every model (concatenated: the DML ensemble), each rank a contiguous share, gathered."""
+    rank, world = du.get_rank(), du.get_world_size()
+    per = (len(items) + world - 1) // world
+    mine = list(items[rank * per:(rank + 1) * per])
+    if mine:
+        feats = torch.cat([embed(m, mine, device, **options) for m in models], dim=1)
+    else:
+        feats = torch.zeros(0, sum(int(getattr(m, 'head_hidden_size', None) or m.num_features) for m in models))
+    return du.all_gather_cat(feats.to(device)).cpu()
+
+
+def load_eval_splits(targets: Sequence[str], root: Union[str, os.PathLike, None] = None,
+                     **options: Any) -> Dict[str, Split]:
+    """``{target: (query items, gallery items)}`` for every evaluation target dataset."""
+    splits = {}
+    for target in targets:
+        ds = load_datasets([target], root, **options)
+        splits[target] = (ds.query, ds.gallery)
+    return splits
+
+
+def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], device: torch.device,
+                    metric: str = 'euclidean', size: Tuple[int, int] = (256, 128),
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, batch_size: int = 64,
+                    workers: int = 0, precision: str = 'fp32', flip: bool = False,
+                    epoch: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+    """Rank-1/5/10, mAP and mINP of ``models`` on each split (features concatenated over the models: the
+    DML ensemble), Market1501 protocol. Runs on every rank; the results are filled on the main process.
+    The models are put in eval mode for the evaluation and back in their previous mode after it."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    options = dict(size=size, mean=mean, std=std, batch_size=batch_size, workers=workers, precision=precision,
+                   flip=flip, desc='embedding')
+    results: Dict[str, Dict[str, Any]] = {}
+    try:
+        for target, (query, gallery) in splits.items():
+            qf = _embed_sharded(models, query, device, **options)
+            gf = _embed_sharded(models, gallery, device, **options)
+            if not du.is_main_process():
+                continue
+            q_pids, g_pids = torch.tensor([it.pid for it in query]), torch.tensor([it.pid for it in gallery])
+            q_cams, g_cams = torch.tensor([it.camid for it in query]), torch.tensor([it.camid for it in gallery])
+            r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, device=device)
+            cmc = r['cmc']
+            n_ids = len(set(g_pids.tolist()))
+            results[target] = dict(rank1=float(cmc[0]), rank5=float(cmc[4]), rank10=float(cmc[9]),
+                                   mAP=float(r['mAP']), mINP=float(r['mINP']), epoch=epoch, num_query=len(query),
+                                   num_gallery=len(gallery), chance_rank1=1.0 / max(n_ids, 1))
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    return results

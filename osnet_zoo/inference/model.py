@@ -1,0 +1,69 @@
+"""The model behind every inference path (the extractor, export, evaluation, visualisation): one builder,
+and its preprocessing contract."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Optional, Union
+
+import timm
+import torch.nn as nn
+from timm.data import resolve_data_config
+
+from ..weights import load_osnet_checkpoint
+
+__all__ = ['build_embedding_model', 'resolve_preprocessing']
+
+# OSNet's re-ID preprocessing, used for a module that carries no timm pretrained_cfg.
+_OSNET_DEFAULT_CFG = dict(input_size=(3, 256, 128), interpolation='bilinear', mean=(0.485, 0.456, 0.406),
+                          std=(0.229, 0.224, 0.225), crop_pct=1.0, crop_mode='squash')
+
+
+def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The preprocessing contract of ``model``: input_size (C, H, W), interpolation, mean, std, crop_pct,
+    crop_mode — from its timm ``pretrained_cfg`` (OSNet's re-ID defaults for a bare module), then
+    ``overrides``. Only the squash resize (no crop, ``crop_pct`` 1) is supported: re-ID crops are resized
+    whole to H x W."""
+    cfg = getattr(model, 'pretrained_cfg', None)
+    if not cfg or 'input_size' not in cfg:
+        cfg = _OSNET_DEFAULT_CFG
+    data_config = resolve_data_config(pretrained_cfg=dict(cfg))
+    config = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')}
+    config.update(overrides or {})
+    config['input_size'] = tuple(int(v) for v in config['input_size'])
+    config['mean'] = tuple(float(v) for v in config['mean'])
+    config['std'] = tuple(float(v) for v in config['std'])
+    if len(config['input_size']) != 3 or config['input_size'][0] != 3:
+        raise ValueError(f"input_size must be (3, H, W), got {config['input_size']}.")
+    if config['interpolation'] not in ('bilinear', 'bicubic', 'nearest'):
+        raise ValueError(f"Unsupported interpolation {config['interpolation']!r} (bilinear, bicubic or nearest).")
+    if config['crop_mode'] != 'squash' and float(config['crop_pct']) != 1.0:
+        raise ValueError(f"Only the re-ID squash resize is supported (crop_pct 1.0 or crop_mode 'squash'); got "
+                         f"crop_mode={config['crop_mode']!r}, crop_pct={config['crop_pct']}.")
+    return config
+
+
+def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
+                          checkpoint_path: Union[str, os.PathLike, None] = None) -> nn.Module:
+    """An eval-mode module returning embeddings.
+
+    ``model`` is a timm name (created with ``num_classes=0``; pretrained weights unless ``checkpoint_path``
+    names a local checkpoint, loaded with ``load_osnet_checkpoint(strict=False)``) or a module (copied; an
+    OSNet with a classifier has it removed, so that it returns the embedding).
+    """
+    if isinstance(model, str):
+        if checkpoint_path is not None:
+            net = timm.create_model(model, pretrained=False, num_classes=0)
+            load_osnet_checkpoint(net, checkpoint_path, strict=False)
+        else:
+            net = timm.create_model(model, pretrained=pretrained, num_classes=0)
+    elif isinstance(model, nn.Module):
+        if checkpoint_path is not None:
+            raise ValueError('checkpoint_path is for a model name; load the checkpoint into your module '
+                             'yourself (osnet_zoo.load_osnet_checkpoint).')
+        net = copy.deepcopy(model)
+        if getattr(net, 'num_classes', 0) and hasattr(net, 'reset_classifier'):
+            net.reset_classifier(0)  # use the embedding, not the logits
+    else:
+        raise TypeError(f'model must be a timm model name or an nn.Module, got {type(model).__name__}.')
+    return net.eval()

@@ -1,0 +1,333 @@
+"""Train OSNet for person re-identification.
+
+With no arguments it trains a small OSNet on the embedded synthetic re-ID set on the CPU, evaluates it,
+and prints Rank-1 / mAP. The papers' recipes ship with the package::
+
+    python -m osnet_zoo.train                                   # synthetic demo, CPU, a few minutes
+    python -m osnet_zoo.train --recipe imagenet_finetune --root ~/datasets --sources market1501
+    python -m osnet_zoo.train --recipe cross_domain_msmt17 --root ~/datasets --device cuda --precision bf16
+    torchrun --nproc_per_node 8 -m osnet_zoo.train --recipe scratch --root ~/datasets --device cuda
+
+Any recipe value can be overridden by its command-line option. Every epoch an atomic checkpoint is written
+to ``OUTPUT/checkpoint.pth``; ``--resume`` continues from it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import timm
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from osnet_zoo import cli
+from osnet_zoo import distributed as du
+from osnet_zoo.data import build_train_loader, load_datasets, normalize_batch
+from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
+from osnet_zoo.models.embedding import Embedder
+from osnet_zoo.train.checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
+from osnet_zoo.train.curves import plot_curves
+from osnet_zoo.train.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
+from osnet_zoo.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
+from osnet_zoo.train.recipes import TrainConfig, list_recipes, resolve_config
+from osnet_zoo.weights.convert import convert_checkpoint
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='python -m osnet_zoo.train',
+        description=__doc__.split('\n\n')[0] + ' Shipped recipes: ' + ', '.join(list_recipes()) + '.',
+        epilog='examples:\n' + '\n'.join(line for line in __doc__.splitlines() if line.startswith('    ')),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group('recipe and data')
+    g.add_argument('--recipe', default='synthetic', help='shipped recipe name or a YAML file (default: synthetic)')
+    cli.add_root(g)
+    g.add_argument('--sources', nargs='+', help='training datasets (several: identities relabelled per source)')
+    g.add_argument('--targets', nargs='+', help='evaluation datasets')
+    g.add_argument('--combineall', action=argparse.BooleanOptionalAction, default=None,
+                   help='train on all splits of the sources (MSMT17 protocol of the AIN paper)')
+    g.add_argument('--height', type=int, help='input height')
+    g.add_argument('--width', type=int, help='input width')
+    g.add_argument('--transforms', nargs='+', help='random_flip random_crop random_patch color_jitter random_erase')
+    cli.add_workers(g)
+    g = p.add_argument_group('model')
+    cli.add_model(g, default=None, help='timm model name, e.g. osnet_x1_0, osnet_ain_x1_0 (default: the recipe\'s)')
+    g.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
+    g.add_argument('--pretrained', help="pretrained tag to start from (e.g. 'imagenet'); 'none' for random")
+    g = p.add_argument_group('optimisation (default: the recipe\'s)')
+    g.add_argument('--epochs', type=int)
+    cli.add_batch_size(g, None, help='images per batch and process')
+    g.add_argument('--optim', choices=OPTIMIZERS)
+    g.add_argument('--lr', type=float)
+    g.add_argument('--weight-decay', type=float)
+    g.add_argument('--lr-scheduler', choices=SCHEDULERS)
+    g.add_argument('--stepsize', type=int, nargs='+', help='multistep milestones (epochs)')
+    g.add_argument('--gamma', type=float, help='multistep decay factor')
+    g.add_argument('--fixbase-epochs', type=int, help='first epochs train only the classifier')
+    g.add_argument('--label-smooth', type=float)
+    g.add_argument('--triplet-weight', type=float, help='weight of the hard-mining triplet loss (0: off)')
+    g.add_argument('--margin', type=float, help='triplet margin')
+    g.add_argument('--num-instances', type=int, help='images per identity in a batch (identity sampler)')
+    g.add_argument('--dml', action=argparse.BooleanOptionalAction, default=None,
+                   help='deep mutual learning of two networks; test features concatenate both')
+    g = p.add_argument_group('evaluation')
+    g.add_argument('--eval-freq', type=int, help='evaluate every N epochs (0: only at the end)')
+    g.add_argument('--metric', choices=['euclidean', 'cosine'])
+    g = p.add_argument_group('engineering')
+    cli.add_device(g)
+    cli.add_precision(g)
+    g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    g.add_argument('--compile', action='store_true', help='torch.compile the model')
+    cli.add_output(g, 'runs/osnet', 'folder for checkpoints, logs, curves, final model')
+    g.add_argument('--resume', nargs='?', const='auto', default=None,
+                   help='resume from OUTPUT/checkpoint.pth (or the given checkpoint)')
+    g.add_argument('--seed', type=int, default=1, help='random seed (default: 1)')
+    g.add_argument('--deterministic', action='store_true', help='deterministic algorithms (exact resume)')
+    g.add_argument('--tensorboard', action='store_true', help='also log to TensorBoard (needs tensorboard)')
+    g.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap iterations per epoch (smoke tests)')
+    return p
+
+
+def create_models(cfg: TrainConfig, num_classes: int) -> List[nn.Module]:
+    """The network (two for deep mutual learning), from ``cfg.pretrained`` weights when set."""
+    name = cfg.model + (f'.{cfg.pretrained}' if cfg.pretrained else '')
+    return [timm.create_model(name, pretrained=bool(cfg.pretrained), num_classes=num_classes)
+            for _ in range(2 if cfg.dml else 1)]
+
+
+def set_fixbase(models: Sequence[nn.Module], frozen: bool) -> None:
+    """While ``frozen``, only the classifier trains; the backbone is frozen and kept in eval mode."""
+    for model in models:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not frozen or name.startswith('classifier.'))
+        model.train()
+        if frozen:
+            for name, m in model.named_children():
+                if name != 'classifier':
+                    m.eval()
+
+
+def train_one_epoch(
+        nets: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer], loader: torch.utils.data.DataLoader,
+        cfg: TrainConfig, epoch: int, device: torch.device, scaler: Optional[torch.amp.GradScaler],
+) -> Dict[str, float]:
+    """One epoch of label-smoothed cross-entropy (+ triplet, + mutual learning); the epoch's mean losses
+    and accuracy over all ranks."""
+    ce = CrossEntropyLabelSmooth(cfg.label_smooth)
+    triplet = HardTripletLoss(cfg.margin) if cfg.triplet_weight > 0 else None
+    amp_dtype = autocast_dtype(cfg.precision)
+    sums = dict(loss=0.0, loss_ce=0.0, correct=0.0, n=0.0)
+    if triplet:
+        sums['loss_triplet'] = 0.0
+    if len(nets) == 2:
+        sums['loss_dml'] = 0.0
+    steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
+    bar = tqdm(loader, total=steps, desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not du.is_main_process(),
+               leave=False, dynamic_ncols=True)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    for step, batch in enumerate(bar):
+        if step >= steps:
+            break
+        images = normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format)
+        pids = batch['pid'].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = [net(images) for net in nets]
+        losses = []
+        for i, (emb, logits) in enumerate(outputs):
+            loss_ce = ce(logits, pids)
+            loss = loss_ce
+            sums['loss_ce'] += loss_ce.item() / len(nets)
+            if triplet is not None:
+                loss_tri = triplet(emb, pids)
+                loss = loss + cfg.triplet_weight * loss_tri
+                sums['loss_triplet'] += loss_tri.item() / len(nets)
+            if len(nets) == 2:
+                loss_dml = mutual_learning_loss(logits, outputs[1 - i][1])
+                loss = loss + loss_dml
+                sums['loss_dml'] += loss_dml.item() / 2
+            losses.append(loss)
+        total = sum(losses)
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f'Loss became {total.item()} at epoch {epoch + 1}, step {step}: stopping. The last good checkpoint '
+                f'({cfg.output}/checkpoint.pth) is intact; lower the learning rate or disable fp16 and --resume.')
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+        else:
+            total.backward()
+            for opt in optimizers:
+                opt.step()
+        sums['loss'] += total.item() / len(nets)
+        sums['correct'] += (outputs[0][1].argmax(1) == pids).sum().item()
+        sums['n'] += len(pids)
+        bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", acc=f"{sums['correct'] / sums['n']:.3f}")
+    n_steps = max(min(steps, step + 1), 1)
+    stats = {k: du.reduce_mean(v / n_steps, device) for k, v in sums.items() if k.startswith('loss')}
+    stats['acc'] = du.reduce_mean(sums['correct'] / max(sums['n'], 1), device)
+    return stats
+
+
+def evaluate(models: Sequence[nn.Module], splits, cfg: TrainConfig, device: torch.device,
+             epoch: int) -> Dict[str, Any]:
+    """Rank-1 / mAP of the models' (concatenated) features on every target, at the training size."""
+    return evaluate_models(models, splits, device, metric=cfg.metric, size=(cfg.height, cfg.width),
+                           batch_size=max(cfg.batch_size, 64), workers=cfg.workers, precision=cfg.precision,
+                           epoch=epoch)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = get_args_parser().parse_args(argv)
+    args.workers = cli.resolve_workers(args.workers, args.device)
+    cfg = resolve_config(args)
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (optional dependency: fail before any work, not at the first log)
+        except ImportError:
+            raise ValueError('--tensorboard needs the tensorboard package: pip install "osnet-zoo[tensorboard]"')
+    device = du.init_distributed(cfg.device)
+    out = Path(cfg.output)
+    run = RunFolder(out, writer=du.is_main_process())
+    if du.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'config.json').write_text(json.dumps(cfg.to_dict(), indent=2))
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.seed)
+    # read the checkpoint before anything slow, so a wrong --resume fails at once
+    state = run.resume_state(None if cfg.resume == 'auto' else cfg.resume) if cfg.resume else None
+
+    dataset = load_datasets(cfg.sources, cfg.root, cfg.combineall)
+    if du.is_main_process():
+        print(dataset.summary())
+    train = build_train_loader(dataset.train, cfg.height, cfg.width, cfg.batch_size, cfg.transforms,
+                               num_instances=cfg.num_instances if cfg.triplet_weight > 0 else 0, seed=cfg.seed,
+                               workers=cfg.workers, pin_memory=device.type == 'cuda')
+    num_classes = dataset.num_train_pids
+    models = create_models(cfg, num_classes)
+    for model in models:
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+    nets: List[nn.Module] = [Embedder(m, with_logits=True) for m in models]
+    if cfg.compile:
+        nets = [torch.compile(n) for n in nets]
+    if du.is_distributed():
+        nets = [nn.parallel.DistributedDataParallel(n, device_ids=[device.index] if device.type == 'cuda' else None)
+                for n in nets]
+    optimizers = [build_optimizer(cfg.optim, m.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum, cfg.amsgrad)
+                  for m in models]
+    schedulers = [build_scheduler(cfg.lr_scheduler, o, cfg.epochs, cfg.stepsize, cfg.gamma) for o in optimizers]
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == 'fp16' else None
+
+    start_epoch = 0
+    if state is not None:
+        for m, sd in zip(models, state['models']):
+            m.load_state_dict(sd)
+        for o, sd in zip(optimizers, state['optimizers']):
+            o.load_state_dict(sd)
+        for s, sd in zip(schedulers, state['schedulers']):
+            s.load_state_dict(sd)
+        if scaler is not None and state.get('scaler'):
+            scaler.load_state_dict(state['scaler'])
+        set_rng_state(state['rng'])
+        start_epoch = state['epoch']
+        if du.is_main_process():
+            print(f'Resumed from {cfg.resume if cfg.resume != "auto" else run.checkpoint} '
+                  f'at epoch {start_epoch}/{cfg.epochs}')
+    run.start(start_epoch)
+    writer = None
+    if cfg.tensorboard and du.is_main_process():
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency (checked above)
+        writer = SummaryWriter(str(out / 'tensorboard'))
+    eval_splits = None
+    results: Dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        # Each epoch is seeded by (seed, epoch) and each sample's augmentation by (seed, epoch, position):
+        # nothing depends on whether the run was interrupted or on the loader's worker processes, so a
+        # resumed run ends where an uninterrupted one does.
+        seed_everything(cfg.seed * 1000 + epoch)
+        train.set_epoch(epoch)
+        set_fixbase(models, frozen=epoch < cfg.fixbase_epochs)
+        t0 = time.time()
+        stats = train_one_epoch(nets, optimizers, train.loader, cfg, epoch, device, scaler)
+        for s in schedulers:
+            s.step()
+        stats.update(kind='train', epoch=epoch + 1, lr=optimizers[0].param_groups[0]['lr'],
+                     seconds=time.time() - t0, images_per_second=train.images_per_epoch / (time.time() - t0))
+        # checkpoint first, then the log line: a logged epoch always has its checkpoint
+        run.end_epoch(stats, epoch=epoch + 1, models=[m.state_dict() for m in models],
+                      optimizers=[o.state_dict() for o in optimizers], schedulers=[s.state_dict() for s in schedulers],
+                      scaler=scaler.state_dict() if scaler is not None else None, rng=rng_state(),
+                      config=cfg.to_dict(), num_classes=num_classes)
+        if du.is_main_process():
+            if writer:
+                for k, v in stats.items():
+                    if isinstance(v, float):
+                        writer.add_scalar(f'train/{k}', v, epoch + 1)
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  "
+                  f"{stats['images_per_second']:.0f} img/s")
+        du.barrier()
+        last = epoch + 1 == cfg.epochs
+        if last or (cfg.eval_freq and (epoch + 1) % cfg.eval_freq == 0):
+            if eval_splits is None:
+                eval_splits = load_eval_splits(cfg.targets, cfg.root)
+            results = evaluate(models, eval_splits, cfg, device, epoch + 1)
+            for target, r in results.items():
+                run.log_line(dict(kind='eval', epoch=epoch + 1, target=target, rank1=r['rank1'], mAP=r['mAP'],
+                                  mINP=r['mINP']))
+                if writer:
+                    for k in ('rank1', 'mAP', 'mINP'):
+                        writer.add_scalar(f'eval/{target}/{k}', r[k], epoch + 1)
+    train.close()
+    if du.is_distributed():
+        # DDP keeps replicas identical; verify it rather than assume it (a cheap end-of-run check).
+        checksums = du.all_gather_cat(parameter_checksum(models[0]).to(device)[None]).cpu().tolist()
+        if du.is_main_process():
+            agree = all(c == checksums[0] for c in checksums)
+            (out / 'distributed.json').write_text(json.dumps(dict(
+                world_size=du.get_world_size(), ranks_agree=agree, parameter_checksums=checksums), indent=2))
+            if not agree:
+                print(f'warning: model replicas differ across ranks: {checksums}', file=sys.stderr)
+    if du.is_main_process():
+        plot_curves(run.records(), out / 'curves.png')
+        (out / 'results.json').write_text(json.dumps(results, indent=2))
+        save_final_model(models[0], cfg, out / 'final')
+        for target, r in results.items():
+            print(f"{target}: Rank-1 {100 * r['rank1']:.1f}%  mAP {100 * r['mAP']:.1f}%  "
+                  f"(chance Rank-1 ~{100 * r['chance_rank1']:.1f}%)")
+        print(f'Wrote {out}/curves.png, {out}/metrics.jsonl, {out}/results.json, {out}/final/')
+    if writer:
+        writer.close()
+    du.cleanup()
+    return results
+
+
+def parameter_checksum(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+
+
+def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path) -> None:
+    """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
+    config.json and a model card, verified by a forward pass after the round trip."""
+    raw = out_dir.parent / 'final_state.safetensors'
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(raw))
+    convert_checkpoint(raw, cfg.model, 'trained', out_dir, check_size=(cfg.height, cfg.width))
+    raw.unlink()
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run(main))

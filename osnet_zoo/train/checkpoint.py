@@ -1,0 +1,122 @@
+"""The run folder of a training (or a search): the checkpoint, the metrics log, seeding, resume.
+
+Training and the architecture search share this bookkeeping:
+
+* ``checkpoint.pth`` holds everything needed to continue (models, optimisers, schedulers, scaler, RNG states,
+  epoch), written atomically every epoch, and read back with ``torch.load(weights_only=True)``;
+* ``metrics.jsonl`` gets one line per epoch (and per evaluation), always *after* that epoch's checkpoint, so a
+  logged epoch has its checkpoint; a resumed run drops the lines of epochs after the checkpoint it continues.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from ..files import atomic_torch_save
+
+__all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'save_training_state', 'load_training_state',
+           'RunFolder', 'append_jsonl', 'read_jsonl']
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> Dict[str, Any]:
+    """RNG states as tensors and plain values only, so checkpoints load with ``weights_only=True``."""
+    np_state = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        'python': [version, list(internal), gauss_next],
+        'numpy_keys': torch.from_numpy(np_state[1].astype(np.int64)),
+        'numpy_pos': int(np_state[2]),
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss_next = state['python']
+    random.setstate((version, tuple(internal), gauss_next))
+    np.random.set_state(('MT19937', state['numpy_keys'].numpy().astype(np.uint32), state['numpy_pos'], 0, 0.0))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save_training_state(path: Union[str, Path], **state: Any) -> None:
+    """Write a training checkpoint atomically (a crash never leaves a torn file)."""
+    atomic_torch_save(state, path)
+
+
+def load_training_state(path: Union[str, Path]) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_training_state` (tensors and plain values: weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Cannot resume: checkpoint {path} does not exist.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f'Cannot resume from {path}: not a readable osnet_zoo training checkpoint ({e}).') from e
+
+
+def append_jsonl(path: Union[str, Path], record: Dict[str, Any]) -> None:
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
+def read_jsonl(path: Union[str, Path]) -> List[Dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class RunFolder:
+    """A run's folder: ``checkpoint.pth`` + ``metrics.jsonl``, written checkpoint-first.
+
+    Only the main process writes (``writer=False`` on the other DDP ranks); every rank can read.
+    """
+
+    def __init__(self, folder: Union[str, Path], writer: bool = True):
+        self.folder = Path(folder)
+        self.checkpoint = self.folder / 'checkpoint.pth'
+        self.log = self.folder / 'metrics.jsonl'
+        self.writer = writer
+
+    def resume_state(self, path: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+        """The checkpoint to continue from (this folder's, or ``path``)."""
+        return load_training_state(self.checkpoint if path is None else path)
+
+    def start(self, epoch: int) -> None:
+        """Begin at ``epoch`` (0 for a fresh run): the log keeps only the lines of epochs up to it."""
+        if not self.writer:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in read_jsonl(self.log) if r['epoch'] <= epoch]
+        self.log.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+
+    def end_epoch(self, record: Dict[str, Any], **state: Any) -> None:
+        """The epoch's checkpoint (``state``), then its log line (``record``)."""
+        if not self.writer:
+            return
+        save_training_state(self.checkpoint, **state)
+        append_jsonl(self.log, record)
+
+    def log_line(self, record: Dict[str, Any]) -> None:
+        """A log line that needs no checkpoint (an evaluation)."""
+        if self.writer:
+            append_jsonl(self.log, record)
+
+    def records(self) -> List[Dict[str, Any]]:
+        return read_jsonl(self.log)

@@ -1,0 +1,117 @@
+"""Training settings: one :class:`TrainConfig`, from the defaults, a recipe (YAML) and the command line.
+
+The papers' recipes ship in ``osnet_zoo/train/recipes/*.yaml``, each citing its source. A recipe sets any
+training option; every option given on the command line overrides it. ``resolve_config`` returns the one
+config object the training loop reads, and ``config.json`` in the run folder records it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+__all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config']
+
+RECIPES_DIR = Path(__file__).parent / 'recipes'
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run uses. The first group is what a recipe may set; the rest is engineering
+    (where and how the run executes), set on the command line only."""
+    # --- recipe options
+    model: str = 'osnet_x0_25'
+    pretrained: Optional[str] = None
+    sources: List[str] = field(default_factory=lambda: ['synthetic'])
+    targets: List[str] = field(default_factory=lambda: ['synthetic'])
+    combineall: bool = False
+    height: int = 256
+    width: int = 128
+    epochs: int = 10
+    batch_size: int = 64
+    optim: str = 'adam'
+    amsgrad: bool = True
+    momentum: float = 0.9
+    lr: float = 0.0015
+    weight_decay: float = 5e-4
+    lr_scheduler: str = 'cosine'
+    stepsize: List[int] = field(default_factory=list)
+    gamma: float = 0.1
+    fixbase_epochs: int = 0
+    transforms: List[str] = field(default_factory=lambda: ['random_flip'])
+    label_smooth: float = 0.1
+    triplet_weight: float = 0.0
+    margin: float = 0.3
+    num_instances: int = 4
+    dml: bool = False
+    eval_freq: int = 0
+    metric: str = 'euclidean'
+    source: Optional[str] = None
+    # --- engineering (command line only)
+    recipe: str = 'synthetic'
+    root: Optional[str] = None
+    workers: int = 0
+    device: str = 'cpu'
+    precision: str = 'fp32'
+    channels_last: bool = False
+    compile: bool = False
+    output: str = 'runs/osnet'
+    resume: Optional[str] = None
+    seed: int = 1
+    deterministic: bool = False
+    tensorboard: bool = False
+    max_steps_per_epoch: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ENGINEERING_START = 'recipe'
+RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)[
+    :[f.name for f in dataclasses.fields(TrainConfig)].index(_ENGINEERING_START)])
+_RENAMED_KEYS = {'arch': 'model'}  # recipe keys of earlier releases
+
+
+def list_recipes() -> List[str]:
+    """Names of the shipped recipes."""
+    return sorted(p.stem for p in RECIPES_DIR.glob('*.yaml'))
+
+
+def load_recipe(name_or_path: str) -> Dict[str, Any]:
+    """A shipped recipe by name (``scratch``, ``imagenet_finetune``, ...) or a YAML file path, as a dict of
+    option: value; an unknown option is an error naming it."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPES_DIR / f'{name_or_path}.yaml'
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'Recipe {name_or_path!r} not found: neither a file nor one of the shipped recipes {list_recipes()}.')
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f'Recipe {path} is not valid YAML: {" ".join(str(e).split())}') from None
+    if not isinstance(recipe, dict):
+        raise ValueError(f'Recipe {path} must be a YAML mapping of option: value, got {type(recipe).__name__}.')
+    for old, new in _RENAMED_KEYS.items():
+        if old in recipe:
+            print(f'warning: recipe {path}: option {old!r} is now {new!r}', file=sys.stderr)
+            recipe[new] = recipe.pop(old)
+    unknown = set(recipe) - set(RECIPE_KEYS)
+    if unknown:
+        raise ValueError(f'Recipe {name_or_path!r} has unknown options {sorted(unknown)}; known: {sorted(RECIPE_KEYS)}.')
+    return recipe
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the recipe's values, then every option given on the command line (not None)."""
+    values = dict(load_recipe(args.recipe))
+    values.update({k: v for k, v in vars(args).items()
+                   if k in TrainConfig.__dataclass_fields__ and v is not None})
+    if values.get('pretrained') in ('none', ''):
+        values['pretrained'] = None
+    return TrainConfig(**values)

@@ -196,7 +196,7 @@ def test_combineall_and_multi_source(tmp_path):
     assert len({it.camid for it in both.train}) == 5  # cameras kept apart per source
     assert both.query == market.query
     with pytest.raises(KeyError, match='unknown dataset'):
-        build_dataset('viper', tmp_path)
+        build_dataset('ilidsvid', tmp_path)
 
 
 def test_read_image_converts_and_names_bad_files(tmp_path):

@@ -18,9 +18,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -179,6 +180,31 @@ def _junk(rng: np.random.Generator, person: Dict, cam: Dict, h: int, w: int) -> 
     return Image.fromarray(sliver).resize((w, h))
 
 
+@contextmanager
+def building_dir(out_dir: Path, marker: str) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``out_dir`` to fill; when the block ends normally it is renamed to
+    ``out_dir``, so a dataset folder is always complete. ``out_dir`` may not exist yet or be empty; if it
+    already holds ``marker`` (a finished dataset) it is a FileExistsError. On an exception the temporary
+    folder is removed."""
+    if (out_dir / marker).exists():
+        raise FileExistsError(f'{out_dir} already holds a synthetic dataset')
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix='.synthetic-', dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # an empty folder may be replaced
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not (out_dir / marker).exists():
+                raise FileExistsError(f'{out_dir} exists and is not empty: choose an empty or new folder') from None
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same dataset first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def make_synthetic_reid(out_dir: Union[str, os.PathLike], config: Optional[SyntheticConfig] = None,
                         **overrides) -> Path:
     """Write a synthetic dataset in the Market1501 layout to ``out_dir`` (created; must not hold a dataset).
@@ -197,11 +223,7 @@ def make_synthetic_reid(out_dir: Union[str, os.PathLike], config: Optional[Synth
     if cfg.num_cameras < 2 or lo < 2 or hi < lo:
         raise ValueError('need at least 2 cameras and 2 cameras per identity (a query needs a match elsewhere)')
     out_dir = Path(out_dir)
-    if (out_dir / _MANIFEST).exists():
-        raise FileExistsError(f'{out_dir} already holds a synthetic dataset')
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix='.synthetic-', dir=out_dir.parent))
-    try:
+    with building_dir(out_dir, _MANIFEST) as tmp:
         for split in ('bounding_box_train', 'query', 'bounding_box_test'):
             (tmp / split).mkdir()
         rng = np.random.default_rng([cfg.seed, cfg.domain])
@@ -236,17 +258,6 @@ def make_synthetic_reid(out_dir: Union[str, os.PathLike], config: Optional[Synth
             save(_junk(rng, _identity(rng), cameras[cam], cfg.height, cfg.width), 'bounding_box_test', -1, cam, 0)
         manifest = {'version': _VERSION, 'config': asdict(cfg), 'cameras': cameras}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out_dir.exists() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # an empty folder may be replaced
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not (out_dir / _MANIFEST).exists():
-                raise FileExistsError(f'{out_dir} exists and is not empty: choose an empty or new folder') from None
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same dataset first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, Sequence, Union
 
-from .base import IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, find_dataset_dir, relabel
+from .base import (
+    IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, SplitFileError, find_dataset_dir, relabel,
+)
+from .cuhk01 import cuhk01, extract_cuhk01_zip
 from .cuhk03 import cuhk03, extract_cuhk03_images
+from .grid import grid
 from .market1501 import dukemtmcreid, market1501
 from .msmt17 import msmt17
+from .protocols import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
+from .viper import viper
 
-__all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'market1501',
-           'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'relabel', 'find_dataset_dir',
-           'IMAGE_EXTENSIONS']
+__all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'SplitFileError',
+           'market1501', 'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'viper', 'grid', 'cuhk01',
+           'extract_cuhk01_zip', 'PROTOCOLS', 'ProtocolRun', 'protocol_runs', 'aggregate_runs', 'format_aggregate',
+           'relabel', 'find_dataset_dir', 'IMAGE_EXTENSIONS']
 
 
 def _synthetic(domain: int) -> Callable[..., ReIDDataset]:
@@ -28,6 +35,10 @@ DATASETS: Dict[str, Callable[..., ReIDDataset]] = {
     'cuhk03': cuhk03,
     'cuhk03_detected': lambda root, **kw: cuhk03(root, labeled=False, **kw),
     'cuhk03_labeled': lambda root, **kw: cuhk03(root, labeled=True, **kw),
+    # the small benchmarks: split_id=0..9 (and direction='a2b'|'b2a' for VIPeR); see protocol_runs
+    'viper': viper,
+    'grid': grid,
+    'cuhk01': cuhk01,
     'synthetic': _synthetic(0),
     'synthetic_b': _synthetic(1),
 }

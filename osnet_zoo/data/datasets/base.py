@@ -1,12 +1,20 @@
 """Re-ID dataset splits as plain lists of (path, pid, camid, dsetid) items, and ways to combine them."""
 from __future__ import annotations
 
+import importlib
+import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from types import ModuleType
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-__all__ = ['ReIDItem', 'ReIDDataset', 'DatasetLayoutError', 'find_dataset_dir', 'relabel', 'IMAGE_EXTENSIONS']
+import numpy as np
+
+from ...files import atomic_write_json
+
+__all__ = ['ReIDItem', 'ReIDDataset', 'DatasetLayoutError', 'SplitFileError', 'find_dataset_dir', 'relabel',
+           'IMAGE_EXTENSIONS', 'identity_splits', 'check_split_id', 'optional_import']
 
 # Image files the dataset readers and `python -m osnet_zoo.extract` pick up from folders.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
@@ -23,6 +31,19 @@ class ReIDItem(NamedTuple):
 
 class DatasetLayoutError(FileNotFoundError):
     """A dataset root that is missing, incomplete or not in the expected layout (the message shows it)."""
+
+
+class SplitFileError(DatasetLayoutError):
+    """A saved split file beside a dataset that is damaged or does not match the images (the message names it)."""
+
+
+def optional_import(module: str, dataset: str, extra: str, why: str) -> ModuleType:
+    """``import module`` for a dataset that needs an optional dependency, or an ImportError saying how to
+    install it (``pip install "osnet-zoo[extra]"``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f'{dataset} needs {module} {why}: pip install "osnet-zoo[{extra}]"') from None
 
 
 def find_dataset_dir(root: Union[str, os.PathLike], candidates: Sequence[str], required: Sequence[str],
@@ -116,3 +137,72 @@ class ReIDDataset:
         counts = Counter(split for split in ('train', 'query', 'gallery') for _ in getattr(self, split))
         return (f'ReIDDataset({self.name!r}, train={counts["train"]}, query={counts["query"]}, '
                 f'gallery={counts["gallery"]}, train_pids={self.num_train_pids})')
+
+
+_SPLIT_FORMAT = 1
+
+
+def _check_splits(data, path: Path, dataset: str, identities: List[int], num_train: int,
+                  num_splits: int) -> List[Dict[str, List[int]]]:
+    def bad(why: str) -> SplitFileError:
+        return SplitFileError(f'{dataset}: split file {path} {why}; delete it to make the splits again')
+
+    if not isinstance(data, dict) or data.get('format') != _SPLIT_FORMAT or data.get('dataset') != dataset:
+        raise bad(f'is not a format-{_SPLIT_FORMAT} {dataset} split file of osnet_zoo')
+    if data.get('identities') != identities:
+        have = data.get('identities')
+        raise bad(f'was made for other identities ({len(have) if isinstance(have, list) else "?"} in the file, '
+                  f'{len(identities)} in the images)')
+    splits = data.get('splits')
+    if not isinstance(splits, list) or len(splits) != num_splits:
+        raise bad(f'does not hold {num_splits} splits')
+    every = set(identities)
+    for i, split in enumerate(splits):
+        train = split.get('train') if isinstance(split, dict) else None
+        test = split.get('test') if isinstance(split, dict) else None
+        if (not isinstance(train, list) or not isinstance(test, list) or len(train) != num_train
+                or len(set(train)) != len(train) or len(set(test)) != len(test) or set(train) & set(test)
+                or set(train) | set(test) != every):
+            raise bad(f'split {i} is not a partition of the identities into {num_train} train / '
+                      f'{len(identities) - num_train} test')
+    return splits
+
+
+def identity_splits(path: Union[str, os.PathLike], dataset: str, identities: Iterable[int], num_train: int,
+                    num_splits: int = 10, seed: int = 0) -> List[Dict[str, List[int]]]:
+    """Random train/test partitions of ``identities``, made once and kept in the JSON file ``path``.
+
+    When ``path`` exists it is read and checked against the images (same identities, ``num_splits``
+    partitions with ``num_train`` training identities each); a damaged or mismatched file is a
+    :class:`SplitFileError` naming it. Otherwise the partitions are drawn from
+    ``numpy.random.default_rng(seed)`` and written atomically, so every machine uses the same ones.
+    Returns ``[{'train': [ids], 'test': [ids]}, ...]`` (sorted original identities).
+    """
+    path = Path(path)
+    ids = sorted(int(i) for i in identities)
+    if not 0 < num_train < len(ids):
+        raise ValueError(f'{dataset}: cannot split {len(ids)} identities into {num_train} train and the rest test')
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding='utf-8'))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SplitFileError(f'{dataset}: cannot read split file {path} ({e}); delete it to make the splits '
+                                 'again') from None
+        return _check_splits(data, path, dataset, ids, num_train, num_splits)
+    rng = np.random.default_rng(seed)
+    pool = np.asarray(ids)
+    splits = []
+    for _ in range(num_splits):
+        order = rng.permutation(len(pool))
+        splits.append({'train': sorted(pool[order[:num_train]].tolist()),
+                       'test': sorted(pool[order[num_train:]].tolist())})
+    atomic_write_json(path, {'format': _SPLIT_FORMAT, 'dataset': dataset, 'seed': seed, 'num_train': num_train,
+                             'identities': ids, 'splits': splits}, indent=None)
+    return splits
+
+
+def check_split_id(split_id: int, num_splits: int, dataset: str) -> int:
+    """``split_id`` as an int in 0..num_splits-1, or a ValueError naming the option."""
+    if isinstance(split_id, bool) or not isinstance(split_id, (int, np.integer)) or not 0 <= split_id < num_splits:
+        raise ValueError(f'{dataset}: split_id must be an integer in 0..{num_splits - 1}, got {split_id!r}')
+    return int(split_id)

@@ -448,10 +448,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise ValueError('--device cuda but no CUDA device is available')
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError('--batch-size must be >= 1 and --workers >= 0')
+    if args.command == 'gates' and (args.clusters < 1 or args.per_cluster < 1):
+        raise ValueError('--clusters and --per-cluster must be >= 1')
+    model_args = _parse_model_args(args.model_args, '--model-args')
+    compare_args = _parse_model_args(getattr(args, 'compare_args', []), '--compare-args')
     out = Path(args.output or f'runs/visualize/{args.command}')
     items = collect_items(args.images, args.dataset, args.root, args.split, args.max_images)
-    model = build_model(args.model, args.checkpoint, not args.no_pretrained,
-                        _parse_model_args(args.model_args, '--model-args')).to(device)
+    model = build_model(args.model, args.checkpoint, not args.no_pretrained, model_args).to(device)
     size = _input_size(model, args.height, args.width)
     print(f'{args.command}: {len(items)} images, model {args.model}'
           + (f' ({args.checkpoint})' if args.checkpoint else '') + f', input {size[0]}x{size[1]}, device {device}')
@@ -460,14 +463,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if args.compare:
             name = ' '.join([args.compare] + args.compare_args)
             models[name if name not in models else f'{name} (2)'] = build_model(
-                args.compare, args.compare_checkpoint, not args.no_pretrained,
-                _parse_model_args(args.compare_args, '--compare-args')).to(device)
+                args.compare, args.compare_checkpoint, not args.no_pretrained, compare_args).to(device)
         result = run_actmap(items, models, out, device, args.batch_size, args.workers, size, args.alpha,
                             args.grid_images)
         print(f'wrote {result["grid"]} and {len(result["maps"])} maps in {out / "maps"}')
     else:
-        if args.clusters < 1 or args.per_cluster < 1:
-            raise ValueError('--clusters and --per-cluster must be >= 1')
         result = run_gates(items, model, out, device, args.clusters, args.per_cluster, args.seed, args.batch_size,
                            args.workers, size)
         sizes = ', '.join(str(c['size']) for c in result['clusters'])

@@ -35,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -418,12 +420,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg, 128)")
 
     doc = __doc__.split('\n\n')
-    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description=doc[0].split(': ', 1)[1],
+    # the module docstring's paragraph on each command ('``name``  text...') is that command's description
+    commands = {m.group(1): textwrap.fill(' '.join(m.group(2).split()), 100)
+                for m in re.finditer(r'``(\w+)``\s+(.*?)(?=\n``|\Z)', doc[1], re.S)}
+    examples = '\n\n'.join(doc[2:])
+    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' two analysis '
+                                     'figures (OSNet, ICCV 2019 / TPAMI 2021), for any model and any images.',
                                      epilog='\n\n'.join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates}')
     act = sub.add_parser('actmap', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-                         help='activation maps overlaid on the images', description=doc[1].split('\n')[0],
-                         epilog='\n\n'.join(doc[2:]))
+                         help='activation maps overlaid on the images', description=commands['actmap'],
+                         epilog=examples)
     act.add_argument('--compare', metavar='MODEL', help='a second model shown beside --model (same options below)')
     act.add_argument('--compare-checkpoint', help='checkpoint of the --compare model')
     act.add_argument('--compare-args', nargs='+', default=[], metavar='KEY=VALUE',
@@ -432,8 +439,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     act.add_argument('--grid-images', type=int, default=16, help='images in the actmaps.png grid (default 16)')
     act.set_defaults(max_images=32)
     gates = sub.add_parser('gates', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-                           help='k-means clusters of the aggregation-gate vectors', description=doc[1].split('\n')[0],
-                           epilog='\n\n'.join(doc[2:]))
+                           help='k-means clusters of the aggregation-gate vectors',
+                           description=commands['gates'], epilog=examples)
     gates.add_argument('--clusters', type=int, default=6, help='k of k-means (default 6)')
     gates.add_argument('--per-cluster', type=int, default=15, help='images shown per cluster (default 15)')
     gates.add_argument('--seed', type=int, default=0, help='k-means seed (default 0)')

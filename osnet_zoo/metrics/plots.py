@@ -1,32 +1,66 @@
-"""Pictures of an evaluation: CMC curves, and ranked results (query + top-k, true matches framed green)."""
+"""Pictures of an evaluation: CMC curves, and ranked results (query + top-k, true matches framed green, each
+picture labelled with its rank, identity, camera and distance to the query)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ['plot_cmc', 'ranked_results_grid', 'pick_queries']
+from ..files import atomic_path
+
+__all__ = ['plot_cmc', 'ranked_results_grid', 'pick_queries', 'ranked_cell_label', 'draw_text_lines',
+           'label_font', 'save_png', 'summary_line']
 
 GREEN, RED, GREY = (0, 170, 0), (210, 0, 0), (90, 90, 90)
+TEXT = (20, 20, 20)
+LINE_HEIGHT = 12  # pixels per label line at the 10 px font
 
 
-def _save_atomic(path: Union[str, os.PathLike], save) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}-', suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+def save_png(image: Image.Image, path: Union[str, os.PathLike]) -> Path:
+    """Write ``image`` as a PNG at ``path``, atomically (folders created)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG')
+    return Path(path)
+
+
+def label_font(size: int = 10) -> ImageFont.ImageFont:
+    """Pillow's built-in font (no font file needed) at ``size`` px; the fixed bitmap font without FreeType."""
     try:
-        save(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: the one bitmap size
+        return ImageFont.load_default()
+
+
+def draw_text_lines(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], lines: Sequence[str], width: int,
+                    font: Optional[ImageFont.ImageFont] = None, fill: Tuple[int, int, int] = TEXT) -> None:
+    """Draw ``lines`` top-down from ``xy``, each centred in ``width`` px (a line too long is cut with '…')."""
+    font = font or label_font()
+    x, y = xy
+    for i, line in enumerate(lines):
+        text = line
+        while text and draw.textlength(text, font=font) > width:
+            text = text[:-2] + '…' if len(text) > 1 else ''
+        offset = max(0, (width - int(draw.textlength(text, font=font))) // 2)
+        draw.text((x + offset, y + i * LINE_HEIGHT), text, fill=fill, font=font)
+
+
+def _format_distance(distance: float) -> str:
+    # cosine distances live in [0, 2]; squared euclidean ones can be large
+    return f'{distance:.3f}' if abs(distance) < 100 else f'{distance:.0f}'
+
+
+def ranked_cell_label(rank: Optional[int], pid: int, camid: int, distance: Optional[float] = None) -> List[str]:
+    """The label lines under one picture of the ranked grid: ``rank`` None is the query, else the 1-based
+    rank and the distance to the query; then the identity and the camera (1-based, as in the file names:
+    camid 0 is ``c1``)."""
+    if rank is None:
+        head = 'query'
+    else:
+        head = f'#{rank}' + (f' {_format_distance(float(distance))}' if distance is not None else '')
+    return [head, f'ID {pid}', f'cam {camid + 1}']
 
 
 def plot_cmc(results: Mapping[str, Mapping], path: Union[str, os.PathLike], title: str = 'CMC') -> Path:
@@ -51,9 +85,10 @@ def plot_cmc(results: Mapping[str, Mapping], path: Union[str, os.PathLike], titl
     ax.set_title(title)
     ax.legend(loc='lower right', fontsize=8)
     fig.tight_layout()
-    out = _save_atomic(path, lambda p: fig.savefig(p, format='png'))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png')
     plt.close(fig)
-    return out
+    return Path(path)
 
 
 def pick_queries(result: Mapping, num: int = 8, seed: int = 0) -> np.ndarray:
@@ -68,40 +103,50 @@ def pick_queries(result: Mapping, num: int = 8, seed: int = 0) -> np.ndarray:
 
 def ranked_results_grid(query_dist: np.ndarray, query_indices: Sequence[int], query_items: Sequence,
                         gallery_items: Sequence, path: Union[str, os.PathLike], topk: int = 10,
-                        cell: tuple = (128, 64)) -> Path:
+                        cell: tuple = (128, 64), labels: bool = True) -> Path:
     """A PNG with one row per query: the query (grey frame), then its top-``topk`` gallery images under the
-    protocol (same identity and camera removed), true matches framed green, false red.
+    protocol (same identity and camera removed), true matches framed green, false red. With ``labels``
+    each picture has a band below it: ``query`` or the rank and distance, the identity, the camera
+    (see :func:`ranked_cell_label`).
 
     ``query_dist[i]`` is the distance row of query ``query_indices[i]``; items are ReIDItems
     (path, pid, camid).
     """
     h, w = cell
     pad, border = 6, 4
+    band = 3 * LINE_HEIGHT + 2 if labels else 0
+    row_h = h + band + pad
     rows = len(query_indices)
-    canvas = Image.new('RGB', (pad + (topk + 1) * (w + pad) + pad, pad + rows * (h + pad)), (255, 255, 255))
+    canvas = Image.new('RGB', (pad + (topk + 1) * (w + pad) + pad, pad + rows * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
+    font = label_font()
     g_pids = np.array([it.pid for it in gallery_items])
     g_cams = np.array([it.camid for it in gallery_items])
 
-    def paste(item_path: str, col: int, row: int, colour) -> None:
+    def paste(item, col: int, row: int, colour, label: List[str]) -> None:
         x = pad + col * (w + pad) + (pad if col > 0 else 0)
-        y = pad + row * (h + pad)
+        y = pad + row * row_h
         draw.rectangle([x - 1, y - 1, x + w, y + h], fill=colour)
         try:
-            with Image.open(item_path) as im:
+            with Image.open(item.path) as im:
                 tile = im.convert('RGB').resize((w - 2 * border, h - 2 * border))
         except OSError:
             tile = Image.new('RGB', (w - 2 * border, h - 2 * border), (0, 0, 0))
         canvas.paste(tile, (x + border - 1, y + border - 1))
+        if labels:
+            draw_text_lines(draw, (x - 1, y + h + 2), label, w + 1, font)
 
     for row, (q, dist) in enumerate(zip(query_indices, query_dist)):
         qi = query_items[q]
-        paste(qi.path, 0, row, GREY)
+        dist = np.asarray(dist)
+        paste(qi, 0, row, GREY, ranked_cell_label(None, qi.pid, qi.camid))
         keep = ~((g_pids == qi.pid) & (g_cams == qi.camid))
-        order = np.flatnonzero(keep)[np.argsort(np.asarray(dist)[keep], kind='stable')[:topk]]
+        order = np.flatnonzero(keep)[np.argsort(dist[keep], kind='stable')[:topk]]
         for col, g in enumerate(order, start=1):
-            paste(gallery_items[g].path, col, row, GREEN if g_pids[g] == qi.pid else RED)
-    return _save_atomic(path, lambda p: canvas.save(p, format='PNG'))
+            gi = gallery_items[g]
+            paste(gi, col, row, GREEN if g_pids[g] == qi.pid else RED,
+                  ranked_cell_label(col, gi.pid, gi.camid, float(dist[g])))
+    return save_png(canvas, path)
 
 
 def summary_line(name: str, res: Dict) -> str:

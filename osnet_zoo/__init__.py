@@ -5,8 +5,7 @@
     import timm, osnet_zoo
     model = timm.create_model('osnet_ain_x1_0', num_classes=0)  # 512-d re-ID embedding
 """
-__version__ = '0.1.0'  # before the imports: submodules read it while the package initialises
-
+from ._version import __version__
 from .models import (
     OSNet, checkpoint_filter_fn, create_osnet, osnet_ain, osnet_ibn, osnet_x0_5, osnet_x0_25, osnet_x0_75,
     osnet_x1_0,

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 
-from .. import __version__
+from .._version import __version__
 from ..files import atomic_path, atomic_write_json
 from ..models.embedding import Embedder
 from .model import build_embedding_model, resolve_preprocessing

@@ -14,6 +14,8 @@ from .market1501 import dukemtmcreid, market1501
 from .msmt17 import msmt17
 from .protocols import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
 from .viper import viper
+# the generator writes the Market1501 layout with the readers above (a module below data/, not a circle)
+from ..synthetic import synthetic_reid  # noqa: E402
 
 __all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'SplitFileError',
            'market1501', 'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'viper', 'grid', 'cuhk01',
@@ -23,7 +25,6 @@ __all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayou
 
 def _synthetic(domain: int) -> Callable[..., ReIDDataset]:
     def build(root: Union[str, os.PathLike], **kwargs) -> ReIDDataset:
-        from ..synthetic import synthetic_reid
         return synthetic_reid(root, domain=domain, **kwargs)
     return build
 

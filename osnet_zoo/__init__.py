@@ -5,11 +5,12 @@
     import timm, osnet_zoo
     model = timm.create_model('osnet_ain_x1_0', num_classes=0)  # 512-d re-ID embedding
 """
+# weights first: models/osnet.py builds its timm registry from weights.manifest (see osnet_zoo/weights/__init__.py)
+from .weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 from .models import (
     OSNet, checkpoint_filter_fn, create_osnet, osnet_ain, osnet_ibn, osnet_x0_5, osnet_x0_25, osnet_x0_75,
     osnet_x1_0,
 )
-from .weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 from .inference import FeatureExtractor, optimize_for_inference
 
 __version__ = '0.1.0'

@@ -265,7 +265,7 @@ def _registry_entry(cfg: Dict[str, Any], variant: str, manifest: WeightsManifest
     registry = timm.models.get_pretrained_cfg(f'{variant}.{tag}') if tag else None
     if entry is None or registry is None:
         return None
-    if (cfg.get('hf_hub_id'), cfg.get('hf_hub_filename'), cfg.get('url')) == \
+    if (cfg.get('hf_hub_id'), cfg.get('hf_hub_filename'), cfg.get('url') or None) == \
             (registry.hf_hub_id, registry.hf_hub_filename, registry.url or None):
         return entry
     return None
@@ -341,11 +341,6 @@ def resolve_pretrained(
     if source not in ('hf-hub', 'file', 'url'):
         return cfg, None
     manifest = load_manifest(active_manifest_path())
-    entry = _registry_entry(cfg, variant, manifest)
-    if source == 'url':
-        if entry is None:
-            return cfg, None  # a url of the user's: timm's own loader
-        raise WeightsUnavailableError(manual_download_message(entry))
     recorded = {k: cfg.get(k) for k in _SOURCE_KEYS}
     if source == 'file':
         path = Path(cfg['file']).expanduser()
@@ -355,16 +350,20 @@ def resolve_pretrained(
         state_dict = _read_verified(path, None, None, name, manifest)
         _note_local_file(path, manifest.get(name))
     else:
+        # a registry tag: the active manifest's pinned locations, nothing else
+        entry = _registry_entry(cfg, variant, manifest)
         if entry is not None:
             candidates = entry.locations()
             if not candidates:
                 raise WeightsUnavailableError(manual_download_message(entry))
+        elif source == 'url':
+            return cfg, None  # a url of the user's: timm's own loader
         else:
             candidates = _candidates(cfg, variant, manifest)
         path, loc, digest = _fetch_first(name, candidates, entry, cache_dir, manifest)
         state_dict = _read_verified(path, loc, digest, name, manifest)
         recorded.update(hf_hub_id=loc.repo_id + (f'@{loc.revision}' if loc.revision else ''),
-                        hf_hub_filename=loc.filename)
+                        hf_hub_filename=loc.filename, url=None)
         _logger.info('%s: loaded %s (sha256 %s%s)', name, loc.describe(), digest,
                      ', verified' if loc.sha256 else ', not recorded in the manifest')
     load_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import save_file
 
 from osnet_zoo.weights import (
@@ -31,6 +32,7 @@ ENTRIES = list(load_manifest(PACKAGED_MANIFEST).entries)
 UNKNOWN_CLASSES = 7  # classifier of a test checkpoint whose entry does not record its class count
 X = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1))
 UPSTREAM = 'kaiyangzhou/osnet'
+UPSTREAM_REV = 'a5c5cc037c24235cda3b21085b93ad77c9616224'  # the revision the manifest pins
 X0_25_ALL = 'osnet_x0_25.msmt17_combineall'
 
 
@@ -43,7 +45,7 @@ def seed_hf_cache(cache: Path, repo_id: str, files: dict, commit: str = None) ->
     etags = {}
     for name, payload in files.items():
         data = Path(payload).read_bytes() if isinstance(payload, (str, Path)) else payload
-        if name.endswith(('.safetensors', '.pth', '.pth.tar', '.bin')):
+        if name.endswith(('.safetensors', '.pth', '.pth.tar', '.pyth', '.bin')):
             etag = hashlib.sha256(data).hexdigest()
         else:
             etag = hashlib.sha1(b'blob %d\0' % len(data) + data).hexdigest()
@@ -148,7 +150,7 @@ def zoo(tmp_path_factory, ref_shapes):
     # the test manifest knows the true digests of the test's upstream files
     manifest = packaged
     for entry in packaged:
-        if entry.upstream_file is not None:
+        if entry.upstream_file is not None or entry.upstream['sha256'] or entry.upstream['size']:
             path = sources[entry.name]
             manifest = manifest.updated(entry.name, {'upstream.sha256': file_sha256(path),
                                                      'upstream.size': path.stat().st_size})
@@ -167,7 +169,9 @@ def zoo(tmp_path_factory, ref_shapes):
         commits[entry.name] = seed_hf_cache(cache, entry.hub['repo_id'], {f: out[entry.name] / f for f in HUB_FILES})
         record_publication(load_manifest(manifest_path), entry.name, entry.hub['repo_id'], commits[entry.name],
                            file_sha256(weights), weights.stat().st_size)
-    seed_hf_cache(cache, UPSTREAM, {e.upstream_file.filename: sources[e.name] for e in packaged if e.upstream_file})
+    # the authors' repo as huggingface_hub caches it: their file names, at the pinned revision
+    seed_hf_cache(cache, UPSTREAM, {e.upstream_file.filename: sources[e.name] for e in packaged
+                                    if e.upstream_file and e.upstream_file.pinned}, commit=UPSTREAM_REV)
     return SimpleNamespace(root=root, manifest=manifest_path, cache=cache, sources=sources, out=out,
                            classes=classes, commits=commits)
 
@@ -204,10 +208,12 @@ def test_upstream_reference_pth_mismatch_then_loads_with_its_true_digest(zoo, tm
 
     packaged = load_manifest(PACKAGED_MANIFEST)
     test_manifest = tmp_path / 'm.json'
-    write_manifest(packaged.updated(X0_25_ALL, {'upstream.sha256': true}), test_manifest)
+    write_manifest(packaged.updated(X0_25_ALL, {'upstream.sha256': true, 'upstream.size': path.stat().st_size}),
+                   test_manifest)
     offline(monkeypatch, test_manifest)
     model = timm.create_model('osnet_x0_25', pretrained=True, cache_dir=zoo.cache)
-    assert (model.pretrained_cfg['hf_hub_id'], model.pretrained_cfg['hf_hub_filename']) == (UPSTREAM, path.name)
+    assert (model.pretrained_cfg['hf_hub_id'], model.pretrained_cfg['hf_hub_filename']) == \
+        (f'{UPSTREAM}@{UPSTREAM_REV}', path.name)
     expected = reference_model(X0_25_ALL, path, 4101)
     assert torch.equal(embed(model), embed(expected))
     assert torch.equal(model.classifier.weight, expected.classifier.weight)
@@ -217,10 +223,10 @@ def test_upstream_reference_pth_mismatch_then_loads_with_its_true_digest(zoo, tm
 
 def test_falls_back_to_upstream_only_when_ours_is_missing(zoo, tmp_path, monkeypatch):
     cache = tmp_path / 'hf'
-    seed_hf_cache(cache, UPSTREAM, {zoo.sources[X0_25_ALL].name: zoo.sources[X0_25_ALL]})
+    seed_hf_cache(cache, UPSTREAM, {zoo.sources[X0_25_ALL].name: zoo.sources[X0_25_ALL]}, commit=UPSTREAM_REV)
     offline(monkeypatch, zoo.manifest)  # ours published there, but not in this cache
     model = timm.create_model(X0_25_ALL, pretrained=True, cache_dir=cache, num_classes=0)
-    assert model.pretrained_cfg['hf_hub_id'] == UPSTREAM
+    assert model.pretrained_cfg['hf_hub_id'] == f'{UPSTREAM}@{UPSTREAM_REV}'
     assert torch.equal(embed(model), embed(reference_model(X0_25_ALL, zoo.sources[X0_25_ALL], 4101)))
 
     weights = (zoo.out[X0_25_ALL] / 'model.safetensors').read_bytes()
@@ -248,39 +254,95 @@ def test_truncated_file_names_file_expected_and_actual(zoo, tmp_path, monkeypatc
     assert f'actual:   sha256 {hashlib.sha256(truncated).hexdigest()}, {len(truncated):,} bytes' in msg
 
 
-def test_unrecorded_digest_corrupt_is_an_error_and_valid_loads_with_a_warning(zoo, tmp_path, monkeypatch, caplog):
-    # osnet_x0_25.imagenet: a reference file on the Hub whose digest no readable source states
+def test_pinned_upstream_file_is_digest_checked(zoo, tmp_path, monkeypatch):
     name = 'osnet_x0_25.imagenet'
     fname = zoo.sources[name].name
     cache = tmp_path / 'hf'
     garbage = b'PK\x03\x04 not a checkpoint'
-    seed_hf_cache(cache, UPSTREAM, {fname: garbage})
-    offline(monkeypatch)
+    seed_hf_cache(cache, UPSTREAM, {fname: garbage}, commit=UPSTREAM_REV)
+    offline(monkeypatch)  # the packaged manifest: the authors' sha256 and size
     with pytest.raises(WeightsIntegrityError) as err:
         timm.create_model(name, pretrained=True, cache_dir=cache)
     msg = str(err.value)
-    assert 'cannot be read' in msg and fname in msg and 'expected: sha256 (not recorded)' in msg
+    assert f'{UPSTREAM}@{UPSTREAM_REV}/{fname}' in msg
+    assert 'expected: sha256 f54941a66bad4ddd07f2907f498c810ce639ce7a1abeaf2a151f8da118d84693, 2,973,731 bytes' in msg
     assert f'actual:   sha256 {hashlib.sha256(garbage).hexdigest()}' in msg
-
-    cache2 = tmp_path / 'hf2'
-    seed_hf_cache(cache2, UPSTREAM, {fname: zoo.sources[name]})
-    with caplog.at_level('WARNING', logger='osnet_zoo.weights.hub'):
-        model = timm.create_model(name, pretrained=True, cache_dir=cache2)
-    assert f'Its sha256 is {file_sha256(zoo.sources[name])}' in caplog.text
-    assert torch.equal(model.classifier.weight, reference_model(name, zoo.sources[name], 1000).classifier.weight)
+    # the same file cached at another revision is not the pinned one: not used
+    other = tmp_path / 'hf2'
+    seed_hf_cache(other, UPSTREAM, {fname: zoo.sources[name]}, commit='f' * 40)
+    with pytest.raises(WeightsUnavailableError, match=f'{UPSTREAM}@{UPSTREAM_REV}/{fname}: not in the Hugging Face cache'):
+        timm.create_model(name, pretrained=True, cache_dir=other)
 
 
-def test_offline_miss_says_what_is_missing_and_what_to_do(tmp_path, monkeypatch):
+def test_offline_miss_says_what_is_missing_and_what_is_true(tmp_path, monkeypatch):
     offline(monkeypatch)
     with pytest.raises(WeightsUnavailableError) as err:
         timm.create_model('osnet_ain_x1_0', pretrained=True, cache_dir=tmp_path)
     msg = str(err.value)
-    assert 'osnet_ain_x1_0.msmt17_combineall are not available' in msg
-    assert f'{UPSTREAM}/osnet_ain_x1_0_msmt17_256x128' in msg and 'HF_HUB_OFFLINE=1' in msg
-    assert 'osnet-zoo/osnet_ain_x1_0.msmt17_combineall/model.safetensors' in msg and 'actual: no file' in msg
-    with pytest.raises(WeightsUnavailableError, match=r'(?s)expected sha256 not recorded.*Google Drive id '
-                                                      r'1vduhq5DpN2q1g4fYEZfPI17MJeh9qyrA.*--tag market1501'):
-        timm.create_model('osnet_x1_0.market1501', pretrained=True, cache_dir=tmp_path)
+    assert 'osnet_ain_x1_0.msmt17_combineall are not in the Hugging Face cache' in msg
+    assert 'HF_HUB_OFFLINE=1 is set in the environment' in msg and 'unset HF_HUB_OFFLINE' in msg
+    assert f'{UPSTREAM}@{UPSTREAM_REV}/osnet_ain_x1_0_msmt17_256x128' in msg and 'actual: no file' in msg
+    assert 'osnet-zoo/' not in msg  # our unpublished repo is never a location
+    assert 'https://drive.google.com/uc?id=1SigwBE6mPdqiJMqhuIY4aqC7--5CsMal' in msg
+
+
+@pytest.mark.parametrize('name,expect', [
+    ('osnet_x1_0.market1501', [
+        'are on Google Drive only', 'https://drive.google.com/uc?id=1vduhq5DpN2q1g4fYEZfPI17MJeh9qyrA',
+        'save it as osnet_x1_0_market_256x128_amsgrad_ep150_stp60_lr0.0015_b64_fb10_softmax_labelsmooth_flip.pth',
+        'no digest is recorded for this file',
+        "timm.create_model('osnet_x1_0.market1501', pretrained=True, pretrained_cfg_overlay=dict(file="
+        "'osnet_x1_0_market_256x128_amsgrad_ep150_stp60_lr0.0015_b64_fb10_softmax_labelsmooth_flip.pth'))"]),
+    ('osnet_x0_25.msmt17', ['must print 6f57607fed9f502b9efed546108132ee715df5a5b6e6932c6269bacb47f59f99',
+                            '(3,057,863 bytes)']),
+    ('osnet_ibn_x1_0', ["on the authors' Hub repo kaiyangzhou/osnet", 'no revision or sha256 of it is recorded',
+                        'hf download kaiyangzhou/osnet osnet_ibn_x1_0_msmt17_combineall_256x128',
+                        'verify --record']),
+])
+def test_tags_without_a_pinned_location_say_how_to_load_them(tmp_path, monkeypatch, name, expect):
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)  # online or not: nothing is fetched for these
+    monkeypatch.delenv('OSNET_ZOO_MANIFEST', raising=False)
+    with pytest.raises(WeightsUnavailableError) as err:
+        timm.create_model(name, pretrained=True, cache_dir=tmp_path)
+    for text in expect:
+        assert text in str(err.value)
+    assert not any(tmp_path.iterdir())  # no download was attempted
+
+
+def test_the_load_line_of_the_message_loads_the_downloaded_file(zoo, tmp_path, monkeypatch):
+    name = 'osnet_x0_5.dukemtmcreid'
+    downloaded = tmp_path / zoo.sources[name].name  # the Drive file, as the user saved it
+    downloaded.write_bytes(zoo.sources[name].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    offline(monkeypatch)
+    with pytest.raises(WeightsUnavailableError) as err:
+        timm.create_model(name, pretrained=True)
+    line = next(ln for ln in str(err.value).splitlines() if '3. load:' in ln).split('3. load:')[1].strip()
+    model = eval(line, {'timm': timm})  # noqa: S307 -- the line we print, run as the user would
+    expected = reference_model(name, zoo.sources[name], 702)
+    assert model.num_classes == 702 and torch.equal(model.classifier.weight, expected.classifier.weight)
+
+
+def test_unreachable_hub_fails_fast_and_truthfully(tmp_path):
+    """No HF_HUB_OFFLINE, a Hub that refuses connections: one probe, the real reason, in seconds."""
+    env = dict(os.environ, HF_ENDPOINT='http://127.0.0.1:9', HF_HUB_CACHE=str(tmp_path), OMP_NUM_THREADS='1')
+    for key in ('HF_HUB_OFFLINE', 'OSNET_ZOO_MANIFEST', 'HF_HOME'):
+        env.pop(key, None)
+    script = ('import time, timm, osnet_zoo\n'
+              't = time.monotonic()\n'
+              'for name in ("osnet_ain_x1_0", "osnet_x0_25.imagenet"):\n'
+              '    try:\n'
+              '        timm.create_model(name, pretrained=True)\n'
+              '    except osnet_zoo.weights.WeightsUnavailableError as e:\n'
+              '        print(e)\n'
+              'print("elapsed", time.monotonic() - t)\n')
+    proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert float(out.rsplit('elapsed', 1)[1]) < 15  # huggingface_hub alone retries for ~25 s per file
+    assert out.count('http://127.0.0.1:9 cannot be reached') == 2
+    assert 'HF_HUB_OFFLINE' in out and 'unset HF_HUB_OFFLINE' not in out and 'Retrying' not in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- timm semantics
@@ -288,7 +350,7 @@ def test_offline_miss_says_what_is_missing_and_what_to_do(tmp_path, monkeypatch)
 def test_overlay_file_checkpoint_path_explicit_repo_and_revision(zoo, monkeypatch, caplog):
     name = 'osnet_x0_25.market1501'
     offline(monkeypatch, zoo.manifest)
-    expected = embed(reference_model(name, zoo.sources[name], UNKNOWN_CLASSES))
+    expected = embed(reference_model(name, zoo.sources[name], zoo.classes[name]))
     # a local reference trainer checkpoint, through our safe reader and filter
     model = timm.create_model('osnet_x0_25', pretrained=True, num_classes=0,
                               pretrained_cfg_overlay=dict(file=str(zoo.sources[name])))
@@ -296,7 +358,7 @@ def test_overlay_file_checkpoint_path_explicit_repo_and_revision(zoo, monkeypatc
     with pytest.raises(WeightsUnavailableError, match='file not found: .*nope.pth'):
         timm.create_model('osnet_x0_25', pretrained=True, pretrained_cfg_overlay=dict(file='nope.pth'))
     # timm's checkpoint_path (after creation, strict, native keys)
-    model = timm.create_model('osnet_x0_25', num_classes=UNKNOWN_CLASSES,
+    model = timm.create_model('osnet_x0_25', num_classes=zoo.classes[name],
                               checkpoint_path=str(zoo.out[name] / 'model.safetensors'))
     assert torch.equal(embed(model), expected)
     # a repo the manifest does not know: loaded, with a warning giving its digest
@@ -380,7 +442,28 @@ def test_model_card_carries_the_manifest_facts(zoo):
     assert 'hf-hub:osnet-zoo/osnet_ain_x1_0.msmt17_combineall' in card
     assert "reference model zoo's `osnet_ain_x1_0_msmt17_256x128" in card and 'whose sha256 matches' in card
     card = (zoo.out['osnet_x0_5.dukemtmcreid'] / 'README.md').read_text()
-    assert '| dukemtmcreid | — | — | — | — | not recorded |' in card
+    assert '| DukeMTMC-reID | 85.1 | — | — | 67.4 |' in card and 'non-commercial' in card
+
+
+@pytest.mark.parametrize('name', ENTRIES)
+def test_model_cards_parse_with_huggingface_hub_and_round_trip_the_results(zoo, name):
+    card = ModelCard((zoo.out[name] / 'README.md').read_text(encoding='utf-8'))
+    data = card.data
+    entry = load_manifest(PACKAGED_MANIFEST).entry(name)
+    assert (data.library_name, data.license, data.pipeline_tag) == ('timm', 'mit', 'image-feature-extraction')
+    assert data.datasets == list(entry.training_data) and 'timm' in data.tags
+    assert data.base_model == (None if entry.base_model is None else f'osnet-zoo/{entry.architecture}.imagenet')
+    reported = {(ev.target, metric, getattr(ev, attr)) for ev in entry.evaluation
+                for attr, metric in (('rank1', 'rank-1'), ('rank5', 'rank-5'), ('rank10', 'rank-10'), ('mAP', 'map'))
+                if getattr(ev, attr) is not None}
+    parsed = {(r.dataset_type, r.metric_type, r.metric_value) for r in (data.eval_results or [])}
+    assert parsed == reported and (entry.task == 'imagenet-classification') == (not reported)
+    if reported:
+        assert data.model_name == name and all(r.task_type == 'image-feature-extraction' for r in data.eval_results)
+        # what the Hub reads: model-index in the YAML, re-parsed from the serialised card
+        again = ModelCardData(**card.data.to_dict())
+        assert {(r.dataset_type, r.metric_type, r.metric_value) for r in again.eval_results} == reported
+        assert card.data.to_dict()['model-index'][0]['name'] == name
 
 
 # ---------------------------------------------------------------------------------------------------- push, verify

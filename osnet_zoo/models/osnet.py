@@ -30,6 +30,11 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from .genotype import BLOCK_NORMS, load_genotype
+# The one models -> weights edge: the timm registry (default_cfgs) is generated from the weights manifest and
+# pretrained=True fetches through weights.hub; these three modules import nothing from osnet_zoo.models.
+from ..weights.hub import describe_source, forget_loaded_state_dict, resolve_pretrained
+from ..weights.io import CheckpointError, unwrap_state_dict
+from ..weights.manifest import PACKAGED_MANIFEST, load_manifest, pretrained_cfgs
 
 __all__ = [
     'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
@@ -416,48 +421,81 @@ def _convert_key(key: str, layout: str) -> str:
     return re.sub(r'^(conv[234]\.\d+)\.IN\.', r'\1.conv3.bn.', key)
 
 
-def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
-    """Take the tensors out of a checkpoint: unwraps ``{'state_dict': ...}`` / ``{'model': ...}``, strips
-    ``module.`` (DataParallel / DDP) prefixes and drops non-tensor entries."""
-    for wrapper in ('state_dict', 'model', 'model_state'):
-        inner = checkpoint.get(wrapper) if isinstance(checkpoint, Mapping) else None
-        if isinstance(inner, Mapping):
-            checkpoint = inner
-            break
-    out = {}
-    for k, v in checkpoint.items():
-        if isinstance(v, torch.Tensor):
-            out[k[len('module.'):] if k.startswith('module.') else k] = v
-    return out
+def _fit_problems(state_dict: Mapping[str, torch.Tensor], model: nn.Module, allow_missing_classifier: bool,
+                  adapt_in_chans: bool) -> List[str]:
+    """Everything that keeps ``state_dict`` (model keys) from loading strictly into ``model``."""
+    expected = model.state_dict()
+    first_conv = 'conv1.conv.weight'
+    missing = [k for k in expected if k not in state_dict and not k.endswith('num_batches_tracked')
+               and not (allow_missing_classifier and k.startswith('classifier.'))]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape, bad_values = [], []
+    for k, v in state_dict.items():
+        if k not in expected:
+            continue
+        want = expected[k]
+        if v.shape != want.shape and not (
+                adapt_in_chans and k == first_conv and v.dim() == 4 and v.shape[1] == 3
+                and v.shape[0] == want.shape[0] and v.shape[2:] == want.shape[2:]):  # timm adapts in_chans after
+            wrong_shape.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want.shape)}')
+        if want.is_floating_point():
+            if not v.is_floating_point():
+                bad_values.append(f'{k}: {v.dtype} where the model holds {want.dtype}')
+            elif not bool(torch.isfinite(v).all()):
+                bad_values.append(f'{k}: NaN or inf values')
+    problems = []
+    if wrong_shape:
+        problems.append(f'{len(wrong_shape)} shape mismatches (another width or variant?): {wrong_shape[:5]}')
+    if missing:
+        problems.append(f'{len(missing)} missing keys: {missing[:8]}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys (another variant?): {unexpected[:8]}')
+    if bad_values:
+        problems.append(f'{len(bad_values)} tensors that are not finite floating-point weights: {bad_values[:5]}')
+    return problems
 
 
 def checkpoint_filter_fn(
         state_dict: Mapping[str, Any],
         model: OSNet,
         drop_mismatched_classifier: bool = True,
+        adapt_in_chans: bool = True,
 ) -> Dict[str, torch.Tensor]:
-    """Convert a reference (torchreid, either layout) or osnet_zoo checkpoint to this model's keys.
+    """Convert a reference (torchreid, either layout) or osnet_zoo checkpoint to this model's keys, strictly.
 
-    A classifier whose size differs from the model's (or any classifier when ``num_classes=0``) is dropped
-    with a log message; with ``drop_mismatched_classifier=False`` that is an error instead.
+    Every key of the model must be in the checkpoint with the model's shape, nothing may be left over, and
+    every floating-point tensor must be floating point and finite: whatever ``num_classes`` is, only the
+    classifier may be absent or dropped (BatchNorm's ``num_batches_tracked`` counters, which no output
+    depends on, may be absent too). A classifier whose size differs from the model's (or any classifier
+    when ``num_classes=0``) is dropped with a log message; with ``drop_mismatched_classifier=False`` that,
+    or a missing classifier, is an error. ``adapt_in_chans``: a 3-channel first conv may meet a model of
+    other ``in_chans`` (timm's loader adapts it after this filter).
+
+    Raises:
+        CheckpointError: naming the missing, unexpected, misshapen or non-finite keys.
     """
     state_dict = unwrap_state_dict(state_dict)
-    layout = _detect_layout(list(state_dict))
+    try:
+        layout = _detect_layout(list(state_dict))
+    except KeyError as e:
+        raise CheckpointError(e.args[0]) from None
     out = {_convert_key(k, layout): v for k, v in state_dict.items()}
     cls_w = out.get('classifier.weight')
-    if cls_w is not None:
-        model_cls = model.get_classifier()
-        model_classes = model_cls.out_features if isinstance(model_cls, nn.Linear) else 0
-        if cls_w.shape[0] != model_classes:
-            if not drop_mismatched_classifier:
-                raise ValueError(
-                    f'Checkpoint classifier has {cls_w.shape[0]} classes but the model has {model_classes}; '
-                    'create the model with the matching num_classes, or allow dropping the classifier.')
-            _logger.info(
-                'Dropping the checkpoint classifier (%d classes): the model has num_classes=%d.',
-                cls_w.shape[0], model_classes)
-            out.pop('classifier.weight')
-            out.pop('classifier.bias', None)
+    model_cls = model.get_classifier()
+    model_classes = model_cls.out_features if isinstance(model_cls, nn.Linear) else 0
+    if cls_w is not None and cls_w.shape[0] != model_classes:
+        if not drop_mismatched_classifier:
+            raise CheckpointError(
+                f'Checkpoint classifier has {cls_w.shape[0]} classes but the model has {model_classes}; '
+                'create the model with the matching num_classes, or allow dropping the classifier.')
+        _logger.info('Dropping the checkpoint classifier (%d classes): the model has num_classes=%d.',
+                     cls_w.shape[0], model_classes)
+        out.pop('classifier.weight')
+        out.pop('classifier.bias', None)
+    problems = _fit_problems(out, model, drop_mismatched_classifier, adapt_in_chans)
+    if problems:
+        arch = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+        raise CheckpointError(f'the checkpoint does not fit this model ({arch}): ' + '; '.join(problems))
     return out
 
 
@@ -501,20 +539,25 @@ def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNe
     model_kwargs.update(kwargs)
     recorded_source = None
     if pretrained:
-        from ..weights.hub import forget_loaded_state_dict, resolve_pretrained
         # Fetch the weights ourselves (sha256-checked against the weights manifest, read without unpickling
         # code), then let timm's loader adapt them (classifier, in_chans) through checkpoint_filter_fn.
         model_kwargs['pretrained_cfg'], recorded_source = resolve_pretrained(
             variant, model_kwargs.pop('pretrained_cfg', None), model_kwargs.pop('pretrained_cfg_overlay', None),
             cache_dir=model_kwargs.get('cache_dir'))
-    model = build_model_with_cfg(
-        OSNet,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
-        **model_kwargs,
-    )
+    try:
+        model = build_model_with_cfg(
+            OSNet,
+            variant,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+            **model_kwargs,
+        )
+    except CheckpointError as e:
+        source = describe_source(recorded_source)
+        if source is None:
+            raise
+        raise CheckpointError(f'Pretrained weights for {variant} from {source}: {e}') from e
     if recorded_source is not None:
         forget_loaded_state_dict(model, recorded_source)
     return model
@@ -541,8 +584,6 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
 def _manifest_cfgs() -> Dict[str, Dict[str, Any]]:
     # One tag per checkpoint of osnet_zoo/weights/weights_manifest.json, the default tag of each architecture
     # first (timm makes the first tag with weights the default).
-    from ..weights.hub import pretrained_cfgs
-    from ..weights.manifest import PACKAGED_MANIFEST, load_manifest
     return pretrained_cfgs(_cfg, load_manifest(PACKAGED_MANIFEST))
 
 

@@ -6,8 +6,17 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from huggingface_hub import scan_cache_dir
+from huggingface_hub.errors import CacheNotFound
+from tqdm import tqdm
+
+from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
+from .hub import hf_cache_dir
 from .io import CheckpointError, file_sha256
-from .manifest import MANIFEST_ENV, ManifestError, WeightsManifest, active_manifest_path, load_manifest
+from .manifest import (
+    DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, ManifestError, WeightsEntry, WeightsManifest, active_manifest_path,
+    load_manifest,
+)
 
 EXAMPLES = '''examples:
   python -m osnet_zoo.weights list
@@ -36,37 +45,67 @@ def _table(rows: List[List[str]], header: List[str]) -> str:
     return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(r) for r in rows])
 
 
+def _reported(entry: WeightsEntry, sep: str = '; ') -> str:
+    """'Market1501 94.2 / 82.6; ...': reported Rank-1 / mAP per target, '-' where none is reported."""
+    parts = []
+    for ev in entry.evaluation:
+        r1 = '-' if ev.rank1 is None else f'{ev.rank1:.1f}'
+        mAP = '-' if ev.mAP is None else f'{ev.mAP:.1f}'
+        parts.append(f'{DATASET_NAMES.get(ev.target, ev.target)} {r1} / {mAP}')
+    return sep.join(parts) or '-'
+
+
+def _loads_from(entry: WeightsEntry) -> str:
+    source = entry.load_source
+    if source == 'osnet-zoo':
+        return f"hub {entry.hub['repo_id']}@{entry.hub['revision'][:7]} (sha256)"
+    if source == 'hub':
+        up = entry.upstream_file
+        return f"hub {up.repo_id}@{up.revision[:7]}" + (' (sha256)' if up.sha256 else ' (no sha256)')
+    if source == 'hub-unpinned':
+        return 'hub, unpinned: refused'
+    return 'gdrive: manual' + (' (sha256)' if entry.upstream.get('sha256') else '')
+
+
+def _trained_on(entry: WeightsEntry) -> str:
+    return entry.training_description().replace(' (combineall: train + query + gallery)', ' (all)')
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     manifest = _load(args)
+    entries = [e for e in manifest if not args.arch or e.architecture == args.arch]
+    if args.markdown:
+        print(zoo_table(entries))
+        return 0
     rows = []
-    for e in manifest:
-        if args.arch and e.architecture != args.arch:
-            continue
+    for e in entries:
         default = '*' if manifest.default_tags.get(e.architecture) == e.tag else ''
-        up = e.upstream
-        upstream = 'hub' if e.upstream_file else ('gdrive' if up.get('gdrive_id') else '-')
-        if up.get('sha256'):
-            upstream += ' +sha256'
-        ours = 'published' if e.published else ('converted' if e.hub.get('sha256') else 'planned')
-        ev = next(iter(e.evaluation), None)
-        r1 = f'{ev.rank1:.1f}' if ev and ev.rank1 is not None else '-'
-        mAP = f'{ev.mAP:.1f}' if ev and ev.mAP is not None else '-'
-        rows.append([e.name + default, e.training_description().replace(' (combineall: train + query + gallery)',
-                                                                          ' (all)'),
-                     str(e.num_classes) if e.num_classes is not None else '?',
-                     ev.target if ev else '-', r1, mAP, upstream, ours])
+        rows.append([e.name + default, _trained_on(e), str(e.num_classes) if e.num_classes is not None else '?',
+                     _reported(e), _loads_from(e)])
     print(f'weights manifest: {manifest.path} ({len(rows)} checkpoints; * = default tag of its architecture)\n')
-    print(_table(rows, ['name', 'trained on', 'classes', 'evaluated on', 'R1', 'mAP', 'upstream', 'osnet-zoo hub']))
-    print('\nupstream: hub = reference file on the Hub (kaiyangzhou/osnet), gdrive = Google Drive only; '
-          '+sha256 = digest recorded.\nosnet-zoo hub: planned = not converted yet, converted = digest recorded, '
-          'published = on the Hub at a recorded revision.  ? / - = not known from a readable source.')
+    print(_table(rows, ['name', 'trained on', 'classes', 'reported R1 / mAP (%)', 'loads from']))
+    counts = {s: sum(e.load_source == s for e in entries) for s in LOAD_SOURCES}
+    print('\nloads from: ' + ', '.join(f'{n} {s}' for s, n in counts.items() if n) + '.')
+    for source, text in LOAD_SOURCES.items():
+        if counts[source]:
+            print(f'  {source}: {text}')
     return 0
+
+
+def zoo_table(entries: List[WeightsEntry]) -> str:
+    """The README's zoo table (Markdown), generated from the manifest."""
+    source = {'osnet-zoo': 'Hub (osnet-zoo)', 'hub': 'Hub (kaiyangzhou/osnet, pinned)',
+              'hub-unpinned': 'Hub, unpinned (manual)', 'gdrive': 'Google Drive (manual)', 'none': '-'}
+    lines = ['| Architecture | Tag | Training data | Reported Rank-1 / mAP (%) | Source |', '|---|---|---|---|---|']
+    for e in entries:
+        lines.append(f'| `{e.architecture}` | `{e.tag}` | {_trained_on(e)} | {_reported(e, "<br>")} | '
+                     f'{source[e.load_source]} |')
+    return '\n'.join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- convert
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_checkpoint, record_conversion
     manifest = _load(args)
     result = convert_checkpoint(args.checkpoint, args.arch, args.tag, args.out, manifest=manifest,
                                 check_size=args.check_size)
@@ -86,7 +125,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- push
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .convert import plan_push, push_folder, record_publication
     manifest = _load(args)
     plan = plan_push(args.folder, repo_id=args.repo_id, manifest=manifest)
     verb = 'would upload' if args.dry_run else 'uploading'
@@ -109,11 +147,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- verify
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-    from tqdm import tqdm
-
-    from .hub import hf_cache_dir
     manifest = _load(args)
     cache_dir = hf_cache_dir(args.cache_dir)
     try:
@@ -185,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('list', help='print the weights manifest as a table')
     p.add_argument('--arch', default=None, help='only this architecture, e.g. osnet_x1_0')
+    p.add_argument('--markdown', action='store_true', help="print the README's zoo table (Markdown) instead")
     _manifest_arg(p)
     p.set_defaults(func=cmd_list)
 

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+import timm
 import torch
+from huggingface_hub import EvalResult, HfApi, ModelCardData
+from safetensors.torch import load_file
+from timm.models._hub import save_config_for_hf
 
-from .io import CheckpointError, atomic_write_bytes, atomic_write_text, file_sha256, load_osnet_checkpoint, \
-    read_checkpoint
-from .manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
+from ..files import atomic_path, atomic_save_safetensors, atomic_write_text
+from ..models.osnet import OSNET_ARCHS
+from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
+from .loading import load_osnet_checkpoint
+from .manifest import DATASET_NAMES, WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
 __all__ = ['ConversionResult', 'convert_checkpoint', 'record_conversion', 'model_card', 'PushPlan', 'plan_push',
            'push_folder', 'record_publication', 'HUB_FILES']
@@ -63,7 +68,6 @@ def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
 
 
 def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry]) -> torch.nn.Module:
-    import timm
     if entry is not None:
         return timm.create_model(entry.name, num_classes=num_classes)
     # a tag of your own: the architecture's data config, renamed, without the default tag's source
@@ -89,6 +93,7 @@ def convert_checkpoint(
         out_dir: Union[str, os.PathLike],
         manifest: Optional[WeightsManifest] = None,
         check_size: Optional[Tuple[int, int]] = None,
+        repo_id: Optional[str] = None,
 ) -> ConversionResult:
     """Convert a checkpoint (torchreid classic or AIN layout, trainer checkpoint, osnet_zoo safetensors) into
     ``out_dir``/{model.safetensors, config.json, README.md}.
@@ -103,9 +108,6 @@ def convert_checkpoint(
         CheckpointError: the checkpoint cannot be read, does not fit the architecture or the manifest entry,
             or the forward check fails.
     """
-    import timm
-    from ..models.osnet import OSNET_ARCHS, unwrap_state_dict
-
     if architecture not in OSNET_ARCHS:
         raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(OSNET_ARCHS)}.')
     manifest = manifest or load_manifest()
@@ -136,15 +138,13 @@ def convert_checkpoint(
     if not all(torch.isfinite(v).all() for v in expected.values()):
         raise CheckpointError(f'{source}: the converted model gives non-finite outputs (NaN/inf weights?).')
 
-    from safetensors.torch import save, load_file
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / 'model.safetensors'
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach() for k, v in model.state_dict().items()}
     metadata = {'format': 'pt', 'architecture': architecture, 'tag': tag}
     if source_sha256:
         metadata['converted_from_sha256'] = source_sha256
-    atomic_write_bytes(weights, save(tensors, metadata=metadata))
+    atomic_save_safetensors(tensors, weights, metadata=metadata)
 
     # Read back exactly as timm's loader will, and demand identical outputs.
     reloaded = _build(architecture, tag, num_classes, entry)
@@ -157,7 +157,7 @@ def convert_checkpoint(
 
     _write_config(model, out_dir / 'config.json')
     sha256, size = file_sha256(weights), weights.stat().st_size
-    repo_id = entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}'
+    repo_id = repo_id or (entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}')
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier.'))
     atomic_write_text(out_dir / 'README.md', model_card(
         architecture, tag, entry, repo_id=repo_id, sha256=sha256, size=size, num_classes=num_classes,
@@ -169,16 +169,55 @@ def convert_checkpoint(
 
 
 def _write_config(model: torch.nn.Module, path: Path) -> None:
-    # timm's own writer, so that timm's Hub reader (hf-hub: names) understands it; then an atomic move
-    from timm.models._hub import save_config_for_hf
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        tmp_path = Path(tmp) / path.name
-        save_config_for_hf(model, tmp_path)  # a Path: older timm releases call .open() on it
-        atomic_write_text(path, tmp_path.read_text(encoding='utf-8'))
+    # timm's own writer, so that timm's Hub reader (hf-hub: names) understands it
+    with atomic_path(path) as tmp:
+        save_config_for_hf(model, tmp)  # a Path: older timm releases call .open() on it
 
 
 def _fmt(value: Optional[float]) -> str:
     return '—' if value is None else f'{value:.1f}'
+
+
+MODEL_ZOO_URL = 'https://github.com/KaiyangZhou/deep-person-reid/blob/master/docs/MODEL_ZOO.md'
+_METRICS = (('rank1', 'rank-1', 'Rank-1'), ('rank5', 'rank-5', 'Rank-5'), ('rank10', 'rank-10', 'Rank-10'),
+            ('mAP', 'map', 'mAP'))
+DATASET_TERMS = ('The training and evaluation datasets (Market-1501, DukeMTMC-reID, MSMT17, CUHK03, ImageNet) have '
+                 'their own terms, mostly for non-commercial research only; DukeMTMC-reID was withdrawn by its '
+                 'authors. The licence of the weights does not lift those terms: check them before any use.')
+
+
+def eval_results(entry: WeightsEntry) -> List[EvalResult]:
+    """The reported results of an entry as huggingface_hub ``EvalResult``s (the card's ``model-index``)."""
+    results = []
+    for ev in entry.evaluation:
+        for attr, metric_type, metric_name in _METRICS:
+            value = getattr(ev, attr)
+            if value is None:
+                continue
+            results.append(EvalResult(
+                task_type='image-feature-extraction', task_name='Person re-identification',
+                dataset_type=ev.target, dataset_name=DATASET_NAMES.get(ev.target, ev.target), dataset_split='test',
+                metric_type=metric_type, metric_name=metric_name, metric_value=value, verified=False,
+                source_name='torchreid model zoo (reported)', source_url=MODEL_ZOO_URL))
+    return results
+
+
+def card_data(entry: Optional[WeightsEntry], name: str, repo_id: str) -> ModelCardData:
+    """The card's YAML front matter, built with huggingface_hub's own ``ModelCardData``."""
+    prefix = repo_id.split('/')[0]
+    tags = ['timm', 'osnet', 'osnet-zoo', 'image-feature-extraction']
+    if entry is None or entry.task == 'person-reid':
+        tags.append('person-reid')
+    data = dict(library_name='timm', license=(entry.license if entry is not None else None) or 'unknown',
+                pipeline_tag='image-feature-extraction', tags=tags)
+    if entry is not None:
+        data['datasets'] = list(entry.training_data)
+        if entry.base_model:
+            data['base_model'] = f'{prefix}/{entry.base_model}'
+        results = eval_results(entry)
+        if results:
+            data.update(model_name=name, eval_results=results)
+    return ModelCardData(**data)
 
 
 def model_card(
@@ -194,37 +233,42 @@ def model_card(
         params: int,
         manifest: Optional[WeightsManifest] = None,
 ) -> str:
-    """The Hub model card (README.md): facts and metrics from the manifest, usage, license, citations."""
-    from .. import __version__
+    """The Hub model card (README.md): YAML front matter (licence, datasets, base model, ``model-index`` with
+    the reported results), facts from the manifest, usage, licence and dataset terms, citations."""
     name = f'{architecture}.{tag}'
-    license_id = (entry.license if entry is not None else None) or 'unknown'
     defaults = manifest.reference_defaults if manifest is not None else {}
     rows = [('Architecture', f'`{architecture}` ({params / 1e6:.2f} M parameters without the classifier)')]
     if entry is not None:
         task = 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'
         rows.append(('Task', task))
-        rows.append(('Training data', entry.training_description()))
+        rows.append(('Training data', entry.training_description()
+                     + (f' — as the source states it: "{entry.training_data_text}"' if entry.training_data_text
+                        else '')))
         size_src = entry.input_size or defaults.get('input_size')
         note = '' if entry.input_size else ' (reference default; not recorded for this checkpoint)'
         if size_src:
-            rows.append(('Input', f'{size_src[1]}×{size_src[2]} RGB, ImageNet mean/std{note}'))
+            rows.append(('Input', f'{size_src[1]}×{size_src[2]} (height×width) RGB, ImageNet mean/std{note}'))
+        if entry.transforms:
+            rows.append(('Training augmentation', ', '.join(entry.transforms)))
+        if entry.loss:
+            rows.append(('Loss', entry.loss))
         dist = entry.distance or defaults.get('distance')
         if dist:
             rows.append(('Distance', dist + ('' if entry.distance else ' (reference evaluator default)')))
+        if entry.base_model:
+            rows.append(('Initialised from', f'`{entry.base_model}` (ImageNet weights)'))
     rows.append(('Classifier', f'{num_classes} classes' if num_classes else 'none (embedding only)'))
     rows.append(('Embedding', '512-d: the `fc` output (Linear → BatchNorm1d → ReLU), before L2 normalisation'))
     rows.append(('Weights', f'`model.safetensors`, sha256 `{sha256}`, {size:,} bytes'))
     provenance = f'`{source_name}`' + (f' (sha256 `{source_sha256}`)' if source_sha256 else '')
-    rows.append(('Converted from', provenance + f' with osnet-zoo {__version__}'))
+    rows.append(('Converted from', provenance + ' with osnet-zoo'))
     table = '\n'.join(f'| {k} | {v} |' for k, v in rows)
 
     if entry is not None and entry.evaluation:
-        metrics = '| Target | Rank-1 | Rank-5 | Rank-10 | mAP | Source |\n|---|---|---|---|---|---|\n' + '\n'.join(
-            f'| {ev.target} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | {_fmt(ev.rank10)} | {_fmt(ev.mAP)} | '
-            f'{ev.source or "not recorded"} |' for ev in entry.evaluation)
-        if all(ev.rank1 is None and ev.mAP is None for ev in entry.evaluation):
-            metrics += ('\n\nThe reference results for this checkpoint are not recorded in the osnet-zoo weights '
-                        'manifest (no source available to us states them); evaluate it with your own data.')
+        metrics = ('Reported by the reference model zoo ([MODEL_ZOO.md](' + MODEL_ZOO_URL + ')); not re-measured by '
+                   'osnet-zoo.\n\n| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n' + '\n'.join(
+                       f'| {DATASET_NAMES.get(ev.target, ev.target)} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | '
+                       f'{_fmt(ev.rank10)} | {_fmt(ev.mAP)} |' for ev in entry.evaluation))
     else:
         metrics = 'No evaluation results are recorded in the osnet-zoo weights manifest for this checkpoint.'
     notes = f'\n\nNote: {entry.notes}' if entry is not None and entry.notes else ''
@@ -238,19 +282,14 @@ def model_card(
                   "reference file to check it against." if not up.get('sha256') else
                   f"Converted from `{source_name}`, which is not the reference model zoo's file for this tag "
                   '(its sha256 differs from the one the manifest records).')
-    license_text = (f'`{license_id}`.' if entry is not None and entry.license else
-                    'Not recorded: the osnet-zoo weights manifest has no source stating the license of these '
-                    'weights. Check the terms of the reference model zoo and of the training datasets before use.')
+    if entry is not None and entry.license:
+        license_text = (f'`{entry.license}`: {entry.sources.get("license", "")}.\n\n{DATASET_TERMS}')
+    else:
+        license_text = ('Not recorded: the osnet-zoo weights manifest has no source stating the license of these '
+                        f'weights.\n\n{DATASET_TERMS}')
+    front = card_data(entry, name, repo_id).to_yaml()
     return f'''---
-library_name: timm
-license: {license_id}
-pipeline_tag: image-feature-extraction
-tags:
-- timm
-- osnet
-- osnet-zoo
-- person-reid
-- image-feature-extraction
+{front}
 ---
 
 # {name}
@@ -347,7 +386,6 @@ def plan_push(folder: Union[str, os.PathLike], repo_id: Optional[str] = None,
     Raises:
         CheckpointError: a missing file, an unreadable config, or weights that do not fit.
     """
-    import timm
     folder = Path(folder)
     missing = [f for f in HUB_FILES if not (folder / f).is_file()]
     if missing:
@@ -379,7 +417,6 @@ def push_folder(plan: PushPlan, token: Optional[str] = None, private: bool = Fal
                 commit_message: Optional[str] = None) -> PushPlan:
     """Create the Hub repo if needed and upload the planned files in one commit; ``plan.revision`` is set to
     the commit id."""
-    from huggingface_hub import HfApi
     api = HfApi(token=token)
     api.create_repo(plan.repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(

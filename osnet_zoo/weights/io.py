@@ -3,19 +3,20 @@
 safetensors files are read directly. Pickled PyTorch files (``.pth``, ``.pth.tar``) go through
 ``torch.load(weights_only=True)`` with a minimal allowlist: the numpy scalar and dtype types that the
 reference trainer stores beside the weights (``rank1``, ``epoch``). Nothing else is ever unpickled.
+This module imports nothing from ``osnet_zoo.models`` (loading into a model is ``weights.loading``).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
 import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
 
-__all__ = ['read_checkpoint', 'load_osnet_checkpoint', 'CheckpointError', 'file_sha256', 'atomic_write_bytes',
-           'atomic_write_text']
+__all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256']
 
 
 class CheckpointError(RuntimeError):
@@ -53,7 +54,6 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f'Checkpoint file not found: {path}')
     if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
         try:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types for truncated headers
@@ -72,45 +72,20 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise CheckpointError(f'Cannot read checkpoint {path} (truncated or not a PyTorch file?): {e}') from e
 
 
-def load_osnet_checkpoint(
-        model: torch.nn.Module,
-        checkpoint: Union[str, os.PathLike, Mapping[str, Any]],
-        strict: bool = True,
-) -> torch.nn.Module:
-    """Load a checkpoint of any supported layout (osnet_zoo, torchreid, torchreid-AIN, trainer checkpoint)
-    into an OSNet ``model``.
-
-    A classifier of another size than the model's is dropped unless ``strict``, where it is an error.
-    Missing or unexpected keys, or shapes that belong to another variant, raise ``CheckpointError``
-    naming them.
-    """
-    from ..models.osnet import checkpoint_filter_fn
-
-    source = str(checkpoint) if not isinstance(checkpoint, Mapping) else 'state_dict'
-    raw = read_checkpoint(checkpoint) if not isinstance(checkpoint, Mapping) else checkpoint
-    try:
-        state_dict = checkpoint_filter_fn(raw, model, drop_mismatched_classifier=not strict)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f'{source}: {e.args[0] if e.args else e}') from e
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if not strict:
-        # the classifier may be legitimately absent (dropped, or a headless checkpoint)
-        missing = [k for k in missing if not k.startswith('classifier.')]
-    wrong_shape = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
-                   for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if wrong_shape:
-            parts.append(f'{len(wrong_shape)} shape mismatches (another width or variant?): {wrong_shape[:5]}')
-        if missing:
-            parts.append(f'{len(missing)} missing keys: {missing[:8]}')
-        if unexpected:
-            parts.append(f'{len(unexpected)} unexpected keys: {unexpected[:8]}')
-        raise CheckpointError(f'{source} does not fit this model: ' + '; '.join(parts))
-    model.load_state_dict(state_dict, strict=False)
-    return model
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """Take the tensors out of a checkpoint: unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` /
+    ``{'model_state': ...}`` (pycls ``.pyth``), strips ``module.`` (DataParallel / DDP) prefixes and drops
+    non-tensor entries."""
+    for wrapper in ('state_dict', 'model', 'model_state'):
+        inner = checkpoint.get(wrapper) if isinstance(checkpoint, Mapping) else None
+        if isinstance(inner, Mapping):
+            checkpoint = inner
+            break
+    out = {}
+    for k, v in checkpoint.items():
+        if isinstance(v, torch.Tensor):
+            out[k[len('module.'):] if k.startswith('module.') else k] = v
+    return out
 
 
 def file_sha256(path: Union[str, os.PathLike], progress: bool = False) -> str:
@@ -119,7 +94,6 @@ def file_sha256(path: Union[str, os.PathLike], progress: bool = False) -> str:
     digest = hashlib.sha256()
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=path.stat().st_size, unit='B', unit_scale=True, desc=f'sha256 {path.name}', leave=False)
     with path.open('rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -129,25 +103,3 @@ def file_sha256(path: Union[str, os.PathLike], progress: bool = False) -> str:
     if bar is not None:
         bar.close()
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Union[str, os.PathLike], payload: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one
-    (temp file in the same folder, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
-    """``atomic_write_bytes`` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode('utf-8'))

@@ -1,15 +1,18 @@
-"""weights_manifest.json: the one record of every OSNet checkpoint, upstream and ours.
+"""weights_manifest.json: the one record of every OSNet checkpoint, upstream and ours, and the timm cfgs
+generated from it.
 
 The manifest ships inside the package (``osnet_zoo/weights/weights_manifest.json``; the repository root
-holds a byte-identical copy for readers). timm's pretrained cfgs are generated from it, and every loaded
-file is checked against its sha256. ``OSNET_ZOO_MANIFEST=/path/to/manifest.json`` makes another manifest
-the active one for loading and for the ``python -m osnet_zoo.weights`` commands (for example one that
-records your own converted weights); the timm registry itself always comes from the packaged manifest.
+holds a byte-identical copy for readers). timm's pretrained cfgs are generated from it (``pretrained_cfgs``),
+and every loaded file is checked against its sha256. ``OSNET_ZOO_MANIFEST=/path/to/manifest.json`` makes
+another manifest the active one for loading and for the ``python -m osnet_zoo.weights`` commands (for
+example one that records your own converted weights); the timm registry itself always comes from the
+packaged manifest.
 
 Each entry is one checkpoint: ``architecture``.``tag``. A fact is filled only where a readable source
-states it (``sources`` says which); unknown facts are ``null``. ``hub`` is our safetensors conversion,
-written by ``convert --update-manifest`` (sha256, size) and ``push --update-manifest`` (revision): an
-entry is *published* once it has a revision.
+states it (``sources`` says which); unknown facts are ``null``. A location supplies weights only when it
+is pinned: the authors' Hub file at a recorded revision (digest-checked where the sha256 is known), or our
+safetensors conversion (``hub``) once both its revision and sha256 are recorded (``published``). This
+module imports nothing from ``osnet_zoo.models``: ``models/osnet.py`` builds its ``default_cfgs`` from it.
 """
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
-from .io import atomic_write_text
+from ..files import atomic_write_text
 
 __all__ = [
     'PACKAGED_MANIFEST', 'MANIFEST_SCHEMA', 'ManifestError', 'HubFile', 'Evaluation', 'WeightsEntry',
     'WeightsManifest', 'load_manifest', 'active_manifest_path', 'validate_manifest_schema', 'dumps_manifest',
-    'write_manifest', 'repo_root_copy',
+    'write_manifest', 'repo_root_copy', 'pretrained_cfgs', 'gdrive_url', 'LOAD_SOURCES',
 ]
 
 PACKAGED_MANIFEST = Path(__file__).with_name('weights_manifest.json')
@@ -48,6 +51,13 @@ class HubFile:
     sha256: Optional[str] = None
     size: Optional[int] = None
     kind: str = 'osnet-zoo'  # 'osnet-zoo' (our safetensors), 'upstream' (the reference file), 'other'
+
+    @property
+    def pinned(self) -> bool:
+        """May supply weights for a tag: ours needs a revision and a sha256, the authors' file a revision."""
+        if self.kind == 'osnet-zoo':
+            return self.revision is not None and self.sha256 is not None
+        return self.revision is not None
 
     def describe(self) -> str:
         rev = f'@{self.revision}' if self.revision else ''
@@ -72,15 +82,19 @@ class WeightsEntry:
     tag: str
     task: str
     training_data: Tuple[str, ...]
-    combineall: bool
+    training_data_text: Optional[str]
+    combineall: Optional[bool]
     num_classes: Optional[int]
     input_size: Optional[Tuple[int, int, int]]
     mean: Optional[Tuple[float, ...]]
     std: Optional[Tuple[float, ...]]
+    transforms: Optional[Tuple[str, ...]]
     distance: Optional[str]
+    loss: Optional[str]
     evaluation: Tuple[Evaluation, ...]
     upstream: Dict[str, Any]
     hub: Dict[str, Any]
+    base_model: Optional[str]
     license: Optional[str]
     notes: Optional[str]
     sources: Dict[str, str] = field(default_factory=dict)
@@ -91,8 +105,8 @@ class WeightsEntry:
 
     @property
     def published(self) -> bool:
-        """Our safetensors conversion is on the Hub (push recorded its revision)."""
-        return self.hub.get('revision') is not None
+        """Our safetensors conversion is on the Hub at a recorded revision with a recorded sha256."""
+        return self.hub.get('revision') is not None and self.hub.get('sha256') is not None
 
     @property
     def ours(self) -> HubFile:
@@ -105,19 +119,30 @@ class WeightsEntry:
         up = self.upstream
         if not (up.get('hf_hub_id') and up.get('filename')):
             return None
-        return HubFile(up['hf_hub_id'], up['filename'], None, up.get('sha256'), up.get('size'), kind='upstream')
+        return HubFile(up['hf_hub_id'], up['filename'], up.get('hf_revision'), up.get('sha256'), up.get('size'),
+                       kind='upstream')
+
+    @property
+    def gdrive_url(self) -> Optional[str]:
+        return gdrive_url(self.upstream['gdrive_id']) if self.upstream.get('gdrive_id') else None
 
     def locations(self) -> List[HubFile]:
-        """Where to look for this checkpoint, best first: our published safetensors, the reference file on
-        the Hub, then our repo even if not recorded as published (a newer release, or a copy you cached)."""
-        ordered = []
+        """The pinned locations that may supply this checkpoint, best first: our published safetensors, then
+        the authors' file on the Hub at its recorded revision. Nothing else ever does: an unpinned repo
+        (ours before publication, or the authors' file without a recorded revision) could serve any bytes."""
+        return [loc for loc in (self.ours, self.upstream_file) if loc is not None and loc.pinned]
+
+    @property
+    def load_source(self) -> str:
+        """Where ``pretrained=True`` loads this tag from today: 'osnet-zoo' (our published safetensors),
+        'hub' (the authors' pinned Hub file), 'hub-unpinned' (on the authors' Hub repo, but no revision is
+        recorded: refused until `verify --record`), 'gdrive' (Google Drive only: a manual download), 'none'."""
         if self.published:
-            ordered.append(self.ours)
-        if self.upstream_file is not None:
-            ordered.append(self.upstream_file)
-        if not self.published:
-            ordered.append(self.ours)
-        return ordered
+            return 'osnet-zoo'
+        up = self.upstream_file
+        if up is not None:
+            return 'hub' if up.pinned else 'hub-unpinned'
+        return 'gdrive' if self.upstream.get('gdrive_id') else 'none'
 
     def training_description(self) -> str:
         """Human-readable training data, e.g. 'MSMT17 (combineall)'."""
@@ -127,7 +152,22 @@ class WeightsEntry:
 
 DATASET_NAMES = {
     'imagenet-1k': 'ImageNet-1k', 'market1501': 'Market1501', 'dukemtmcreid': 'DukeMTMC-reID', 'msmt17': 'MSMT17',
+    'cuhk03': 'CUHK03',
 }
+
+LOAD_SOURCES = {
+    'osnet-zoo': 'our safetensors on the Hub (osnet-zoo/ARCH.TAG at a recorded revision, sha256-checked)',
+    'hub': "the authors' file on the Hub (kaiyangzhou/osnet at a pinned revision, sha256-checked where recorded)",
+    'hub-unpinned': "on the authors' Hub repo, but no revision or sha256 is recorded: refused until a maintainer "
+                    'records them (`python -m osnet_zoo.weights verify --record`)',
+    'gdrive': 'Google Drive only: download the file by hand and load it with pretrained_cfg_overlay=dict(file=...)',
+    'none': 'no known location',
+}
+
+
+def gdrive_url(gdrive_id: str) -> str:
+    """The Google Drive link of a file id."""
+    return f'https://drive.google.com/uc?id={gdrive_id}'
 
 
 @dataclass
@@ -224,7 +264,7 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
     default tags); the full contract is ``weights_manifest.schema.json`` (see ``validate_manifest_schema``)."""
     where = str(path or 'manifest')
     _check(isinstance(data, dict), where, 'expected a JSON object at the top level')
-    _check(data.get('schema_version') == 1, where, f"schema_version must be 1, got {data.get('schema_version')!r}")
+    _check(data.get('schema_version') == 2, where, f"schema_version must be 2, got {data.get('schema_version')!r}")
     for key in ('entries', 'default_tags', 'reference_defaults'):
         _check(key in data, where, f'missing top-level key {key!r}')
     entries: Dict[str, WeightsEntry] = {}
@@ -235,14 +275,16 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
             hub, upstream = dict(raw['hub']), dict(raw['upstream'])
             entry = WeightsEntry(
                 architecture=raw['architecture'], tag=raw['tag'], task=raw['task'],
-                training_data=tuple(raw['training_data']), combineall=bool(raw['combineall']),
-                num_classes=raw['num_classes'], input_size=_opt_tuple(raw['input_size']),
-                mean=_opt_tuple(raw['mean']), std=_opt_tuple(raw['std']), distance=raw['distance'],
+                training_data=tuple(raw['training_data']), training_data_text=raw.get('training_data_text'),
+                combineall=raw['combineall'], num_classes=raw['num_classes'],
+                input_size=_opt_tuple(raw['input_size']), mean=_opt_tuple(raw['mean']), std=_opt_tuple(raw['std']),
+                transforms=_opt_tuple(raw.get('transforms')), distance=raw['distance'], loss=raw.get('loss'),
                 evaluation=tuple(Evaluation(**ev) for ev in raw['evaluation']), upstream=upstream, hub=hub,
-                license=raw['license'], notes=raw.get('notes'), sources=dict(raw.get('sources') or {}))
+                base_model=raw.get('base_model'), license=raw['license'], notes=raw.get('notes'),
+                sources=dict(raw.get('sources') or {}))
             for key in ('repo_id', 'filename', 'revision', 'sha256', 'size'):
                 hub[key]  # noqa: B018 -- presence check, raises KeyError naming the key
-            for key in ('filename', 'gdrive_id', 'hf_hub_id', 'sha256', 'size'):
+            for key in ('filename', 'gdrive_id', 'hf_hub_id', 'hf_revision', 'sha256', 'size'):
                 upstream[key]  # noqa: B018
         except KeyError as e:
             raise ManifestError(f'{at}: missing key {e.args[0]!r}') from None
@@ -254,6 +296,9 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
         for label, digest in (('hub.sha256', hub['sha256']), ('upstream.sha256', upstream['sha256'])):
             _check(digest is None or bool(_SHA256.match(str(digest))), at,
                    f'{label} must be 64 lowercase hex digits or null, got {digest!r}')
+        _check(entry.base_model is None or entry.base_model in {f"{r['architecture']}.{r['tag']}" for r in
+                                                                 data['entries'] if isinstance(r, dict)},
+               at, f'base_model {entry.base_model!r} is not an entry of the manifest')
         entries[name] = entry
     for arch, tag in data['default_tags'].items():
         _check(f'{arch}.{tag}' in entries, where, f'default tag {arch}.{tag} has no entry')
@@ -325,3 +370,45 @@ def repo_root_copy(target: Union[str, os.PathLike]) -> Optional[Path]:
             (mirror.parent / 'pyproject.toml').is_file():
         return mirror
     return None
+
+
+# ---------------------------------------------------------------------------------------------------- timm cfgs
+
+def pretrained_cfgs(base_cfg: Callable[..., Dict[str, Any]],
+                    manifest: Optional[WeightsManifest] = None) -> Dict[str, Dict[str, Any]]:
+    """timm pretrained cfgs, ``'architecture.tag' -> cfg``, one per manifest entry, default tag first.
+
+    ``base_cfg(**overrides)`` builds a cfg dict (``osnet._cfg``). A cfg points at the entry's best pinned
+    Hub location (``repo@revision`` + file name); an entry without one points at the authors' unpinned Hub
+    file or its Google Drive link, which the loader refuses with instructions instead of fetching. The input
+    size, mean and std are the entry's, or the reference defaults where the entry records none;
+    ``num_classes`` is the checkpoint's classifier size, or 0 (the re-ID embedding) while that is unknown.
+    """
+    manifest = manifest or load_manifest()
+    defaults = manifest.reference_defaults
+    ordered = sorted(manifest, key=lambda e: (e.architecture, e.tag != manifest.default_tags.get(e.architecture)))
+    cfgs = {}
+    for entry in ordered:
+        pinned = entry.locations()
+        best = pinned[0] if pinned else entry.upstream_file
+        source = dict(hf_hub_id=best.repo_id + (f'@{best.revision}' if best.revision else ''),
+                      hf_hub_filename=best.filename) if best is not None else dict(url=entry.gdrive_url or '')
+        cfgs[entry.name] = base_cfg(
+            **source,
+            num_classes=entry.num_classes if entry.num_classes is not None else 0,
+            input_size=tuple(entry.input_size or defaults['input_size']),
+            mean=tuple(entry.mean or defaults['mean']),
+            std=tuple(entry.std or defaults['std']),
+            license=entry.license,
+            description=describe_entry(entry),
+        )
+    return cfgs
+
+
+def describe_entry(entry: WeightsEntry) -> str:
+    """One line for timm's ``description``: what the checkpoint is and what it reports."""
+    if entry.task == 'imagenet-classification':
+        return f'{entry.architecture} trained on ImageNet-1k (reference checkpoint)'
+    results = ', '.join(f'{ev.target} R1 {ev.rank1} mAP {ev.mAP}' for ev in entry.evaluation)
+    return (f'{entry.architecture} for person re-ID, trained on {entry.training_description()}'
+            + (f'; reported {results}' if results else '') + ' (reference checkpoint)')

@@ -262,7 +262,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help='onnxruntime: export to ONNX and run it on the CPU (fastest on CPUs; fp32)')
     parser.add_argument('--max-shards', type=int, default=None,
                         help='stop after this many new shards (the run stays resumable)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing complete --out file')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing complete --output file')
     return parser
 
 

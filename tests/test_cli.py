@@ -15,3 +15,56 @@ def test_summary_command():
 def test_help():
     out = subprocess.run([sys.executable, '-m', 'osnet_zoo', '--help'], capture_output=True, text=True, check=True)
     assert '--batch-size' in out.stdout and 'usage: python -m osnet_zoo' in out.stdout
+
+
+VERBS = ['osnet_zoo.train.__main__', 'osnet_zoo.evaluate', 'osnet_zoo.extract', 'osnet_zoo.export',
+         'osnet_zoo.nas.__main__', 'osnet_zoo.weights.__main__', 'osnet_zoo.visualize', 'osnet_zoo.__main__']
+
+
+def test_every_cli_has_get_args_parser_and_the_shared_vocabulary():
+    """One vocabulary: the same option names wherever a verb has that notion, and no old spelling in --help."""
+    import importlib
+
+    for name in VERBS:
+        parser = importlib.import_module(name).get_args_parser()
+        text = parser.format_help()
+        for sub in getattr(parser, '_subparsers', None)._group_actions if parser._subparsers else []:
+            for choice in sub.choices.values():
+                text += choice.format_help()
+        for old in ('--out ', '--amp', '--half', '--arch '):
+            assert old not in text, f'{name} --help still shows {old.strip()}'
+        options = set(parser._option_string_actions)
+        for sub in (parser._subparsers._group_actions if parser._subparsers else []):
+            for choice in sub.choices.values():
+                options |= set(choice._option_string_actions)
+        if name != 'osnet_zoo.__main__':
+            assert '--model' in options or '--output' in options, name
+
+
+def test_deprecated_spellings_still_work_and_warn(capsys):
+    from osnet_zoo.export import get_args_parser as export_parser
+    from osnet_zoo.train.__main__ import get_args_parser as train_parser
+
+    args = train_parser().parse_args(['--arch', 'osnet_x0_5', '--amp', 'none', '--out', 'somewhere'])
+    assert (args.model, args.precision, args.output) == ('osnet_x0_5', 'fp32', 'somewhere')
+    err = capsys.readouterr().err
+    assert '--arch is deprecated' in err and 'use --model' in err and '--amp is deprecated' in err
+    assert '--out is deprecated' in err and 'use --output' in err
+    args = export_parser().parse_args(['--half'])
+    assert args.precision == 'fp16' and '--half is deprecated' in capsys.readouterr().err
+    args = train_parser().parse_args(['--model', 'osnet_x0_5', '--precision', 'bf16', '--output', 'x'])
+    assert (args.model, args.precision, args.output) == ('osnet_x0_5', 'bf16', 'x')
+    assert capsys.readouterr().err == ''  # the new spellings print nothing
+
+
+def test_run_prints_one_line_and_exits_nonzero(capsys):
+    from osnet_zoo import cli
+
+    def bad():
+        raise FileNotFoundError('dataset root /nowhere does not exist.\nExpected layout:\n  a/\n  b/')
+
+    assert cli.run(bad) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: dataset root /nowhere') and err.count('\n') == 1 and 'Traceback' not in err
+    assert cli.run(lambda: (_ for _ in ()).throw(FloatingPointError('loss became nan'))) == 2
+    assert cli.run(lambda: 3) == 3 and cli.run(lambda: {'a': 1}) == 0

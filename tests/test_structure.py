@@ -1,5 +1,6 @@
-"""The house's shape, checked: imports of osnet_zoo modules run at the top of modules (never inside a function),
-and the module import graph has no circle. Both read the source with ``ast``; nothing is imported."""
+"""The house's shape, checked: imports of osnet_zoo modules run at the top of modules (never inside a function,
+except a module that wraps an optional dependency, marked ``# optional dependency`` on the import line), and the
+module import graph has no circle. Both read the source with ``ast``; nothing is imported."""
 import ast
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
@@ -50,7 +51,9 @@ def _scan() -> Tuple[Dict[str, Set[str]], List[str]]:
     graph: Dict[str, Set[str]] = {m: set() for m in known}
     inside_functions: List[str] = []
     for module, path in known.items():
-        tree = ast.parse(path.read_text(), str(path))
+        source = path.read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source, str(path))
 
         def visit(node: ast.AST, in_function: bool) -> None:
             for child in ast.iter_child_nodes(node):
@@ -58,7 +61,7 @@ def _scan() -> Tuple[Dict[str, Set[str]], List[str]]:
                     continue  # annotations only: not imported at run time
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
                     for target in _targets(module, path, child, known):
-                        if in_function:
+                        if in_function and 'optional dependency' not in lines[child.lineno - 1]:
                             inside_functions.append(f'{path.relative_to(PACKAGE.parent)}:{child.lineno} imports '
                                                     f'{target}')
                         elif target != module:

@@ -172,7 +172,7 @@ class LiteLevel(nn.Module):
         if self.conv is not None:
             return F.relu(self.conv(x))
         if self.triton_depthwise:
-            from .triton_kernels import depthwise3x3_bias_relu
+            from .triton_kernels import depthwise3x3_bias_relu  # optional dependency: imports triton, only on use
             return depthwise3x3_bias_relu(self.conv_pw(x), self.conv_dw.weight, self.conv_dw.bias)
         return F.relu(self.conv_dw(self.conv_pw(x)))
 

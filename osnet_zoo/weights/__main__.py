@@ -10,6 +10,7 @@ from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 from tqdm import tqdm
 
+from .. import cli
 from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
 from .hub import hf_cache_dir
 from .io import CheckpointError, file_sha256
@@ -20,8 +21,8 @@ from .manifest import (
 
 EXAMPLES = '''examples:
   python -m osnet_zoo.weights list
-  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --arch osnet_x1_0 --tag market1501 \\
-      --out out/osnet_x1_0.market1501
+  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --model osnet_x1_0 --tag market1501 \\
+      --output out/osnet_x1_0.market1501
   python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --dry-run
   python -m osnet_zoo.weights verify
 
@@ -73,7 +74,7 @@ def _trained_on(entry: WeightsEntry) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     manifest = _load(args)
-    entries = [e for e in manifest if not args.arch or e.architecture == args.arch]
+    entries = [e for e in manifest if not args.model or e.architecture == args.model]
     if args.markdown:
         print(zoo_table(entries))
         return 0
@@ -106,8 +107,10 @@ def zoo_table(entries: List[WeightsEntry]) -> str:
 # ---------------------------------------------------------------------------------------------------- convert
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if not args.model or not args.output:
+        raise ValueError('convert needs --model ARCH and --output FOLDER (see python -m osnet_zoo.weights convert --help)')
     manifest = _load(args)
-    result = convert_checkpoint(args.checkpoint, args.arch, args.tag, args.out, manifest=manifest,
+    result = convert_checkpoint(args.checkpoint, args.model, args.tag, Path(args.output), manifest=manifest,
                                 check_size=args.check_size)
     for w in result.warnings:
         print(f'warning: {w}', file=sys.stderr)
@@ -208,7 +211,7 @@ def _size(text: str) -> tuple:
     return h, w
 
 
-def build_parser() -> argparse.ArgumentParser:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.weights',
         description='OSNet pretrained weights: list the weights manifest, convert reference (torchreid) '
@@ -217,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True, metavar='{list,convert,push,verify}')
 
     p = sub.add_parser('list', help='print the weights manifest as a table')
-    p.add_argument('--arch', default=None, help='only this architecture, e.g. osnet_x1_0')
+    cli.add_model(p, default=None, help='only this architecture, e.g. osnet_x1_0')
+    p.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     p.add_argument('--markdown', action='store_true', help="print the README's zoo table (Markdown) instead")
     _manifest_arg(p)
     p.set_defaults(func=cmd_list)
@@ -229,9 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
                     'write OUT/model.safetensors, OUT/config.json (for timm) and OUT/README.md (model card). '
                     'Prints the sha256 and size of the weights.')
     p.add_argument('checkpoint', type=Path, help='the checkpoint file (.pth, .pth.tar, .safetensors)')
-    p.add_argument('--arch', required=True, help='architecture, e.g. osnet_x1_0 or osnet_ain_x1_0')
+    cli.add_model(p, default=None, help='architecture, e.g. osnet_x1_0 or osnet_ain_x1_0 (required)')
+    p.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     p.add_argument('--tag', required=True, help='pretrained tag, e.g. market1501 (see `list`); any name for your own')
-    p.add_argument('--out', required=True, type=Path, help='output folder (created if needed)')
+    cli.add_output(p, None, 'output folder, created if needed (required)')
     p.add_argument('--check-size', type=_size, default=None, metavar='HxW',
                    help="image size of the forward check (default: the model's input size, 256x128)")
     p.add_argument('--update-manifest', action='store_true',
@@ -267,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ManifestError, KeyError) as e:
-        print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
+    except (CheckpointError, ManifestError, KeyError, ValueError, OSError) as e:
+        print(f'error: {cli.error_message(e)}', file=sys.stderr)
         return 1
 
 

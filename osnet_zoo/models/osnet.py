@@ -15,8 +15,9 @@ blocks per stage, whether conv1 uses instance norm, and a per-block instance-nor
 
 OSNet-IBN and OSNet-AIN are such placements; the NAS of the AIN paper searches over them.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FX copies ``forward``'s annotations into the code it
+# generates, and string annotations come out as names (``_torch_Tensor_``) TorchScript cannot resolve, which
+# breaks fx-trace-then-script (timm's test_model_forward_fx_torchscript).
 import logging
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union

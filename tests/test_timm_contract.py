@@ -2,7 +2,9 @@
 import pytest
 import timm
 import torch
-from timm.models import create_feature_extractor, get_graph_node_names
+from timm.models import create_feature_extractor, get_graph_node_names, get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import create_feature_extractor as tv_create_feature_extractor
+from torchvision.models.feature_extraction import get_graph_node_names as tv_get_graph_node_names
 
 import osnet_zoo  # noqa: F401  (registers the models)
 
@@ -134,3 +136,30 @@ def test_fx_trace(name):
     fx_feats = timm.create_model(name, features_only=True, feature_cls='fx').eval()
     with torch.no_grad():
         assert [f.shape[1] for f in fx_feats(x)] == fx_feats.feature_info.channels()
+
+
+def _create_fx_model(model: torch.nn.Module) -> torch.nn.Module:
+    """timm's tests/test_models.py ``_create_fx_model`` (eval mode): trace with timm's no-trace leaf modules and
+    functions, constant parameter shapes, and return the graph's last node."""
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+                         param_shapes_constant=True)
+    train_nodes, eval_nodes = tv_get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    return tv_create_feature_extractor(
+        model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+        tracer_kwargs=tracer_kwargs)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_forward_fx_torchscript(name):
+    # timm's test of the same name: create scriptable, FX-trace, TorchScript the graph, one forward at the
+    # default input size capped at 128 (3x128x128), batch 1. It also checks the result equals eager mode.
+    with timm.set_scriptable(True):
+        model = timm.create_model(name).eval()
+    scripted = torch.jit.script(_create_fx_model(model))
+    x = torch.randn(1, 3, 128, 128)
+    with torch.inference_mode():
+        outputs = torch.cat(tuple(scripted(x).values()))
+        expected = model(x)
+    assert outputs.shape == (1, model.num_classes)
+    assert not torch.isnan(outputs).any()
+    assert torch.allclose(outputs, expected, atol=1e-5)

@@ -200,6 +200,11 @@ class StreamBatchedOmniScaleBlock(nn.Module):
     def __init__(self, block: OmniScaleBlock, merge_lite: bool = False, dense_levels: bool = False,
                  triton_depthwise: bool = False, max_batched_work: Optional[int] = None):
         super().__init__()
+        if not block.primary_design:
+            raise ValueError(
+                'Stream batching rewrites the primary omni-scale block (Lite 3x3 streams of depth 1..T, one unified '
+                f'channel gate); this block is a Table 5 ablation ({block.design}): call optimize_for_inference '
+                'with stream_batching=False.')
         streams = [list(s) for s in block.streams]
         depths = [len(s) for s in streams]
         if depths != list(range(1, len(streams) + 1)):

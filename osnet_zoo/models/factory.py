@@ -1,5 +1,5 @@
-"""User-facing factories: the OSNet-IBN and OSNet-AIN families at any width, and the model a NAS genotype
-describes."""
+"""User-facing factories: the OSNet-IBN and OSNet-AIN families at any width, the model a NAS genotype
+describes, and the ablation models of the OSNet paper's Table 5."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,9 +7,9 @@ from typing import Any
 import timm
 
 from .genotype import GenotypeLike, load_genotype
-from .osnet import OSNET_ARCHS, OSNet, osnet_arch
+from .osnet import OSNET_ARCHS, TABLE5_MODELS, OSNet, osnet_arch
 
-__all__ = ['osnet_ibn', 'osnet_ain', 'create_osnet', 'build_model_from_genotype']
+__all__ = ['osnet_ibn', 'osnet_ain', 'create_osnet', 'build_model_from_genotype', 'table5_model']
 
 _WIDTH_SUFFIX = {1.0: 'x1_0', 0.75: 'x0_75', 0.5: 'x0_5', 0.25: 'x0_25'}
 
@@ -48,3 +48,12 @@ def build_model_from_genotype(path_or_dict: GenotypeLike, width: float = 1.0, **
                       conv1_in=bool(genotype.get('conv1_in', True)))
     arch.update(kwargs)
     return OSNet(**arch)
+
+
+def table5_model(name: str, width: float = 1.0, **kwargs: Any) -> OSNet:
+    """An untrained ablation model of the OSNet paper's Table 5 (``name`` a key of ``TABLE5_MODELS``, e.g.
+    'standard_conv' or 't2'), at width β (the paper's is 1.0); ``kwargs`` go to ``OSNet`` (e.g. ``num_classes``).
+    At a registered width it is ``timm.create_model('osnet_x1_0', **TABLE5_MODELS[name]['model_args'])``."""
+    if name not in TABLE5_MODELS:
+        raise KeyError(f'Unknown Table 5 model {name!r}; expected one of {list(TABLE5_MODELS)}.')
+    return create_osnet('osnet', width, **{**TABLE5_MODELS[name]['model_args'], **kwargs})

@@ -13,10 +13,13 @@ blocks per stage, whether conv1 uses instance norm, and a per-block instance-nor
     ``in_out``     affine IN after the residual add, before the ReLU;
     ``in_in_out``  both.
 
-OSNet-IBN and OSNet-AIN are such placements; the NAS of the AIN paper searches over them.
+OSNet-IBN and OSNet-AIN are such placements; the NAS of the AIN paper searches over them. The ablation
+models of the OSNet paper's Table 5 are further block arguments (``conv_type``, ``stream_depths``,
+``aggregation``, ``gate_type``), named in ``TABLE5_MODELS``; docs/architecture.md describes them all.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FX copies ``forward``'s annotations into the code it
+# generates, and string annotations come out as names (``_torch_Tensor_``) TorchScript cannot resolve, which
+# breaks fx-trace-then-script (timm's test_model_forward_fx_torchscript).
 import logging
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -37,8 +40,9 @@ from ..weights.io import CheckpointError, unwrap_state_dict
 from ..weights.manifest import PACKAGED_MANIFEST, load_manifest, pretrained_cfgs
 
 __all__ = [
-    'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
-    'AIN_BLOCK_NORMS', 'checkpoint_filter_fn', 'osnet_arch', 'OSNET_ARCHS',
+    'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'StaticGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
+    'AIN_BLOCK_NORMS', 'CONV_TYPES', 'AGGREGATIONS', 'GATE_TYPES', 'TABLE5_MODELS', 'checkpoint_filter_fn',
+    'osnet_arch', 'OSNET_ARCHS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -93,19 +97,63 @@ class LiteConv3x3(nn.Module):
 
 
 class ChannelGate(nn.Module):
-    """Unified aggregation gate: GAP -> 1x1 (C -> C/r) -> ReLU -> 1x1 (C/r -> C) -> sigmoid."""
+    """Unified aggregation gate: GAP -> 1x1 (C -> C/r) -> ReLU -> 1x1 (C/r -> C) -> sigmoid, times the input.
 
-    def __init__(self, channels: int, reduction: int = 16):
+    ``channel_wise=False`` is Table 5's stream-wise gate: the second 1x1 has one output, a scalar weight for
+    the whole stream.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, channel_wise: bool = True):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+        self.fc2 = nn.Conv2d(hidden, channels if channel_wise else 1, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = x.mean((2, 3), keepdim=True)
         w = torch.sigmoid(self.fc2(self.act(self.fc1(w))))
         return x * w
+
+
+class StaticGate(nn.Module):
+    """Learned-and-fixed gate (Table 5, model 8): a learned per-channel weight, sigmoid(w), the same for every
+    input. Starts at 0.5 (w = 0)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.weight)
+
+
+CONV_TYPES = ('lite', 'standard')
+AGGREGATIONS = ('gate', 'add', 'concat')
+GATE_TYPES = ('unified', 'per_stream', 'stream_wise', 'static')
+
+
+def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f'Unknown {name} {value!r}; expected one of {choices}.')
+
+
+def _stream_layer(channels: int, conv_type: str) -> nn.Module:
+    if conv_type == 'lite':
+        return LiteConv3x3(channels, channels)
+    return ConvNormAct(channels, channels, 3, padding=1)  # 'standard': full 3x3 conv -> BN -> ReLU
+
+
+def _aggregation_gate(channels: int, reduction: int, aggregation: str, gate_type: str, num_streams: int) -> nn.Module:
+    if aggregation != 'gate':
+        return nn.Identity()  # 'add' sums the streams as they are; 'concat' stacks them for conv3
+    if gate_type == 'unified':
+        return ChannelGate(channels, reduction)
+    if gate_type == 'stream_wise':
+        return ChannelGate(channels, reduction, channel_wise=False)
+    if gate_type == 'per_stream':
+        return nn.ModuleList([ChannelGate(channels, reduction) for _ in range(num_streams)])
+    return nn.ModuleList([StaticGate(channels) for _ in range(num_streams)])
 
 
 class OmniScaleBlock(nn.Module):
@@ -114,7 +162,16 @@ class OmniScaleBlock(nn.Module):
     1x1 reduction (by ``bottleneck_reduction``), ``num_streams`` streams where stream t stacks t Lite 3x3
     layers, one aggregation gate shared by all streams, 1x1 linear projection, residual add, ReLU.
     ``norm`` places instance norm (see the module docstring).
+
+    The ablation arguments of Table 5 change one part each (the defaults are the paper's primary block):
+    ``conv_type`` 'lite' or 'standard' (full 3x3 conv); ``stream_depths`` the Lite layers of each stream
+    (default 1..T); ``aggregation`` 'gate' (gated sum), 'add' (plain sum) or 'concat' (the streams
+    concatenated, conv3 reads T x mid channels); ``gate_type`` (with 'gate') 'unified' (one channel-wise
+    gate shared by the streams), 'per_stream' (a separate channel-wise gate per stream), 'stream_wise' (one
+    shared gate giving a scalar per stream) or 'static' (a learned, input-independent channel weight per stream).
     """
+    concat: torch.jit.Final[bool]
+    gate_per_stream: torch.jit.Final[bool]
 
     def __init__(
             self,
@@ -124,35 +181,68 @@ class OmniScaleBlock(nn.Module):
             num_streams: int = 4,
             bottleneck_reduction: int = 4,
             gate_reduction: int = 16,
+            conv_type: str = 'lite',
+            stream_depths: Optional[Sequence[int]] = None,
+            aggregation: str = 'gate',
+            gate_type: str = 'unified',
     ):
         super().__init__()
-        if norm not in BLOCK_NORMS:
-            raise ValueError(f'Unknown block norm placement {norm!r}; expected one of {BLOCK_NORMS}.')
+        _check_choice('block norm placement', norm, BLOCK_NORMS)
+        _check_choice('conv_type', conv_type, CONV_TYPES)
+        _check_choice('aggregation', aggregation, AGGREGATIONS)
+        _check_choice('gate_type', gate_type, GATE_TYPES)
         if num_streams < 1:
             raise ValueError(f'num_streams must be >= 1, got {num_streams}.')
+        if aggregation != 'gate' and gate_type != 'unified':
+            raise ValueError(f"gate_type={gate_type!r} needs aggregation='gate', got aggregation={aggregation!r}.")
+        depths = tuple(range(1, num_streams + 1)) if stream_depths is None else tuple(stream_depths)
+        if len(depths) != num_streams or any(int(d) != d or d < 1 for d in depths):
+            raise ValueError(
+                f'stream_depths needs num_streams={num_streams} positive integers, got {stream_depths}.')
         mid_chs = out_chs // bottleneck_reduction
         self.norm = norm
+        self.concat = aggregation == 'concat'
+        self.gate_per_stream = aggregation == 'gate' and gate_type in ('per_stream', 'static')
+        self.design = dict(conv_type=conv_type, stream_depths=depths, aggregation=aggregation, gate_type=gate_type)
+        # The paper's primary block: the only design the stream-batched inference block (inference/optimize.py)
+        # rewrites.
+        self.primary_design = conv_type == 'lite' and depths == tuple(range(1, num_streams + 1)) \
+            and aggregation == 'gate' and gate_type == 'unified'
         self.conv1 = ConvNormAct(in_chs, mid_chs, 1)
         self.streams = nn.ModuleList([
-            nn.Sequential(*[LiteConv3x3(mid_chs, mid_chs) for _ in range(depth)])
-            for depth in range(1, num_streams + 1)
+            nn.Sequential(*[_stream_layer(mid_chs, conv_type) for _ in range(int(depth))]) for depth in depths
         ])
-        self.gate = ChannelGate(mid_chs, gate_reduction)
-        self.conv3 = ConvNormAct(mid_chs, out_chs, 1, instance_norm=norm in ('in_in', 'in_in_out'), apply_act=False)
+        self.gate = _aggregation_gate(mid_chs, gate_reduction, aggregation, gate_type, num_streams)
+        conv3_in = mid_chs * num_streams if self.concat else mid_chs
+        self.conv3 = ConvNormAct(conv3_in, out_chs, 1, instance_norm=norm in ('in_in', 'in_in_out'), apply_act=False)
         self.downsample = ConvNormAct(in_chs, out_chs, 1, apply_act=False) if in_chs != out_chs else nn.Identity()
         self.norm_out = nn.InstanceNorm2d(out_chs, affine=True) if norm in ('in_out', 'in_in_out') else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.downsample(x)
-        x = self.conv1(x)
+    def _aggregate(self, x: torch.Tensor) -> torch.Tensor:
+        # The branches are compile-time constants (Final) for TorchScript; FX and eager take one of them.
+        if self.concat:
+            outs: List[torch.Tensor] = []
+            for stream in self.streams:
+                outs.append(stream(x))
+            return torch.cat(outs, 1)
         y = x
         first = True
-        for stream in self.streams:
-            g = self.gate(stream(x))
-            y = g if first else y + g
-            first = False
-        y = self.conv3(y) + shortcut
+        if self.gate_per_stream:
+            for stream, gate in zip(self.streams, self.gate):
+                g = gate(stream(x))
+                y = g if first else y + g
+                first = False
+        else:
+            for stream in self.streams:
+                g = self.gate(stream(x))
+                y = g if first else y + g
+                first = False
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.downsample(x)
+        y = self.conv3(self._aggregate(self.conv1(x))) + shortcut
         return self.act(self.norm_out(y))
 
 
@@ -178,6 +268,10 @@ class OSNet(nn.Module):
             num_streams: int = 4,
             bottleneck_reduction: int = 4,
             gate_reduction: int = 16,
+            conv_type: str = 'lite',
+            stream_depths: Optional[Sequence[int]] = None,
+            aggregation: str = 'gate',
+            gate_type: str = 'unified',
             feature_dim: int = 512,
             num_classes: int = 1000,
             in_chans: int = 3,
@@ -193,6 +287,12 @@ class OSNet(nn.Module):
             num_streams: T, the number of streams (exponents 1..T) per block.
             bottleneck_reduction: channel reduction inside a block.
             gate_reduction: channel reduction of the aggregation gate's hidden layer.
+            conv_type: 'lite' (Lite 3x3: 1x1 + depthwise 3x3) or 'standard' (full 3x3 conv) in the streams.
+            stream_depths: layers per stream, ``num_streams`` entries (default 1, 2, .., T); equal depths
+                give Table 5's same-depth (ResNeXt-like) model.
+            aggregation: how the streams are fused: 'gate' (gated sum), 'add' (sum) or 'concat'.
+            gate_type: with aggregation 'gate': 'unified', 'per_stream', 'stream_wise' or 'static'
+                (see ``OmniScaleBlock``; ``TABLE5_MODELS`` names the ablation models).
             feature_dim: size of the re-ID embedding (the ``fc`` head).
             num_classes: classifier outputs; 0 returns the embedding.
             in_chans: input channels.
@@ -207,9 +307,11 @@ class OSNet(nn.Module):
         if len(block_norms) != sum(layers):
             raise ValueError(
                 f'block_norms needs one entry per block ({sum(layers)} for layers={layers}), got {len(block_norms)}.')
+        stream_depths = tuple(stream_depths) if stream_depths is not None else None
         self.arch = dict(
             channels=channels, layers=layers, block_norms=block_norms, conv1_in=conv1_in, num_streams=num_streams,
-            bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, feature_dim=feature_dim)
+            bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, conv_type=conv_type,
+            stream_depths=stream_depths, aggregation=aggregation, gate_type=gate_type, feature_dim=feature_dim)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
@@ -217,7 +319,8 @@ class OSNet(nn.Module):
         self.conv1 = ConvNormAct(in_chans, channels[0], 7, stride=2, padding=3, instance_norm=conv1_in)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         block_kw = dict(num_streams=num_streams, bottleneck_reduction=bottleneck_reduction,
-                        gate_reduction=gate_reduction)
+                        gate_reduction=gate_reduction, conv_type=conv_type, stream_depths=stream_depths,
+                        aggregation=aggregation, gate_type=gate_type)
         stages = []
         norms = iter(block_norms)
         for i, depth in enumerate(layers):
@@ -378,6 +481,26 @@ class OSNet(nn.Module):
             self.reset_classifier(0, '')
             self.fc = nn.Identity()
         return take_indices
+
+
+# Table 5 of the OSNet paper (ablation on Market1501, width 1.0): model number, the paper's row, and the OSNet
+# arguments that build it; ``timm.create_model('osnet_x1_0', **TABLE5_MODELS[name]['model_args'])``.
+TABLE5_MODELS: Dict[str, Dict[str, Any]] = {
+    'primary': dict(row=1, description='T = 4 + unified AG (primary model)', model_args={}),
+    'standard_conv': dict(row=2, description='T = 4 w/ full conv + unified AG',
+                          model_args=dict(conv_type='standard')),
+    'same_depth': dict(row=3, description='T = 4 (same depth) + unified AG',
+                       model_args=dict(stream_depths=(1, 1, 1, 1))),
+    'concat': dict(row=4, description='T = 4 + concatenation', model_args=dict(aggregation='concat')),
+    'add': dict(row=5, description='T = 4 + addition', model_args=dict(aggregation='add')),
+    'per_stream_gates': dict(row=6, description='T = 4 + separate AGs', model_args=dict(gate_type='per_stream')),
+    'stream_wise_gate': dict(row=7, description='T = 4 + unified AG (stream-wise)',
+                             model_args=dict(gate_type='stream_wise')),
+    'static_gates': dict(row=8, description='T = 4 + learned-and-fixed gates', model_args=dict(gate_type='static')),
+    't1': dict(row=9, description='T = 1', model_args=dict(num_streams=1, aggregation='add')),
+    't2': dict(row=10, description='T = 2 + unified AG', model_args=dict(num_streams=2)),
+    't3': dict(row=11, description='T = 3 + unified AG', model_args=dict(num_streams=3)),
+}
 
 
 # Layout conversion for checkpoints of the reference implementation (torchreid).

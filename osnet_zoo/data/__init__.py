@@ -6,7 +6,9 @@ from .images import (
     CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, iter_images, read_image, read_image_tensor,
     to_rgb_tensor, verify_images,
 )
-from .loader import DEFAULT_DATA_ROOT, TrainLoader, build_eval_loader, build_train_loader, data_root, load_datasets
+from .loader import (
+    DEFAULT_DATA_ROOT, TrainLoader, build_eval_loader, build_train_loader, data_root, device_batches, load_datasets,
+)
 from .sampler import EpochBatches, RandomIdentitySampler
 from .seeding import sample_seed, seeded_rng
 from .synthetic import SyntheticConfig, make_synthetic_reid, synthetic_reid
@@ -19,4 +21,4 @@ __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 
            'ImageDataset', 'ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'iter_images', 'to_rgb_tensor', 'read_image', 'read_image_tensor', 'verify_images',
            'RandomIdentitySampler', 'RandomPatch', 'build_train_transform', 'build_test_transform', 'normalize_batch',
            'sample_seed', 'seeded_rng', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EpochBatches', 'DEFAULT_DATA_ROOT',
-           'data_root', 'load_datasets', 'TrainLoader', 'build_train_loader', 'build_eval_loader']
+           'data_root', 'load_datasets', 'device_batches', 'TrainLoader', 'build_train_loader', 'build_eval_loader']

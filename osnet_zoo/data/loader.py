@@ -13,17 +13,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
+import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed as du
 from .datasets import ReIDDataset, ReIDItem, build_dataset
 from .images import ImageDataset
 from .sampler import EpochBatches
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform, normalize_batch
 
-__all__ = ['DEFAULT_DATA_ROOT', 'data_root', 'load_datasets', 'TrainLoader', 'build_train_loader',
+__all__ = ['DEFAULT_DATA_ROOT', 'data_root', 'load_datasets', 'TrainLoader', 'build_train_loader', 'device_batches',
            'build_eval_loader']
 
 # Where datasets live when no root is given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
@@ -82,6 +83,24 @@ def build_train_loader(items: Sequence[ReIDItem], height: int, width: int, batch
                         num_workers=workers, pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
                         prefetch_factor=4 if workers > 0 else None)
     return TrainLoader(loader, sampler)
+
+
+def device_batches(loader: DataLoader, device: torch.device, channels_last: bool = False,
+                   max_steps: int = 0) -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
+    """One epoch of a training loader on ``device``: ``(images, pids)`` with the images normalised there
+    (``normalize_batch``, channels_last when asked), at most ``max_steps`` batches (0: all); and the number
+    of batches it yields."""
+    steps = len(loader) if not max_steps else min(len(loader), max_steps)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def batches() -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for step, batch in enumerate(loader):
+            if step >= steps:
+                break
+            yield (normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format),
+                   batch['pid'].to(device, non_blocking=True))
+
+    return batches(), steps
 
 
 def build_eval_loader(items: Sequence[Union[ReIDItem, str, os.PathLike]], size: Tuple[int, int] = (256, 128),

@@ -23,7 +23,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from osnet_zoo import distributed as du
-from osnet_zoo.data import ReIDDataset, TrainLoader, build_train_loader, load_datasets, normalize_batch
+from osnet_zoo.data import ReIDDataset, TrainLoader, build_train_loader, device_batches, load_datasets
 from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_path, atomic_write_json
 from osnet_zoo.models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
@@ -167,17 +167,12 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
         if is_super:
             model.temperature = temperature_at(epoch, cfg['tau_initial'], cfg['tau_halve_every'], cfg['tau_floor'])
         t0 = time.time()
-        loader = train.loader
-        steps = len(loader) if not cfg['max_steps_per_epoch'] else min(len(loader), cfg['max_steps_per_epoch'])
+        batches, steps = device_batches(train.loader, device, engine.channels_last, cfg['max_steps_per_epoch'])
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, total=steps, desc=f'{desc} {epoch + 1}/{cfg["epochs"]}', leave=False,
+        bar = tqdm(batches, total=steps, desc=f'{desc} {epoch + 1}/{cfg["epochs"]}', leave=False,
                    disable=not du.is_main_process() or engine.quiet, dynamic_ncols=True)
-        memory_format = torch.channels_last if engine.channels_last else torch.contiguous_format
-        for step, batch in enumerate(bar):
-            if step >= steps:
-                break
-            images = normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format)
-            pids = batch['pid'].to(device, non_blocking=True)
+        step = 0
+        for step, (images, pids) in enumerate(bar):
             opt.zero_grad(set_to_none=True)
             for s in range(samples):
                 # each draw is its own forward/backward: memory stays that of one sample

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from osnet_zoo import cli
 from osnet_zoo import distributed as du
-from osnet_zoo.data import build_train_loader, load_datasets, normalize_batch
+from osnet_zoo.data import build_train_loader, device_batches, load_datasets
 from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
 from osnet_zoo.models.embedding import Embedder
 from osnet_zoo.train.checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
@@ -126,15 +126,11 @@ def train_one_epoch(
         sums['loss_triplet'] = 0.0
     if len(nets) == 2:
         sums['loss_dml'] = 0.0
-    steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
-    bar = tqdm(loader, total=steps, desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not du.is_main_process(),
+    batches, steps = device_batches(loader, device, cfg.channels_last, cfg.max_steps_per_epoch)
+    bar = tqdm(batches, total=steps, desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not du.is_main_process(),
                leave=False, dynamic_ncols=True)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    for step, batch in enumerate(bar):
-        if step >= steps:
-            break
-        images = normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format)
-        pids = batch['pid'].to(device, non_blocking=True)
+    step = 0
+    for step, (images, pids) in enumerate(bar):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = [net(images) for net in nets]
         losses = []

@@ -109,7 +109,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     device = torch.device(args.device)
     workers = cli.resolve_workers(args.workers, args.device)
     results: List[Dict[str, Any]] = []
-    lines: List[str] = []
     for split_id, split_runs in by_split:
         folder = out / f'split_{split_id:02d}'
         if not _finished(folder):
@@ -124,13 +123,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 atomic_write_json(path, evaluate_run(folder, args.dataset, run, args.root, device, args.precision,
                                                      workers))
             results.append(json.loads(path.read_text()))
-            lines.append(_line(run, results[-1], note))
-            print(lines[-1], flush=True)
+            print(_line(run, results[-1], note), flush=True)
     aggregate = aggregate_runs(results)
     summary = dict(dataset=args.dataset, num_splits=len(by_split), complete=len(by_split) == len(
         {r.split_id for r in runs}), runs=results, aggregate=aggregate)
     atomic_write_json(out / 'summary.json', summary)
-    print('\n'.join(lines))
     print(f'{args.dataset} ({len(results)} evaluations over {len(by_split)} splits): {format_aggregate(aggregate)}')
     print(f'Wrote {out}/summary.json')
     return summary

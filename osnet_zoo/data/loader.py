@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -37,13 +37,15 @@ def data_root(root: Union[str, os.PathLike, None]) -> Path:
 
 
 def load_datasets(names: Union[str, Sequence[str]], root: Union[str, os.PathLike, None] = None,
-                  combineall: bool = False, **options: Any) -> ReIDDataset:
+                  combineall: bool = False, per_dataset: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                  **options: Any) -> ReIDDataset:
     """``build_dataset(names, root, ...)`` on the main process first, then on the other DDP ranks, which
-    then read what it generated. ``options`` (e.g. synthetic sizes) go to synthetic datasets only."""
+    then read what it generated. ``options`` (e.g. synthetic sizes) go to synthetic datasets only;
+    ``per_dataset`` (name -> options, e.g. the small benchmarks' ``split_id``) to the named readers."""
     names = [names] if isinstance(names, str) else list(names)
     kwargs = options if options and all(n.startswith('synthetic') for n in names) else {}
     with du.main_process_first():
-        return build_dataset(names, data_root(root), combineall=combineall, **kwargs)
+        return build_dataset(names, data_root(root), combineall=combineall, per_dataset=per_dataset, **kwargs)
 
 
 @dataclass

@@ -6,6 +6,9 @@ and prints Rank-1 / mAP. The papers' recipes ship with the package::
     python -m osnet_zoo.train                                   # synthetic demo, CPU, a few minutes
     python -m osnet_zoo.train --recipe imagenet_finetune --root ~/datasets --sources market1501
     python -m osnet_zoo.train --recipe cross_domain_msmt17 --root ~/datasets --device cuda --precision bf16
+    python -m osnet_zoo.train --recipe mix4 --root ~/datasets --device cuda --output runs/mix4
+    python -m osnet_zoo.train --recipe small_finetune --sources viper --targets viper --split-id 3 \
+        --init-checkpoint runs/mix4 --root ~/datasets --output runs/viper/split_03
     torchrun --nproc_per_node 8 -m osnet_zoo.train --recipe scratch --root ~/datasets --device cuda
 
 Any recipe value can be overridden by its command-line option. Every epoch an atomic checkpoint is written
@@ -14,6 +17,7 @@ to ``OUTPUT/checkpoint.pth``; ``--resume`` continues from it.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -29,6 +33,7 @@ from tqdm import tqdm
 from osnet_zoo import cli
 from osnet_zoo import distributed as du
 from osnet_zoo.data import build_train_loader, device_batches, load_datasets
+from osnet_zoo.data.datasets import DATASETS, PROTOCOLS
 from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
 from osnet_zoo.models.embedding import Embedder
 from osnet_zoo.train.checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
@@ -36,7 +41,9 @@ from osnet_zoo.train.curves import plot_curves
 from osnet_zoo.train.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
 from osnet_zoo.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from osnet_zoo.train.recipes import TrainConfig, list_recipes, resolve_config
+from osnet_zoo.files import atomic_save_safetensors, atomic_write_json
 from osnet_zoo.weights.convert import convert_checkpoint
+from osnet_zoo.weights.io import CheckpointError, load_osnet_checkpoint, read_checkpoint
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -54,11 +61,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--height', type=int, help='input height')
     g.add_argument('--width', type=int, help='input width')
     g.add_argument('--transforms', nargs='+', help='random_flip random_crop random_patch color_jitter random_erase')
+    g.add_argument('--split-id', type=int, help=f'split of the multi-split benchmarks {sorted(PROTOCOLS)} (0..9)')
+    g.add_argument('--dataset-option', dest='dataset_options', nargs='+', metavar='KEY=VALUE',
+                   help="other options of those readers, e.g. VIPeR's direction=b2a (cam_b queries)")
     cli.add_workers(g)
     g = p.add_argument_group('model')
     cli.add_model(g, default=None, help='timm model name, e.g. osnet_x1_0, osnet_ain_x1_0 (default: the recipe\'s)')
     g.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     g.add_argument('--pretrained', help="pretrained tag to start from (e.g. 'imagenet'); 'none' for random")
+    g.add_argument('--init-checkpoint', metavar='PATH',
+                   help='start from these weights: a training run folder (its final/model.safetensors, else its '
+                        'checkpoint.pth), a final/ folder or a checkpoint file; a classifier of another class '
+                        'count is re-initialised')
+    g.add_argument('--model-args', nargs='+', metavar='KEY=VALUE',
+                   help='extra timm.create_model arguments, e.g. num_streams=1 (the T = 1 baseline)')
     g = p.add_argument_group('optimisation (default: the recipe\'s)')
     g.add_argument('--epochs', type=int)
     cli.add_batch_size(g, None, help='images per batch and process')
@@ -94,10 +110,72 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def create_models(cfg: TrainConfig, num_classes: int) -> List[nn.Module]:
-    """The network (two for deep mutual learning), from ``cfg.pretrained`` weights when set."""
+    """The network (two for deep mutual learning), from ``cfg.pretrained`` or ``cfg.init_checkpoint``
+    weights when set, built with ``cfg.model_args``."""
+    if cfg.pretrained and cfg.init_checkpoint:
+        raise ValueError(f'--pretrained {cfg.pretrained} and --init-checkpoint {cfg.init_checkpoint} both set the '
+                         'starting weights; give one (--pretrained none to start from the checkpoint).')
     name = cfg.model + (f'.{cfg.pretrained}' if cfg.pretrained else '')
-    return [timm.create_model(name, pretrained=bool(cfg.pretrained), num_classes=num_classes)
-            for _ in range(2 if cfg.dml else 1)]
+    try:
+        models = [timm.create_model(name, pretrained=bool(cfg.pretrained), num_classes=num_classes,
+                                    **cfg.model_args) for _ in range(2 if cfg.dml else 1)]
+    except TypeError as e:
+        raise ValueError(f'--model-args {cfg.model_args}: not arguments of {cfg.model} ({e})') from None
+    if cfg.init_checkpoint:
+        load_init_checkpoint(models, cfg.init_checkpoint)
+    return models
+
+
+def resolve_init_checkpoint(path: str) -> Path:
+    """The weights file ``--init-checkpoint`` names: a run folder's ``final/model.safetensors`` (else its
+    ``checkpoint.pth``), a ``final/`` folder's ``model.safetensors``, or the file itself."""
+    p = Path(path).expanduser()
+    candidates = [p / 'final' / 'model.safetensors', p / 'model.safetensors', p / 'checkpoint.pth'] \
+        if p.is_dir() else [p]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if p.is_dir():
+        raise FileNotFoundError(f'--init-checkpoint {path}: a folder without final/model.safetensors, '
+                                f'model.safetensors or checkpoint.pth (is it a finished training run?)')
+    raise FileNotFoundError(f'--init-checkpoint {path}: no such file or folder')
+
+
+def load_init_checkpoint(models: Sequence[nn.Module], path: str) -> Path:
+    """Load the weights ``path`` names (see :func:`resolve_init_checkpoint`) into every model; a classifier
+    of another class count is dropped, so the model keeps its freshly initialised one."""
+    file = resolve_init_checkpoint(path)
+    state = read_checkpoint(file)
+    if isinstance(state.get('models'), list):  # our training checkpoint.pth: the first network
+        state = state['models'][0]
+    for model in models:
+        try:
+            load_osnet_checkpoint(model, state, strict=False)
+        except CheckpointError as e:
+            raise CheckpointError(f'--init-checkpoint {file}: {e} (is --model / --model-args the one it was '
+                                  f'trained with?)') from None
+    return file
+
+
+def dataset_options(cfg: TrainConfig) -> Dict[str, Dict[str, Any]]:
+    """Reader options per dataset: ``--split-id`` and ``--dataset-option`` go to the multi-split benchmarks
+    among the sources and targets; an option that none of them takes is an error naming it."""
+    if cfg.split_id is None and not cfg.dataset_options:
+        return {}
+    small = [n for n in dict.fromkeys([*cfg.sources, *cfg.targets]) if n in PROTOCOLS]
+    if not small:
+        raise ValueError(f'--split-id / --dataset-option apply to the multi-split benchmarks {sorted(PROTOCOLS)}; '
+                         f'none of the sources {cfg.sources} or targets {cfg.targets} is one.')
+    per_dataset: Dict[str, Dict[str, Any]] = {}
+    for name in small:
+        accepted = inspect.signature(DATASETS[name]).parameters
+        per_dataset[name] = {k: v for k, v in cfg.dataset_options.items() if k in accepted}
+        if cfg.split_id is not None:
+            per_dataset[name]['split_id'] = cfg.split_id
+    unused = sorted(set(cfg.dataset_options) - {k for opts in per_dataset.values() for k in opts})
+    if unused:
+        raise ValueError(f'--dataset-option {unused[0]}: not an option of {small} (viper takes direction=a2b|b2a).')
+    return per_dataset
 
 
 def set_fixbase(models: Sequence[nn.Module], frozen: bool) -> None:
@@ -204,8 +282,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     seed_everything(cfg.seed)
     # read the checkpoint before anything slow, so a wrong --resume fails at once
     state = run.resume_state(None if cfg.resume == 'auto' else cfg.resume) if cfg.resume else None
+    if cfg.init_checkpoint:
+        resolve_init_checkpoint(cfg.init_checkpoint)  # likewise a wrong --init-checkpoint
 
-    dataset = load_datasets(cfg.sources, cfg.root, cfg.combineall)
+    per_dataset = dataset_options(cfg)
+    dataset = load_datasets(cfg.sources, cfg.root, cfg.combineall, per_dataset=per_dataset)
     if du.is_main_process():
         print(dataset.summary())
     train = build_train_loader(dataset.train, cfg.height, cfg.width, cfg.batch_size, cfg.transforms,
@@ -279,7 +360,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         last = epoch + 1 == cfg.epochs
         if last or (cfg.eval_freq and (epoch + 1) % cfg.eval_freq == 0):
             if eval_splits is None:
-                eval_splits = load_eval_splits(cfg.targets, cfg.root)
+                eval_splits = load_eval_splits(cfg.targets, cfg.root, per_dataset=per_dataset)
             results = evaluate(models, eval_splits, cfg, device, epoch + 1)
             for target, r in results.items():
                 run.log_line(dict(kind='eval', epoch=epoch + 1, target=target, rank1=r['rank1'], mAP=r['mAP'],
@@ -318,7 +399,17 @@ def parameter_checksum(model: nn.Module) -> torch.Tensor:
 
 def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path) -> None:
     """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
-    config.json and a model card, verified by a forward pass after the round trip."""
+    config.json and a model card, verified by a forward pass after the round trip.
+
+    A model built with ``--model-args`` is no registered architecture, which that converter needs: its
+    folder holds model.safetensors and a config.json with the architecture, num_classes and model_args."""
+    if cfg.model_args:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                                out_dir / 'model.safetensors')
+        atomic_write_json(out_dir / 'config.json', dict(
+            architecture=cfg.model, num_classes=getattr(model, 'num_classes', 0), model_args=cfg.model_args))
+        return
     raw = out_dir.parent / 'final_state.safetensors'
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(raw))
     convert_checkpoint(raw, cfg.model, 'trained', out_dir, check_size=(cfg.height, cfg.width))

@@ -11,11 +11,12 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
-__all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config']
+__all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
+           'parse_key_values']
 
 RECIPES_DIR = Path(__file__).parent / 'recipes'
 
@@ -29,6 +30,13 @@ class TrainConfig:
     pretrained: Optional[str] = None
     sources: List[str] = field(default_factory=lambda: ['synthetic'])
     targets: List[str] = field(default_factory=lambda: ['synthetic'])
+    # the small benchmarks' split (viper, grid, cuhk01) and other reader options (viper: direction=a2b|b2a)
+    split_id: Optional[int] = None
+    dataset_options: Dict[str, Any] = field(default_factory=dict)
+    # start from these weights (a run folder, its final/ folder or any checkpoint); classifier re-initialised
+    init_checkpoint: Optional[str] = None
+    # extra arguments of timm.create_model (e.g. num_streams=1, the T = 1 baseline)
+    model_args: Dict[str, Any] = field(default_factory=dict)
     combineall: bool = False
     height: int = 256
     width: int = 128
@@ -107,11 +115,36 @@ def load_recipe(name_or_path: str) -> Dict[str, Any]:
     return recipe
 
 
+def parse_key_values(items: Union[Sequence[str], Mapping[str, Any], None], option: str) -> Dict[str, Any]:
+    """``['num_streams=1', 'direction=b2a']`` -> ``{'num_streams': 1, 'direction': 'b2a'}``; each value is
+    read as a YAML scalar (``1`` an int, ``true`` a bool, ``[1, 2]`` a list, anything else a string).
+    A mapping (from a recipe) is returned as a dict; an item without ``=`` is an error naming ``option``."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    if isinstance(items, str):
+        items = [items]
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition('=')
+        if not sep or not key.strip():
+            raise ValueError(f'{option}: expected KEY=VALUE, got {item!r}')
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ''
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the recipe's values, then every option given on the command line (not None)."""
     values = dict(load_recipe(args.recipe))
     values.update({k: v for k, v in vars(args).items()
                    if k in TrainConfig.__dataclass_fields__ and v is not None})
-    if values.get('pretrained') in ('none', ''):
-        values['pretrained'] = None
+    values['model_args'] = parse_key_values(values.get('model_args'), '--model-args')
+    values['dataset_options'] = parse_key_values(values.get('dataset_options'), '--dataset-option')
+    for key in ('pretrained', 'init_checkpoint'):
+        if values.get(key) in ('none', ''):
+            values[key] = None
     return TrainConfig(**values)

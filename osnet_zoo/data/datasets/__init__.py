@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from .base import (
     IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, SplitFileError, find_dataset_dir, relabel,
@@ -46,12 +46,14 @@ DATASETS: Dict[str, Callable[..., ReIDDataset]] = {
 
 
 def build_dataset(name: Union[str, Sequence[str]], root: Union[str, os.PathLike], combineall: bool = False,
-                  **kwargs) -> ReIDDataset:
+                  per_dataset: Optional[Mapping[str, Mapping[str, Any]]] = None, **kwargs) -> ReIDDataset:
     """A dataset by name (see ``DATASETS``), read from ``root``.
 
     ``name`` may be a list (or a comma-separated string) of several: their training sets are combined with
     identities relabelled per source (``dsetid`` = position), query/gallery from the first. ``combineall``
-    adds each source's query and gallery identities to its training set first.
+    adds each source's query and gallery identities to its training set first. ``per_dataset`` maps a
+    name to options for that reader only (e.g. ``{'viper': {'split_id': 3, 'direction': 'b2a'}}``);
+    ``kwargs`` go to every reader.
     """
     names = [n.strip() for n in name.split(',')] if isinstance(name, str) else list(name)
     unknown = [n for n in names if n not in DATASETS]
@@ -59,6 +61,6 @@ def build_dataset(name: Union[str, Sequence[str]], root: Union[str, os.PathLike]
         raise KeyError(f'unknown dataset {unknown[0]!r}; available: {sorted(DATASETS)}')
     datasets = []
     for n in names:
-        ds = DATASETS[n](root, **kwargs)
+        ds = DATASETS[n](root, **kwargs, **dict((per_dataset or {}).get(n, {})))
         datasets.append(ds.combineall() if combineall else ds)
     return datasets[0] if len(datasets) == 1 else ReIDDataset.multi_source(datasets)

@@ -24,7 +24,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from . import cli
-from .data import IMAGE_EXTENSIONS, read_image
+from .data import IMAGE_EXTENSIONS, ImageReadError, read_image
 from .files import atomic_save_safetensors, atomic_write_text
 from .inference import FeatureExtractor
 
@@ -108,13 +108,23 @@ def _prefetch(pool: ThreadPoolExecutor, items: Sequence[Any], fn, window: int) -
         yield result
 
 
+def _shard_matches(path: Path, shard_paths: Sequence[str]) -> bool:
+    """A finished shard is reused when it covers exactly these images (kept or skipped as unreadable)."""
+    try:
+        _, kept, skipped = _read_shard(path)
+    except Exception:  # a damaged shard is recomputed
+        return False
+    return sorted(kept + skipped) == sorted(shard_paths)
+
+
 def _load_or_skip(path: str, skip_bad: bool):
     try:
         return read_image(path)
     except (OSError, ValueError):
         if skip_bad:
             return None
-        raise
+        raise ImageReadError(f'{path}: unreadable image ({sys.exc_info()[1]}); pass --skip-bad to leave '
+                             'unreadable images out (they are listed in the output metadata).') from None
 
 
 def extract_features(
@@ -140,28 +150,47 @@ def extract_features(
     Returns True when ``out`` is complete, False when ``max_shards`` stopped the run early (rerun to go on).
     """
     out = Path(out)
+    for option, value in (('--batch-size', batch_size), ('--shard-size', shard_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{option} must be a whole number >= 1, got {value!r}.')
     paths = find_images(sources)
+    # the key covers what determines a shard's features; the images and the bad-image handling are checked
+    # per shard, so a rerun with --skip-bad, or after a bad file was removed, keeps the shards still valid
     settings = dict(model=model, pretrained=pretrained, checkpoint=str(checkpoint_path) if checkpoint_path else None,
-                    precision=precision, normalize=normalize, shard_size=shard_size, skip_bad=skip_bad,
-                    backend=backend)
-    key = _run_key(paths, settings)
+                    precision=precision, normalize=normalize, shard_size=shard_size, backend=backend)
+    key = _run_key([], settings)
     parts = out.with_name(out.name + '.parts')
     state_file = parts / 'run.json'
     if parts.is_dir() and state_file.is_file():
         state = json.loads(state_file.read_text())
         if state.get('key') != key:
             raise RuntimeError(
-                f'{parts} holds a partial run with other images or settings (model {state.get("model")!r}, '
+                f'{parts} holds a partial run with other settings (model {state.get("model")!r}, '
                 f'{state.get("num_images")} images). Delete that folder to start over, or pass another --out.')
-    else:
-        parts.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(state_file, json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1))
 
     num_shards = (len(paths) + shard_size - 1) // shard_size
     shard_files = [parts / f'shard_{i:06d}.safetensors' for i in range(num_shards)]
-    todo = [i for i, f in enumerate(shard_files) if not f.is_file()]
+    todo = [i for i, f in enumerate(shard_files)
+            if not f.is_file() or not _shard_matches(f, paths[i * shard_size:(i + 1) * shard_size])]
+    reused = num_shards - len(todo)
+    if reused and progress:
+        print(f'Reusing {reused} finished shard(s) from {parts}')
     done_images = sum(min(shard_size, len(paths) - i * shard_size) for i in range(num_shards) if i not in set(todo))
     extractor = None
+    if todo and (max_shards is None or max_shards > 0):
+        # build the model before creating anything on disk: a bad --model or checkpoint leaves no folder
+        if not pretrained and checkpoint_path is None:
+            torch.manual_seed(0)  # random weights, but the same in a resumed run
+        extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
+                                     normalize=normalize, pretrained=pretrained,
+                                     checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
+    if not state_file.is_file():
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(state_file, json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1))
+    if extractor is not None:
+        state = json.loads(state_file.read_text())
+        state.update(preprocessing=extractor.preprocessing, num_images=len(paths))
+        atomic_write_text(state_file, json.dumps(state, indent=1))
     bar = tqdm(total=len(paths), initial=done_images, unit='img', desc='extract', disable=not progress,
                dynamic_ncols=True)
     stopped_early = False
@@ -170,15 +199,6 @@ def extract_features(
             if max_shards is not None and n >= max_shards:
                 stopped_early = True
                 break
-            if extractor is None:
-                if not pretrained and checkpoint_path is None:
-                    torch.manual_seed(0)  # random weights, but the same in a resumed run
-                extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
-                                             normalize=normalize, pretrained=pretrained,
-                                             checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
-                state = json.loads(state_file.read_text())
-                state['preprocessing'] = extractor.preprocessing
-                atomic_write_text(state_file, json.dumps(state, indent=1))
             shard_paths = paths[i * shard_size:(i + 1) * shard_size]
             kept: List[str] = []
             skipped: List[str] = []
@@ -194,9 +214,13 @@ def extract_features(
                     yield img
 
             feats = []
-            for indices, f in extractor.iter_batches(readable_images()):
-                feats.append(f.float().cpu())
-                bar.update(len(indices))
+            try:
+                for indices, f in extractor.iter_batches(readable_images()):
+                    feats.append(f.float().cpu())
+                    bar.update(len(indices))
+            except (OSError, ValueError):
+                bar.close()  # the error line must not land on the progress bar's line
+                raise
             tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim or 0)
             atomic_save_safetensors({'features': tensor}, shard_files[i],
                                     {'paths': json.dumps(kept), 'skipped': json.dumps(skipped)})

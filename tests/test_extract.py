@@ -101,8 +101,13 @@ def test_glob_bad_images_and_mismatched_resume(data, tmp_path, capsys):
     assert main([*args, '--out', str(out_bad)]) == 2
     assert 'p99_truncated.jpg' in capsys.readouterr().err
     assert len(list((tmp_path / 'bad.safetensors.parts').glob('shard_*'))) == 1
-    # the partial run belongs to other settings: refused, naming the folder
-    assert main([*args, '--skip-bad', '--out', str(out_bad)]) == 2
+    # a rerun that differs only in --skip-bad keeps the finished shard
+    assert main([*args, '--skip-bad', '--out', str(out_bad)]) == 0
+    assert 'Reusing 1 finished shard' in capsys.readouterr().out
+    # other settings: refused, naming the folder
+    (tmp_path / 'bad.safetensors.parts').mkdir()
+    (tmp_path / 'bad.safetensors.parts' / 'run.json').write_text('{"key": "other", "model": "osnet_x1_0"}')
+    assert main([*args, '--out', str(out_bad), '--overwrite']) == 2
     assert 'partial run' in capsys.readouterr().err
     out_skip = tmp_path / 'skip.safetensors'
     assert main([*args, '--skip-bad', '--out', str(out_skip)]) == 0

@@ -134,7 +134,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match='no query has a true match'):
         evaluate_rank(d, [1, 2], [3, 3, 3], [0, 0], [1, 1, 1])
     nan = np.array([[np.nan, 0.5]], np.float32)
-    with pytest.raises(ValueError, match='NaN at a true match of query 0'):
+    with pytest.raises(ValueError, match='NaN in the row of query 0'):
         evaluate_rank(nan, [1], [1, 2], [0], [1, 1])
 
 

@@ -45,19 +45,38 @@ class ImageNotFoundError(ImageReadError, FileNotFoundError):
 
 def read_image(path: Union[str, os.PathLike]) -> Image.Image:
     """Decode ``path`` fully and return an RGB image; grayscale, palette and RGBA images are converted
-    (alpha is dropped). Raises ImageReadError naming the file when it cannot be decoded."""
+    (alpha is dropped), 16-bit images scaled to 8 bits (the high byte). Raises ImageReadError naming the file when it cannot be decoded."""
     if not os.path.isfile(path):
         raise ImageNotFoundError(f'no such image file: {os.fspath(path)}')
     try:
         with Image.open(path) as img:
             img.load()  # decode now: a truncated file fails here, not later inside a transform
+            if img.mode in _DEEP_GRAY_MODES:
+                return _deep_gray_to_rgb(img, path)
             return img.convert('RGB') if img.mode != 'RGB' else img.copy()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageReadError):
+            raise
         raise ImageReadError(f'cannot read image {path}: {e}') from e
 
 
+# PIL modes of 16-bit (and 32-bit integer) grayscale files: convert('RGB') would clip them to white
+_DEEP_GRAY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+def _deep_gray_to_rgb(img: Image.Image, path: Union[str, os.PathLike]) -> Image.Image:
+    """A 16-bit grayscale image as 8-bit RGB: the high byte of each pixel (what 16-bit RGB files give)."""
+    values = np.asarray(img).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageReadError(f'cannot read image {path}: {img.mode} pixels span [{values.min()}, {values.max()}], '
+                             'not a 16-bit image; convert it to 8-bit RGB first')
+    eight = (values >> 8).astype(np.uint8)
+    return Image.fromarray(np.repeat(eight[:, :, None], 3, axis=2), mode='RGB')
+
+
 def read_image_tensor(path: Union[str, os.PathLike]) -> torch.Tensor:
-    """Decode ``path`` to a uint8 RGB tensor (3, H, W), the same pixels as ``read_image``.
+    """Decode ``path`` to a uint8 RGB tensor (3, H, W), the same pixels as ``read_image`` (16-bit files
+    keep the high byte of each value).
 
     torchvision's decoders (libjpeg-turbo, libpng) take about half the time of PIL plus the conversion to a
     tensor, which matters in training loaders; formats they do not read (BMP, TIFF, ...) go through PIL.
@@ -67,7 +86,11 @@ def read_image_tensor(path: Union[str, os.PathLike]) -> torch.Tensor:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', DeprecationWarning)  # see the import above
-                return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+                image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            if image.dtype == torch.uint16:  # a 16-bit PNG: the high byte, as read_image gives
+                return (image.to(torch.int32) >> 8).to(torch.uint8)
+            if image.dtype == torch.uint8:
+                return image
         except RuntimeError:
             pass  # not a format torchvision reads, or a bad file: PIL decides, and names the file if bad
     return pil_to_tensor(read_image(path))
@@ -125,6 +148,10 @@ def _tensor_items(t: torch.Tensor, index: int) -> List[torch.Tensor]:
         raise ValueError(f'input {index}: tensor dtype {t.dtype}; expected uint8 (0-255) or float (0-1).')
     if t.is_floating_point() and t.numel():
         lo, hi = torch.aminmax(t.detach())  # once per input tensor (one device sync)
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):  # NaN/inf would give all-NaN features
+            kind = 'NaN' if bool(torch.isnan(t).any()) else 'inf'
+            raise ValueError(f'input {index}: float tensor has {kind} pixels; images must be finite RGB/BGR '
+                             'values in [0, 1].')
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(
                 f'input {index}: float tensor values span [{lo.item():.3g}, {hi.item():.3g}]; float images '
@@ -160,7 +187,9 @@ def to_rgb_tensor(item: Any, index: int = 0, channel_order: str = 'rgb') -> torc
         except ImageReadError as e:
             raise type(e)(f'input {index} ({os.fspath(item)}): {e}') from e
     if _is_pil(item):
-        if item.mode != 'RGB':
+        if item.mode in _DEEP_GRAY_MODES:
+            item = _deep_gray_to_rgb(item, f'input {index}')
+        elif item.mode != 'RGB':
             item = item.convert('RGB')
         if item.width == 0 or item.height == 0:
             raise ValueError(f'input {index}: empty PIL image ({item.width}x{item.height}).')

@@ -31,6 +31,11 @@ def as_feature_tensor(x: ArrayLike, name: str, device: Optional[Union[str, torch
         raise ValueError(f'{name} must be a 2-D (num_images, feature_dim) array, got shape {tuple(t.shape)}')
     if not (t.is_floating_point()):
         raise ValueError(f'{name} must hold floating-point features, got dtype {t.dtype}')
+    finite = torch.isfinite(t).all(dim=1) if t.numel() else torch.ones(len(t), dtype=torch.bool)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f'{name} has NaN/inf values in {len(bad)} row(s), first row {bad[0]}: these features '
+                         'cannot be ranked (check the images and the model precision).')
     return t.to(device=device if device is not None else t.device, dtype=torch.float32)
 
 

@@ -33,14 +33,43 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 _VALUE_BITS = 32  # distances are packed as order-preserving 32-bit codes
 
 
-def _as_ids(x: Any, name: str) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def _as_labels(x: Any, name: str) -> np.ndarray:
+    """A 1-D array of ids: integers (or integral floats) as int64, any other hashable labels as objects."""
+    if isinstance(x, torch.Tensor):
+        a = x.detach().cpu().numpy()
+    else:
+        a = np.asarray(x) if not isinstance(x, (list, tuple)) else np.empty(len(x), dtype=object)
+        if a.dtype == object and isinstance(x, (list, tuple)):
+            a[:] = list(x)
+            if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in x):
+                a = a.astype(np.int64)
     if a.ndim != 1:
-        raise ValueError(f'{name} must be a 1-D array of integer ids, got shape {a.shape}')
+        raise ValueError(f'{name} must be a 1-D array of ids, got shape {a.shape}')
+    if a.dtype == object or a.dtype.kind in 'USb':
+        for v in a:
+            try:
+                hash(v)
+            except TypeError:
+                raise ValueError(f'{name} must hold integer ids or hashable labels, got a {type(v).__name__} '
+                                 f'({v!r})') from None
+        return a.astype(object)
+    if not np.issubdtype(a.dtype, np.integer) and not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f'{name} must hold integer ids or hashable labels, got dtype {a.dtype}')
     if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.all(np.equal(np.mod(a, 1), 0)):
-            raise ValueError(f'{name} must hold integer ids, got dtype {a.dtype} with fractional values')
+        if not np.all(np.isfinite(a)) or not np.all(np.equal(np.mod(a, 1), 0)):
+            raise ValueError(f'{name} must hold integer ids, got dtype {a.dtype} with fractional or NaN values')
     return a.astype(np.int64, copy=False)
+
+
+def _codes(query: np.ndarray, gallery: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Query and gallery labels as int64 codes of one shared mapping (integer ids are kept as they are)."""
+    if query.dtype != object and gallery.dtype != object:
+        return query, gallery
+    mapping: Dict[Any, int] = {}
+    codes = np.fromiter((mapping.setdefault(v.item() if isinstance(v, np.generic) else v, len(mapping))
+                         for v in np.concatenate([query.astype(object), gallery.astype(object)])),
+                        dtype=np.int64, count=len(query) + len(gallery))
+    return codes[:len(query)], codes[len(query):]
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -211,11 +240,12 @@ def chunk_good_ranks(dist: ArrayLike, matches: MatchLists, start: int, stop: int
     good_rows, good_cols = ops.asarray(good_rows_np, dist), ops.asarray(good_cols_np, dist)
     junk_rows, junk_cols = ops.asarray(junk_rows_np, dist), ops.asarray(junk_cols_np, dist)
 
-    good_d = dist[good_rows, good_cols]
-    if ops.any_nan(good_d):
-        bad = good_rows_np[np.isnan(ops.to_numpy(good_d))][0]
-        raise ValueError(f'the distance matrix has NaN at a true match of query {start + bad}; '
+    # a NaN anywhere compares false and silently drops that entry from the ranking (raising mAP): refuse it
+    if ops.any_nan(dist):
+        bad = int(np.flatnonzero(np.isnan(ops.to_numpy(dist)).any(axis=1))[0])
+        raise ValueError(f'the distance matrix (distmat) has NaN in the row of query {start + bad}; '
                          'check the features for NaN/inf')
+    good_d = dist[good_rows, good_cols]
     # NaN threshold for rows without a true match: nothing compares <= NaN, so they yield no candidates
     thresh = ops.segment_max(good_d, good_rows, num_rows)
     flat = ops.flat_le(dist, thresh)
@@ -294,15 +324,17 @@ class RankAccumulator:
 def _validate(shape: Tuple[int, ...], q_pids, g_pids, q_camids, g_camids, max_rank: int, what: str = 'distmat'):
     if len(shape) != 2:
         raise ValueError(f'{what} must be 2-D (num_query, num_gallery), got shape {tuple(shape)}')
-    ids = [_as_ids(q_pids, 'q_pids'), _as_ids(g_pids, 'g_pids'), _as_ids(q_camids, 'q_camids'),
-           _as_ids(g_camids, 'g_camids')]
+    ids = [_as_labels(q_pids, 'q_pids'), _as_labels(g_pids, 'g_pids'), _as_labels(q_camids, 'q_camids'),
+           _as_labels(g_camids, 'g_camids')]
     num_q, num_g = shape
     for name, a, n in zip(('q_pids', 'g_pids', 'q_camids', 'g_camids'), ids, (num_q, num_g, num_q, num_g)):
         if len(a) != n:
             raise ValueError(f'{name} has {len(a)} entries but {what} has shape {tuple(shape)}')
-    if int(max_rank) < 1:
-        raise ValueError(f'max_rank must be >= 1, got {max_rank}')
-    return ids
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise ValueError(f'max_rank must be an integer >= 1, got {max_rank!r}')
+    q_p, g_p = _codes(ids[0], ids[1])
+    q_c, g_c = _codes(ids[2], ids[3])
+    return [q_p, g_p, q_c, g_c]
 
 
 def _run_chunks(work: Callable[[int, int], Any], bounds: Iterable[Tuple[int, int]], workers: int) -> Iterable:

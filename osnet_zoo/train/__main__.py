@@ -109,6 +109,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def validate_config(cfg: TrainConfig) -> None:
+    """Refuse a bad setting before any work (not after all epochs), naming the option."""
+    for option, value, low in (('--epochs', cfg.epochs, 1), ('--batch-size', cfg.batch_size, 1),
+                               ('--eval-freq', cfg.eval_freq, 0), ('--max-steps-per-epoch', cfg.max_steps_per_epoch, 0)):
+        if value < low:
+            raise ValueError(f'{option} must be >= {low}, got {value}.')
+    arch = cfg.model.split('.')[0]
+    if arch not in timm.list_models('osnet*'):
+        raise ValueError(f'--model {cfg.model!r} is not an OSNet; choose one of {", ".join(timm.list_models("osnet*"))}.')
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f'--output {out} is a file, not a folder: pass a folder for the run.')
+
+
 def create_models(cfg: TrainConfig, num_classes: int) -> List[nn.Module]:
     """The network (two for deep mutual learning), from ``cfg.pretrained`` or ``cfg.init_checkpoint``
     weights when set, built with ``cfg.model_args``."""
@@ -227,9 +241,13 @@ def train_one_epoch(
             losses.append(loss)
         total = sum(losses)
         if not torch.isfinite(total):
-            raise FloatingPointError(
-                f'Loss became {total.item()} at epoch {epoch + 1}, step {step}: stopping. The last good checkpoint '
-                f'({cfg.output}/checkpoint.pth) is intact; lower the learning rate or disable fp16 and --resume.')
+            ckpt = Path(cfg.output) / 'checkpoint.pth'
+            on_disk = (f'the checkpoint of the last finished epoch ({ckpt}) is intact; lower the learning rate '
+                       f'(--lr) or disable fp16 and --resume' if ckpt.is_file() else
+                       f'no checkpoint was written yet (none is saved before the first epoch ends); '
+                       f'restart with a lower learning rate (--lr)')
+            raise FloatingPointError(f'Loss became {total.item()} at epoch {epoch + 1}, step {step}: stopping. '
+                                     f'{on_disk}.')
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -263,6 +281,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = get_args_parser().parse_args(argv)
     args.workers = cli.resolve_workers(args.workers, args.device)
     cfg = resolve_config(args)
+    validate_config(cfg)
     if cfg.tensorboard:
         try:
             import tensorboard  # noqa: F401  (optional dependency: fail before any work, not at the first log)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -56,8 +57,23 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def save_training_state(path: Union[str, Path], **state: Any) -> None:
-    """Write a training checkpoint atomically (a crash never leaves a torn file)."""
-    atomic_torch_save(state, path)
+    """Write a training checkpoint atomically (a crash never leaves a torn file); a failed write (a full
+    disk, a quota) is an OSError naming the file, and the previous checkpoint stays as it was."""
+    try:
+        atomic_torch_save(state, path)
+    except (OSError, RuntimeError) as e:
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free if folder.is_dir() else None
+        cause = (f'the disk is full ({free} bytes free in {folder})' if free is not None and free < 64 << 20
+                 else ' '.join(str(e).split())[:200])
+        raise OSError(f'Cannot write the checkpoint {path}: {cause}. The previous checkpoint, if any, is '
+                      'unchanged.') from e
+
+
+def non_finite_parameters(models: List[Dict[str, torch.Tensor]]) -> List[str]:
+    """Names of the floating-point entries of ``models`` (state dicts) holding NaN or inf."""
+    return [f'{i}:{k}' for i, sd in enumerate(models) for k, v in sd.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def load_training_state(path: Union[str, Path]) -> Dict[str, Any]:
@@ -66,9 +82,19 @@ def load_training_state(path: Union[str, Path]) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f'Cannot resume: checkpoint {path} does not exist.')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise RuntimeError(f'Cannot resume from {path}: not a readable osnet_zoo training checkpoint ({e}).') from e
+        raise RuntimeError(f'Cannot resume from {path}: not a readable osnet_zoo training checkpoint '
+                           f'({" ".join(str(e).split())[:200]}).') from e
+    if isinstance(state, dict) and 'state_dict' in state and 'models' not in state:
+        raise ValueError(f'Cannot resume from {path}: it is a torchreid checkpoint (model weights only, no optimiser '
+                         'or epoch of an osnet_zoo run). Start a new run from its weights instead: --pretrained or '
+                         '--init-checkpoint.')
+    missing = [k for k in ('models', 'optimizers', 'schedulers', 'rng', 'epoch')
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f'Cannot resume from {path}: not an osnet_zoo training checkpoint (missing {missing}).')
+    return state
 
 
 def append_jsonl(path: Union[str, Path], record: Dict[str, Any]) -> None:
@@ -110,6 +136,12 @@ class RunFolder:
         """The epoch's checkpoint (``state``), then its log line (``record``)."""
         if not self.writer:
             return
+        bad = non_finite_parameters(state.get('models', []))
+        if bad:  # never overwrite the last good checkpoint with exploded weights
+            kept = (f'the checkpoint {self.checkpoint} of the previous epoch is kept' if self.checkpoint.is_file()
+                    else 'no checkpoint was saved')
+            raise FloatingPointError(f'The weights became NaN/inf (e.g. {bad[0]}) at epoch {state.get("epoch")}: '
+                                     f'stopping; {kept}. Lower the learning rate (--lr).')
         save_training_state(self.checkpoint, **state)
         append_jsonl(self.log, record)
 

@@ -43,7 +43,7 @@ from osnet_zoo.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build
 from osnet_zoo.train.recipes import TrainConfig, list_recipes, resolve_config
 from osnet_zoo.files import atomic_save_safetensors, atomic_write_json
 from osnet_zoo.weights.convert import convert_checkpoint
-from osnet_zoo.weights.io import CheckpointError, load_osnet_checkpoint, read_checkpoint
+from osnet_zoo.weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

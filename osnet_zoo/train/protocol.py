@@ -29,7 +29,7 @@ from osnet_zoo.data.datasets import PROTOCOLS, ProtocolRun, aggregate_runs, form
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.train import __main__ as train
-from osnet_zoo.weights.io import load_osnet_checkpoint
+from osnet_zoo.weights import load_osnet_checkpoint
 
 __all__ = ['get_args_parser', 'main', 'run_name', 'evaluate_run']
 

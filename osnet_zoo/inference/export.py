@@ -250,15 +250,7 @@ def export_model(
     check = check_export(out, fmt, reference, batches, dtype)
     batch_dim: Union[int, str] = 'batch' if dynamic_batch or fmt == 'torchscript' else batch_size
     contract = {
-        'format': fmt,
-        'file': out.name,
-        'architecture': architecture,
-        'tag': tag or None,
-        'model': model if isinstance(model, str) else type(model).__name__,
-        'checkpoint': str(checkpoint_path) if checkpoint_path else None,
-        'osnet_zoo_version': __version__,
-        'torch_version': torch.__version__,
-        'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+        **_contract_header(fmt, out, architecture, tag, model, checkpoint_path),
         'opset': opset if fmt == 'onnx' else None,
         'bn_folded': fold_bn,
         'input': {'name': INPUT_NAME, 'shape': [batch_dim, c, h, w], 'dtype': str(dtype).replace('torch.', ''),
@@ -273,6 +265,21 @@ def export_model(
         raise ExportCheckError(f"{out}: exported model differs from PyTorch by {check['max_abs_diff']:.3g} "
                            f"(tolerance {check['tolerance']:g}).")
     return contract
+
+
+def _contract_header(fmt: str, out: Path, architecture: str, tag: str, model: Union[str, nn.Module],
+                     checkpoint_path: Union[str, os.PathLike, None]) -> Dict[str, Any]:
+    return {
+        'format': fmt,
+        'file': out.name,
+        'architecture': architecture,
+        'tag': tag or None,
+        'model': model if isinstance(model, str) else type(model).__name__,
+        'checkpoint': str(checkpoint_path) if checkpoint_path else None,
+        'osnet_zoo_version': __version__,
+        'torch_version': torch.__version__,
+        'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+    }
 
 
 def _preprocessing_contract(prep: Dict[str, Any]) -> Dict[str, Any]:
@@ -328,15 +335,7 @@ def _export_torchreid(model: Union[str, nn.Module], net: nn.Module, out: Path, a
     example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
     check = _check_torchreid(out, source, example)
     contract = {
-        'format': 'torchreid',
-        'file': out.name,
-        'architecture': architecture,
-        'tag': tag or None,
-        'model': model if isinstance(model, str) else type(model).__name__,
-        'checkpoint': str(checkpoint_path) if checkpoint_path else None,
-        'osnet_zoo_version': __version__,
-        'torch_version': torch.__version__,
-        'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+        **_contract_header('torchreid', out, architecture, tag, model, checkpoint_path),
         'layout': 'torchreid ' + ('osnet_ain' if architecture.startswith('osnet_ain_') else 'osnet'),
         'entries': {'model_name': written['model_name'], 'num_classes': written.get('num_classes')},
         'classifier': with_classifier,

@@ -9,6 +9,8 @@ embeddings by:
     extractor     osnet_zoo.FeatureExtractor(model, channel_order='bgr') — plain model
     optimized     FeatureExtractor(..., optimize=True)
     onnxruntime   FeatureExtractor(..., backend='onnxruntime') (CPU)
+    crop_by_hand  the frame and its xyxy boxes: slice each crop by hand, then FeatureExtractor (plain model)
+    from_boxes    the frame and its xyxy boxes: FeatureExtractor.from_boxes (clip, skip, one batched call)
 
 Each variant's features are compared with the baseline's (minimum cosine similarity), then the variants
 are timed in interleaved rounds (median reported), end to end and, for the extractors, the preprocessing
@@ -18,6 +20,7 @@ Examples::
 
     python benchmarks/bench_extractor.py --models osnet_x0_25,osnet_x1_0 --crops 16 --threads 2
     python benchmarks/bench_extractor.py --device cuda --crops 64 --variants baseline,extractor,optimized
+    python benchmarks/bench_extractor.py --models osnet_x0_25 --crops 64 --variants crop_by_hand,from_boxes
 """
 from __future__ import annotations
 
@@ -48,19 +51,20 @@ from osnet_zoo import FeatureExtractor  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import _randomise_statistics  # noqa: E402
 
-VARIANTS = ['baseline', 'extractor', 'optimized', 'onnxruntime']
+VARIANTS = ['baseline', 'extractor', 'optimized', 'onnxruntime', 'crop_by_hand', 'from_boxes']
 
 
 def make_frame_and_crops(n: int, min_h: int, max_h: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)  # BGR, as from cv2.VideoCapture
-    crops = []
+    crops, boxes = [], []
     for _ in range(n):
         h = int(rng.integers(min_h, max_h + 1))
         w = max(8, int(h * rng.uniform(0.35, 0.5)))
         y, x = int(rng.integers(0, 1080 - h)), int(rng.integers(0, 1920 - w))
         crops.append(frame[y:y + h, x:x + w])  # views into the frame, as trackers slice them
-    return frame, crops
+        boxes.append((x, y, x + w, y + h))
+    return frame, crops, np.array(boxes, dtype=np.float32).reshape(-1, 4)
 
 
 def baseline_pipeline(model: torch.nn.Module, device: torch.device) -> Callable:
@@ -92,7 +96,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    _, crops = make_frame_and_crops(args.crops, args.min_height, args.max_height)
+    frame, crops, boxes = make_frame_and_crops(args.crops, args.min_height, args.max_height)
     results: Dict[str, Any] = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg(),
@@ -110,9 +114,16 @@ def main() -> None:
                 if v == 'baseline':
                     runners[v] = baseline_pipeline(model, device)
                     continue
-                kw = dict(optimized=dict(optimize=True), extractor={},
+                kw = dict(optimized=dict(optimize=True), extractor={}, crop_by_hand={}, from_boxes={},
                           onnxruntime=dict(backend='onnxruntime', threads=args.threads or None))[v]
                 ext = FeatureExtractor(model, device=device, batch_size=max(args.crops, 1), channel_order='bgr', **kw)
+            if v == 'crop_by_hand':  # the per-frame work a tracker writes itself: slice, then extract
+                runners[v] = lambda _, ext=ext: ext([frame[int(y0):int(y1), int(x0):int(x1)]
+                                                     for x0, y0, x1, y1 in boxes])
+                continue
+            if v == 'from_boxes':
+                runners[v] = lambda _, ext=ext: ext.from_boxes(frame, boxes)[0]
+                continue
             runners[v] = ext
             preprocess[v] = ext.preprocess
         reference = runners[args.variants.split(',')[0]](crops).float().cpu()

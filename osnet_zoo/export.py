@@ -1,5 +1,6 @@
-"""`python -m osnet_zoo.export`: an OSNet embedding model as ONNX or TorchScript, checked against PyTorch, with
-its input/output and preprocessing contract beside it (the library: ``osnet_zoo.inference.export``)."""
+"""`python -m osnet_zoo.export`: an OSNet embedding model as ONNX, TorchScript or a torchreid-layout ``.pt`` (the
+file tracking libraries load), checked, with our contract and a tracker metadata JSON beside it (the library:
+``osnet_zoo.inference.export``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,9 @@ import sys
 from typing import List, Optional
 
 from . import cli
-from .inference.export import ExportCheckError, export_model
+from .inference.export import (
+    EXPORT_FORMATS, ExportCheckError, contract_path, export_model, metadata_path,
+)
 
 __all__ = ['main', 'get_args_parser', 'export_model', 'ExportCheckError']
 
@@ -16,22 +19,40 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.export',
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description='Export an OSNet embedding model to ONNX or TorchScript, check the file against PyTorch '
-                    '(onnxruntime / torch.jit.load; max abs diff <= 1e-4 in fp32) and write the input/output '
-                    'names and preprocessing contract to <out>.json beside it.',
+        description='Export an OSNet embedding model and check the file: ONNX (onnxruntime) and TorchScript '
+                    '(torch.jit.load) must match PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must '
+                    'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '
+                    'check) and <file>.metadata.json (architecture, input size, mean/std, channel order, output '
+                    'dim, normalised or not: what a tracker needs).\n\n'
+                    'Files are named <architecture>_<tag>.<ext> by default (.onnx, .torchscript, .pt), because '
+                    'trackers such as boxmot tell the architecture from the file name.',
         epilog='examples:\n'
-               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx --dynamic-batch\n'
+               '  # for a tracker (boxmot: --reid-model osnet_x0_25_msmt17_combineall.pt)\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid\n'
+               '  # ONNX with a dynamic batch -> osnet_x0_25_msmt17_combineall.onnx\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx\n'
+               '  # a fixed batch of 8\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --fixed-batch --batch-size 8\n'
+               '  # your own checkpoint -> osnet_x1_0_market.torchscript\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
-               '      --format torchscript --output osnet_x1_0_market.pt')
+               '      --format torchscript')
     cli.add_model(parser)
-    parser.add_argument('--format', default='onnx', choices=['onnx', 'torchscript'])
-    cli.add_output(parser, None, 'output file (default: <model>.onnx / <model>.pt)')
+    parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
+                        help='onnx, torchscript (.torchscript) or torchreid (a .pt state dict in the reference '
+                             'key layout with a model_name entry; default: onnx)')
+    cli.add_output(parser, None, 'output file (default: <architecture>_<tag>.onnx / .torchscript / .pt)')
     parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
     parser.add_argument('--no-pretrained', action='store_true', help='random weights (for testing only)')
-    parser.add_argument('--dynamic-batch', action='store_true', help='ONNX: a variable batch dimension')
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument('--fixed-batch', action='store_true',
+                       help='ONNX: a fixed batch dimension of --batch-size (default: a dynamic batch)')
+    batch.add_argument('--dynamic-batch', action='store_true', help=argparse.SUPPRESS)  # the default now
     cli.add_precision(parser, choices=('fp32', 'fp16'), help='fp32, or fp16 weights, input and output')
-    cli.add_batch_size(parser, 1, help='(fixed) batch size of the export')
+    cli.add_batch_size(parser, 1, help='batch size of the example (and of a --fixed-batch export)')
     parser.add_argument('--normalize', action='store_true', help='L2-normalise the features inside the graph')
+    parser.add_argument('--with-classifier', action='store_true',
+                        help='torchreid: keep the classifier (and write num_classes); trackers only need the '
+                             'embedding')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     parser.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers separate')
     return parser
@@ -39,25 +60,30 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    out = args.output or (args.model.replace('/', '_') + ('.onnx' if args.format == 'onnx' else '.pt'))
     try:
         contract = export_model(
-            args.model, out, fmt=args.format, dynamic_batch=args.dynamic_batch, half=args.precision == 'fp16',
-            batch_size=args.batch_size, normalize=args.normalize, pretrained=not args.no_pretrained,
-            checkpoint_path=args.checkpoint, opset=args.opset, fold_bn=not args.no_fold_bn)
+            args.model, args.output, fmt=args.format, dynamic_batch=not args.fixed_batch,
+            half=args.precision == 'fp16', batch_size=args.batch_size, normalize=args.normalize,
+            pretrained=not args.no_pretrained, checkpoint_path=args.checkpoint, opset=args.opset,
+            fold_bn=not args.no_fold_bn, with_classifier=args.with_classifier)
     except ExportCheckError as e:
         print(f'CHECK FAILED: {e}', file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f'error: {e}', file=sys.stderr)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        print(f'error: {cli.error_message(e)}', file=sys.stderr)
         return 2
     check = contract['check']
-    print(f"Wrote {out} ({args.format}, input {contract['input']['name']} {contract['input']['shape']} "
-          f"{contract['input']['dtype']}, output {contract['output']['name']} {contract['output']['shape']})")
-    print(f"Check vs PyTorch ({check['runtime']}, batch sizes {check['batch_sizes']}): max abs diff "
-          f"{check['max_abs_diff']:.3g} (outputs up to {check['max_abs_reference']:.3g}; tolerance "
-          f"{check['tolerance']:g}, {check['tolerance_kind']}): PASSED")
-    print(f'Contract: {out}.json')
+    out = contract['file'] if args.output is None else args.output
+    print(f"Wrote {out} ({args.format}, {contract['architecture']}, input {contract['input']['shape']} "
+          f"{contract['input']['dtype']}, output {contract['output']['shape']})")
+    if args.format == 'torchreid':
+        print(f"Check: reloaded through {check['runtime']}: {check['tensors_checked']} tensors bit-identical, "
+              f"embedding max abs diff {check['max_abs_diff']:.3g}: PASSED")
+    else:
+        print(f"Check vs PyTorch ({check['runtime']}, batch sizes {check['batch_sizes']}): max abs diff "
+              f"{check['max_abs_diff']:.3g} (outputs up to {check['max_abs_reference']:.3g}; tolerance "
+              f"{check['tolerance']:g}, {check['tolerance_kind']}): PASSED")
+    print(f'Contract: {contract_path(out)}; tracker metadata: {metadata_path(out)}')
     return 0
 
 

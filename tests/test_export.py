@@ -12,6 +12,7 @@ import torch.nn as nn
 
 import osnet_zoo
 from osnet_zoo.export import ExportCheckError, export_model, main
+from osnet_zoo.inference.export import default_export_name
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,16 +49,25 @@ def crops():
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((120, 50), (256, 128), (300, 90))]
 
 
-def test_onnx_cli_dynamic_batch(checkpoint, crops, tmp_path):
+def test_onnx_cli_dynamic_batch_by_default(checkpoint, crops, tmp_path):
     import onnxruntime as ort
-    out = tmp_path / 'ain.onnx'
+    # no --output: the file is named <architecture>_<tag>.onnx (the tag from the checkpoint's name)
+    out = tmp_path / 'osnet_ain_x0_25_test.onnx'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, '-m', 'osnet_zoo.export', '--model', 'osnet_ain_x0_25', '--checkpoint',
-                          str(checkpoint), '--format', 'onnx', '--dynamic-batch', '--out', str(out)],
-                         capture_output=True, text=True, env=env, timeout=600)
+                          str(checkpoint), '--format', 'onnx'],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert 'PASSED' in run.stdout and 'max abs diff' in run.stdout
-    contract = json.loads((tmp_path / 'ain.onnx.json').read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, out.name + '.json', out.name + '.metadata.json']
+    metadata = json.loads((tmp_path / (out.name + '.metadata.json')).read_text())
+    assert metadata == {
+        'architecture': 'osnet_ain_x0_25', 'tag': 'test', 'format': 'onnx', 'file': out.name,
+        'input_size': [256, 128], 'input_shape': ['batch', 3, 256, 128], 'layout': 'NCHW', 'channel_order': 'rgb',
+        'pixel_scale': 255.0, 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225], 'resize': 'squash',
+        'interpolation': 'bilinear', 'antialias': True, 'output_dim': 512, 'normalized': False,
+        'dtype': 'float32', 'dynamic_batch': True}
+    contract = json.loads((tmp_path / (out.name + '.json')).read_text())
     assert contract['input'] == {'name': 'images', 'shape': ['batch', 3, 256, 128], 'dtype': 'float32',
                                  'layout': 'NCHW', 'colour_order': 'RGB'}
     assert contract['output']['name'] == 'features' and contract['output']['shape'] == ['batch', 512]
@@ -82,9 +92,15 @@ def test_onnx_cli_dynamic_batch(checkpoint, crops, tmp_path):
 
 @pytest.mark.filterwarnings('ignore:.*torch.jit.load.*:FutureWarning')
 def test_torchscript_with_normalisation(checkpoint, crops, tmp_path):
-    out = tmp_path / 'ain.pt'
+    # a tracker reads a .pt as a state dict: TorchScript files end in .torchscript
+    with pytest.raises(ValueError, match='end in .torchscript'):
+        export_model('osnet_ain_x0_25', tmp_path / 'ain.pt', fmt='torchscript', checkpoint_path=str(checkpoint))
+    out = tmp_path / 'ain.torchscript'
     contract = export_model('osnet_ain_x0_25', out, fmt='torchscript', checkpoint_path=str(checkpoint),
                             normalize=True)
+    metadata = json.loads((tmp_path / 'ain.torchscript.metadata.json').read_text())
+    assert metadata['normalized'] is True and metadata['format'] == 'torchscript'
+    assert metadata['dynamic_batch'] is True and metadata['output_dim'] == 512
     assert contract['check']['passed'] and contract['check']['runtime'].startswith('torch.jit')
     assert contract['output']['l2_normalized'] is True
     extractor = osnet_zoo.FeatureExtractor('osnet_ain_x0_25', checkpoint_path=checkpoint, device='cpu')
@@ -99,7 +115,8 @@ def test_onnx_half(checkpoint, tmp_path):
     import onnxruntime as ort
     out = tmp_path / 'ain_fp16.onnx'
     contract = export_model('osnet_ain_x0_25', out, fmt='onnx', half=True, batch_size=2,
-                            checkpoint_path=str(checkpoint))
+                            dynamic_batch=False, checkpoint_path=str(checkpoint))
+    assert json.loads((tmp_path / 'ain_fp16.onnx.metadata.json').read_text())['dynamic_batch'] is False
     assert contract['input']['dtype'] == contract['output']['dtype'] == 'float16'
     assert contract['input']['shape'] == [2, 3, 256, 128]
     check = contract['check']
@@ -132,3 +149,59 @@ def test_failed_check_is_reported(tmp_path, capsys):
     assert 'nope.pth' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['--format', 'tflite'])
+
+
+def test_fixed_batch_cli_and_default_names(tmp_path):
+    import onnxruntime as ort
+    out = tmp_path / 'fixed.onnx'
+    assert main(['--model', 'osnet_x0_25', '--no-pretrained', '--fixed-batch', '--batch-size', '2',
+                 '--output', str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    assert session.get_inputs()[0].shape == [2, 3, 256, 128]
+    assert default_export_name('osnet_x0_25', 'msmt17_combineall', 'onnx') == 'osnet_x0_25_msmt17_combineall.onnx'
+    assert default_export_name('osnet_x0_25', None, 'torchscript') == 'osnet_x0_25.torchscript'
+    assert default_export_name('osnet_ain_x1_0', 'msmt17', 'torchreid') == 'osnet_ain_x1_0_msmt17.pt'
+
+
+def test_torchreid_cli(checkpoint, torchreid_fixtures, tmp_path, capsys):
+    """The file a tracker takes as it is: a .pt state dict in the reference layout with model_name."""
+    import timm
+    out = tmp_path / 'osnet_ain_x0_25_test.pt'
+    assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
+                 '--output', str(out)]) == 0
+    assert 'bit-identical' in capsys.readouterr().out
+    stored = torch.load(out, map_location='cpu', weights_only=True)
+    assert stored['model_name'] == 'osnet_ain_x0_25' and 'num_classes' not in stored
+    reference = json.loads((torchreid_fixtures / 'keys.json').read_text())['osnet_ain_x0_25']
+    tensors = {k: list(v.shape) for k, v in stored.items() if isinstance(v, torch.Tensor)}
+    assert tensors == {k: v for k, v in reference.items() if not k.startswith('classifier.')}
+    # the same embedding as the checkpoint it came from
+    ours = osnet_zoo.load_osnet_checkpoint(timm.create_model('osnet_ain_x0_25', num_classes=0), checkpoint).eval()
+    back = osnet_zoo.load_osnet_checkpoint(timm.create_model('osnet_ain_x0_25', num_classes=0), out).eval()
+    x = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        assert torch.equal(ours(x), back(x))
+    contract = json.loads((tmp_path / (out.name + '.json')).read_text())
+    assert contract['check']['passed'] and contract['check']['tensors_differing'] == []
+    metadata = json.loads((tmp_path / (out.name + '.metadata.json')).read_text())
+    assert metadata['format'] == 'torchreid' and metadata['normalized'] is False and metadata['output_dim'] == 512
+    # errors name the thing
+    assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
+                 '--output', str(tmp_path / 'x.pth')]) == 2
+    assert 'ends in .pt' in capsys.readouterr().err
+    assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
+                 '--with-classifier', '--output', str(tmp_path / 'y.pt')]) == 2
+    assert 'has no classifier' in capsys.readouterr().err
+
+
+def test_torchreid_with_classifier(torchreid_fixtures, tmp_path):
+    """The reference fixture (11 classes) -> torchreid export with its classifier -> the same tensors back."""
+    from safetensors.torch import load_file
+    out = tmp_path / 'osnet_x0_25_fixture.pt'
+    contract = export_model('osnet_x0_25', out, fmt='torchreid', with_classifier=True,
+                            checkpoint_path=torchreid_fixtures / 'osnet_x0_25.safetensors')
+    assert contract['entries'] == {'model_name': 'osnet_x0_25', 'num_classes': 11}
+    stored = torch.load(out, map_location='cpu', weights_only=True)
+    original = load_file(torchreid_fixtures / 'osnet_x0_25.safetensors')
+    assert set(stored) - {'model_name', 'num_classes'} == set(original)
+    assert all(torch.equal(stored[k], v) for k, v in original.items())

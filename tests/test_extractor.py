@@ -191,3 +191,62 @@ def test_onnxruntime_backend(model, extractor, crop):
     assert (got - ref).abs().max() < 1e-4  # chunks of 3 and 1: the dynamic batch works
     with pytest.raises(ValueError, match='onnxruntime'):
         FeatureExtractor(model, device='cpu', backend='onnxruntime', precision='bf16')
+
+
+@pytest.fixture(scope='module')
+def frame():
+    """A 240x320 BGR frame with structure (OpenCV layout)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.stack([(yy * 1.7) % 256, (xx * 0.9) % 256, ((yy // 20 + xx // 16) % 2) * 180 + 40], -1)
+    return np.clip(img + rng.integers(0, 30, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_from_boxes_equals_cropping_by_hand(extractor, frame):
+    boxes = np.array([[10.2, 20.7, 60.4, 140.1], [100, 50, 180, 230], [250.5, 0, 320, 240], [0, 0, 31, 77]])
+    feats, kept = extractor.from_boxes(frame, boxes, channel_order='bgr')
+    assert kept.tolist() == [True] * 4 and feats.shape == (4, 512)
+    windows = np.round(boxes).astype(int)  # all inside the frame: rounding only
+    by_hand = extractor([frame[y0:y1, x0:x1] for x0, y0, x1, y1 in windows], channel_order='bgr')
+    assert torch.equal(feats, by_hand)
+    # the same frame as a CHW RGB tensor gives the same features
+    chw = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1)
+    assert (extractor.from_boxes(chw, torch.tensor(boxes))[0] - by_hand).abs().max() < 1e-5
+
+
+def test_from_boxes_clips_and_skips(extractor, frame):
+    boxes = np.array([
+        [-15, -10, 40, 100],       # partly outside: clipped to [0, 0, 40, 100]
+        [300, 200, 400, 300],      # clipped to [300, 200, 320, 240]
+        [50, 50, 50, 120],         # zero width: skipped
+        [80, 80, 60, 120],         # inverted: skipped
+        [400, 10, 500, 90],        # entirely outside: skipped
+        [10, 10, 10.9, 90],        # under min_size (rounds to 1 px wide): skipped
+        [np.nan, 0, 30, 30],       # not finite: skipped
+        [5, 5, 7, 7],              # 2x2: kept (min_size=2)
+    ])
+    feats, kept = extractor.from_boxes(frame, boxes, channel_order='bgr')
+    assert kept.tolist() == [True, True, False, False, False, False, False, True]
+    assert feats.shape == (8, 512) and (feats[~kept] == 0).all()
+    assert torch.allclose(feats[kept].norm(dim=1), torch.ones(3), atol=1e-5)
+    by_hand = extractor([frame[0:100, 0:40], frame[200:240, 300:320], frame[5:7, 5:7]], channel_order='bgr')
+    assert torch.equal(feats[kept], by_hand)
+    # a stricter min_size skips the small one
+    assert extractor.from_boxes(frame, boxes, channel_order='bgr', min_size=3)[1].tolist()[-1] is False
+    # no detections (or none usable): zero rows of the embedding width, no forward pass needed
+    empty, none_kept = extractor.from_boxes(frame, np.zeros((0, 4)), channel_order='bgr')
+    assert empty.shape == (0, 512) and none_kept.shape == (0,)
+    feats, kept = extractor.from_boxes(frame, [[400, 0, 410, 10]])
+    assert feats.shape == (1, 512) and not kept.any() and (feats == 0).all()
+    # without channel_order='bgr' an OpenCV frame gives other features
+    rgb_default = extractor.from_boxes(frame, boxes[:1])[0]
+    assert (rgb_default - extractor.from_boxes(frame, boxes[:1], channel_order='bgr')[0]).abs().max() > 1e-3
+
+
+def test_from_boxes_bad_input(extractor, frame):
+    with pytest.raises(ValueError, match=r'shape \(N, 4\)'):
+        extractor.from_boxes(frame, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match='expected CHW'):
+        extractor.from_boxes(torch.zeros(1, 3, 10, 10), np.zeros((1, 4)))
+    with pytest.raises(TypeError, match='numpy HWC array or a CHW tensor'):
+        extractor.from_boxes('frame.jpg', np.zeros((1, 4)))

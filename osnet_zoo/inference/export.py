@@ -1,14 +1,21 @@
-"""Exporting the embedding model (the library behind `python -m osnet_zoo.export`): an OSNet embedding model as ONNX or TorchScript, checked and documented.
+"""Exporting the embedding model (the library behind `python -m osnet_zoo.export`): an OSNet embedding model
+as ONNX, TorchScript or a torchreid-layout ``.pt`` state dict, checked and documented.
 
 The exported graph takes a normalised image batch and returns embeddings; BatchNorm is folded into the
 convs first (exact up to rounding). The file is then run against the PyTorch model on the same random
 batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — and the maximum absolute
 difference is printed and must stay within the tolerance (1e-4 in fp32; in fp16, 1% of the largest
-output). Beside the file, ``<file>.json`` holds the contract a deployment needs: input / output names,
-shapes, dtype and the preprocessing.
+output). A torchreid ``.pt`` (the file tracking libraries such as boxmot load as-is) is reloaded through
+``load_osnet_checkpoint`` and must give back every tensor bit for bit.
+
+Files are named ``<architecture>_<tag>.<ext>`` by default (``.onnx``, ``.torchscript``, ``.pt``): trackers
+tell the architecture from the file name. Beside the file, ``<file>.json`` holds our contract (input /
+output names, shapes, dtype, the preprocessing, the check) and ``<file>.metadata.json`` the few facts a
+tracking library needs (:data:`TRACKER_METADATA_KEYS`).
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import warnings
@@ -18,18 +25,30 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 
+import timm
+
 from .._version import __version__
 from ..files import atomic_path, atomic_write_json
 from ..models.embedding import Embedder
+from ..models.osnet import OSNet, unwrap_state_dict
+from ..models.torchreid_layout import reference_architecture, save_torchreid_checkpoint
+from ..weights import load_osnet_checkpoint, read_checkpoint
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import fold_batchnorm
 
-__all__ = ['export_model', 'check_export', 'ExportCheckError', 'INPUT_NAME', 'OUTPUT_NAME', 'TOLERANCES']
+__all__ = ['export_model', 'check_export', 'ExportCheckError', 'INPUT_NAME', 'OUTPUT_NAME', 'TOLERANCES',
+           'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS', 'default_export_name',
+           'metadata_path', 'contract_path']
 
 INPUT_NAME = 'images'
 OUTPUT_NAME = 'features'
 # allowed max |exported - PyTorch fp32|: absolute in fp32; in fp16, relative to the largest reference value
 TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
+EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt'}
+EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
+TRACKER_METADATA_KEYS = ('architecture', 'tag', 'format', 'file', 'input_size', 'input_shape', 'layout',
+                         'channel_order', 'pixel_scale', 'mean', 'std', 'resize', 'interpolation', 'antialias',
+                         'output_dim', 'normalized', 'dtype', 'dynamic_batch')
 
 
 class ExportCheckError(RuntimeError):
@@ -79,11 +98,93 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
                 passed=worst <= allowed)
 
 
+def contract_path(out: Union[str, os.PathLike]) -> Path:
+    """Where our contract JSON of an export goes: ``<file>.json``."""
+    out = Path(out)
+    return out.with_name(out.name + '.json')
+
+
+def metadata_path(out: Union[str, os.PathLike]) -> Path:
+    """Where the tracker metadata JSON of an export goes: ``<file>.metadata.json``."""
+    out = Path(out)
+    return out.with_name(out.name + '.metadata.json')
+
+
+def _architecture_and_tag(model: Union[str, nn.Module], net: nn.Module, pretrained: bool,
+                          checkpoint_path: Union[str, os.PathLike, None]) -> tuple:
+    cfg = getattr(net, 'pretrained_cfg', None) or {}
+    if isinstance(model, str):
+        architecture, _, tag = model.partition('.')
+    else:
+        try:
+            architecture = reference_architecture(net) if isinstance(net, OSNet) else ''
+        except ValueError:
+            architecture = ''
+        architecture = architecture or cfg.get('architecture') or type(model).__name__.lower()
+        tag = ''
+    if checkpoint_path is not None:
+        # the checkpoint's own name says what it was trained on; drop a repeated architecture prefix
+        stem = Path(checkpoint_path).name.split('.')[0]
+        tag = stem[len(architecture) + 1:] if stem.startswith(architecture + '_') else stem
+    elif not tag and pretrained and isinstance(model, str):
+        tag = cfg.get('tag') or ''
+    return architecture, tag
+
+
+def default_export_name(architecture: str, tag: Optional[str], fmt: str) -> str:
+    """``<architecture>_<tag>.<ext>`` (``<architecture>.<ext>`` without a tag), e.g.
+    ``osnet_x0_25_msmt17_combineall.onnx``: trackers pick the architecture out of the file name."""
+    if fmt not in EXPORT_SUFFIXES:
+        raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
+    return (f'{architecture}_{tag}' if tag else architecture) + EXPORT_SUFFIXES[fmt]
+
+
+def _check_suffix(out: Path, fmt: str) -> None:
+    if fmt == 'torchscript' and out.suffix in ('.pt', '.pth'):
+        raise ValueError(f'{out}: TorchScript exports end in .torchscript; tracking libraries read a .pt / .pth '
+                         'as a state dict (use --format torchreid for that).')
+    if fmt == 'torchreid' and out.suffix != '.pt':
+        raise ValueError(f'{out}: a torchreid export ends in .pt (trackers pick their PyTorch backend by it).')
+    if fmt == 'onnx' and out.suffix != '.onnx':
+        raise ValueError(f'{out}: an ONNX export ends in .onnx.')
+
+
+def _model_with_classifier(model: Union[str, nn.Module], pretrained: bool,
+                           checkpoint_path: Union[str, os.PathLike, None]) -> nn.Module:
+    """The OSNet with its classifier (for a torchreid file that keeps it)."""
+    if not isinstance(model, str):
+        return copy.deepcopy(model).eval()
+    if checkpoint_path is None:
+        return timm.create_model(model, pretrained=pretrained).eval()
+    weight = unwrap_state_dict(read_checkpoint(checkpoint_path)).get('classifier.weight')
+    if weight is None:
+        raise ValueError(f'{checkpoint_path}: has no classifier to keep (export without --with-classifier).')
+    net = timm.create_model(model, pretrained=False, num_classes=int(weight.shape[0]))
+    return load_osnet_checkpoint(net, checkpoint_path, strict=True).eval()
+
+
+def _check_torchreid(path: Path, model: nn.Module, example: torch.Tensor) -> Dict[str, Any]:
+    """Reload ``path`` through our own loader into a fresh model: every tensor must come back bit for bit."""
+    architecture = reference_architecture(model)
+    classes = model.num_classes if isinstance(model.get_classifier(), nn.Linear) else 0
+    fresh = load_osnet_checkpoint(timm.create_model(architecture, num_classes=classes), path, strict=True).eval()
+    original, reloaded = model.state_dict(), fresh.state_dict()
+    differing = [k for k in original if k not in reloaded or not torch.equal(original[k].cpu(), reloaded[k])]
+    with torch.inference_mode():
+        want = Embedder(model, normalize=False).eval()(example)
+        got = Embedder(fresh, normalize=False).eval()(example)
+    worst = (got - want).abs().max().item()
+    return dict(runtime='osnet_zoo.load_osnet_checkpoint', batch_sizes=[int(example.shape[0])],
+                max_abs_diff=worst, max_abs_reference=want.abs().max().item(), tolerance=0.0,
+                tolerance_kind='bit-identical tensors', tensors_checked=len(original),
+                tensors_differing=differing[:8], passed=not differing and worst == 0.0)
+
+
 def export_model(
         model: Union[str, nn.Module],
-        out: Union[str, os.PathLike],
+        out: Union[str, os.PathLike, None] = None,
         fmt: str = 'onnx',
-        dynamic_batch: bool = False,
+        dynamic_batch: bool = True,
         half: bool = False,
         batch_size: int = 1,
         normalize: bool = False,
@@ -91,17 +192,33 @@ def export_model(
         checkpoint_path: Optional[str] = None,
         opset: int = 17,
         fold_bn: bool = True,
+        with_classifier: bool = False,
 ) -> Dict[str, Any]:
-    """Export ``model`` to ``out`` (ONNX or TorchScript), check it, write ``<out>.json``; return the contract.
+    """Export ``model`` to ``out``, check it, write ``<out>.json`` (our contract) and ``<out>.metadata.json``
+    (for trackers); return the contract.
 
+    ``fmt``: 'onnx' (a dynamic batch unless ``dynamic_batch=False``, then ``batch_size``), 'torchscript'
+    (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` state dict in the reference key layout with a
+    ``model_name`` entry, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out``
+    defaults to :func:`default_export_name` in the working directory.
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
     """
-    if fmt not in ('onnx', 'torchscript'):
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}.")
-    out = Path(out)
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
+    if fmt == 'torchreid' and (half or normalize):
+        raise ValueError('--format torchreid writes the fp32 weights; the reference model returns unnormalised '
+                         'embeddings (drop --precision fp16 / --normalize).')
+    if with_classifier and fmt != 'torchreid':
+        raise ValueError('with_classifier is for --format torchreid (ONNX / TorchScript export the embedding).')
     net = build_embedding_model(model, pretrained, checkpoint_path)
+    architecture, tag = _architecture_and_tag(model, net, pretrained, checkpoint_path)
+    out = Path(out) if out is not None else Path(default_export_name(architecture, tag, fmt))
+    _check_suffix(out, fmt)
     prep = resolve_preprocessing(net)
     reference = Embedder(net, normalize=normalize).eval()
+    if fmt == 'torchreid':
+        return _export_torchreid(model, net, out, architecture, tag, prep, pretrained, checkpoint_path,
+                                 with_classifier)
     exported = Embedder(fold_batchnorm(net) if fold_bn else net, normalize=normalize).eval()
     dtype = torch.float16 if half else torch.float32
     exported = exported.to(dtype)
@@ -133,34 +250,106 @@ def export_model(
     check = check_export(out, fmt, reference, batches, dtype)
     batch_dim: Union[int, str] = 'batch' if dynamic_batch or fmt == 'torchscript' else batch_size
     contract = {
-        'format': fmt,
-        'file': out.name,
-        'model': model if isinstance(model, str) else type(model).__name__,
-        'checkpoint': str(checkpoint_path) if checkpoint_path else None,
-        'osnet_zoo_version': __version__,
-        'torch_version': torch.__version__,
-        'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+        **_contract_header(fmt, out, architecture, tag, model, checkpoint_path),
         'opset': opset if fmt == 'onnx' else None,
         'bn_folded': fold_bn,
         'input': {'name': INPUT_NAME, 'shape': [batch_dim, c, h, w], 'dtype': str(dtype).replace('torch.', ''),
                   'layout': 'NCHW', 'colour_order': 'RGB'},
         'output': {'name': OUTPUT_NAME, 'shape': [batch_dim, _feature_dim(reference, example)],
                    'dtype': str(dtype).replace('torch.', ''), 'l2_normalized': normalize},
-        'preprocessing': {
-            'resize': f'squash the whole crop to {h}x{w} (no crop, aspect ratio not kept)',
-            'interpolation': prep['interpolation'],
-            'input_size': [c, h, w],
-            'scale': 'pixel / 255',
-            'mean': list(prep['mean']),
-            'std': list(prep['std']),
-            'formula': 'x = (rgb / 255 - mean) / std, per channel',
-        },
+        'preprocessing': _preprocessing_contract(prep),
         'check': check,
     }
-    atomic_write_json(out.with_name(out.name + '.json'), contract)
+    _write_metadata(out, contract, architecture, tag, prep, dynamic=batch_dim == 'batch')
     if not check['passed']:
         raise ExportCheckError(f"{out}: exported model differs from PyTorch by {check['max_abs_diff']:.3g} "
                            f"(tolerance {check['tolerance']:g}).")
+    return contract
+
+
+def _contract_header(fmt: str, out: Path, architecture: str, tag: str, model: Union[str, nn.Module],
+                     checkpoint_path: Union[str, os.PathLike, None]) -> Dict[str, Any]:
+    return {
+        'format': fmt,
+        'file': out.name,
+        'architecture': architecture,
+        'tag': tag or None,
+        'model': model if isinstance(model, str) else type(model).__name__,
+        'checkpoint': str(checkpoint_path) if checkpoint_path else None,
+        'osnet_zoo_version': __version__,
+        'torch_version': torch.__version__,
+        'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+    }
+
+
+def _preprocessing_contract(prep: Dict[str, Any]) -> Dict[str, Any]:
+    c, h, w = prep['input_size']
+    return {
+        'resize': f'squash the whole crop to {h}x{w} (no crop, aspect ratio not kept)',
+        'interpolation': prep['interpolation'],
+        'input_size': [c, h, w],
+        'scale': 'pixel / 255',
+        'mean': list(prep['mean']),
+        'std': list(prep['std']),
+        'formula': 'x = (rgb / 255 - mean) / std, per channel',
+    }
+
+
+def _write_metadata(out: Path, contract: Dict[str, Any], architecture: str, tag: str, prep: Dict[str, Any],
+                    dynamic: bool) -> None:
+    """Write our contract and, beside it, the tracker metadata (flat, one fact per key)."""
+    atomic_write_json(contract_path(out), contract)
+    c, h, w = prep['input_size']
+    metadata = {
+        'architecture': architecture,
+        'tag': tag or None,
+        'format': contract['format'],
+        'file': out.name,
+        'input_size': [h, w],  # height, width
+        'input_shape': contract['input']['shape'],
+        'layout': 'NCHW',
+        'channel_order': 'rgb',
+        'pixel_scale': 255.0,  # x = (pixel / pixel_scale - mean) / std
+        'mean': list(prep['mean']),
+        'std': list(prep['std']),
+        'resize': 'squash',
+        'interpolation': prep['interpolation'],
+        'antialias': prep['interpolation'] != 'nearest',  # how FeatureExtractor resizes
+        'output_dim': contract['output']['shape'][1],
+        'normalized': contract['output']['l2_normalized'],
+        'dtype': contract['input']['dtype'],
+        'dynamic_batch': dynamic,
+    }
+    assert tuple(metadata) == TRACKER_METADATA_KEYS
+    atomic_write_json(metadata_path(out), metadata)
+
+
+def _export_torchreid(model: Union[str, nn.Module], net: nn.Module, out: Path, architecture: str, tag: str,
+                      prep: Dict[str, Any], pretrained: bool, checkpoint_path: Union[str, os.PathLike, None],
+                      with_classifier: bool) -> Dict[str, Any]:
+    source = _model_with_classifier(model, pretrained, checkpoint_path) if with_classifier else net
+    if not isinstance(source, OSNet):
+        raise ValueError(f'--format torchreid needs an OSNet model, got {type(source).__name__}.')
+    written = save_torchreid_checkpoint(source, out, architecture=architecture, classifier=with_classifier)
+    c, h, w = prep['input_size']
+    example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    check = _check_torchreid(out, source, example)
+    contract = {
+        **_contract_header('torchreid', out, architecture, tag, model, checkpoint_path),
+        'layout': 'torchreid ' + ('osnet_ain' if architecture.startswith('osnet_ain_') else 'osnet'),
+        'entries': {'model_name': written['model_name'], 'num_classes': written.get('num_classes')},
+        'classifier': with_classifier,
+        'input': {'name': None, 'shape': ['batch', c, h, w], 'dtype': 'float32', 'layout': 'NCHW',
+                  'colour_order': 'RGB'},
+        'output': {'name': None, 'shape': ['batch', int(net.head_hidden_size)], 'dtype': 'float32',
+                   'l2_normalized': False, 'note': 'eval-mode output of the reference model (fc head)'},
+        'preprocessing': _preprocessing_contract(prep),
+        'check': check,
+    }
+    _write_metadata(out, contract, architecture, tag, prep, dynamic=True)
+    if not check['passed']:
+        raise ExportCheckError(f'{out}: reloading the torchreid file did not give back the weights '
+                               f"(differing: {check['tensors_differing']}).")
     return contract
 
 

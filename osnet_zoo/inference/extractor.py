@@ -18,15 +18,39 @@ from .optimize import InferenceModel, optimize_for_inference, resolve_dtype
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS']
+__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'clip_boxes']
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
+
+
+def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) x0, y0, x1, y1 in pixels -> integer crop windows clipped to a ``height`` x ``width``
+    frame, and which boxes are kept.
+
+    The rule: each coordinate is rounded to the nearest pixel edge, then clipped to [0, width] (x) or
+    [0, height] (y); the crop is ``frame[y0:y1, x0:x1]``. A box is skipped (``kept`` False) when a
+    coordinate is not finite, or when its clipped crop is narrower or lower than ``min_size`` pixels
+    (empty, inverted, degenerate or entirely outside the frame).
+    """
+    boxes = boxes_xyxy.detach().cpu().numpy() if isinstance(boxes_xyxy, torch.Tensor) else np.asarray(boxes_xyxy)
+    boxes = boxes.astype(np.float64)
+    if boxes.size == 0:  # no detections in this frame
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f'boxes_xyxy must have shape (N, 4) (x0, y0, x1, y1), got {tuple(boxes.shape)}.')
+    finite = np.isfinite(boxes).all(axis=1)
+    rounded = np.where(np.isfinite(boxes), np.round(boxes), 0)
+    upper = np.array([width, height, width, height], dtype=np.float64)
+    windows = np.clip(rounded, 0, upper).astype(np.int64)
+    kept = finite & (windows[:, 2] - windows[:, 0] >= min_size) & (windows[:, 3] - windows[:, 1] >= min_size)
+    return windows, kept
 
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
 
     >>> extractor = FeatureExtractor('osnet_x0_25.msmt17_combineall', device='cuda', precision='bf16')
     >>> feats = extractor([frame[y0:y1, x0:x1] for (x0, y0, x1, y1) in boxes], channel_order='bgr')
+    >>> feats, kept = extractor.from_boxes(frame, boxes_xyxy, channel_order='bgr')  # clipped, skips empty boxes
 
     Inputs (alone or in a list, mixed freely; output rows follow the input order, a BCHW tensor
     contributing B rows):
@@ -184,6 +208,48 @@ class FeatureExtractor:
         if self.normalize if normalize is None else normalize:
             feats = F.normalize(feats, dim=1)
         return feats
+
+    @torch.inference_mode()
+    def from_boxes(self, frame: Union[np.ndarray, torch.Tensor], boxes_xyxy: Any,
+                   channel_order: Optional[str] = None, normalize: Optional[bool] = None,
+                   min_size: int = 2) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of the detections ``boxes_xyxy`` (N, 4: x0, y0, x1, y1 in pixels) in one ``frame``:
+        the call a tracker makes each frame.
+
+        ``frame`` is a numpy HWC uint8 image (an OpenCV frame: pass ``channel_order='bgr'``) or a CHW
+        tensor. Boxes are rounded and clipped to the frame and boxes whose clipped crop is under
+        ``min_size`` pixels wide or high are skipped (see :func:`clip_boxes`); the kept crops go through
+        the network in batches of ``batch_size``, exactly as ``extractor([crop, ...])`` would.
+
+        Returns ``(features, kept)``: features (N, D) float32, one row per box in the input order, zero
+        rows for skipped boxes; ``kept`` (N,) bool on the same device.
+        """
+        if isinstance(frame, np.ndarray):
+            if frame.ndim not in (2, 3):
+                raise ValueError(f'frame: numpy image of shape {frame.shape}; expected HWC (H, W, 3) or (H, W).')
+            height, width = frame.shape[:2]
+        elif isinstance(frame, torch.Tensor):
+            if frame.dim() != 3:
+                raise ValueError(f'frame: tensor of shape {tuple(frame.shape)}; expected CHW.')
+            height, width = frame.shape[1:]
+        else:
+            raise TypeError(f'frame must be a numpy HWC array or a CHW tensor, got {type(frame).__name__}.')
+        windows, kept = clip_boxes(boxes_xyxy, int(height), int(width), min_size)
+        if isinstance(frame, np.ndarray):
+            crops = [frame[y0:y1, x0:x1] for x0, y0, x1, y1 in windows[kept]]
+        else:
+            crops = [frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in windows[kept]]
+        kept_t = torch.from_numpy(kept).to(self.device)
+        if crops:
+            feats = self(crops, channel_order=channel_order, normalize=normalize)
+            out = feats.new_zeros(len(windows), feats.shape[1])
+            out[kept_t] = feats
+            return out, kept_t
+        dim = self.feature_dim
+        if dim is None:  # a module that does not say its embedding size: ask it once
+            _, h, w = self.preprocessing['input_size']
+            dim = int(self(torch.zeros(3, h, w, dtype=torch.uint8)).shape[1])
+        return torch.zeros(len(windows), dim, device=self.device), kept_t
 
     def iter_batches(self, inputs: Iterable[Any], channel_order: Optional[str] = None,
                      normalize: Optional[bool] = None) -> Iterator[Tuple[List[int], torch.Tensor]]:

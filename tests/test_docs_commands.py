@@ -43,7 +43,7 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.export --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
     '--output osnet_x0_25.onnx': '',
     'python -m osnet_zoo.export --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '--format torchscript --output osnet_x0_25.pt': '',
+    '--format torchscript --output osnet_x0_25.torchscript': '',
     'python -m osnet_zoo.extract --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
     '~/.cache/osnet_zoo/data/synthetic_reid/query --output feats.safetensors --device cpu': '--workers 1',
     'python -m osnet_zoo.nas': '--epochs 1 --height 64 --width 32 --batch-size 8 --max-steps-per-epoch 2 --quiet',
@@ -72,17 +72,16 @@ SKIPPED: Dict[str, str] = {
     'python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth data/**/*.jpg '
     '--output feats.safetensors --device cuda --precision bf16 --batch-size 256':
         'needs the reference osnet_x1_0_market.pth, your images and a GPU',
-    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx --dynamic-batch': HUB,
-    'python -m osnet_zoo.export --model osnet_x1_0 --checkpoint market.pth --format torchscript --output osnet.pt':
+    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx': HUB,
+    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid': HUB,
+    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchscript': HUB,
+    'python -m osnet_zoo.export --model osnet_x1_0 --checkpoint market.pth --format torchscript '
+    '--output osnet.torchscript':
         'needs a trained market.pth',
-    'python -m osnet_zoo.weights convert log/model.pth.tar-60 --arch osnet_x1_0 --tag mydata '
-    '--out converted/osnet_x1_0.mydata': 'needs your torchreid training checkpoint',
-    'python -m osnet_zoo.weights convert osnet_x1_0_market.pth --arch osnet_x1_0 --tag market1501 '
-    '--out converted/osnet_x1_0.market1501 --update-manifest': 'needs the reference osnet_x1_0_market.pth',
-    'python -m osnet_zoo.weights push converted/osnet_x1_0.market1501 --dry-run':
-        'needs the converted folder of the reference checkpoint',
-    'python -m osnet_zoo.weights push converted/osnet_x1_0.market1501 --update-manifest':
-        'uploads to the Hugging Face Hub (a token)',
+    'python -m osnet_zoo.weights convert log/model.pth.tar-60 --model osnet_x1_0 --tag mydata '
+    '--output converted/osnet_x1_0.mydata': 'needs your torchreid training checkpoint',
+    'python -m osnet_zoo.weights push converted/osnet_x1_0.mydata --dry-run':
+        'needs the converted folder of your checkpoint',
     'python -m osnet_zoo.nas --help': 'covered by the --help check',
     'python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last':
         REAL_DATA + ' (MSMT17); a GPU',

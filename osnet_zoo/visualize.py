@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -61,7 +60,6 @@ from osnet_zoo.files import atomic_write_json
 from osnet_zoo.inference import build_embedding_model, resolve_preprocessing
 from osnet_zoo.metrics.plots import LINE_HEIGHT, draw_text_lines, label_font, save_png
 from osnet_zoo.models.osnet import ChannelGate, OmniScaleBlock
-from osnet_zoo.weights import load_osnet_checkpoint
 
 __all__ = ['activation_maps', 'overlay_activation', 'collect_items', 'build_model', 'compute_activation_maps',
            'capture_gates', 'kmeans', 'closest_to_centres', 'run_actmap', 'run_gates', 'get_args_parser', 'main']
@@ -172,27 +170,12 @@ def _parse_model_args(pairs: Sequence[str], option: str) -> Dict[str, Any]:
 
 def build_model(name: str, checkpoint: Optional[str] = None, pretrained: bool = True,
                 model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
-    """The eval-mode embedding model: ``build_embedding_model`` (a tagged name for pretrained weights, or
-    ``checkpoint``); with ``model_args`` (architecture arguments such as ``num_streams=1``) the architecture
-    is built with them and ``checkpoint`` loaded into it (no pretrained weights: they belong to the
-    default architecture)."""
-    arch = name.split('.')[0]
-    if arch not in timm.list_models('osnet*'):
-        raise ValueError(f'unknown model {name!r}; OSNet models: {", ".join(timm.list_models("osnet*"))}')
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
-    if not model_args:
-        return build_embedding_model(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint)
-    if pretrained and checkpoint is None:
-        raise ValueError(f'architecture arguments {model_args} change {arch}: give its weights with a checkpoint, '
-                         'or --no-pretrained for random weights')
-    try:
-        model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args)
-    except TypeError as e:
-        raise ValueError(f'{arch} does not take the arguments {model_args}: {e}') from e
-    if checkpoint is not None:
-        load_osnet_checkpoint(model, checkpoint, strict=False)
-    return model.eval()
+    """The eval-mode embedding model (``osnet_zoo.inference.build_embedding_model``): a tagged name for
+    pretrained weights, or ``checkpoint``; ``model_args`` (e.g. ``num_streams=1``) change the architecture."""
+    if not name.startswith('osnet'):
+        raise ValueError(f'unknown model {name!r}: the visualisations read OSNet\'s blocks (osnet_* models)')
+    return build_embedding_model(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint,
+                                 model_args=model_args)
 
 
 def collect_items(images: Sequence[str] = (), dataset: Optional[str] = None, root: Optional[str] = None,

@@ -44,19 +44,34 @@ def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] 
 
 
 def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
-                          checkpoint_path: Union[str, os.PathLike, None] = None) -> nn.Module:
-    """An eval-mode module returning embeddings.
+                          checkpoint_path: Union[str, os.PathLike, None] = None,
+                          model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """An eval-mode module returning embeddings: the package's one model builder.
 
     ``model`` is a timm name (created with ``num_classes=0``; pretrained weights unless ``checkpoint_path``
-    names a local checkpoint, loaded with ``load_osnet_checkpoint(strict=False)``) or a module (copied; an
-    OSNet with a classifier has it removed, so that it returns the embedding).
+    names a local checkpoint, loaded with ``load_osnet_checkpoint(strict=False)``: only the classifier may be
+    dropped) or a module (copied; an OSNet with a classifier has it removed, so that it returns the embedding).
+    ``model_args`` are architecture arguments for ``timm.create_model`` (e.g. ``num_streams=1``); pretrained
+    weights belong to the standard architecture, so they need ``checkpoint_path`` or ``pretrained=False``.
     """
     if isinstance(model, str):
-        if checkpoint_path is not None:
-            net = timm.create_model(model, pretrained=False, num_classes=0)
-            load_osnet_checkpoint(net, checkpoint_path, strict=False)
-        else:
-            net = timm.create_model(model, pretrained=pretrained, num_classes=0)
+        arch = model.split('.')[0]
+        if arch.startswith('osnet') and arch not in timm.list_models('osnet*'):
+            raise ValueError(f'unknown model {model!r}; OSNet models: {", ".join(timm.list_models("osnet*"))}')
+        if checkpoint_path is not None and not os.path.isfile(checkpoint_path):
+            raise FileNotFoundError(f'checkpoint {os.fspath(checkpoint_path)} does not exist')
+        if model_args and pretrained and checkpoint_path is None:
+            raise ValueError(f'architecture arguments {model_args} change {arch}: give its weights with a checkpoint, '
+                             'or use random weights (pretrained=False, --no-pretrained)')
+        try:
+            if checkpoint_path is not None:
+                net = timm.create_model(arch if model_args else model, pretrained=False, num_classes=0,
+                                        **(model_args or {}))
+                load_osnet_checkpoint(net, checkpoint_path, strict=False)
+            else:
+                net = timm.create_model(model, pretrained=pretrained, num_classes=0, **(model_args or {}))
+        except TypeError as e:
+            raise ValueError(f'{arch} does not take the arguments {model_args}: {e}') from e
     elif isinstance(model, nn.Module):
         if checkpoint_path is not None:
             raise ValueError('checkpoint_path is for a model name; load the checkpoint into your module '

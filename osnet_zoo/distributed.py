@@ -60,12 +60,18 @@ def barrier() -> None:
 @contextmanager
 def main_process_first() -> Iterator[None]:
     """Run the block on the main process first, then on the others: for work that one process must do
-    before the rest can read it (generating a synthetic dataset, extracting CUHK03's images)."""
-    if not is_main_process():
-        barrier()
-    yield
+    before the rest can read it (generating a synthetic dataset, extracting CUHK03's images). A failure on
+    any rank is raised on every rank (:func:`fail_together`), so no rank is left waiting."""
     if is_main_process():
-        barrier()
+        with fail_together():
+            yield
+        with fail_together():  # the others' turn
+            pass
+    else:
+        with fail_together():  # the main process's turn
+            pass
+        with fail_together():
+            yield
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -303,7 +303,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17_combineall crops/ --output feats.safetensors\n'
                '  python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      "data/**/*.jpg" --output feats.safetensors --device cuda --precision bf16\n\n'
+               '  torchrun --standalone --nproc_per_node 4 -m osnet_zoo.extract crops/ --output feats.safetensors\n\n'
                'Interrupted runs resume: rerun the same command. Partial results live in OUTPUT.parts/.\n'
+               'Under torchrun each rank computes every world-size-th shard; rank 0 merges (docs/cluster.md).\n'
                'Read the result: feats, paths, meta = osnet_zoo.extract.load_features("feats.safetensors")')
     parser.add_argument('sources', nargs='+', metavar='IMAGES_DIR_OR_GLOB',
                         help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses)')

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Any, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
 
 __all__ = ['init_distributed', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process',
-           'barrier', 'main_process_first', 'all_gather_cat', 'reduce_mean', 'cleanup']
+           'barrier', 'main_process_first', 'all_gather_cat', 'reduce_mean', 'cleanup', 'broadcast_object',
+           'any_rank', 'fail_together', 'RankFailed']
+
+
+class RankFailed(RuntimeError):
+    """Raised on the ranks that did not fail when another rank did; the message is that rank's error."""
 
 
 def is_distributed() -> bool:
@@ -55,12 +60,61 @@ def barrier() -> None:
 @contextmanager
 def main_process_first() -> Iterator[None]:
     """Run the block on the main process first, then on the others: for work that one process must do
-    before the rest can read it (generating a synthetic dataset, extracting CUHK03's images)."""
-    if not is_main_process():
-        barrier()
-    yield
+    before the rest can read it (generating a synthetic dataset, extracting CUHK03's images). A failure on
+    any rank is raised on every rank (:func:`fail_together`), so no rank is left waiting."""
     if is_main_process():
-        barrier()
+        with fail_together():
+            yield
+        with fail_together():  # the others' turn
+            pass
+    else:
+        with fail_together():  # the main process's turn
+            pass
+        with fail_together():
+            yield
+
+
+def broadcast_object(obj: Any) -> Any:
+    """The main process's ``obj`` on every rank (a picklable object: a path list, a flag)."""
+    if not is_distributed():
+        return obj
+    box = [obj if is_main_process() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank."""
+    if not is_distributed():
+        return flag
+    flags: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(flags, bool(flag))
+    return any(flags)
+
+
+@contextmanager
+def fail_together() -> Iterator[None]:
+    """Run a block on every rank and fail on every rank when it fails on one (a collective: every rank
+    must enter it), so that no rank waits forever in a later collective for a rank that has stopped.
+
+    The failing rank re-raises its own exception; the others raise :class:`RankFailed` with the message of
+    the lowest failing rank. Without torch.distributed it is a plain block.
+    """
+    error: Optional[BaseException] = None
+    try:
+        yield
+    except Exception as e:  # shared with the other ranks below, then re-raised here
+        error = e
+    if is_distributed():
+        messages: List[Any] = [None] * get_world_size()
+        dist.all_gather_object(messages, None if error is None else ' '.join(str(error).split()) or
+                               type(error).__name__)
+        failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+        if failed and error is None:
+            rank, message = failed[0]
+            raise RankFailed(f'{message} (on rank {rank})')
+    if error is not None:
+        raise error
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:

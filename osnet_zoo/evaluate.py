@@ -9,17 +9,24 @@ Examples::
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
 every query under the dataset's protocol, prints R1/R5/R10/R20, mAP and mINP, and writes to ``--output``:
 ``results.json``, ``cmc.png`` (the CMC curves) and ``ranked_<dataset>.png`` (queries with their top-10,
-true matches framed green, false red). Extracted features are cached in the output folder, so a run that
-stops (or a second run with ``--rerank``) picks up where it was.
+true matches framed green, false red). Extracted features are cached in the output folder, keyed on the images (path, size, mtime), the weights,
+the preprocessing, flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
+it was; it prints "features from cache: ..." when it does.
+
+Under torchrun every process embeds a share of each split (the features equal a one-process run's); rank 0
+computes the metrics and writes the files: ``torchrun --nproc_per_node 2 -m osnet_zoo.evaluate ...``
+(see docs/cluster.md).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import timm
@@ -27,14 +34,15 @@ import torch
 from safetensors.torch import load_file
 
 from . import cli
+from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, DatasetLayoutError, build_dataset, data_root
-from .evaluation import embed
+from .evaluation import embed_sharded
 from .files import atomic_save_safetensors, atomic_write_json
 from .inference import build_embedding_model
 from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 
-__all__ = ['main', 'get_args_parser', 'load_model']
+__all__ = ['main', 'get_args_parser', 'load_model', 'model_digest', 'features_key']
 
 
 def load_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
@@ -50,24 +58,64 @@ def load_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
                          f'{arch}.msmt17_combineall, or --checkpoint PATH') from None
 
 
-def _features_cached(cache: Path, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    if cache.exists():
+def model_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state dict (names, dtypes, shapes, values): what its weights are, wherever they came
+    from (a checkpoint file, a pretrained tag)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f'{name}\0{t.dtype}\0{tuple(tensor.shape)}\0'.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+
+def features_key(items: Sequence, weights_digest: str, preprocessing: Dict, flip: bool, precision: str) -> str:
+    """The cache key of a split's features: every image's path, size and mtime_ns, the model weights, the
+    preprocessing (input size, mean, std, resize), flip and precision: anything that changes the features."""
+    h = hashlib.sha256(json.dumps(dict(weights=weights_digest, preprocessing=preprocessing, flip=bool(flip),
+                                       precision=precision, version=_CACHE_VERSION), sort_keys=True).encode())
+    for it in items:
         try:
-            data = load_file(str(cache))
-            if key in data:
-                return data[key]
-        except Exception:  # a damaged cache is recomputed
-            pass
-    feats = compute()
+            st = os.stat(it.path)
+            stamp = f'{st.st_size}:{st.st_mtime_ns}'
+        except OSError:  # a missing image: embed names it
+            stamp = 'missing'
+        h.update(f'{it.path}\0{stamp}\n'.encode())
+    return 'f' + h.hexdigest()[:32]
+
+
+# bump when the feature pipeline changes in a way the key does not see
+_CACHE_VERSION = 2
+
+
+def _cached_features(cache: Path, key: str) -> Optional[torch.Tensor]:
+    if not cache.exists():
+        return None
+    try:
+        return load_file(str(cache)).get(key)
+    except Exception:  # a damaged cache is recomputed
+        return None
+
+
+def _split_features(cache: Path, items: Sequence, key_parts: Dict, model: torch.nn.Module, device: torch.device,
+                    options: Dict, desc: str) -> Optional[torch.Tensor]:
+    """A split's features from the cache in ``cache`` when its key matches, else embedded (every rank a share)
+    and cached. Rank 0 alone reads and writes the cache; the features are returned on rank 0 (None elsewhere)."""
+    feats = None
+    with du.fail_together():
+        if du.is_main_process():
+            key = features_key(items, **key_parts)
+            feats = _cached_features(cache, key)
+    if du.broadcast_object(feats is not None):
+        if du.is_main_process():
+            print(f'features from cache: {cache} ({feats.shape[0]} images; same images, weights, preprocessing, '
+                  'flip and precision)')
+        return feats
+    feats = embed_sharded([model], items, device, desc=desc, **options)
+    if not du.is_main_process():
+        return None
     atomic_save_safetensors({key: feats}, cache)
     return feats
-
-
-def _settings_key(args, items: Sequence) -> str:
-    ckpt = Path(args.checkpoint) if args.checkpoint else None
-    parts = [args.model, str(ckpt), str(ckpt.stat().st_mtime_ns) if ckpt and ckpt.exists() else '',
-             str(args.flip), str(args.precision), str(args.height), str(args.width)] + [it.path for it in items]
-    return 'f' + hashlib.sha1('\n'.join(parts).encode()).hexdigest()[:16]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -100,36 +148,58 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = get_args_parser().parse_args(argv)
-
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda but no CUDA device is available')
+    # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
+    device = du.init_distributed(args.device)
+    try:
+        return _evaluate(args, device)
+    except (*cli.USER_ERRORS, SystemExit):
+        if du.is_main_process():
+            raise
+        return {}  # every rank has the error (fail_together): rank 0 prints it
+    finally:
+        du.cleanup()
+
+
+def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
+    """The evaluation of ``main``, on every rank: features sharded over the ranks, metrics and files on rank 0
+    (the other ranks return ``{}``)."""
+    main_rank = du.is_main_process()
     model = load_model(args.model, args.checkpoint).eval().to(device)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))
     args.height, args.width = args.height or cfg_h, args.width or cfg_w
+    mean, std = cfg.get('mean') or IMAGENET_MEAN, cfg.get('std') or IMAGENET_STD
+    options = dict(size=(args.height, args.width), mean=mean, std=std, batch_size=args.batch_size,
+                   workers=args.workers, precision=args.precision, flip=args.flip)
+    key_parts = dict(weights_digest=model_digest(model) if main_rank else '', flip=args.flip,
+                     precision=args.precision,
+                     preprocessing=dict(input_size=[args.height, args.width], mean=list(mean), std=list(std),
+                                        resize='bilinear-antialias'))
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
-          f', input {args.height}x{args.width}, metric {args.metric}' + (', re-ranking' if args.rerank else '') +
-          (', flip' if args.flip else '') + f', {args.precision}, device {device}')
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
+              f', input {args.height}x{args.width}, metric {args.metric}' + (', re-ranking' if args.rerank else '') +
+              (', flip' if args.flip else '') + f', {args.precision}, device {device}' +
+              (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
 
     results: Dict[str, Dict] = {}
     for name in args.dataset:
         try:
-            ds = build_dataset(name, data_root(args.root))
+            with du.main_process_first():  # a synthetic set is generated once, by rank 0
+                ds = build_dataset(name, data_root(args.root))
         except (DatasetLayoutError, KeyError) as e:
             raise SystemExit(f'error: {e.args[0] if isinstance(e, KeyError) else e}') from None
-        print(ds.summary())
-        feats = {}
-        for split in ('query', 'gallery'):
-            items = getattr(ds, split)
-            key = _settings_key(args, items)
-            feats[split] = _features_cached(
-                out / f'features_{name}_{split}.safetensors', key,
-                lambda: embed(model, items, device, (args.height, args.width), cfg.get('mean') or IMAGENET_MEAN,
-                              cfg.get('std') or IMAGENET_STD, args.batch_size, args.workers, args.precision,
-                              args.flip, desc=f'{name} {split}'))
+        if main_rank:
+            print(ds.summary())
+        feats = {split: _split_features(out / f'features_{name}_{split}.safetensors', getattr(ds, split), key_parts,
+                                        model, device, options, desc=f'{name} {split}')
+                 for split in ('query', 'gallery')}
+        if not main_rank:
+            continue
         ids = [np.array([getattr(it, f) for it in getattr(ds, s)]) for s, f in
                (('query', 'pid'), ('gallery', 'pid'), ('query', 'camid'), ('gallery', 'camid'))]
         t0 = time.perf_counter()
@@ -148,7 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         rows = dist[picks].numpy() if dist is not None else pairwise_distance(
             feats['query'][picks], feats['gallery'], args.metric).numpy()
         ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png')
-
+    if not main_rank:
+        return {}
     summary = {
         'model': args.model, 'checkpoint': args.checkpoint, 'metric': args.metric, 'rerank': args.rerank,
         'flip': args.flip, 'precision': args.precision, 'input_size': [args.height, args.width], 'device': str(device),

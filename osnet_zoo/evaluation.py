@@ -6,8 +6,9 @@ Training, the architecture search and ``python -m osnet_zoo.evaluate`` all go th
     results = evaluate_models([model], splits, device, size=(256, 128))
     results['market1501']['rank1'], results['market1501']['mAP']
 
-Under DDP (``torchrun``) every rank embeds a contiguous share of each split; the shares are gathered in rank
-order, and the metrics are computed on the main process.
+Under DDP (``torchrun``) every rank embeds a contiguous share of each split (whole batches, so the features
+equal a one-process run's); the shares are gathered in rank order, and the metrics are computed on the main
+process.
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import distributed as du
-from .data import IMAGENET_MEAN, IMAGENET_STD, ReIDItem, build_eval_loader, load_datasets, normalize_batch
+from .data import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch
 from .metrics import evaluate_features
 from .models.embedding import Embedder
 
-__all__ = ['autocast_dtype', 'embed', 'load_eval_splits', 'evaluate_models', 'Split']
+__all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'load_eval_splits', 'evaluate_models', 'Split']
 
 Split = Tuple[List[ReIDItem], List[ReIDItem]]
 _AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -52,26 +53,45 @@ def embed(model: nn.Module, items: Sequence[Union[ReIDItem, str, os.PathLike]], 
     dtype = autocast_dtype(precision)
     loader = build_eval_loader(items, size, batch_size, workers, pin_memory=device.type == 'cuda', mean=mean, std=std)
     feats: List[torch.Tensor] = []
-    for batch in tqdm(loader, desc=desc, unit='batch', leave=False, file=sys.stderr, disable=not du.is_main_process()):
-        x = normalize_batch(batch['image'].to(device, non_blocking=True), mean, std)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            f = net(x).float()
-            if flip:
-                f = (f + net(x.flip(-1)).float()) / 2
-        feats.append(f.cpu())
+    try:
+        for batch in tqdm(loader, desc=desc, unit='batch', leave=False, file=sys.stderr,
+                          disable=not du.is_main_process()):
+            x = normalize_batch(batch['image'].to(device, non_blocking=True), mean, std)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                f = net(x).float()
+                if flip:
+                    f = (f + net(x.flip(-1)).float()) / 2
+            feats.append(f.cpu())
+    except ImageReadError as e:
+        raise ImageReadError(f'{_reader_message(e)}; delete or replace that file, and list every unreadable one '
+                             'first with osnet_zoo.data.verify_images(items)') from None
     return torch.cat(feats) if feats else torch.zeros(0, 0)
 
 
-def _embed_sharded(models: Sequence[nn.Module], items: Sequence[ReIDItem], device: torch.device,
-                   **options: Any) -> torch.Tensor:
-    """``embed`` of every model (concatenated: the DML ensemble), each rank a contiguous share, gathered."""
+def _reader_message(error: ImageReadError) -> str:
+    """The reader's own message ('cannot read image PATH: reason'), also when a DataLoader worker raised it
+    (then the message is the worker's whole traceback, whose last line is the error)."""
+    text = str(error).strip()
+    if 'Traceback' in text:
+        text = text.splitlines()[-1]
+        text = text.split('Error: ', 1)[-1]
+    return ' '.join(text.split())
+
+
+def embed_sharded(models: Sequence[nn.Module], items: Sequence[ReIDItem], device: torch.device,
+                  batch_size: int = 64, **options: Any) -> torch.Tensor:
+    """``embed`` of every model (concatenated: the DML ensemble), each rank a contiguous share, gathered in
+    order on every rank (every rank must call it). The shares are whole batches of ``batch_size``, so every
+    image is embedded in the same batch as in one process: the result equals a one-process run exactly (same
+    model, precision and device type). An error on one rank is raised on every rank."""
     rank, world = du.get_rank(), du.get_world_size()
-    per = (len(items) + world - 1) // world
+    num_batches = (len(items) + batch_size - 1) // batch_size
+    per = (num_batches + world - 1) // world * batch_size
     mine = list(items[rank * per:(rank + 1) * per])
-    if mine:
-        feats = torch.cat([embed(m, mine, device, **options) for m in models], dim=1)
-    else:
-        feats = torch.zeros(0, sum(int(getattr(m, 'head_hidden_size', None) or m.num_features) for m in models))
+    feats = torch.zeros(0, sum(int(getattr(m, 'head_hidden_size', None) or m.num_features) for m in models))
+    with du.fail_together():
+        if mine:
+            feats = torch.cat([embed(m, mine, device, batch_size=batch_size, **options) for m in models], dim=1)
     return du.all_gather_cat(feats.to(device)).cpu()
 
 
@@ -101,8 +121,8 @@ def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], devic
     results: Dict[str, Dict[str, Any]] = {}
     try:
         for target, (query, gallery) in splits.items():
-            qf = _embed_sharded(models, query, device, **options)
-            gf = _embed_sharded(models, gallery, device, **options)
+            qf = embed_sharded(models, query, device, **options)
+            gf = embed_sharded(models, gallery, device, **options)
             if not du.is_main_process():
                 continue
             q_pids, g_pids = torch.tensor([it.pid for it in query]), torch.tensor([it.pid for it in gallery])

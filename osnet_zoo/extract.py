@@ -24,6 +24,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from . import cli
+from . import distributed as du
 from .data import IMAGE_EXTENSIONS, ImageReadError, read_image
 from .files import atomic_save_safetensors, atomic_write_text
 from .inference import FeatureExtractor
@@ -120,11 +121,43 @@ def _shard_matches(path: Path, shard_paths: Sequence[str]) -> bool:
 def _load_or_skip(path: str, skip_bad: bool):
     try:
         return read_image(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
         if skip_bad:
             return None
-        raise ImageReadError(f'{path}: unreadable image ({sys.exc_info()[1]}); pass --skip-bad to leave '
-                             'unreadable images out (they are listed in the output metadata).') from None
+        reason = ' '.join(str(e.__cause__ or e).split())
+        raise ImageReadError(f'unreadable image {path} ({reason}); pass --skip-bad to leave unreadable images '
+                             'out (they are listed in the output metadata), or list every bad file first with '
+                             'osnet_zoo.data.verify_images') from None
+
+
+def _validate_sizes(batch_size: int, shard_size: int) -> None:
+    for option, value in (('--batch-size', batch_size), ('--shard-size', shard_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{option} must be a whole number >= 1, got {value!r}.')
+
+
+def _extract_shard(extractor: FeatureExtractor, pool: ThreadPoolExecutor, shard_paths: Sequence[str],
+                   skip_bad: bool, bar: tqdm) -> Tuple[torch.Tensor, List[str], List[str]]:
+    """(features, kept paths, skipped paths) of one shard, decoding ahead on the pool."""
+    kept: List[str] = []
+    skipped: List[str] = []
+
+    def readable_images() -> Iterator[Any]:
+        loaded = _prefetch(pool, shard_paths, lambda p: _load_or_skip(p, skip_bad), 4 * extractor.batch_size)
+        for p, img in zip(shard_paths, loaded):
+            if img is None:
+                skipped.append(p)
+                bar.update(1)
+                continue
+            kept.append(p)
+            yield img
+
+    feats = []
+    for indices, f in extractor.iter_batches(readable_images()):
+        feats.append(f.float().cpu())
+        bar.update(len(indices))
+    tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim or 0)
+    return tensor, kept, skipped
 
 
 def extract_features(
@@ -147,95 +180,103 @@ def extract_features(
 ) -> bool:
     """Extract features of the images in ``sources`` into ``out`` (resumable; see the module docstring).
 
-    Returns True when ``out`` is complete, False when ``max_shards`` stopped the run early (rerun to go on).
+    Under ``torchrun`` (torch.distributed initialised) every rank calls it: rank r computes the shards i
+    with ``i % world_size == r`` and writes them to ``<out>.parts/`` under their global index, so the parts
+    (and the merged output, written by rank 0 once every rank is done) are those of a one-process run,
+    whatever the world size; a rerun, with any world size, skips the finished shards. An error on one rank
+    stops every rank (see :func:`osnet_zoo.distributed.fail_together`).
+
+    Returns True when ``out`` is complete, False when ``max_shards`` (per rank) stopped the run early.
     """
     out = Path(out)
-    for option, value in (('--batch-size', batch_size), ('--shard-size', shard_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{option} must be a whole number >= 1, got {value!r}.')
-    paths = find_images(sources)
+    rank, world = du.get_rank(), du.get_world_size()
+    parts = out.with_name(out.name + '.parts')
+    state_file = parts / 'run.json'
     # the key covers what determines a shard's features; the images and the bad-image handling are checked
     # per shard, so a rerun with --skip-bad, or after a bad file was removed, keeps the shards still valid
     settings = dict(model=model, pretrained=pretrained, checkpoint=str(checkpoint_path) if checkpoint_path else None,
                     precision=precision, normalize=normalize, shard_size=shard_size, backend=backend)
     key = _run_key([], settings)
-    parts = out.with_name(out.name + '.parts')
-    state_file = parts / 'run.json'
-    if parts.is_dir() and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        if state.get('key') != key:
-            raise RuntimeError(
-                f'{parts} holds a partial run with other settings (model {state.get("model")!r}, '
-                f'{state.get("num_images")} images). Delete that folder to start over, or pass another --out.')
-
-    num_shards = (len(paths) + shard_size - 1) // shard_size
-    shard_files = [parts / f'shard_{i:06d}.safetensors' for i in range(num_shards)]
-    todo = [i for i, f in enumerate(shard_files)
-            if not f.is_file() or not _shard_matches(f, paths[i * shard_size:(i + 1) * shard_size])]
-    reused = num_shards - len(todo)
-    if reused and progress:
-        print(f'Reusing {reused} finished shard(s) from {parts}')
-    done_images = sum(min(shard_size, len(paths) - i * shard_size) for i in range(num_shards) if i not in set(todo))
     extractor = None
-    if todo and (max_shards is None or max_shards > 0):
-        # build the model before creating anything on disk: a bad --model or checkpoint leaves no folder
-        if not pretrained and checkpoint_path is None:
-            torch.manual_seed(0)  # random weights, but the same in a resumed run
-        extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
-                                     normalize=normalize, pretrained=pretrained,
-                                     checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
-    if not state_file.is_file():
+    # everything is checked on every rank before anything is created on disk
+    listing = None
+    with du.fail_together():
+        _validate_sizes(batch_size, shard_size)
+        if du.is_main_process():
+            listing = find_images(sources)
+    paths: List[str] = du.broadcast_object(listing)  # rank 0's listing: every rank shards the same list
+    with du.fail_together():
+        if parts.is_dir() and state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if state.get('key') != key:
+                raise RuntimeError(
+                    f'{parts} holds a partial run with other settings (model {state.get("model")!r}, '
+                    f'{state.get("num_images")} images). Delete that folder to start over, or pass another --out.')
+        num_shards = (len(paths) + shard_size - 1) // shard_size
+        shard_files = [parts / f'shard_{i:06d}.safetensors' for i in range(num_shards)]
+        mine = list(range(rank, num_shards, world))
+        todo = [i for i in mine
+                if not shard_files[i].is_file() or not _shard_matches(shard_files[i], _shard(paths, i, shard_size))]
+        if len(todo) < len(mine) and progress:
+            print(f'Reusing {len(mine) - len(todo)} finished shard(s) from {parts}'
+                  + (f' (rank {rank})' if world > 1 else ''))
+        if todo and (max_shards is None or max_shards > 0):
+            # build the model before creating anything on disk: a bad --model or checkpoint leaves no folder
+            if not pretrained and checkpoint_path is None:
+                torch.manual_seed(0)  # random weights, but the same on every rank and in a resumed run
+            extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
+                                         normalize=normalize, pretrained=pretrained,
+                                         checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
+    if du.is_main_process() and not state_file.is_file():
         parts.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state_file, json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1))
-    if extractor is not None:
-        state = json.loads(state_file.read_text())
-        state.update(preprocessing=extractor.preprocessing, num_images=len(paths))
-        atomic_write_text(state_file, json.dumps(state, indent=1))
-    bar = tqdm(total=len(paths), initial=done_images, unit='img', desc='extract', disable=not progress,
-               dynamic_ncols=True)
+    du.barrier()
+
+    my_images = sum(len(_shard(paths, i, shard_size)) for i in mine)
+    bar = tqdm(total=my_images, initial=my_images - sum(len(_shard(paths, i, shard_size)) for i in todo),
+               unit='img', desc='extract', disable=not progress or not du.is_main_process(), dynamic_ncols=True)
     stopped_early = False
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for n, i in enumerate(todo):
-            if max_shards is not None and n >= max_shards:
-                stopped_early = True
-                break
-            shard_paths = paths[i * shard_size:(i + 1) * shard_size]
-            kept: List[str] = []
-            skipped: List[str] = []
-
-            def readable_images() -> Iterator[Any]:
-                loaded = _prefetch(pool, shard_paths, lambda p: _load_or_skip(p, skip_bad), 4 * batch_size)
-                for p, img in zip(shard_paths, loaded):
-                    if img is None:
-                        skipped.append(p)
-                        bar.update(1)
-                        continue
-                    kept.append(p)
-                    yield img
-
-            feats = []
-            try:
-                for indices, f in extractor.iter_batches(readable_images()):
-                    feats.append(f.float().cpu())
-                    bar.update(len(indices))
-            except (OSError, ValueError):
-                bar.close()  # the error line must not land on the progress bar's line
-                raise
-            tensor = torch.cat(feats) if feats else torch.zeros(0, extractor.feature_dim or 0)
-            atomic_save_safetensors({'features': tensor}, shard_files[i],
-                                    {'paths': json.dumps(kept), 'skipped': json.dumps(skipped)})
-    bar.close()
-    if stopped_early:
+    try:
+        with du.fail_together(), ThreadPoolExecutor(max(1, workers)) as pool:
+            for n, i in enumerate(todo):
+                if max_shards is not None and n >= max_shards:
+                    stopped_early = True
+                    break
+                tensor, kept, skipped = _extract_shard(extractor, pool, _shard(paths, i, shard_size), skip_bad, bar)
+                atomic_save_safetensors({'features': tensor}, shard_files[i],
+                                        {'paths': json.dumps(kept), 'skipped': json.dumps(skipped),
+                                         'preprocessing': json.dumps(extractor.preprocessing)})
+    finally:
+        bar.close()  # an error line must not land on the progress bar's line
+    if du.any_rank(stopped_early):
         return False
+    with du.fail_together():
+        if du.is_main_process():
+            _merge_shards(shard_files, state_file, out, model, checkpoint_path, precision, normalize)
+            shutil.rmtree(parts)
+    return True
 
+
+def _shard(paths: Sequence[str], index: int, shard_size: int) -> Sequence[str]:
+    return paths[index * shard_size:(index + 1) * shard_size]
+
+
+def _merge_shards(shard_files: Sequence[Path], state_file: Path, out: Path, model: str,
+                  checkpoint_path: Optional[str], precision: str, normalize: bool) -> None:
+    """Join the finished shards, in input order, into ``out``."""
     all_feats, all_paths, all_skipped = [], [], []
+    preprocessing = None
     for f in shard_files:
+        with safe_open(str(f), framework='pt') as handle:
+            shard_meta = handle.metadata() or {}
+        preprocessing = preprocessing or json.loads(shard_meta.get('preprocessing', 'null'))
         feats, shard_paths, skipped = _read_shard(f)
         all_feats.append(feats)
         all_paths.extend(shard_paths)
         all_skipped.extend(skipped)
     features = torch.cat(all_feats)
-    preprocessing = json.loads(state_file.read_text()).get('preprocessing')
+    # parts written before shards carried their preprocessing keep it in run.json
+    preprocessing = preprocessing or json.loads(state_file.read_text()).get('preprocessing')
     metadata = {
         'format': _FORMAT, 'model': model, 'checkpoint': str(checkpoint_path or ''), 'precision': precision,
         'normalized': json.dumps(normalize), 'num_images': json.dumps(len(all_paths)),
@@ -250,8 +291,6 @@ def extract_features(
         metadata['paths_file'] = sidecar.name
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors({'features': features}, out, metadata)
-    shutil.rmtree(parts)
-    return True
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -264,7 +303,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17_combineall crops/ --output feats.safetensors\n'
                '  python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      "data/**/*.jpg" --output feats.safetensors --device cuda --precision bf16\n\n'
+               '  torchrun --standalone --nproc_per_node 4 -m osnet_zoo.extract crops/ --output feats.safetensors\n\n'
                'Interrupted runs resume: rerun the same command. Partial results live in OUTPUT.parts/.\n'
+               'Under torchrun each rank computes every world-size-th shard; rank 0 merges (docs/cluster.md).\n'
                'Read the result: feats, paths, meta = osnet_zoo.extract.load_features("feats.safetensors")')
     parser.add_argument('sources', nargs='+', metavar='IMAGES_DIR_OR_GLOB',
                         help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses)')
@@ -297,27 +338,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error('the following arguments are required: --output')
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        print(f'{out} already exists (complete); pass --overwrite to recompute it.')
-        return 0
     try:
-        complete = extract_features(
-            args.sources, out, model=args.model, pretrained=not args.no_pretrained,
-            checkpoint_path=args.checkpoint, device=args.device, precision=args.precision,
-            batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
-            skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,
-            backend=args.backend)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f'error: {e}', file=sys.stderr)
+        # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
+        device = du.init_distributed(args.device)
+    except (RuntimeError, ValueError) as e:
+        print(f'error: cannot join the torchrun process group: {cli.error_message(e)}', file=sys.stderr)
         return 2
-    if not complete:
-        print(f'Stopped after {args.max_shards} shard(s); rerun the same command to continue '
-              f'(partial results in {out.name}.parts/).')
-        return 3
-    feats, paths, meta = load_features(out)
-    print(f'Wrote {out}: {feats.shape[0]} x {feats.shape[1]} features ({args.model}); '
-          f'{len(meta["skipped"])} unreadable images skipped.')
-    return 0
+    main_rank = du.is_main_process()
+    try:
+        if out.exists() and not args.overwrite:  # every rank looks before any rank can write
+            if main_rank:
+                print(f'{out} already exists (complete); pass --overwrite to recompute it.')
+            return 0
+        try:
+            complete = extract_features(
+                args.sources, out, model=args.model, pretrained=not args.no_pretrained,
+                checkpoint_path=args.checkpoint, device=str(device), precision=args.precision,
+                batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
+                skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,
+                backend=args.backend, progress=main_rank)
+        except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
+            if main_rank:  # every rank has the error (fail_together); one line is enough
+                print(f'error: {cli.error_message(e)}', file=sys.stderr)
+            return 2
+        if not main_rank:
+            return 0 if complete else 3
+        if not complete:
+            print(f'Stopped after {args.max_shards} shard(s)' + (' per rank' if du.get_world_size() > 1 else '') +
+                  f'; rerun the same command to continue (partial results in {out.name}.parts/).')
+            return 3
+        feats, paths, meta = load_features(out)
+        print(f'Wrote {out}: {feats.shape[0]} x {feats.shape[1]} features ({args.model}); '
+              f'{len(meta["skipped"])} unreadable images skipped.')
+        return 0
+    finally:
+        du.cleanup()
 
 
 if __name__ == '__main__':

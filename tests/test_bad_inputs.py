@@ -116,8 +116,6 @@ OPEN = {
     'resume_with_new_lr': 'resume keeps the old lr / epochs',
     'resume_changes_model': 'resume does not refuse a changed --model',
     'resume_finished_without_results': 'resume of a finished run does not re-run the final evaluation',
-    'cache_after_images_changed': 'the evaluate feature cache is keyed on paths only',
-    'unreadable_gallery_image': 'the unreadable-image line lacks the how-to-skip hint',
     'opset_one': 'export --opset is not validated',
 }
 

@@ -150,30 +150,33 @@ def hf_snapshot_of(path: Union[str, os.PathLike]) -> Optional[Tuple[str, str, st
 
 
 def _reference_changes(ident: Identification) -> Dict[str, Any]:
-    """The manifest fields a maintainer's reference file fills: sha256, size, and the Hub revision of a
-    cache snapshot of the entry's Hub file."""
+    """The manifest fields a maintainer's reference file fills: sha256, size, class count, and the Hub
+    revision of a cache snapshot of the entry's Hub file; each with its source."""
     entry = ident.entry
     up = entry.upstream
     when = date.today().isoformat()
     source = f'verify --record: {ident.path.name} ({ident.size} bytes), hashed by a maintainer on {when}'
     changes: Dict[str, Any] = {}
-    if up.get('sha256') is None:
-        changes.update({'upstream.sha256': ident.sha256, 'sources.upstream.sha256': source})
-    if up.get('size') is None:
-        changes.update({'upstream.size': ident.size, 'sources.upstream.size': source})
+    sources = dict(entry.sources)
+    for key, value in (('sha256', ident.sha256), ('size', ident.size)):
+        if up.get(key) is None:
+            changes[f'upstream.{key}'] = value
+            sources[f'upstream.{key}'] = source
     if entry.num_classes is None:
-        changes.update({'num_classes': ident.num_classes, 'sources.num_classes': source + ' (classifier rows)'})
+        changes['num_classes'] = ident.num_classes
+        sources['num_classes'] = source + ' (classifier rows)'
     snapshot = hf_snapshot_of(ident.path)
     if snapshot is not None:
         repo_id, revision, filename = snapshot
-        if repo_id == up.get('hf_hub_id') and filename == up.get('filename') and up.get('hf_revision') != revision:
+        if repo_id == up.get('hf_hub_id') and filename == up.get('filename'):
             if up.get('hf_revision') is None:
-                changes.update({'upstream.hf_revision': revision,
-                                'sources.upstream.hf_revision': f'verify --record: HF cache snapshot {revision} of '
-                                                                f'{repo_id}/{filename} on {when}'})
+                changes['upstream.hf_revision'] = revision
+                sources['upstream.hf_revision'] = f'verify --record: HF cache snapshot {revision} of {repo_id}/{filename}'
             seen = list(up.get('hf_revisions_seen') or [])
             if revision not in seen:
                 changes['upstream.hf_revisions_seen'] = seen + [revision]
+    if changes:
+        changes['sources'] = sources
     return changes
 
 
@@ -259,6 +262,8 @@ def mirror(
     state_path = workdir / STATE_FILE
     state = _read_state(state_path, dry_run)
     target = workdir / 'weights_manifest.dry-run.json' if dry_run else manifest_out
+    if dry_run and target.is_file() and state['tags']:
+        manifest = load_manifest(target)  # resuming: what the earlier dry run recorded
     report = MirrorReport()
     api = None if dry_run else HfApi(token=token)
     for path in files:
@@ -295,7 +300,7 @@ def mirror(
             entry_state = dict(status='done', source=rel, source_sha256=ident.sha256, identified_by=ident.by,
                                repo_id=repo_id, folder=str(conversion.out_dir), sha256=conversion.sha256,
                                size=conversion.size, operations=[op.path_in_repo for op in operations],
-                               learnt=sorted(k for k in changes if not k.startswith('sources.')), revision=None)
+                               learnt=sorted(k for k in changes if k != 'sources'), revision=None)
             if api is not None:
                 api.create_repo(repo_id, exist_ok=True)
                 commit = api.create_commit(repo_id, operations=operations,

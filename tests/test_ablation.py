@@ -5,6 +5,7 @@ import json
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 from timm.models import create_feature_extractor, get_graph_node_names
 from timm.models._hub import save_config_for_hf
 
@@ -186,3 +187,20 @@ def test_optimize_for_inference_refuses_stream_batching_of_ablations():
     x = torch.randn(*SMALL)
     with torch.inference_mode():
         assert torch.allclose(fast(x), model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize('args', [dict(num_streams=2), dict(conv_type='standard'), dict(feature_dim=256)])
+def test_pretrained_reference_weights_refuse_ablation_arguments(args):
+    # the tag's weights are those of the standard architecture: refused up front, naming the argument
+    name, value = next(iter(args.items()))
+    with pytest.raises(ValueError, match=f'standard osnet_x0_25, which do not fit {name}={value!r}'):
+        timm.create_model('osnet_x0_25.msmt17_combineall', pretrained=True, **args)
+
+
+def test_own_weights_of_an_ablation_model_load_with_pretrained(tmp_path):
+    # the caller's own weights (a file, or local-dir: with the model_args of its config.json) are theirs
+    model = timm.create_model('osnet_x0_25', num_classes=3, num_streams=2)
+    save_file(model.state_dict(), str(tmp_path / 'w.safetensors'))
+    loaded = timm.create_model('osnet_x0_25', pretrained=True, num_classes=3, num_streams=2,
+                               pretrained_cfg_overlay=dict(file=str(tmp_path / 'w.safetensors')))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))

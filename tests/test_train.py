@@ -94,6 +94,37 @@ def test_triplet_and_dml(tiny_root, tmp_path):
     assert len(state['models']) == 2  # the two mutually-learning networks
 
 
+def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
+    # a tiny DML run at 64x32 with cosine distance and an ablation architecture (num_streams=2)
+    import timm
+    from huggingface_hub import ModelCard
+    from osnet_zoo.evaluation import evaluate_models, load_eval_splits
+    out = tmp_path / 'dml2'
+    r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '1', '--max-steps-per-epoch', '2',
+                '--dml', '--metric', 'cosine', '--model-args', 'num_streams=2', *TINY])
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((out / 'results.json').read_text())
+    dml = results['dml']
+    assert dml['folders'] == ['final', 'final_net2'] and 'concatenate' in dml['ensemble']
+    splits = load_eval_splits(['market1501'], str(tiny_root))
+    nets = []
+    for folder in dml['folders']:
+        config = json.loads((out / folder / 'config.json').read_text())
+        # what the run trained and evaluated with, not the 256x128 default
+        assert config['pretrained_cfg']['input_size'] == [3, 64, 32] and config['distance'] == 'cosine'
+        assert config['model_args']['num_streams'] == 2
+        card = ModelCard.load(out / folder / 'README.md')
+        assert 'not** a checkpoint of the reference' in card.text and 'network' in card.text
+        model = timm.create_model(f'local-dir:{out / folder}', pretrained=True)  # rebuilt from config.json alone
+        assert model.arch['num_streams'] == 2 and tuple(model.pretrained_cfg['input_size']) == (3, 64, 32)
+        nets.append(model)
+        alone = evaluate_models([model], splits, torch.device('cpu'), metric='cosine', size=(64, 32))
+        assert alone['market1501']['mAP'] == pytest.approx(dml['networks'][folder]['market1501']['mAP'], abs=1e-6)
+    # the ensemble is rebuilt as results.json says: both networks' features, concatenated
+    ensemble = evaluate_models(nets, splits, torch.device('cpu'), metric='cosine', size=(64, 32))
+    assert ensemble['market1501']['mAP'] == pytest.approx(results['market1501']['mAP'], abs=1e-6)
+
+
 def test_torchrun_two_processes_agree(tiny_root, tmp_path):
     out = tmp_path / 'ddp'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29631',

@@ -113,7 +113,7 @@ def test_model_args_recorded_and_built(root, tmp_path):
     assert cfg['model_args'] == {'num_streams': 1} and cfg['split_id'] == 3
     assert cfg['dataset_options'] == {'direction': 'b2a'}
     final = json.loads((tmp_path / 'final' / 'config.json').read_text())
-    assert final['model_args'] == {'num_streams': 1} and final['architecture'] == 'osnet_x0_25'
+    assert final['model_args']['num_streams'] == 1 and final['architecture'] == 'osnet_x0_25'
     keys = load_file(str(tmp_path / 'final' / 'model.safetensors'))
     assert any('streams.0.' in k for k in keys) and not any('streams.1.' in k for k in keys)
 

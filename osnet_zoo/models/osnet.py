@@ -20,6 +20,7 @@ models of the OSNet paper's Table 5 are further block arguments (``conv_type``, 
 # No ``from __future__ import annotations`` here: FX copies ``forward``'s annotations into the code it
 # generates, and string annotations come out as names (``_torch_Tensor_``) TorchScript cannot resolve, which
 # breaks fx-trace-then-script (timm's test_model_forward_fx_torchscript).
+import inspect
 import logging
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -650,8 +651,44 @@ OSNET_ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
+_OSNET_DEFAULTS = {n: p.default for n, p in inspect.signature(OSNet.__init__).parameters.items()
+                   if p.default is not inspect.Parameter.empty}
+
+# OSNet arguments that change the network (not only its head size, input channels or pooling): the
+# reference weights of a tag belong to the standard architecture and fit no other setting of these.
+ARCHITECTURE_ARGS = ('channels', 'layers', 'block_norms', 'conv1_in', 'num_streams', 'bottleneck_reduction',
+                     'gate_reduction', 'conv_type', 'stream_depths', 'aggregation', 'gate_type', 'feature_dim')
+
+
+def _loads_own_weights(pretrained_cfg: Any, overlay: Optional[Mapping[str, Any]]) -> bool:
+    """Whether ``pretrained=True`` reads weights the caller named (local-dir:/hf-hub: config, a file,
+    a state_dict, a Hub repo or url of an overlay) rather than a registry tag of the manifest."""
+    cfg = pretrained_cfg if isinstance(pretrained_cfg, Mapping) else getattr(pretrained_cfg, '__dict__', None)
+    sources = ('source', 'file', 'state_dict', 'hf_hub_id', 'url')
+    return any((cfg or {}).get(k) for k in sources) or any((overlay or {}).get(k) for k in sources)
+
+
+def _refuse_pretrained_ablation(variant: str, kwargs: Mapping[str, Any]) -> None:
+    """``timm.create_model(tag, pretrained=True, num_streams=2)`` would meet weights of another shape:
+    refuse up front, naming the arguments, instead of failing in the strict loader."""
+    standard = dict(_OSNET_DEFAULTS, **OSNET_ARCHS[variant])
+    changed = {k: kwargs[k] for k in ARCHITECTURE_ARGS if k in kwargs and _same(kwargs[k]) != _same(standard[k])}
+    if changed:
+        args = ', '.join(f'{k}={v!r}' for k, v in changed.items())
+        raise ValueError(
+            f'{variant}: pretrained=True loads the reference weights of the standard {variant}, which do not fit '
+            f'{args}. Build the model with pretrained=False, or load weights trained with these arguments '
+            f"(timm.create_model('local-dir:RUN/final', pretrained=True) or pretrained_cfg_overlay=dict(file=...)).")
+
+
+def _same(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
     model_kwargs = dict(OSNET_ARCHS[variant])
+    if pretrained and not _loads_own_weights(kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')):
+        _refuse_pretrained_ablation(variant, kwargs)
     genotype = kwargs.pop('genotype', None)
     if genotype is not None:
         # A NAS genotype (file, dict or shipped name) sets the IN placement; widths come from the variant.

@@ -27,12 +27,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import timm
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from osnet_zoo import cli
 from osnet_zoo import distributed as du
-from osnet_zoo.data import build_train_loader, device_batches, load_datasets
+from osnet_zoo.data import IMAGENET_MEAN, IMAGENET_STD, build_train_loader, device_batches, load_datasets
 from osnet_zoo.data.datasets import DATASETS, PROTOCOLS
 from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
 from osnet_zoo.models.embedding import Embedder
@@ -350,6 +349,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         writer = SummaryWriter(str(out / 'tensorboard'))
     eval_splits = None
     results: Dict[str, Any] = {}
+    networks: List[Dict[str, Any]] = []  # DML: each network's own figures at the end
     for epoch in range(start_epoch, cfg.epochs):
         # Each epoch is seeded by (seed, epoch) and each sample's augmentation by (seed, epoch, position):
         # nothing depends on whether the run was interrupted or on the loader's worker processes, so a
@@ -381,6 +381,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             if eval_splits is None:
                 eval_splits = load_eval_splits(cfg.targets, cfg.root, per_dataset=per_dataset)
             results = evaluate(models, eval_splits, cfg, device, epoch + 1)
+            if last and len(models) > 1:
+                networks = [evaluate([m], eval_splits, cfg, device, epoch + 1) for m in models]
             for target, r in results.items():
                 run.log_line(dict(kind='eval', epoch=epoch + 1, target=target, rank1=r['rank1'], mAP=r['mAP'],
                                   mINP=r['mINP']))
@@ -399,12 +401,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 print(f'warning: model replicas differ across ranks: {checksums}', file=sys.stderr)
     if du.is_main_process():
         plot_curves(run.records(), out / 'curves.png')
-        (out / 'results.json').write_text(json.dumps(results, indent=2))
-        save_final_model(models[0], cfg, out / 'final')
+        folders = save_final_models(models, cfg, out, results, networks)
         for target, r in results.items():
+            label = ' (ensemble: both networks\' features concatenated)' if networks else ''
             print(f"{target}: Rank-1 {100 * r['rank1']:.1f}%  mAP {100 * r['mAP']:.1f}%  "
-                  f"(chance Rank-1 ~{100 * r['chance_rank1']:.1f}%)")
-        print(f'Wrote {out}/curves.png, {out}/metrics.jsonl, {out}/results.json, {out}/final/')
+                  f"(chance Rank-1 ~{100 * r['chance_rank1']:.1f}%){label}")
+            for i, net in enumerate(networks):
+                print(f"  {folders[i].name} alone: Rank-1 {100 * net[target]['rank1']:.1f}%  "
+                      f"mAP {100 * net[target]['mAP']:.1f}%")
+        print(f'Wrote {out}/curves.png, {out}/metrics.jsonl, {out}/results.json, '
+              + ', '.join(f'{out}/{f.name}/' for f in folders))
     if writer:
         writer.close()
     du.cleanup()
@@ -416,23 +422,47 @@ def parameter_checksum(model: nn.Module) -> torch.Tensor:
         return torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
 
 
-def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path) -> None:
-    """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
-    config.json and a model card, verified by a forward pass after the round trip.
+DML_ENSEMBLE = ('Deep mutual learning trained two networks, saved as final/ and final_net2/. The ensemble '
+                'figures come from both: embed each image with each network (the 512-d pre-logits embedding, '
+                'not normalised), concatenate the two embeddings (final/ first) into one 1024-d feature, and '
+                'compare features with the distance of the run.')
 
-    A model built with ``--model-args`` is no registered architecture, which that converter needs: its
-    folder holds model.safetensors and a config.json with the architecture, num_classes and model_args."""
-    if cfg.model_args:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_safetensors({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-                                out_dir / 'model.safetensors')
-        atomic_write_json(out_dir / 'config.json', dict(
-            architecture=cfg.model, num_classes=getattr(model, 'num_classes', 0), model_args=cfg.model_args))
-        return
-    raw = out_dir.parent / 'final_state.safetensors'
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(raw))
-    convert_checkpoint(raw, cfg.model, 'trained', out_dir, check_size=(cfg.height, cfg.width))
-    raw.unlink()
+
+def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path,
+                     results: Optional[Dict[str, Any]] = None, notes: Optional[str] = None) -> None:
+    """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
+    config.json (architecture, ``--model-args``, the input size, mean/std and distance it was trained and
+    evaluated with) and a model card with ``results``, verified by a forward pass after the round trip."""
+    raw = out_dir.parent / f'{out_dir.name}_state.safetensors'
+    atomic_save_safetensors({k: v.detach().contiguous() for k, v in model.state_dict().items()}, raw)
+    try:
+        convert_checkpoint(raw, cfg.model, 'trained', out_dir, check_size=(cfg.height, cfg.width),
+                           input_size=(cfg.height, cfg.width), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                           distance=cfg.metric, model_args=cfg.model_args, results=results, notes=notes)
+    finally:
+        raw.unlink()
+
+
+def save_final_models(models: Sequence[nn.Module], cfg: TrainConfig, out: Path, results: Dict[str, Any],
+                      networks: Sequence[Dict[str, Any]]) -> List[Path]:
+    """Write results.json and every trained network: final/ (and final_net2/ with deep mutual learning,
+    whose results.json then says how the reported ensemble is rebuilt and gives each network's own
+    figures). Returns the folders; final/ is written last (its config.json marks a finished run)."""
+    folders = [out / 'final'] + [out / f'final_net{i + 1}' for i in range(1, len(models))]
+    summary: Dict[str, Any] = dict(results)
+    if len(models) > 1:
+        summary['dml'] = dict(
+            ensemble=DML_ENSEMBLE, folders=[f.name for f in folders],
+            networks={f.name: net for f, net in zip(folders, networks)})
+    atomic_write_json(out / 'results.json', summary, indent=2)
+    for i in reversed(range(len(models))):
+        own = networks[i] if networks else results
+        note = None
+        if len(models) > 1:
+            note = (f'This is network {i + 1} of 2 of a deep-mutual-learning run; the results above are its own. '
+                    + DML_ENSEMBLE)
+        save_final_model(models[i], cfg, folders[i], results=own, notes=note)
+    return folders
 
 
 if __name__ == '__main__':

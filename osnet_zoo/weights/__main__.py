@@ -1,4 +1,4 @@
-"""`python -m osnet_zoo.weights {list,convert,push,verify}`: the weights manifest and Hub publishing."""
+"""`python -m osnet_zoo.weights {list,convert,push,verify,mirror}`: the weights manifest and Hub publishing."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ from .. import cli
 from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
 from .hub import hf_cache_dir
 from .io import CheckpointError, file_sha256
+from .mirror import mirror, record_reference_file
 from .manifest import (
     DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, ManifestError, WeightsEntry, WeightsManifest, active_manifest_path,
     load_manifest,
@@ -25,6 +26,8 @@ EXAMPLES = '''examples:
       --output out/osnet_x1_0.market1501
   python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --dry-run
   python -m osnet_zoo.weights verify
+  python -m osnet_zoo.weights verify --record ~/Downloads/osnet_ain_ms_d_c.pth.tar
+  python -m osnet_zoo.weights mirror ~/Downloads/osnet_zoo --dry-run --output work/mirror
 
 The manifest is osnet_zoo/weights/weights_manifest.json unless $OSNET_ZOO_MANIFEST or --manifest names another.'''
 
@@ -149,7 +152,20 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- verify
 
+def cmd_record(args: argparse.Namespace) -> int:
+    manifest = _load(args)
+    if args.tag and len(args.record) > 1:
+        raise ValueError('--tag names the entry of one file; give one file with --tag')
+    for path in args.record:
+        ident, changes, manifest = record_reference_file(manifest, path, tag=args.tag, out=args.manifest)
+        learnt = ', '.join(f'{k}={v}' for k, v in changes.items() if k != 'sources') or 'nothing new'
+        print(f'{path}: {ident.entry.name} (identified by {ident.by}); recorded: {learnt}')
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.record:
+        return cmd_record(args)
     manifest = _load(args)
     cache_dir = hf_cache_dir(args.cache_dir)
     try:
@@ -199,6 +215,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# ---------------------------------------------------------------------------------------------------- mirror
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    manifest = _load(args)
+    workdir = Path(args.output)
+    report = mirror(args.folder, workdir, manifest, manifest_out=args.manifest, repo_prefix=args.repo_prefix,
+                    dry_run=args.dry_run, token=args.token)
+    total = len(report.done) + len(report.resumed)
+    print(f'\n{total} tags finished ({len(report.done)} now, {len(report.resumed)} earlier), '
+          f'{len(report.skipped)} files skipped, {len(report.failed)} failed; state: {workdir}/mirror_state.json.')
+    if args.dry_run:
+        print(f'dry run: nothing pushed; the digests it would record are in {workdir}/weights_manifest.dry-run.json.')
+    return 1 if report.failed else 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 def _size(text: str) -> tuple:
@@ -217,7 +248,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description='OSNet pretrained weights: list the weights manifest, convert reference (torchreid) '
                     'checkpoints to Hub-ready safetensors, publish them, and verify cached files.',
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{list,convert,push,verify}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{list,convert,push,verify,mirror}')
 
     p = sub.add_parser('list', help='print the weights manifest as a table')
     cli.add_model(p, default=None, help='only this architecture, e.g. osnet_x1_0')
@@ -266,8 +297,30 @@ def get_args_parser() -> argparse.ArgumentParser:
         description='Re-hash every cached weights file of the manifest\'s Hub repos and compare with the recorded '
                     'sha256 and size. Exit status 1 if any file mismatches.')
     p.add_argument('--cache-dir', type=Path, default=None, help='Hugging Face cache (default: $HF_HUB_CACHE)')
+    p.add_argument('--record', nargs='+', type=Path, metavar='FILE', default=None,
+                   help="record the sha256 and size of these reference files (and the Hub revision of a file in "
+                        "an HF cache snapshot) into their entries; a file is identified by its sha256, else by "
+                        "name, class count and keys, and refused when it does not fit")
+    p.add_argument('--tag', default=None, metavar='ARCH.TAG', help='with --record: the entry of the (one) file')
     _manifest_arg(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        'mirror', help='convert, card and publish every reference file of a folder (the whole zoo)',
+        description='DIR holds reference files as downloaded (any names). Each is identified by sha256, else by '
+                    'name, class count and keys (ambiguous or unknown files are reported and skipped), its digests '
+                    'recorded, converted into OUTPUT/ARCH.TAG (checked bit-identical), carded and, without '
+                    '--dry-run, pushed to REPO_PREFIX/ARCH.TAG in one commit and recorded as published in the '
+                    'manifest. OUTPUT/mirror_state.json records finished tags: rerun the same command after an '
+                    'interruption to continue.')
+    p.add_argument('folder', type=Path, help='folder of downloaded reference files')
+    p.add_argument('--dry-run', action='store_true', help='convert and check everything, push nothing, keep the '
+                                                          'manifest (writes OUTPUT/weights_manifest.dry-run.json)')
+    p.add_argument('--repo-prefix', default='osnet-zoo', help='Hub organisation or user (default: osnet-zoo)')
+    cli.add_output(p, 'mirror-work', 'work folder: converted folders and the resume state')
+    p.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+    _manifest_arg(p)
+    p.set_defaults(func=cmd_mirror)
     return parser
 
 

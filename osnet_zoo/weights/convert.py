@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -67,11 +67,13 @@ def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
     return int(weight.shape[0]) if weight is not None else 0
 
 
-def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry]) -> torch.nn.Module:
+def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry],
+           model_args: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
     if entry is not None:
         return timm.create_model(entry.name, num_classes=num_classes)
-    # a tag of your own: the architecture's data config, renamed, without the default tag's source
-    return timm.create_model(architecture, num_classes=num_classes, pretrained_cfg_overlay=dict(
+    # a tag of your own: the architecture's data config, renamed, without the default tag's source and
+    # description (which describe the reference checkpoint, not these weights)
+    return timm.create_model(architecture, num_classes=num_classes, **(model_args or {}), pretrained_cfg_overlay=dict(
         tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None))
 
 
@@ -94,9 +96,24 @@ def convert_checkpoint(
         manifest: Optional[WeightsManifest] = None,
         check_size: Optional[Tuple[int, int]] = None,
         repo_id: Optional[str] = None,
+        input_size: Optional[Tuple[int, int]] = None,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        distance: Optional[str] = None,
+        model_args: Optional[Dict[str, Any]] = None,
+        results: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        notes: Optional[str] = None,
 ) -> ConversionResult:
     """Convert a checkpoint (torchreid classic or AIN layout, trainer checkpoint, osnet_zoo safetensors) into
     ``out_dir``/{model.safetensors, config.json, README.md}.
+
+    ``input_size`` (height, width), ``mean``, ``std`` and ``distance`` record how the weights were trained
+    and evaluated (config.json's ``pretrained_cfg`` and ``distance``, and the card; default: the manifest
+    entry's, else the architecture's 256x128 ImageNet defaults). ``model_args`` are the architecture
+    arguments of a model that is not the standard ``architecture`` (an ablation, ``num_streams=1``):
+    config.json records them, so ``timm.create_model('local-dir:OUT', pretrained=True)`` rebuilds it; such
+    weights are never a manifest tag. ``results`` (target -> rank1/rank5/rank10/mAP as fractions, as
+    ``python -m osnet_zoo.train`` measures them) and ``notes`` go into the card of such weights.
 
     The checkpoint must fit ``architecture`` exactly (its classifier, if any, sets ``num_classes``). The
     written weights are read back into a fresh model and must give bit-identical embeddings and logits on
@@ -112,6 +129,9 @@ def convert_checkpoint(
         raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(OSNET_ARCHS)}.')
     manifest = manifest or load_manifest()
     entry = manifest.get(f'{architecture}.{tag}')
+    if entry is not None and model_args:
+        raise CheckpointError(f'{entry.name} is a checkpoint of the standard {architecture}; weights built with '
+                              f'model_args {model_args} need a tag of their own (not one of the manifest).')
     source = Path(checkpoint)
     source_sha256 = file_sha256(source) if source.is_file() else ''
     state_dict = unwrap_state_dict(read_checkpoint(source))
@@ -129,12 +149,14 @@ def convert_checkpoint(
     else:
         warnings.append(f'{architecture}.{tag} is not in the weights manifest: the model card has no facts from it.')
 
-    model = _build(architecture, tag, num_classes, entry)
+    model = _build(architecture, tag, num_classes, entry, model_args)
     load_osnet_checkpoint(model, state_dict, strict=True)
-    input_size = tuple(model.pretrained_cfg['input_size'])
-    if check_size is not None:
-        input_size = (input_size[0], *check_size)
-    expected = _probe(model, input_size)
+    data_config = {k: tuple(v) for k, v in (('mean', mean), ('std', std)) if v is not None}
+    if input_size is not None:
+        data_config['input_size'] = (model.pretrained_cfg['input_size'][0], *input_size)
+    trained_size = tuple(data_config.get('input_size', model.pretrained_cfg['input_size']))
+    probe_size = trained_size if check_size is None else (trained_size[0], *check_size)
+    expected = _probe(model, probe_size)
     if not all(torch.isfinite(v).all() for v in expected.values()):
         raise CheckpointError(f'{source}: the converted model gives non-finite outputs (NaN/inf weights?).')
 
@@ -147,35 +169,45 @@ def convert_checkpoint(
     atomic_save_safetensors(tensors, weights, metadata=metadata)
 
     # Read back exactly as timm's loader will, and demand identical outputs.
-    reloaded = _build(architecture, tag, num_classes, entry)
+    reloaded = _build(architecture, tag, num_classes, entry, model_args)
     reloaded.load_state_dict(load_file(str(weights)), strict=True)
-    got = _probe(reloaded, input_size)
+    got = _probe(reloaded, probe_size)
     for key in expected:
         if not torch.equal(expected[key], got[key]):
             diff = (expected[key] - got[key]).abs().max().item()
             raise CheckpointError(f'{weights}: {key} differs after the safetensors round trip (max |diff| {diff}).')
 
-    _write_config(model, out_dir / 'config.json')
+    _write_config(model, out_dir / 'config.json', data_config, distance)
     sha256, size = file_sha256(weights), weights.stat().st_size
     repo_id = repo_id or (entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}')
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier.'))
+    trained = dict(input_size=trained_size, mean=tuple(model.pretrained_cfg['mean']),
+                   std=tuple(model.pretrained_cfg['std']), distance=distance, model_args=dict(model_args or {}),
+                   results=dict(results or {}), notes=notes)
     atomic_write_text(out_dir / 'README.md', model_card(
         architecture, tag, entry, repo_id=repo_id, sha256=sha256, size=size, num_classes=num_classes,
-        source_name=source.name, source_sha256=source_sha256, params=params, manifest=manifest))
+        source_name=source.name, source_sha256=source_sha256, params=params, manifest=manifest, trained=trained))
     return ConversionResult(
         architecture=architecture, tag=tag, out_dir=out_dir, weights=weights, sha256=sha256, size=size,
         num_classes=num_classes, source=source, source_sha256=source_sha256,
         embedding_shape=tuple(expected['embedding'].shape), entry=entry, warnings=warnings)
 
 
-def _write_config(model: torch.nn.Module, path: Path) -> None:
-    # timm's own writer, so that timm's Hub reader (hf-hub: names) understands it
+def _write_config(model: torch.nn.Module, path: Path, data_config: Optional[Dict[str, Any]] = None,
+                  distance: Optional[str] = None) -> None:
+    # timm's own writer, so that timm's Hub reader (hf-hub: names) understands it; the architecture
+    # arguments come from the model factory (model_args), the preprocessing from data_config
     with atomic_path(path) as tmp:
-        save_config_for_hf(model, tmp)  # a Path: older timm releases call .open() on it
+        save_config_for_hf(model, tmp, data_config=data_config or None,  # a Path: older timm calls .open()
+                           model_config=dict(distance=distance) if distance else None)
 
 
 def _fmt(value: Optional[float]) -> str:
     return '—' if value is None else f'{value:.1f}'
+
+
+def _pct(fraction: Optional[float]) -> str:
+    return _fmt(None if fraction is None else 100 * fraction)
 
 
 MODEL_ZOO_URL = 'https://github.com/KaiyangZhou/deep-person-reid/blob/master/docs/MODEL_ZOO.md'
@@ -232,12 +264,26 @@ def model_card(
         source_sha256: str,
         params: int,
         manifest: Optional[WeightsManifest] = None,
+        trained: Optional[Dict[str, Any]] = None,
 ) -> str:
     """The Hub model card (README.md): YAML front matter (licence, datasets, base model, ``model-index`` with
-    the reported results), facts from the manifest, usage, licence and dataset terms, citations."""
+    the reported results), facts from the manifest, usage, licence and dataset terms, citations.
+
+    ``trained`` (input_size, mean, std, distance, model_args) describes weights that are no manifest entry
+    (a model you trained): the card then says plainly that they are not a reference checkpoint."""
     name = f'{architecture}.{tag}'
     defaults = manifest.reference_defaults if manifest is not None else {}
-    rows = [('Architecture', f'`{architecture}` ({params / 1e6:.2f} M parameters without the classifier)')]
+    trained = trained or {}
+    model_args = trained.get('model_args') or {}
+    arch_text = f'`{architecture}`' + (' with ' + ', '.join(f'`{k}={v!r}`' for k, v in model_args.items())
+                                       + ' (not the standard architecture)' if model_args else '')
+    rows = [('Architecture', f'{arch_text} ({params / 1e6:.2f} M parameters without the classifier)')]
+    if entry is None and trained.get('input_size'):
+        h, w = trained['input_size'][1:]
+        rows.append(('Input', f"{h}×{w} (height×width) RGB, mean {list(trained['mean'])}, std {list(trained['std'])}"
+                              ' (as trained and evaluated)'))
+    if entry is None and trained.get('distance'):
+        rows.append(('Distance', f"{trained['distance']} (as evaluated)"))
     if entry is not None:
         task = 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'
         rows.append(('Task', task))
@@ -269,12 +315,24 @@ def model_card(
                    'osnet-zoo.\n\n| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n' + '\n'.join(
                        f'| {DATASET_NAMES.get(ev.target, ev.target)} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | '
                        f'{_fmt(ev.rank10)} | {_fmt(ev.mAP)} |' for ev in entry.evaluation))
+    elif trained.get('results'):
+        metrics = ('Measured by the osnet-zoo training run that wrote these weights (its `results.json`).\n\n'
+                   '| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n' + '\n'.join(
+                       f"| {target} | {_pct(r.get('rank1'))} | {_pct(r.get('rank5'))} | {_pct(r.get('rank10'))} | "
+                       f"{_pct(r.get('mAP'))} |" for target, r in trained['results'].items()))
     else:
         metrics = 'No evaluation results are recorded in the osnet-zoo weights manifest for this checkpoint.'
     notes = f'\n\nNote: {entry.notes}' if entry is not None and entry.notes else ''
+    if trained.get('notes'):
+        notes += f"\n\n{trained['notes']}"
     family = 'OSNet-AIN' if '_ain_' in architecture else 'OSNet-IBN' if '_ibn_' in architecture else 'OSNet'
     up = entry.upstream if entry is not None else {}
-    if up.get('sha256') and up['sha256'] == source_sha256:
+    if entry is None:
+        origin = (f'These weights are **not** a checkpoint of the reference model zoo: they come from '
+                  f'`{source_name}` (a model trained or converted by its owner'
+                  + (', with architecture arguments that differ from the standard model' if model_args else '')
+                  + '), and no accuracy of the reference applies to them.')
+    elif up.get('sha256') and up['sha256'] == source_sha256:
         origin = (f"Converted from the reference model zoo's `{up.get('filename')}`, whose sha256 matches the one "
                   'the osnet-zoo weights manifest records.')
     else:
@@ -288,6 +346,8 @@ def model_card(
         license_text = ('Not recorded: the osnet-zoo weights manifest has no source stating the license of these '
                         f'weights.\n\n{DATASET_TERMS}')
     front = card_data(entry, name, repo_id).to_yaml()
+    by_tag = (f'# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)' if entry is not None else
+              '# or from the folder: timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True, num_classes=0)')
     return f'''---
 {front}
 ---
@@ -313,7 +373,7 @@ import torch
 import osnet_zoo  # registers the OSNet family into timm
 
 model = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()
-# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)
+{by_tag}
 cfg = timm.data.resolve_data_config({{}}, model=model)
 transform = timm.data.create_transform(**cfg)       # resize to the input size, ImageNet mean/std
 with torch.inference_mode():

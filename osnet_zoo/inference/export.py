@@ -24,7 +24,7 @@ from ..models.embedding import Embedder
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import fold_batchnorm
 
-__all__ = ['export_model', 'check_export', 'ExportCheckError', 'INPUT_NAME', 'OUTPUT_NAME', 'TOLERANCES']
+__all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME', 'OUTPUT_NAME', 'TOLERANCES']
 
 INPUT_NAME = 'images'
 OUTPUT_NAME = 'features'
@@ -79,6 +79,20 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
                 passed=worst <= allowed)
 
 
+def supported_opsets() -> range:
+    """The ONNX opsets this torch's (TorchScript-based) ONNX exporter can write."""
+    constants = torch.onnx._constants  # torch exposes the bounds only here
+    return range(constants.ONNX_MIN_OPSET, constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET + 1)
+
+
+def check_opset(opset: Any) -> None:
+    """Refuse an opset the exporter cannot write, before anything is built or written."""
+    allowed = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in allowed:
+        raise ValueError(f'--opset {opset!r} is not supported by torch {torch.__version__}\'s ONNX exporter: '
+                         f'choose {allowed.start}..{allowed.stop - 1} (default 17).')
+
+
 def export_model(
         model: Union[str, nn.Module],
         out: Union[str, os.PathLike],
@@ -98,6 +112,8 @@ def export_model(
     """
     if fmt not in ('onnx', 'torchscript'):
         raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}.")
+    if fmt == 'onnx':
+        check_opset(opset)
     out = Path(out)
     net = build_embedding_model(model, pretrained, checkpoint_path)
     prep = resolve_preprocessing(net)

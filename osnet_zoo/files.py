@@ -74,8 +74,9 @@ def atomic_write_json(path: PathLike, data: Any, indent: Optional[int] = 2) -> N
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save(obj)`` to ``path`` atomically (for checkpoints that hold tensors and plain values)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a Python file object, so a failed write (a full disk) keeps its OSError as the cause
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(obj, f)
 
 
 def atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: PathLike,

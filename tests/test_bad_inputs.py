@@ -111,19 +111,6 @@ def root(tmp_path_factory) -> Path:
     return root
 
 
-# Cases still open in issue 13 (see its closing note): expected to fail until fixed; strict, so a fix flips them.
-OPEN = {
-    'resume_with_new_lr': 'resume keeps the old lr / epochs',
-    'resume_changes_model': 'resume does not refuse a changed --model',
-    'resume_finished_without_results': 'resume of a finished run does not re-run the final evaluation',
-    'opset_one': 'export --opset is not validated',
-}
-
-
-def _cases(names):
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f'open: {OPEN[n]}')) if n in OPEN else n
-            for n in names]
-
 
 TRAIN = ['--sources', 'market1501', '--targets', 'market1501', '--model', 'osnet_x0_25', '--height', '32',
          '--width', '16', '--batch-size', '8', '--epochs', '1', '--workers', '0', '--device', 'cpu',
@@ -165,8 +152,10 @@ def png16_rgb(path: Path) -> np.ndarray:
 def _train_case(case: str, root: Path, tmp: Path, capsys) -> str:
     data, out = str(root / 'data'), tmp / 'run'
     base = ['--root', data, '--output', str(out), *TRAIN]
-    if case == 'unknown_target':
-        return classify_cli(train_main, [*base, '--targets', 'synthtic'], capsys, ['synthtic'])
+    if case in ('unknown_target', 'unknown_source'):
+        option = '--targets' if case == 'unknown_target' else '--sources'
+        result = classify_cli(train_main, [*base, option, 'synthtic'], capsys, [option, 'synthtic'])
+        return result if not (out / 'checkpoint.pth').exists() else 'silent: refused only after training'
     if case == 'not_osnet':
         return classify_cli(train_main, [*base, '--model', 'resnet18'], capsys, ['resnet18'])
     if case == 'epochs_negative':
@@ -210,11 +199,11 @@ def _train_case(case: str, root: Path, tmp: Path, capsys) -> str:
     if case == 'resume_with_new_lr':
         def check():
             assert train_main(base) is not None
-            train_main([*base, '--resume', '--epochs', '2', '--lr', '0.5'])
+            train_main([*base, '--resume', '--epochs', '2', '--lr', '0.01'])
             lrs = [r['lr'] for r in map(json.loads, (out / 'metrics.jsonl').read_text().splitlines())
                    if r.get('kind') == 'train']
             config = json.loads((out / 'config.json').read_text())
-            assert config['lr'] == 0.5 and lrs[-1] == pytest.approx(0.5), f'log lr {lrs}, config lr {config["lr"]}'
+            assert config['lr'] == 0.01 and len(lrs) == 2 and lrs[0] != pytest.approx(0.01) and lrs[1] == pytest.approx(0.01), f'log lr {lrs}, config lr {config["lr"]}'
         return behaves(check)
     if case == 'resume_changes_model':
         train_main(base)
@@ -229,15 +218,49 @@ def _train_case(case: str, root: Path, tmp: Path, capsys) -> str:
             assert results and 'market1501' in results, f'resumed finished run returned {results!r}'
             assert json.loads((out / 'results.json').read_text()), 'results.json is empty'
         return behaves(check)
+    if case == 'resume_new_epochs_cosine':
+        def check():
+            cosine = [*base, '--lr-scheduler', 'cosine', '--lr', '0.002']
+            train_main(cosine)
+            train_main([*cosine, '--resume', '--epochs', '3'])
+            lrs = [r['lr'] for r in map(json.loads, (out / 'metrics.jsonl').read_text().splitlines())
+                   if r.get('kind') == 'train']
+            # the cosine schedule over 3 epochs, continued at epoch 1 (not the 1-epoch one, which ends at 0)
+            assert lrs == pytest.approx([0.002, 0.002 * 0.75, 0.002 * 0.25]), f'lrs that ran: {lrs}'
+            assert json.loads((out / 'config.json').read_text())['epochs'] == 3
+        return behaves(check)
+    if case == 'resume_other_identities':
+        other = tmp / 'other'
+        shutil.copytree(root / 'data', other)
+        train_dir = other / 'Market-1501-v15.09.15' / 'bounding_box_train'
+        pid = sorted(train_dir.glob('*.jpg'))[0].name[:4]
+        for p in train_dir.glob(f'{pid}_*.jpg'):  # the same count of identities, one of them another person
+            p.rename(p.with_name('0999' + p.name[4:]))
+        train_main(base)
+        before = tree(out)
+        config = (out / 'config.json').read_bytes()
+        result = classify_cli(train_main, [*base, '--root', str(other), '--resume', '--epochs', '2'], capsys,
+                              ['identities', 'checkpoint.pth'])
+        unchanged = tree(out) == before and (out / 'config.json').read_bytes() == config
+        return result if unchanged else f'silent: the run folder changed: {tree(out)}'
+    if case == 'resume_finished_keeps_results':
+        def check():
+            first = train_main(base)
+            stamp = (out / 'results.json').stat().st_mtime_ns
+            again = train_main([*base, '--resume'])
+            assert again == json.loads(json.dumps(first)), 'a finished run resumed to other results'
+            assert (out / 'results.json').stat().st_mtime_ns == stamp, 'results.json rewritten'
+        return behaves(check)
     raise AssertionError(case)
 
 
-TRAIN_CASES = ['unknown_target', 'not_osnet', 'epochs_negative', 'batch_size_zero', 'output_is_a_file',
-               'resume_torchreid_pth_tar', 'resume_corrupt_checkpoint', 'nan_without_checkpoint',
-               'resume_with_new_lr', 'resume_changes_model', 'resume_finished_without_results']
+TRAIN_CASES = ['unknown_target', 'unknown_source', 'not_osnet', 'epochs_negative', 'batch_size_zero',
+               'output_is_a_file', 'resume_torchreid_pth_tar', 'resume_corrupt_checkpoint', 'nan_without_checkpoint',
+               'resume_with_new_lr', 'resume_new_epochs_cosine', 'resume_changes_model',
+               'resume_finished_without_results', 'resume_finished_keeps_results', 'resume_other_identities']
 
 
-@pytest.mark.parametrize('case', _cases(TRAIN_CASES))
+@pytest.mark.parametrize('case', TRAIN_CASES)
 def test_train(case, root, tmp_path, capsys):
     assert _train_case(case, root, tmp_path, capsys) == 'clear'
 
@@ -301,7 +324,7 @@ EVALUATE_CASES = ['unreadable_gallery_image', 'sixteen_bit_gallery_image', 'cach
                   'unknown_dataset', 'missing_checkpoint']
 
 
-@pytest.mark.parametrize('case', _cases(EVALUATE_CASES))
+@pytest.mark.parametrize('case', EVALUATE_CASES)
 def test_evaluate(case, root, tmp_path, capsys):
     assert _evaluate_case(case, root, tmp_path, capsys) == 'clear'
 
@@ -362,7 +385,7 @@ def test_extract(case, root, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------- export
 
-@pytest.mark.parametrize('case', _cases(['opset_one', 'missing_checkpoint']))
+@pytest.mark.parametrize('case', ['opset_one', 'missing_checkpoint'])
 def test_export(case, root, tmp_path, capsys):
     pytest.importorskip('onnx', reason='export needs the onnx package')
     out = tmp_path / 'out'

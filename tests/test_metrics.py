@@ -1,7 +1,5 @@
 """CMC / mAP / mINP: parity with the reference evaluator's fixture, the fast path against the argsort
 evaluator on adversarial inputs (ties, signed zeros, inf, other dtypes), hand-worked cases, distances, CUHK03."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,17 +9,9 @@ from osnet_zoo.metrics import evaluate_features, evaluate_rank, pairwise_distanc
 from osnet_zoo.metrics._oracle import evaluate_rank_argsort
 from osnet_zoo.metrics.rank import MatchLists, RankAccumulator, chunk_good_ranks
 
-FIXTURES = Path(os.environ.get('OSNET_ZOO_FIXTURES',
-                               Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures' / 'torchreid'))
-
-
 @pytest.fixture(scope='module')
-def market_small():
-    path = FIXTURES / 'eval_market1501_small.safetensors'
-    if not path.is_file():
-        if os.environ.get('CI'):
-            pytest.fail(f'reference fixture missing: {path} (set OSNET_ZOO_FIXTURES)')
-        pytest.skip(f'reference fixture not found at {path}')
+def market_small(reference_file):
+    path = reference_file('eval_market1501_small.safetensors')  # fails saying how to get it when missing
     from safetensors.numpy import load_file
     return load_file(str(path))
 

@@ -36,9 +36,9 @@ from ..weights import load_osnet_checkpoint, read_checkpoint
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import fold_batchnorm
 
-__all__ = ['export_model', 'check_export', 'ExportCheckError', 'INPUT_NAME', 'OUTPUT_NAME', 'TOLERANCES',
-           'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS', 'default_export_name',
-           'metadata_path', 'contract_path']
+__all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
+           'OUTPUT_NAME', 'TOLERANCES', 'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS',
+           'default_export_name', 'metadata_path', 'contract_path']
 
 INPUT_NAME = 'images'
 OUTPUT_NAME = 'features'
@@ -180,6 +180,20 @@ def _check_torchreid(path: Path, model: nn.Module, example: torch.Tensor) -> Dic
                 tensors_differing=differing[:8], passed=not differing and worst == 0.0)
 
 
+def supported_opsets() -> range:
+    """The ONNX opsets this torch's (TorchScript-based) ONNX exporter can write."""
+    constants = torch.onnx._constants  # torch exposes the bounds only here
+    return range(constants.ONNX_MIN_OPSET, constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET + 1)
+
+
+def check_opset(opset: Any) -> None:
+    """Refuse an opset the exporter cannot write, before anything is built or written."""
+    allowed = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in allowed:
+        raise ValueError(f'--opset {opset!r} is not supported by torch {torch.__version__}\'s ONNX exporter: '
+                         f'choose {allowed.start}..{allowed.stop - 1} (default 17).')
+
+
 def export_model(
         model: Union[str, nn.Module],
         out: Union[str, os.PathLike, None] = None,
@@ -205,6 +219,8 @@ def export_model(
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
+    if fmt == 'onnx':
+        check_opset(opset)
     if fmt == 'torchreid' and (half or normalize):
         raise ValueError('--format torchreid writes the fp32 weights; the reference model returns unnormalised '
                          'embeddings (drop --precision fp16 / --normalize).')

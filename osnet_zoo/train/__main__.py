@@ -35,11 +35,12 @@ from osnet_zoo.data import IMAGENET_MEAN, IMAGENET_STD, build_train_loader, devi
 from osnet_zoo.data.datasets import DATASETS, PROTOCOLS
 from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
 from osnet_zoo.models.embedding import Embedder
-from osnet_zoo.train.checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
+from osnet_zoo.train.checkpoint import (RunFolder, load_training_state, rng_state, seed_everything, set_rng_state,
+                                       training_labels_digest)
 from osnet_zoo.train.curves import plot_curves
 from osnet_zoo.train.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
 from osnet_zoo.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
-from osnet_zoo.train.recipes import TrainConfig, list_recipes, resolve_config
+from osnet_zoo.train.recipes import TrainConfig, list_recipes, resolve_config, resume_config
 from osnet_zoo.files import atomic_save_safetensors, atomic_write_json
 from osnet_zoo.weights.convert import convert_checkpoint
 from osnet_zoo.weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
@@ -100,7 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--compile', action='store_true', help='torch.compile the model')
     cli.add_output(g, 'runs/osnet', 'folder for checkpoints, logs, curves, final model')
     g.add_argument('--resume', nargs='?', const='auto', default=None,
-                   help='resume from OUTPUT/checkpoint.pth (or the given checkpoint)')
+                   help='resume from OUTPUT/checkpoint.pth (or the given checkpoint) with the settings it recorded; '
+                        'only --lr, --epochs, --eval-freq, --precision and engineering options may change')
     g.add_argument('--seed', type=int, default=1, help='random seed (default: 1)')
     g.add_argument('--deterministic', action='store_true', help='deterministic algorithms (exact resume)')
     g.add_argument('--tensorboard', action='store_true', help='also log to TensorBoard (needs tensorboard)')
@@ -108,8 +110,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def given_options(argv: Optional[List[str]]) -> List[str]:
+    """The config keys that ``argv`` (the command line) sets explicitly, defaults aside."""
+    parser = get_args_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return sorted(vars(parser.parse_args(argv)))
+
+
 def validate_config(cfg: TrainConfig) -> None:
     """Refuse a bad setting before any work (not after all epochs), naming the option."""
+    for option, names in (('--sources', cfg.sources), ('--targets', cfg.targets)):
+        unknown = [n for n in names if n not in DATASETS]
+        if unknown:
+            raise ValueError(f'{option} {unknown[0]!r}: unknown dataset; available: {", ".join(sorted(DATASETS))}.')
     for option, value, low in (('--epochs', cfg.epochs, 1), ('--batch-size', cfg.batch_size, 1),
                                ('--eval-freq', cfg.eval_freq, 0), ('--max-steps-per-epoch', cfg.max_steps_per_epoch, 0)):
         if value < low:
@@ -244,7 +258,7 @@ def train_one_epoch(
             on_disk = (f'the checkpoint of the last finished epoch ({ckpt}) is intact; lower the learning rate '
                        f'(--lr) or disable fp16 and --resume' if ckpt.is_file() else
                        f'no checkpoint was written yet (none is saved before the first epoch ends); '
-                       f'restart with a lower learning rate (--lr)')
+                       'restart with a lower learning rate (--lr)')
             raise FloatingPointError(f'Loss became {total.item()} at epoch {epoch + 1}, step {step}: stopping. '
                                      f'{on_disk}.')
         for opt in optimizers:
@@ -276,10 +290,55 @@ def evaluate(models: Sequence[nn.Module], splits, cfg: TrainConfig, device: torc
                            epoch=epoch)
 
 
+def resume_checks(state: Dict[str, Any], cfg: TrainConfig, checkpoint: Any, num_classes: int,
+                  identities: str) -> None:
+    """Refuse to continue ``state`` with more epochs done than ``--epochs``, or on other training identities."""
+    if cfg.epochs < state['epoch']:
+        raise ValueError(f'--epochs {cfg.epochs} is fewer than the {state["epoch"]} epochs the checkpoint {checkpoint} '
+                         'has already trained.')
+    recorded = state.get('identities')
+    if (recorded is not None and recorded != identities) or state.get('num_classes', num_classes) != num_classes:
+        raise ValueError(
+            f'Cannot resume from {checkpoint}: the training identities of --sources {" ".join(cfg.sources)} '
+            f'(root {cfg.root or "default"}: {num_classes} identities, labels digest {identities[:12]}) differ from '
+            f'those the checkpoint was trained on ({state.get("num_classes", "?")} identities, digest '
+            f'{str(recorded)[:12]}). Resume on the same dataset, or start a new run from its weights '
+            '(--init-checkpoint).')
+
+
+def finished_results(out: Path) -> Optional[Dict[str, Any]]:
+    """The results of a run whose final evaluation and model were written, else None."""
+    try:
+        results = json.loads((out / 'results.json').read_text())
+    except (OSError, ValueError):
+        return None
+    return results if results and (out / 'final' / 'model.safetensors').is_file() else None
+
+
+def log_evaluation(models: Sequence[nn.Module], splits, cfg: TrainConfig, device: torch.device, epoch: int,
+                   run: RunFolder, writer: Any) -> Dict[str, Any]:
+    """:func:`evaluate`, with a log line per target (and TensorBoard scalars)."""
+    results = evaluate(models, splits, cfg, device, epoch)
+    for target, r in results.items():
+        run.log_line(dict(kind='eval', epoch=epoch, target=target, rank1=r['rank1'], mAP=r['mAP'], mINP=r['mINP']))
+        if writer:
+            for k in ('rank1', 'mAP', 'mINP'):
+                writer.add_scalar(f'eval/{target}/{k}', r[k], epoch)
+    return results
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = get_args_parser().parse_args(argv)
     args.workers = cli.resolve_workers(args.workers, args.device)
     cfg = resolve_config(args)
+    state = None
+    if cfg.resume:
+        # read the checkpoint before anything slow, so a wrong --resume fails at once; the run continues
+        # with the checkpoint's settings (what may change on resume: recipes.resume_config)
+        checkpoint = Path(cfg.output) / 'checkpoint.pth' if cfg.resume == 'auto' else Path(cfg.resume)
+        state = load_training_state(checkpoint)
+        if isinstance(state.get('config'), dict):
+            cfg = resume_config(state['config'], cfg, given_options(argv))
     validate_config(cfg)
     if cfg.tensorboard:
         try:
@@ -289,17 +348,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     device = du.init_distributed(cfg.device)
     out = Path(cfg.output)
     run = RunFolder(out, writer=du.is_main_process())
-    if du.is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(cfg.to_dict(), indent=2))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
-    # read the checkpoint before anything slow, so a wrong --resume fails at once
-    state = run.resume_state(None if cfg.resume == 'auto' else cfg.resume) if cfg.resume else None
     if cfg.init_checkpoint:
         resolve_init_checkpoint(cfg.init_checkpoint)  # likewise a wrong --init-checkpoint
 
@@ -311,6 +365,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                num_instances=cfg.num_instances if cfg.triplet_weight > 0 else 0, seed=cfg.seed,
                                workers=cfg.workers, pin_memory=device.type == 'cuda')
     num_classes = dataset.num_train_pids
+    identities = training_labels_digest(dataset.train)
+    if state is not None:
+        resume_checks(state, cfg, checkpoint, num_classes, identities)
+    if du.is_main_process():
+        atomic_write_json(out / 'config.json', cfg.to_dict())  # what this run actually uses
     models = create_models(cfg, num_classes)
     for model in models:
         model.to(device)
@@ -333,15 +392,32 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             m.load_state_dict(sd)
         for o, sd in zip(optimizers, state['optimizers']):
             o.load_state_dict(sd)
-        for s, sd in zip(schedulers, state['schedulers']):
-            s.load_state_dict(sd)
+        recorded = state.get('config') or {}
+        start_epoch = state['epoch']
+        if any(k in recorded and recorded[k] != getattr(cfg, k) for k in ('lr', 'epochs')):
+            # a new learning rate or length: the schedule restarts from the new values at this epoch
+            scale = cfg.lr / recorded['lr'] if recorded.get('lr') else None
+            for o in optimizers:
+                for g in o.param_groups:
+                    g['lr'] = g['initial_lr'] = g.get('initial_lr', g['lr']) * scale if scale else cfg.lr
+            schedulers = [build_scheduler(cfg.lr_scheduler, o, cfg.epochs, cfg.stepsize, cfg.gamma, start_epoch)
+                          for o in optimizers]
+        else:
+            for s, sd in zip(schedulers, state['schedulers']):
+                s.load_state_dict(sd)
         if scaler is not None and state.get('scaler'):
             scaler.load_state_dict(state['scaler'])
         set_rng_state(state['rng'])
-        start_epoch = state['epoch']
         if du.is_main_process():
-            print(f'Resumed from {cfg.resume if cfg.resume != "auto" else run.checkpoint} '
-                  f'at epoch {start_epoch}/{cfg.epochs}')
+            print(f'Resumed from {checkpoint} at epoch {start_epoch}/{cfg.epochs} (lr {cfg.lr:g})')
+    if state is not None and start_epoch == cfg.epochs:
+        done = finished_results(out)
+        if done is not None:
+            if du.is_main_process():
+                print(f'The run in {out} is already finished: results in {out}/results.json, model in {out}/final/')
+            train.close()
+            du.cleanup()
+            return done
     run.start(start_epoch)
     writer = None
     if cfg.tensorboard and du.is_main_process():
@@ -358,16 +434,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         train.set_epoch(epoch)
         set_fixbase(models, frozen=epoch < cfg.fixbase_epochs)
         t0 = time.time()
+        lr = optimizers[0].param_groups[0]['lr']  # the rate this epoch runs at (logged after it)
         stats = train_one_epoch(nets, optimizers, train.loader, cfg, epoch, device, scaler)
         for s in schedulers:
             s.step()
-        stats.update(kind='train', epoch=epoch + 1, lr=optimizers[0].param_groups[0]['lr'],
+        stats.update(kind='train', epoch=epoch + 1, lr=lr,
                      seconds=time.time() - t0, images_per_second=train.images_per_epoch / (time.time() - t0))
         # checkpoint first, then the log line: a logged epoch always has its checkpoint
         run.end_epoch(stats, epoch=epoch + 1, models=[m.state_dict() for m in models],
                       optimizers=[o.state_dict() for o in optimizers], schedulers=[s.state_dict() for s in schedulers],
                       scaler=scaler.state_dict() if scaler is not None else None, rng=rng_state(),
-                      config=cfg.to_dict(), num_classes=num_classes)
+                      config=cfg.to_dict(), num_classes=num_classes, identities=identities)
         if du.is_main_process():
             if writer:
                 for k, v in stats.items():
@@ -380,15 +457,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if last or (cfg.eval_freq and (epoch + 1) % cfg.eval_freq == 0):
             if eval_splits is None:
                 eval_splits = load_eval_splits(cfg.targets, cfg.root, per_dataset=per_dataset)
-            results = evaluate(models, eval_splits, cfg, device, epoch + 1)
+            results = log_evaluation(models, eval_splits, cfg, device, epoch + 1, run, writer)
             if last and len(models) > 1:
                 networks = [evaluate([m], eval_splits, cfg, device, epoch + 1) for m in models]
-            for target, r in results.items():
-                run.log_line(dict(kind='eval', epoch=epoch + 1, target=target, rank1=r['rank1'], mAP=r['mAP'],
-                                  mINP=r['mINP']))
-                if writer:
-                    for k in ('rank1', 'mAP', 'mINP'):
-                        writer.add_scalar(f'eval/{target}/{k}', r[k], epoch + 1)
+    if start_epoch == cfg.epochs:  # all epochs were done, but the final evaluation or model was not written
+        if du.is_main_process():
+            print(f'All {cfg.epochs} epochs were trained; running the final evaluation')
+        eval_splits = load_eval_splits(cfg.targets, cfg.root, per_dataset=per_dataset)
+        results = log_evaluation(models, eval_splits, cfg, device, cfg.epochs, run, writer)
+        if len(models) > 1:
+            networks = [evaluate([m], eval_splits, cfg, device, cfg.epochs) for m in models]
     train.close()
     if du.is_distributed():
         # DDP keeps replicas identical; verify it rather than assume it (a cheap end-of-run check).

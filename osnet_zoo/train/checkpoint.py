@@ -9,11 +9,14 @@ Training and the architecture search share this bookkeeping:
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ import torch
 from ..files import atomic_torch_save
 
 __all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'save_training_state', 'load_training_state',
-           'RunFolder', 'append_jsonl', 'read_jsonl']
+           'RunFolder', 'append_jsonl', 'read_jsonl', 'training_labels_digest']
 
 
 def seed_everything(seed: int) -> None:
@@ -62,12 +65,33 @@ def save_training_state(path: Union[str, Path], **state: Any) -> None:
     try:
         atomic_torch_save(state, path)
     except (OSError, RuntimeError) as e:
-        folder = Path(path).parent
+        raise OSError(f'Cannot write the checkpoint {path}: {_write_failure(e, Path(path).parent)}. The previous '
+                      'checkpoint, if any, is unchanged.') from e
+
+
+_WRITE_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
+                 errno.EFBIG: 'the file is larger than this process may write (file size limit, ulimit -f)'}
+
+
+def _write_failure(error: BaseException, folder: Path) -> str:
+    """Why a write failed: the OSError behind torch's own message when there is one."""
+    seen: Optional[BaseException] = error
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno):
+        seen = seen.__cause__ or seen.__context__
+    if seen is not None:
         free = shutil.disk_usage(folder).free if folder.is_dir() else None
-        cause = (f'the disk is full ({free} bytes free in {folder})' if free is not None and free < 64 << 20
-                 else ' '.join(str(e).split())[:200])
-        raise OSError(f'Cannot write the checkpoint {path}: {cause}. The previous checkpoint, if any, is '
-                      'unchanged.') from e
+        return (_WRITE_ERRORS.get(seen.errno, os.strerror(seen.errno))
+                + (f' ({free:,} bytes free in {folder})' if seen.errno == errno.ENOSPC and free is not None else '')
+                + f' [{errno.errorcode.get(seen.errno, seen.errno)}]')
+    return ' '.join(str(error).split())[:200]
+
+
+def training_labels_digest(items: Iterable[Any]) -> str:
+    """sha256 of the training set's labelling: the sorted (identity label, source, image file name) of every
+    item (``ReIDItem``-like: ``path``, ``pid``, ``dsetid``). Two datasets with as many identities but other
+    people or images differ; moving the dataset root does not change it."""
+    labels = sorted((int(it.pid), int(it.dsetid), os.path.basename(it.path)) for it in items)
+    return hashlib.sha256(json.dumps(labels).encode()).hexdigest()
 
 
 def non_finite_parameters(models: List[Dict[str, torch.Tensor]]) -> List[str]:

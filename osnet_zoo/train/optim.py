@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable, List, Optional
 
 import torch
@@ -28,12 +29,21 @@ def build_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, stepsize: Optional[List[int]] = None,
-                    gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedule: 'multistep' (×gamma at ``stepsize`` epochs), 'cosine' (to 0 over ``epochs``), 'constant'."""
+                    gamma: float = 0.1, start_epoch: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule: 'multistep' (×gamma at ``stepsize`` epochs), 'cosine' (to 0 over ``epochs``), 'constant'.
+
+    ``start_epoch`` > 0 fast-forwards it to that epoch from the groups' ``initial_lr`` (a resumed run whose
+    learning rate or length changed rebuilds its schedule this way)."""
     if name == 'multistep':
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(stepsize or []), gamma=gamma)
-    if name == 'cosine':
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)))
-    if name == 'constant':
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    raise ValueError(f'Unknown lr_scheduler {name!r}; expected one of {SCHEDULERS}.')
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(stepsize or []), gamma=gamma)
+    elif name == 'cosine':
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)))
+    elif name == 'constant':
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+    else:
+        raise ValueError(f'Unknown lr_scheduler {name!r}; expected one of {SCHEDULERS}.')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # "step() before optimizer.step()": intended here
+        for _ in range(start_epoch):
+            scheduler.step()
+    return scheduler

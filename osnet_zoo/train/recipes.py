@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 __all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
-           'parse_key_values']
+           'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE']
 
 RECIPES_DIR = Path(__file__).parent / 'recipes'
 
@@ -148,3 +148,39 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if values.get(key) in ('none', ''):
             values[key] = None
     return TrainConfig(**values)
+
+
+# On --resume, where this process runs always comes from the current command line (or its defaults) ...
+RESUME_CURRENT = ('workers', 'device', 'output', 'resume', 'root')
+# ... these may be changed by giving them (the learning-rate schedule is rebuilt for lr / epochs) ...
+RESUME_CHANGEABLE = ('lr', 'epochs', 'eval_freq', 'precision', 'tensorboard', 'compile', 'channels_last',
+                     'deterministic', 'max_steps_per_epoch')
+# ... and every other option is the checkpoint's: giving another value is refused.
+
+
+def _option(key: str) -> str:
+    return '--' + key.replace('_', '-')
+
+
+def resume_config(recorded: Mapping[str, Any], cfg: TrainConfig, given: Sequence[str]) -> TrainConfig:
+    """The config a resumed run continues with: the checkpoint's ``recorded`` config, with the options of
+    ``RESUME_CURRENT`` from ``cfg`` (the current command line) and those of ``RESUME_CHANGEABLE`` that the
+    command line gives (``given``: the options it names). Any other given option whose value differs from
+    the recorded one is a ``ValueError`` naming it and both values."""
+    fields = TrainConfig.__dataclass_fields__
+    base = TrainConfig(**{k: v for k, v in recorded.items() if k in fields})
+    changes = {k: getattr(cfg, k) for k in RESUME_CURRENT}
+    refused = []
+    for key in sorted(set(given) & set(fields) - set(RESUME_CURRENT)):
+        new, old = getattr(cfg, key), getattr(base, key)
+        if new == old:
+            continue
+        if key in RESUME_CHANGEABLE:
+            changes[key] = new
+        else:
+            refused.append(f'{_option(key)} {new!r} (the checkpoint\'s run used {old!r})')
+    if refused:
+        raise ValueError(f'--resume continues the checkpoint\'s run, which cannot change {"; ".join(refused)}. '
+                         f'On resume only {", ".join(map(_option, RESUME_CHANGEABLE))} may change; for another '
+                         'setting start a new run (another --output), e.g. from these weights with --init-checkpoint.')
+    return dataclasses.replace(base, **changes)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
@@ -16,7 +18,14 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-__all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256']
+__all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256', 'check_declared_size',
+           'MAX_EXPANSION', 'MIN_SIZE_LIMIT']
+
+# A .pth archive's entries may declare at most this many times the file's size (torch.save stores tensors
+# uncompressed, so a real checkpoint declares about its own size), and at least MIN_SIZE_LIMIT is allowed:
+# a compressed archive that would expand to gigabytes is refused before anything is read into memory.
+MAX_EXPANSION = 4
+MIN_SIZE_LIMIT = 64 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -43,6 +52,37 @@ def _numpy_allowlist() -> list:
     return allow
 
 
+def check_declared_size(path: Path) -> None:
+    """Refuse a zip-format ``.pth`` whose entries declare more than ``MAX_EXPANSION`` times the file's
+    size (at least ``MIN_SIZE_LIMIT``): read from the archive's central directory, nothing is decompressed."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) format, or not an archive: torch.load says what it is
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # a damaged archive: torch.load reports it
+    size = path.stat().st_size
+    limit = max(MAX_EXPANSION * size, MIN_SIZE_LIMIT)
+    if declared > limit:
+        raise CheckpointError(
+            f'Refusing to load {path}: its archive entries would expand to {declared:,} bytes from a file of '
+            f'{size:,} bytes (limit {limit:,}: {MAX_EXPANSION}x the file size, at least {MIN_SIZE_LIMIT:,}). '
+            'torch.save writes tensors uncompressed, so this is not a plain checkpoint; it may be a '
+            'decompression bomb.')
+
+
+def _refusal_reason(message: str) -> str:
+    """What a refused pickle needs, from torch's weights_only error: the blocked global (``module.name``)
+    or the unpickler's complaint, without torch's advice to pass ``weights_only=False``."""
+    found = re.search(r'GLOBAL ([\w.]+)', message)
+    if found:
+        name = found.group(1)
+        return f'it needs the Python global {name if "." in name else "builtins." + name}'
+    complaint = re.search(r'WeightsUnpickler error: ([^\n]*)', message)
+    return f'it needs {complaint.group(1).strip()[:200] if complaint else "objects that are not tensors"}'
+
+
 def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Read a checkpoint file safely and return what it holds (a state_dict or a trainer checkpoint).
 
@@ -58,18 +98,20 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types for truncated headers
             raise CheckpointError(f'Cannot read safetensors file {path}: {e}') from e
+    check_declared_size(path)
     try:
         with torch.serialization.safe_globals(_numpy_allowlist()):
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         msg = str(e)
-        if 'Unsupported global' in msg or 'weights_only' in msg.lower() and 'GLOBAL' in msg:
-            first = next((ln.strip() for ln in msg.splitlines() if 'Unsupported global' in ln), msg[:300])
+        if 'Weights only load failed' in msg:
+            # torch's own text advises weights_only=False, which would run the file's code: not shown
             raise CheckpointError(
-                f'Refusing to load {path}: it contains pickled Python objects outside the allowlist '
-                f'({first}). osnet_zoo never fully unpickles files; convert the checkpoint to safetensors '
-                'in an environment you trust, or save only its state_dict.') from e
-        raise CheckpointError(f'Cannot read checkpoint {path} (truncated or not a PyTorch file?): {e}') from e
+                f'Refusing to load {path}: {_refusal_reason(msg)}, which is not on the allowlist of tensors '
+                'and plain values, so it was refused for safety (unpickling it could run code). Convert the '
+                'checkpoint to safetensors in an environment you trust, or save only its state_dict.') from None
+        raise CheckpointError(f'Cannot read checkpoint {path} (truncated or not a PyTorch file?): '
+                              f'{" ".join(msg.split())[:300]}') from e
 
 
 def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:

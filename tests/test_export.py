@@ -145,7 +145,7 @@ def test_failed_check_is_reported(tmp_path, capsys):
     assert contract['check']['passed'] is False and contract['check']['max_abs_diff'] > 0.1
     # the CLI reports a missing checkpoint as an error naming it
     assert main(['--model', 'osnet_x0_25', '--checkpoint', str(tmp_path / 'nope.pth'),
-                 '--out', str(tmp_path / 'x.onnx')]) == 2
+                 '--output', str(tmp_path / 'x.onnx')]) == 2
     assert 'nope.pth' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['--format', 'tflite'])

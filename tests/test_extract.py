@@ -45,12 +45,12 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, 
     common = ['--model', 'osnet_x0_25', '--checkpoint', data / 'osnet_x0_25.safetensors', '--device', 'cpu',
               '--batch-size', '2', '--shard-size', '3', 'crops']
     monkeypatch.chdir(data)
-    assert main([*map(str, common), '--out', 'full.safetensors']) == 0  # uninterrupted, in this process
+    assert main([*map(str, common), '--output', 'full.safetensors']) == 0  # uninterrupted, in this process
     assert 'Wrote full.safetensors: 8 x 512' in capsys.readouterr().out
 
     # stop after one shard, twice: the second run must add the next shard, not redo the first
     for expected_shards in (1, 2):
-        part = run_cli(*common, '--out', 'resumed.safetensors', '--max-shards', '1', cwd=data)
+        part = run_cli(*common, '--output', 'resumed.safetensors', '--max-shards', '1', cwd=data)
         assert part.returncode == 3, part.stderr
         assert 'rerun the same command' in part.stdout
         shards = sorted((data / 'resumed.safetensors.parts').glob('shard_*.safetensors'))
@@ -58,7 +58,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, 
     assert not (data / 'resumed.safetensors').exists()
     # a writer killed mid-shard leaves only a temp file, which the resumed run ignores
     (data / 'resumed.safetensors.parts' / '.shard_000002.safetensors.tmp99999').write_bytes(b'partial')
-    done = run_cli(*common, '--out', 'resumed.safetensors', cwd=data)
+    done = run_cli(*common, '--output', 'resumed.safetensors', cwd=data)
     assert done.returncode == 0, done.stderr
     assert not (data / 'resumed.safetensors.parts').exists()
 
@@ -78,7 +78,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, 
     assert torch.allclose(feats_full, expected, atol=1e-5)
 
     # a complete output is not recomputed
-    assert main([*map(str, common), '--out', 'full.safetensors']) == 0
+    assert main([*map(str, common), '--output', 'full.safetensors']) == 0
     assert 'already exists' in capsys.readouterr().out
 
 
@@ -86,7 +86,7 @@ def test_glob_bad_images_and_mismatched_resume(data, tmp_path, capsys):
     ckpt = str(data / 'osnet_x0_25.safetensors')
     pattern = str(data / 'crops' / '**' / '*.png')
     out = tmp_path / 'png.safetensors'
-    assert main(['--model', 'osnet_x0_25', '--checkpoint', ckpt, '--device', 'cpu', pattern, '--out', str(out)]) == 0
+    assert main(['--model', 'osnet_x0_25', '--checkpoint', ckpt, '--device', 'cpu', pattern, '--output', str(out)]) == 0
     feats, paths, _ = load_features(out)
     assert feats.shape == (4, 512) and all(p.endswith('.png') for p in paths)
 
@@ -98,24 +98,24 @@ def test_glob_bad_images_and_mismatched_resume(data, tmp_path, capsys):
     args = ['--model', 'osnet_x0_25', '--checkpoint', ckpt, '--device', 'cpu', '--shard-size', '2', str(bad_dir)]
     out_bad = tmp_path / 'bad.safetensors'
     # without --skip-bad: an error naming the file; the shard before it is kept for the rerun
-    assert main([*args, '--out', str(out_bad)]) == 2
+    assert main([*args, '--output', str(out_bad)]) == 2
     assert 'p99_truncated.jpg' in capsys.readouterr().err
     assert len(list((tmp_path / 'bad.safetensors.parts').glob('shard_*'))) == 1
     # a rerun that differs only in --skip-bad keeps the finished shard
-    assert main([*args, '--skip-bad', '--out', str(out_bad)]) == 0
+    assert main([*args, '--skip-bad', '--output', str(out_bad)]) == 0
     assert 'Reusing 1 finished shard' in capsys.readouterr().out
     # other settings: refused, naming the folder
     (tmp_path / 'bad.safetensors.parts').mkdir()
     (tmp_path / 'bad.safetensors.parts' / 'run.json').write_text('{"key": "other", "model": "osnet_x1_0"}')
-    assert main([*args, '--out', str(out_bad), '--overwrite']) == 2
+    assert main([*args, '--output', str(out_bad), '--overwrite']) == 2
     assert 'partial run' in capsys.readouterr().err
     out_skip = tmp_path / 'skip.safetensors'
-    assert main([*args, '--skip-bad', '--out', str(out_skip)]) == 0
+    assert main([*args, '--skip-bad', '--output', str(out_skip)]) == 0
     feats, paths, meta = load_features(out_skip)
     assert feats.shape == (3, 512) and len(paths) == 3
     assert [Path(p).name for p in meta['skipped']] == ['p99_truncated.jpg']
 
-    assert main(['--model', 'osnet_x0_25', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'x.safetensors')]) == 2
+    assert main(['--model', 'osnet_x0_25', str(tmp_path / 'nowhere'), '--output', str(tmp_path / 'x.safetensors')]) == 2
     assert 'nowhere' in capsys.readouterr().err
 
 

@@ -178,7 +178,7 @@ def _assert_png(path: Path):
 
 
 def _tiny_search(out: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return _run(['--out', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
+    return _run(['--output', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
                  '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
                  '--synthetic-ids', '16', '8', '--quiet', *extra], cwd=out.parent)
 
@@ -230,18 +230,18 @@ def test_interrupted_search_resumes_to_the_same_genotype(tmp_path, data_root, ti
 
 
 def test_bad_option_is_a_clear_error(tmp_path):
-    r = _run(['--out', str(tmp_path / 'x'), '--root', str(tmp_path), '--sources', 'nosuchset', '--quiet'],
+    r = _run(['--output', str(tmp_path / 'x'), '--root', str(tmp_path), '--sources', 'nosuchset', '--quiet'],
              cwd=tmp_path)
     assert r.returncode == 1 and 'nosuchset' in r.stderr and 'Traceback' not in r.stderr
     from osnet_zoo.nas.__main__ import main
     with pytest.raises(SystemExit) as exc:  # argparse's usage error, in-process (no second interpreter start)
-        main(['--out', str(tmp_path / 'x'), '--preset', 'nosuch'])
+        main(['--output', str(tmp_path / 'x'), '--preset', 'nosuch'])
     assert exc.value.code == 2
 
 
 def test_proof_runs_end_to_end_on_tiny_data(tmp_path):
     out = tmp_path / 'proof'
-    r = _run(['proof', '--device', 'cpu', '--out', str(out), '--train-ids', '12', '--test-ids', '6',
+    r = _run(['proof', '--device', 'cpu', '--output', str(out), '--train-ids', '12', '--test-ids', '6',
               '--search-epochs', '1', '--train-epochs', '1', '--batch-size', '8', '--model-width', '0.25',
               '--height', '64', '--width', '32', '--max-steps-per-epoch', '2', '--quiet'], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

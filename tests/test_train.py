@@ -20,7 +20,7 @@ from osnet_zoo.train import list_recipes, load_training_state, resolve_config
 from osnet_zoo.train.__main__ import get_args_parser
 
 # Small and fast: 64x32 crops, osnet_x0_25.
-TINY = ['--sources', 'market1501', '--targets', 'market1501', '--arch', 'osnet_x0_25', '--height', '64',
+TINY = ['--sources', 'market1501', '--targets', 'market1501', '--model', 'osnet_x0_25', '--height', '64',
         '--width', '32', '--batch-size', '16', '--lr', '0.003', '--eval-freq', '0', '--workers', '0',
         '--device', 'cpu']
 

@@ -159,8 +159,8 @@ def zoo(tmp_path_factory, ref_shapes):
     out = {}
     for entry in packaged:
         out[entry.name] = root / 'out' / entry.name
-        assert weights_cli(['convert', str(sources[entry.name]), '--arch', entry.architecture, '--tag', entry.tag,
-                            '--out', str(out[entry.name]), '--check-size', '64x32', '--update-manifest',
+        assert weights_cli(['convert', str(sources[entry.name]), '--model', entry.architecture, '--tag', entry.tag,
+                            '--output', str(out[entry.name]), '--check-size', '64x32', '--update-manifest',
                             '--manifest', str(manifest_path)]) == 0
     cache = root / 'hf'
     commits = {}
@@ -396,7 +396,7 @@ def test_other_num_classes_in_chans_and_features_only(zoo, monkeypatch):
 def test_convert_own_checkpoint_writes_what_timm_reads(torchreid_fixtures, tmp_path, capsys):
     out = tmp_path / 'mine'
     src = torchreid_fixtures / 'osnet_ain_x0_25.safetensors'  # reference AIN layout, 11 classes
-    assert weights_cli(['convert', str(src), '--arch', 'osnet_ain_x0_25', '--tag', 'mydata', '--out', str(out),
+    assert weights_cli(['convert', str(src), '--model', 'osnet_ain_x0_25', '--tag', 'mydata', '--output', str(out),
                         '--check-size', '128x64']) == 0
     printed = capsys.readouterr()
     weights = out / 'model.safetensors'
@@ -417,17 +417,17 @@ def test_convert_own_checkpoint_writes_what_timm_reads(torchreid_fixtures, tmp_p
 
 def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, capsys):
     src = torchreid_fixtures / 'osnet_ain_x0_25.safetensors'
-    assert weights_cli(['convert', str(src), '--arch', 'osnet_x0_25', '--tag', 'x', '--out', str(tmp_path / 'a')]) == 1
+    assert weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x', '--output', str(tmp_path / 'a')]) == 1
     assert 'does not fit this model' in capsys.readouterr().err
-    assert weights_cli(['convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--arch', 'osnet_x0_25',
-                        '--tag', 'msmt17_combineall', '--out', str(tmp_path / 'b')]) == 1
+    assert weights_cli(['convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--model', 'osnet_x0_25',
+                        '--tag', 'msmt17_combineall', '--output', str(tmp_path / 'b')]) == 1
     assert 'classifier has 11 classes but the manifest entry osnet_x0_25.msmt17_combineall records 4101' in \
         capsys.readouterr().err
     # --update-manifest refuses a file that is not the manifest's reference file, unless --force
     manifest = tmp_path / 'm.json'
     write_manifest(load_manifest(PACKAGED_MANIFEST), manifest)
-    args = ['convert', str(zoo.sources[X0_25_ALL]), '--arch', 'osnet_x0_25', '--tag', 'msmt17_combineall',
-            '--out', str(tmp_path / 'c'), '--check-size', '64x32', '--update-manifest', '--manifest', str(manifest)]
+    args = ['convert', str(zoo.sources[X0_25_ALL]), '--model', 'osnet_x0_25', '--tag', 'msmt17_combineall',
+            '--output', str(tmp_path / 'c'), '--check-size', '64x32', '--update-manifest', '--manifest', str(manifest)]
     assert weights_cli(args) == 1
     assert 'Refusing to record' in capsys.readouterr().err and load_manifest(manifest).entry(X0_25_ALL).hub['sha256'] is None
     assert weights_cli(args + ['--force']) == 0

@@ -208,7 +208,7 @@ def test_list_command_prints_metrics_and_where_each_tag_loads_from(capsys):
     assert re.search(r'Market1501\s+751\s+Market1501 92\.5 / 79\.8\s+gdrive: manual$', rows['osnet_x0_5.market1501'])
     assert rows['osnet_x0_75.msmt17_combineall*'].endswith('hub, unpinned: refused')
     assert 'loads from: 8 hub, 2 hub-unpinned, 33 gdrive.' in out
-    assert weights_cli(['list', '--arch', 'osnet_ibn_x1_0']) == 0
+    assert weights_cli(['list', '--model', 'osnet_ibn_x1_0']) == 0
     assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('osnet_')]) == 8
     with pytest.raises(SystemExit):
         weights_cli(['convert', '--help'])

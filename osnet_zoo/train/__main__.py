@@ -256,8 +256,8 @@ def train_one_epoch(
         if not torch.isfinite(total):
             ckpt = Path(cfg.output) / 'checkpoint.pth'
             on_disk = (f'the checkpoint of the last finished epoch ({ckpt}) is intact; lower the learning rate '
-                       f'(--lr) or disable fp16 and --resume' if ckpt.is_file() else
-                       f'no checkpoint was written yet (none is saved before the first epoch ends); '
+                       '(--lr) or disable fp16 and --resume' if ckpt.is_file() else
+                       'no checkpoint was written yet (none is saved before the first epoch ends); '
                        'restart with a lower learning rate (--lr)')
             raise FloatingPointError(f'Loss became {total.item()} at epoch {epoch + 1}, step {step}: stopping. '
                                      f'{on_disk}.')

@@ -68,7 +68,8 @@ def main() -> None:
                 out = f'feats_{nproc}_{r}.safetensors'
                 times[nproc].append(run_extract(work, nproc, out, args))
                 print(f'repeat {r}: {nproc} process(es) {times[nproc][-1]:.2f} s', flush=True)
-            one, two = load_features(work / f'feats_1_{r}.safetensors'), load_features(work / f'feats_2_{r}.safetensors')
+            one, two = (load_features(work / f'feats_1_{r}.safetensors'),
+                        load_features(work / f'feats_2_{r}.safetensors'))
             assert torch.equal(one[0], two[0]) and one[1] == two[1], 'the 2-process features differ'
         m1, m2 = statistics.median(times[1]), statistics.median(times[2])
         print(f'{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '

@@ -22,4 +22,5 @@ for h, w in [(200, 90), (256, 128), (300, 130), (400, 170), (600, 260)]:
     with torch.no_grad():
         fa = F.normalize(m((aa - mean) / std), dim=1); fp = F.normalize(m((plain - mean) / std), dim=1)
     ours = ext(crop)
-    print(f'{h}x{w}: pixels mean|d| {pix.mean():.2f} max|d| {pix.max():.1f} (0-255); 1-cos {1 - (fa * fp).sum().item():.2e}; extractor==antialias {torch.allclose(ours, fa, atol=1e-5)}')
+    print(f'{h}x{w}: pixels mean|d| {pix.mean():.2f} max|d| {pix.max():.1f} (0-255); '
+          f'1-cos {1 - (fa * fp).sum().item():.2e}; extractor==antialias {torch.allclose(ours, fa, atol=1e-5)}')

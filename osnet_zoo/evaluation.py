@@ -21,7 +21,9 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import distributed as du
-from .data import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch
+from .data import (
+    IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch,
+)
 from .metrics import evaluate_features
 from .models.embedding import Embedder
 

@@ -203,7 +203,8 @@ def _train_case(case: str, root: Path, tmp: Path, capsys) -> str:
             lrs = [r['lr'] for r in map(json.loads, (out / 'metrics.jsonl').read_text().splitlines())
                    if r.get('kind') == 'train']
             config = json.loads((out / 'config.json').read_text())
-            assert config['lr'] == 0.01 and len(lrs) == 2 and lrs[0] != pytest.approx(0.01) and lrs[1] == pytest.approx(0.01), f'log lr {lrs}, config lr {config["lr"]}'
+            assert (config['lr'] == 0.01 and len(lrs) == 2 and lrs[0] != pytest.approx(0.01)
+                    and lrs[1] == pytest.approx(0.01)), f'log lr {lrs}, config lr {config["lr"]}'
         return behaves(check)
     if case == 'resume_changes_model':
         train_main(base)

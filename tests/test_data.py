@@ -110,7 +110,8 @@ def test_msmt17(tmp_path, version, dirs):
 def _write_cuhk03(root, with_labeled=True):
     """A miniature cuhk-03.mat (MATLAB v7.3 = HDF5 with object references) and new-protocol config .mat files."""
     h5py = pytest.importorskip('h5py', reason='optional package h5py not installed: the CUHK03 tests are skipped')
-    scipy_io = pytest.importorskip('scipy.io', reason='optional package scipy not installed: the CUHK03 tests are skipped')
+    scipy_io = pytest.importorskip('scipy.io',
+                                   reason='optional package scipy not installed: the CUHK03 tests are skipped')
     base = root / 'cuhk03'
     (base / 'cuhk03_release').mkdir(parents=True)
     rng = np.random.default_rng(0)

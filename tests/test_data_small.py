@@ -18,7 +18,8 @@ from osnet_zoo.data.datasets import (
 from osnet_zoo.data.synthetic_small import make_synthetic_cuhk01, make_synthetic_grid, make_synthetic_viper
 from osnet_zoo.metrics import evaluate_features
 
-scipy_io = pytest.importorskip('scipy.io', reason='optional package scipy not installed: the VIPeR/GRID/CUHK01 tests in this file are skipped (pip install scipy)')
+scipy_io = pytest.importorskip('scipy.io', reason='optional package scipy not installed: the VIPeR/GRID/CUHK01 tests '
+                                                  'in this file are skipped (pip install scipy)')
 
 N = 8  # identities per synthetic dataset: 4 train, 4 test
 DISTRACTORS = 5

@@ -42,7 +42,8 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     (root / 'crops').mkdir()
     for i in range(24):
-        Image.fromarray(rng.integers(0, 256, (30 + i, 14 + i // 2, 3), dtype=np.uint8)).save(root / 'crops' / f'{i:03d}.png')
+        Image.fromarray(rng.integers(0, 256, (30 + i, 14 + i // 2, 3), dtype=np.uint8)).save(
+            root / 'crops' / f'{i:03d}.png')
     torch.manual_seed(0)
     model = timm.create_model('osnet_x0_25', num_classes=5)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / 'model.safetensors'))

@@ -12,7 +12,8 @@ import torch
 import osnet_zoo
 from osnet_zoo.inference import optimize_for_inference
 
-pytest.importorskip('triton', reason='optional package triton not installed: every Triton kernel test in this file is skipped (pip install triton)')
+pytest.importorskip('triton', reason='optional package triton not installed: every Triton kernel test in this file '
+                                      'is skipped (pip install triton)')
 REPO = Path(__file__).resolve().parents[1]
 
 CHECK = r'''

@@ -233,7 +233,8 @@ def test_falls_back_to_upstream_only_when_ours_is_missing(zoo, tmp_path, monkeyp
     seed_hf_cache(cache, f'osnet-zoo/{X0_25_ALL}', {'model.safetensors': weights[:-1000]},
                   commit=zoo.commits[X0_25_ALL])
     # a damaged copy of ours is an error, not a reason to quietly use another file
-    with pytest.raises(WeightsIntegrityError, match=rf'expected: sha256 {file_sha256(zoo.out[X0_25_ALL] / "model.safetensors")}'):
+    with pytest.raises(WeightsIntegrityError,
+                       match=rf'expected: sha256 {file_sha256(zoo.out[X0_25_ALL] / "model.safetensors")}'):
         timm.create_model(X0_25_ALL, pretrained=True, cache_dir=cache)
 
 
@@ -270,7 +271,8 @@ def test_pinned_upstream_file_is_digest_checked(zoo, tmp_path, monkeypatch):
     # the same file cached at another revision is not the pinned one: not used
     other = tmp_path / 'hf2'
     seed_hf_cache(other, UPSTREAM, {fname: zoo.sources[name]}, commit='f' * 40)
-    with pytest.raises(WeightsUnavailableError, match=f'{UPSTREAM}@{UPSTREAM_REV}/{fname}: not in the Hugging Face cache'):
+    with pytest.raises(WeightsUnavailableError,
+                       match=f'{UPSTREAM}@{UPSTREAM_REV}/{fname}: not in the Hugging Face cache'):
         timm.create_model(name, pretrained=True, cache_dir=other)
 
 
@@ -417,7 +419,8 @@ def test_convert_own_checkpoint_writes_what_timm_reads(torchreid_fixtures, tmp_p
 
 def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, capsys):
     src = torchreid_fixtures / 'osnet_ain_x0_25.safetensors'
-    assert weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x', '--output', str(tmp_path / 'a')]) == 1
+    assert weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x',
+                        '--output', str(tmp_path / 'a')]) == 1
     assert 'does not fit this model' in capsys.readouterr().err
     assert weights_cli(['convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--model', 'osnet_x0_25',
                         '--tag', 'msmt17_combineall', '--output', str(tmp_path / 'b')]) == 1
@@ -429,7 +432,8 @@ def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, ca
     args = ['convert', str(zoo.sources[X0_25_ALL]), '--model', 'osnet_x0_25', '--tag', 'msmt17_combineall',
             '--output', str(tmp_path / 'c'), '--check-size', '64x32', '--update-manifest', '--manifest', str(manifest)]
     assert weights_cli(args) == 1
-    assert 'Refusing to record' in capsys.readouterr().err and load_manifest(manifest).entry(X0_25_ALL).hub['sha256'] is None
+    assert ('Refusing to record' in capsys.readouterr().err
+            and load_manifest(manifest).entry(X0_25_ALL).hub['sha256'] is None)
     assert weights_cli(args + ['--force']) == 0
     assert load_manifest(manifest).entry(X0_25_ALL).hub['sha256'] == file_sha256(tmp_path / 'c' / 'model.safetensors')
     assert "which is not the reference model zoo's file for this tag" in (tmp_path / 'c' / 'README.md').read_text()

@@ -119,7 +119,8 @@ def _broken(data, mutate):
 
 
 @pytest.mark.parametrize('mutate,schema_msg', [
-    (lambda d: d['entries'][0]['sources'].pop('upstream.sha256'), r"entries/0/sources: 'upstream.sha256' is a required"),
+    (lambda d: d['entries'][0]['sources'].pop('upstream.sha256'),
+     r"entries/0/sources: 'upstream.sha256' is a required"),
     (lambda d: d['entries'][0]['upstream'].update(sha256='abc'), r'entries/0/upstream/sha256'),
     (lambda d: d['entries'][0].update(architecture='resnet50'), r'entries/0/architecture'),
     (lambda d: d['entries'][0]['hub'].update(revision='main'), r'entries/0/hub/revision'),
@@ -224,7 +225,8 @@ def test_readme_zoo_table_is_generated_from_the_manifest(capsys):
     assert start in readme and end in readme
     assert readme.split(start)[1].split(end)[0].strip() == table, \
         'README zoo table is stale: replace it with the output of `python -m osnet_zoo.weights list --markdown`'
-    assert table.count('\n| `osnet_') == 43 and '| `osnet_x1_0` | `market1501` | Market1501 | Market1501 94.2 / 82.6 |' in table
+    assert (table.count('\n| `osnet_') == 43
+            and '| `osnet_x1_0` | `market1501` | Market1501 | Market1501 94.2 / 82.6 |' in table)
 
 
 def test_package_exports():

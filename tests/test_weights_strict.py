@@ -44,9 +44,11 @@ def _damaged(sd, drop=(), change=None):
 CASES = {
     'missing conv5': (dict(drop=('conv5.',)), r'missing keys: \[.*conv5\.conv\.weight'),
     'missing BN running statistics': (dict(drop=('running_mean', 'running_var')), r'missing keys: .*running_mean'),
-    'NaN weights': (dict(change=lambda sd: {'conv5.conv.weight': torch.full_like(sd['conv5.conv.weight'], float('nan'))}),
+    'NaN weights': (dict(change=lambda sd: {'conv5.conv.weight': torch.full_like(sd['conv5.conv.weight'],
+                                                                                  float('nan'))}),
                     r'conv5\.conv\.weight: NaN or inf'),
-    'inf running var': (dict(change=lambda sd: {'fc.1.running_var': torch.full_like(sd['fc.1.running_var'], float('inf'))}),
+    'inf running var': (dict(change=lambda sd: {'fc.1.running_var': torch.full_like(sd['fc.1.running_var'],
+                                                                                    float('inf'))}),
                         r'fc\.1\.running_var: NaN or inf'),
     'integer weights': (dict(change=lambda sd: {'conv1.conv.weight': sd['conv1.conv.weight'].to(torch.int8)}),
                         r'conv1\.conv\.weight: torch\.int8 where the model holds torch\.float32'),
@@ -107,5 +109,6 @@ def test_in_chans_adaptation_still_works_and_is_strict_elsewhere(torchreid_fixtu
     path = torchreid_fixtures / 'osnet_x0_25.safetensors'
     gray = _timm_file(path, num_classes=0, in_chans=1)
     assert torch.allclose(gray.conv1.conv.weight[:, 0], x0_25['conv1.conv.weight'].sum(1))
-    with pytest.raises(CheckpointError, match=r'conv1\.conv\.weight: checkpoint \(16, 3, 7, 7\) vs model \(16, 1, 7, 7\)'):
+    with pytest.raises(CheckpointError,
+                       match=r'conv1\.conv\.weight: checkpoint \(16, 3, 7, 7\) vs model \(16, 1, 7, 7\)'):
         load_osnet_checkpoint(timm.create_model('osnet_x0_25', num_classes=11, in_chans=1), path)

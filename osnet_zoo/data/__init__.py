@@ -1,6 +1,7 @@
 """Re-ID data, one home per stage: datasets -> sampler -> transforms -> loader (images: the one image reader)."""
 from .datasets import (
-    DATASETS, IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, build_dataset, cuhk03, dukemtmcreid, market1501, msmt17,
+    DATASETS, IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, build_dataset, cuhk03, dukemtmcreid,
+    market1501, msmt17,
 )
 from .images import (
     CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, iter_images, read_image, read_image_tensor,
@@ -16,9 +17,11 @@ from .transforms import (
     IMAGENET_MEAN, IMAGENET_STD, RandomPatch, build_test_transform, build_train_transform, normalize_batch,
 )
 
-__all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 'ReIDItem', 'build_dataset', 'market1501',
+__all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 'ReIDItem', 'build_dataset',
+           'market1501',
            'dukemtmcreid', 'msmt17', 'cuhk03', 'SyntheticConfig', 'make_synthetic_reid', 'synthetic_reid',
-           'ImageDataset', 'ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'iter_images', 'to_rgb_tensor', 'read_image', 'read_image_tensor', 'verify_images',
+           'ImageDataset', 'ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'iter_images', 'to_rgb_tensor',
+           'read_image', 'read_image_tensor', 'verify_images',
            'RandomIdentitySampler', 'RandomPatch', 'build_train_transform', 'build_test_transform', 'normalize_batch',
            'sample_seed', 'seeded_rng', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EpochBatches', 'DEFAULT_DATA_ROOT',
            'data_root', 'load_datasets', 'device_batches', 'TrainLoader', 'build_train_loader', 'build_eval_loader']

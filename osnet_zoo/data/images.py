@@ -45,7 +45,8 @@ class ImageNotFoundError(ImageReadError, FileNotFoundError):
 
 def read_image(path: Union[str, os.PathLike]) -> Image.Image:
     """Decode ``path`` fully and return an RGB image; grayscale, palette and RGBA images are converted
-    (alpha is dropped), 16-bit images scaled to 8 bits (the high byte). Raises ImageReadError naming the file when it cannot be decoded."""
+    (alpha is dropped), 16-bit images scaled to 8 bits (the high byte). Raises ImageReadError naming the file when it
+    cannot be decoded."""
     if not os.path.isfile(path):
         raise ImageNotFoundError(f'no such image file: {os.fspath(path)}')
     try:

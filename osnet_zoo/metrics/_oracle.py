@@ -1,4 +1,5 @@
-"""Test oracle, not public API. The straightforward evaluator: argsort every row, then walk the kept ranking of each query.
+"""Test oracle, not public API. The straightforward evaluator: argsort every row, then walk the kept ranking of each
+query.
 
 It is the executable definition that :func:`osnet_zoo.metrics.evaluate_rank` is checked against, and the
 baseline of ``benchmarks/bench_eval.py``. It sorts rows with numpy's default argsort (as the reference

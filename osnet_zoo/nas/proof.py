@@ -110,7 +110,8 @@ def proof_markdown(result: Dict[str, Any]) -> str:
     """The proof as a markdown table with the settings that produced it."""
     s = result['search']
     lines = [
-        f"Mini Table 7 (synthetic A -> B), {result['date']}, {result['device']}, precision {result.get('precision', result.get('amp'))}: "
+        f"Mini Table 7 (synthetic A -> B), {result['date']}, {result['device']}, "
+        f"precision {result.get('precision', result.get('amp'))}: "
         f"search {s['epochs']} epochs x {len(s['seeds'])} seed(s) in {s['seconds']} s "
         f"(mode {s['mode']}) found `{'/'.join(s['genotype'])}`; each model trained {result['train']['epochs']} "
         f"epochs (width {result['train']['model_width']}, batch {result['train']['batch_size']}, "

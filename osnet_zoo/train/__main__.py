@@ -125,12 +125,14 @@ def validate_config(cfg: TrainConfig) -> None:
         if unknown:
             raise ValueError(f'{option} {unknown[0]!r}: unknown dataset; available: {", ".join(sorted(DATASETS))}.')
     for option, value, low in (('--epochs', cfg.epochs, 1), ('--batch-size', cfg.batch_size, 1),
-                               ('--eval-freq', cfg.eval_freq, 0), ('--max-steps-per-epoch', cfg.max_steps_per_epoch, 0)):
+                               ('--eval-freq', cfg.eval_freq, 0),
+                               ('--max-steps-per-epoch', cfg.max_steps_per_epoch, 0)):
         if value < low:
             raise ValueError(f'{option} must be >= {low}, got {value}.')
     arch = cfg.model.split('.')[0]
     if arch not in timm.list_models('osnet*'):
-        raise ValueError(f'--model {cfg.model!r} is not an OSNet; choose one of {", ".join(timm.list_models("osnet*"))}.')
+        raise ValueError(f'--model {cfg.model!r} is not an OSNet; '
+                         f'choose one of {", ".join(timm.list_models("osnet*"))}.')
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f'--output {out} is a file, not a folder: pass a folder for the run.')

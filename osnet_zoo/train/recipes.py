@@ -111,7 +111,8 @@ def load_recipe(name_or_path: str) -> Dict[str, Any]:
             recipe[new] = recipe.pop(old)
     unknown = set(recipe) - set(RECIPE_KEYS)
     if unknown:
-        raise ValueError(f'Recipe {name_or_path!r} has unknown options {sorted(unknown)}; known: {sorted(RECIPE_KEYS)}.')
+        raise ValueError(f'Recipe {name_or_path!r} has unknown options {sorted(unknown)}; '
+                         f'known: {sorted(RECIPE_KEYS)}.')
     return recipe
 
 

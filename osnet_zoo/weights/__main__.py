@@ -111,7 +111,8 @@ def zoo_table(entries: List[WeightsEntry]) -> str:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     if not args.model or not args.output:
-        raise ValueError('convert needs --model ARCH and --output FOLDER (see python -m osnet_zoo.weights convert --help)')
+        raise ValueError('convert needs --model ARCH and --output FOLDER '
+                         '(see python -m osnet_zoo.weights convert --help)')
     manifest = _load(args)
     result = convert_checkpoint(args.checkpoint, args.model, args.tag, Path(args.output), manifest=manifest,
                                 check_size=args.check_size)

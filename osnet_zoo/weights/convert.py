@@ -347,7 +347,8 @@ def model_card(
                         f'weights.\n\n{DATASET_TERMS}')
     front = card_data(entry, name, repo_id).to_yaml()
     by_tag = (f'# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)' if entry is not None else
-              '# or from the folder: timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True, num_classes=0)')
+              '# or from the folder: '
+              'timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True, num_classes=0)')
     return f'''---
 {front}
 ---

@@ -34,7 +34,8 @@ def load_osnet_checkpoint(
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from e
     result = model.load_state_dict(state_dict, strict=False)
-    leftover = [k for k in result.missing_keys if not (k.startswith('classifier.') or k.endswith('num_batches_tracked'))]
+    leftover = [k for k in result.missing_keys
+                if not (k.startswith('classifier.') or k.endswith('num_batches_tracked'))]
     if leftover or result.unexpected_keys:  # checkpoint_filter_fn checked this; a guard, not a second policy
         raise CheckpointError(f'{source}: does not fit this model: {leftover + result.unexpected_keys}')
     return model

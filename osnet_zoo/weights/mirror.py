@@ -171,7 +171,8 @@ def _reference_changes(ident: Identification) -> Dict[str, Any]:
         if repo_id == up.get('hf_hub_id') and filename == up.get('filename'):
             if up.get('hf_revision') is None:
                 changes['upstream.hf_revision'] = revision
-                sources['upstream.hf_revision'] = f'verify --record: HF cache snapshot {revision} of {repo_id}/{filename}'
+                sources['upstream.hf_revision'] = (f'verify --record: HF cache snapshot {revision} '
+                                                   f'of {repo_id}/{filename}')
             seen = list(up.get('hf_revisions_seen') or [])
             if revision not in seen:
                 changes['upstream.hf_revisions_seen'] = seen + [revision]

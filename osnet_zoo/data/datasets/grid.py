@@ -3,7 +3,8 @@
 The release's ``probe/`` holds one image of each identity 0001..0250, ``gallery/`` their true matches plus
 775 images that match no probe (identity 0000). The 10 splits of the protocol are those of the release's
 ``features_and_partitions.mat``: ``trainIdxAll`` is a 1x10 cell array of structs whose ``personIdx`` field
-(the third; torchreid's reader takes it by position) lists the 125 training identities of each split. The other 125 identities' probe images are the queries, and the
+(the third; torchreid's reader takes it by position) lists the 125 training identities of each split. The other
+125 identities' probe images are the queries, and the
 gallery holds their gallery images plus every distractor (a fixed part of the test set, as the release's
 README asks). Reading the .mat file needs scipy.
 """

@@ -8,8 +8,10 @@ leaves no temporary file behind.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, Dict, Iterator, Optional, Union
 import torch
 from safetensors.torch import save_file
 
-__all__ = ['atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
+__all__ = ['FileWriteError', 'describe_write_failure', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
            'atomic_save_safetensors', 'default_file_mode']
 
 PathLike = Union[str, os.PathLike]
@@ -31,10 +33,45 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+class FileWriteError(OSError):
+    """A file that could not be written (a full disk, a quota, a size limit): the message names the file and
+    the cause; the previous file, if any, is untouched."""
+
+
+_WRITE_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
+                 errno.EFBIG: 'the file is larger than this process may write (file size limit, ulimit -f)'}
+# what libraries that do their own I/O (safetensors) say when the OS refuses a write
+_WRITE_ERROR_TEXTS = {os.strerror(code): code for code in _WRITE_ERRORS}
+
+
+def _failed_errno(error: BaseException) -> Optional[int]:
+    seen: Optional[BaseException] = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        for text, code in _WRITE_ERROR_TEXTS.items():
+            if text in str(seen):
+                return code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def describe_write_failure(error: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: the OS error behind a library's own message when there is one."""
+    code = _failed_errno(error)
+    if code is None:
+        return ' '.join(str(error).split())[:200]
+    free = shutil.disk_usage(folder).free if folder.is_dir() else None
+    return (_WRITE_ERRORS.get(code, os.strerror(code))
+            + (f' ({free:,} bytes free in {folder})' if code == errno.ENOSPC and free is not None else '')
+            + f' [{errno.errorcode.get(code, code)}]')
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends normally, the file written there
-    replaces ``path`` (fsynced, umask permissions). On an exception it is removed and ``path`` is untouched.
+    replaces ``path`` (fsynced, umask permissions). On an exception it is removed and ``path`` is untouched;
+    a write the OS refused (full disk, quota, size limit) becomes a :class:`FileWriteError` naming ``path``.
 
     >>> with atomic_path('model.safetensors') as tmp:
     ...     safetensors.torch.save_file(tensors, str(tmp))
@@ -51,9 +88,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise
+        if isinstance(e, FileWriteError) or _failed_errno(e) not in _WRITE_ERRORS:
+            raise
+        raise FileWriteError(f'cannot write {path}: {describe_write_failure(e, path.parent)}; the previous file, '
+                             'if any, is unchanged') from e
 
 
 def atomic_write_bytes(path: PathLike, payload: bytes) -> None:

@@ -61,6 +61,13 @@ FULL_DISK = textwrap.dedent('''
     save_training_state(folder + '/checkpoint.pth', epoch=1, w=torch.arange(10.0))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+    from osnet_zoo.files import FileWriteError, atomic_save_safetensors, atomic_write_json
+    for write in (lambda: atomic_save_safetensors({'w': torch.zeros(1 << 20)}, folder + '/final/model.safetensors'),
+                  lambda: atomic_write_json(folder + '/results.json', {'x': 'y' * (2 << 20)})):
+        try:
+            write()
+        except FileWriteError as e:  # safetensors and JSON writes name their file too
+            print(e)
     try:
         save_training_state(folder + '/checkpoint.pth', epoch=2, w=torch.zeros(1 << 20))
     except OSError as e:
@@ -74,9 +81,12 @@ def test_full_disk_names_the_file_and_leaves_nothing_torn(tmp_path):
     proc = subprocess.run([sys.executable, '-c', FULL_DISK, str(tmp_path)], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 3, proc.stderr[-2000:]
-    message = proc.stdout.strip()
+    safetensors_line, json_line, message = proc.stdout.strip().splitlines()
+    assert str(tmp_path / 'final' / 'model.safetensors') in safetensors_line and 'EFBIG' in safetensors_line
+    assert str(tmp_path / 'results.json') in json_line and 'file size limit' in json_line
     assert str(tmp_path / 'checkpoint.pth') in message and 'file size limit' in message, message
     assert 'inline_container' not in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint.pth'], 'a temporary file was left'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint.pth', 'final'], 'a temporary file was left'
+    assert not list((tmp_path / 'final').iterdir()), 'a torn or temporary file was left in final/'
     state = torch.load(tmp_path / 'checkpoint.pth', weights_only=True)
     assert state['epoch'] == 1 and torch.equal(state['w'], torch.arange(10.0)), 'the previous checkpoint changed'

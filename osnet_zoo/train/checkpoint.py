@@ -9,19 +9,17 @@ Training and the architecture search share this bookkeeping:
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
 
-from ..files import atomic_torch_save
+from ..files import atomic_torch_save, describe_write_failure
 
 __all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'save_training_state', 'load_training_state',
            'RunFolder', 'append_jsonl', 'read_jsonl', 'training_labels_digest']
@@ -65,25 +63,8 @@ def save_training_state(path: Union[str, Path], **state: Any) -> None:
     try:
         atomic_torch_save(state, path)
     except (OSError, RuntimeError) as e:
-        raise OSError(f'Cannot write the checkpoint {path}: {_write_failure(e, Path(path).parent)}. The previous '
+        raise OSError(f'Cannot write the checkpoint {path}: {describe_write_failure(e, Path(path).parent)}. The previous '
                       'checkpoint, if any, is unchanged.') from e
-
-
-_WRITE_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
-                 errno.EFBIG: 'the file is larger than this process may write (file size limit, ulimit -f)'}
-
-
-def _write_failure(error: BaseException, folder: Path) -> str:
-    """Why a write failed: the OSError behind torch's own message when there is one."""
-    seen: Optional[BaseException] = error
-    while seen is not None and not (isinstance(seen, OSError) and seen.errno):
-        seen = seen.__cause__ or seen.__context__
-    if seen is not None:
-        free = shutil.disk_usage(folder).free if folder.is_dir() else None
-        return (_WRITE_ERRORS.get(seen.errno, os.strerror(seen.errno))
-                + (f' ({free:,} bytes free in {folder})' if seen.errno == errno.ENOSPC and free is not None else '')
-                + f' [{errno.errorcode.get(seen.errno, seen.errno)}]')
-    return ' '.join(str(error).split())[:200]
 
 
 def training_labels_digest(items: Iterable[Any]) -> str:

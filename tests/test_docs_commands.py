@@ -80,6 +80,16 @@ SKIPPED: Dict[str, str] = {
         'needs a trained market.pth',
     'python -m osnet_zoo.weights convert log/model.pth.tar-60 --model osnet_x1_0 --tag mydata '
     '--output converted/osnet_x1_0.mydata': 'needs your torchreid training checkpoint',
+    'python -m osnet_zoo.weights convert log/model.pth.tar-60 --to torchreid --model osnet_x1_0 '
+    '--output osnet_x1_0_mydata.pt': 'needs your torchreid training checkpoint',
+    'torchrun --standalone --nproc_per_node 8 -m osnet_zoo.extract --model osnet_x1_0.msmt17_combineall '
+    'gallery/**/*.jpg --output gallery.safetensors --device cuda --precision bf16': 'torchrun on 8 GPUs; ' + HUB,
+    'torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 -m osnet_zoo.extract '
+    '... --output /shared/gallery.safetensors --device cuda': 'two nodes of 8 GPUs (a sketch: "..." is elided)',
+    'OMP_NUM_THREADS=4 torchrun --standalone --nproc_per_node 4 -m osnet_zoo.extract crops/ --output '
+    'feats.safetensors --device cpu': 'torchrun; tests/test_extract_distributed.py runs the 2-process CPU case',
+    'torchrun --standalone --nproc_per_node 4 -m osnet_zoo.evaluate --model osnet_x1_0 --checkpoint model.pth '
+    '--dataset market1501 --root ~/data --device cuda': 'torchrun on 4 GPUs; ' + REAL_DATA,
     'python -m osnet_zoo.weights push converted/osnet_x1_0.mydata --dry-run':
         'needs the converted folder of your checkpoint',
     'python -m osnet_zoo.nas --help': 'covered by the --help check',

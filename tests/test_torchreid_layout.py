@@ -87,3 +87,26 @@ def test_refuses_what_the_reference_cannot_hold(tmp_path):
         to_torchreid_state_dict({}, 'resnet50')
     with pytest.raises(TypeError, match='needs an OSNet'):
         torchreid_checkpoint(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize('variant', ['osnet_x0_25', 'osnet_ain_x0_25'])
+def test_weights_convert_to_torchreid_gives_back_the_reference_file(torchreid_fixtures, variant, tmp_path):
+    """`python -m osnet_zoo.weights convert --to torchreid` on a reference-layout file writes the same keys and
+    the same tensors back, with the architecture named in the file."""
+    from osnet_zoo.weights.__main__ import main as weights_cli
+
+    source = torchreid_fixtures / f'{variant}.safetensors'
+    out = tmp_path / f'{variant}_mydata.pt'
+    assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant, '--output', str(out)]) == 0
+    written = torch.load(out, weights_only=True)
+    reference = load_file(str(source))
+    assert written['model_name'] == variant and written['num_classes'] == reference['classifier.weight'].shape[0]
+    tensors = {k: v for k, v in written.items() if isinstance(v, torch.Tensor)}
+    assert set(tensors) == set(reference)  # (safetensors files keep keys sorted; the order is keys.json's test)
+    assert all(torch.equal(tensors[k], reference[k]) for k in reference)
+    headless = tmp_path / f'{variant}_headless.pt'
+    assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant, '--output', str(headless),
+                        '--no-classifier']) == 0
+    assert not any(k.startswith('classifier.') for k in torch.load(headless, weights_only=True))
+    assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant,
+                        '--output', str(tmp_path / 'wrong.onnx')]) == 1

@@ -11,6 +11,7 @@ from huggingface_hub.errors import CacheNotFound
 from tqdm import tqdm
 
 from .. import cli
+from ..inference.export import export_model
 from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
 from .hub import hf_cache_dir
 from .io import CheckpointError, file_sha256
@@ -113,6 +114,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if not args.model or not args.output:
         raise ValueError('convert needs --model ARCH and --output FOLDER '
                          '(see python -m osnet_zoo.weights convert --help)')
+    if args.to == 'torchreid':
+        return _convert_to_torchreid(args)
+    if not args.tag:
+        raise ValueError('convert --to hub needs --tag TAG (e.g. market1501, or any name for your own weights)')
     manifest = _load(args)
     result = convert_checkpoint(args.checkpoint, args.model, args.tag, Path(args.output), manifest=manifest,
                                 check_size=args.check_size)
@@ -126,6 +131,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.update_manifest:
         written = record_conversion(manifest, result, path=args.manifest, force=args.force)
         print('  manifest updated: ' + ', '.join(str(p) for p in written))
+    return 0
+
+
+def _convert_to_torchreid(args: argparse.Namespace) -> int:
+    # the reference key layout that tracking libraries load, written and checked by the exporter
+    contract = export_model(args.model, args.output, fmt='torchreid', pretrained=False,
+                            checkpoint_path=str(args.checkpoint), with_classifier=not args.no_classifier)
+    check = contract['check']
+    print(f'converted {args.checkpoint} -> {args.output} (torchreid layout, model_name {args.model})')
+    print(f"  reload check: {check['tensors_checked']} tensors bit-identical, embedding difference "
+          f"{check['max_abs_diff']:g}")
     return 0
 
 
@@ -267,7 +283,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('checkpoint', type=Path, help='the checkpoint file (.pth, .pth.tar, .safetensors)')
     cli.add_model(p, default=None, help='architecture, e.g. osnet_x1_0 or osnet_ain_x1_0 (required)')
     p.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
-    p.add_argument('--tag', required=True, help='pretrained tag, e.g. market1501 (see `list`); any name for your own')
+    p.add_argument('--tag', default=None,
+                   help='pretrained tag, e.g. market1501 (see `list`); any name for your own (required for --to hub)')
+    p.add_argument('--to', choices=['hub', 'torchreid'], default='hub',
+                   help='hub: a folder with model.safetensors + config.json + model card (default); torchreid: one .pt '
+                        'state dict in the reference key layout with a model_name entry, as tracking libraries load it')
+    p.add_argument('--no-classifier', action='store_true', help='--to torchreid: leave the classifier out')
     cli.add_output(p, None, 'output folder, created if needed (required)')
     p.add_argument('--check-size', type=_size, default=None, metavar='HxW',
                    help="image size of the forward check (default: the model's input size, 256x128)")
@@ -329,7 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ManifestError, KeyError, ValueError, OSError) as e:
+    except (CheckpointError, ManifestError, KeyError, ValueError, OSError, RuntimeError) as e:
         print(f'error: {cli.error_message(e)}', file=sys.stderr)
         return 1
 

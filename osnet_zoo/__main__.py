@@ -13,6 +13,7 @@ from osnet_zoo.models import OSNET_ARCHS, count_mult_adds, count_params
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo``."""
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo',
         description='List the OSNet variants registered into timm with their parameters and mult-adds '
@@ -24,6 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run ``python -m osnet_zoo``: print each registered OSNet's params, mult-adds, embedding size and ms/img."""
     args = get_args_parser().parse_args(argv)
 
     print(f'osnet-zoo {osnet_zoo.__version__} (timm {timm.__version__}, torch {torch.__version__})')

@@ -75,6 +75,7 @@ def add_precision(parser: argparse.ArgumentParser, choices: Sequence[str] = PREC
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: Optional[int], help: str = 'images per batch') -> None:
+    """``--batch-size`` (images per batch); a ``default`` other than None is shown in the help."""
     parser.add_argument('--batch-size', type=int, default=default,
                         help=help + ('' if default is None else f' (default: {default})'))
 
@@ -82,6 +83,7 @@ def add_batch_size(parser: argparse.ArgumentParser, default: Optional[int], help
 def add_workers(parser: argparse.ArgumentParser, default: Optional[int] = None,
                 help: str = 'data-loading worker processes (default: 0 on the CPU, where decoding small crops is '
                             'cheap and extra processes compete with the model for cores; 8 on a GPU)') -> None:
+    """``--workers``; the default None lets :func:`resolve_workers` pick by device."""
     parser.add_argument('--workers', type=int, default=default, help=help)
 
 
@@ -97,11 +99,14 @@ def resolve_workers(workers: Optional[int], device: str) -> int:
 def add_model(parser: argparse.ArgumentParser, default: Optional[str] = 'osnet_x1_0', required: bool = False,
               help: str = 'timm model name (osnet_x1_0, osnet_ain_x1_0, ...), with a weights tag '
                           '(osnet_x1_0.msmt17_combineall) for pretrained weights') -> None:
+    """``--model``: a timm model name, with a weights tag (``osnet_x1_0.msmt17_combineall``) for
+    pretrained weights."""
     parser.add_argument('--model', default=default, required=required,
                         help=help + ('' if default is None else f' (default: {default})'))
 
 
 def add_root(parser: argparse.ArgumentParser) -> None:
+    """``--root``: the datasets root (default None: ``$OSNET_ZOO_DATA`` or ``~/.cache/osnet_zoo/data``)."""
     parser.add_argument('--root', default=None,
                         help='datasets root, each dataset in its released layout; synthetic sets are generated '
                              'there (default: $OSNET_ZOO_DATA or ~/.cache/osnet_zoo/data)')

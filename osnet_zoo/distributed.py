@@ -21,18 +21,22 @@ class RankFailed(RuntimeError):
 
 
 def is_distributed() -> bool:
+    """True when torch.distributed is available and a process group is initialised."""
     return dist.is_available() and dist.is_initialized()
 
 
 def get_rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def get_world_size() -> int:
+    """Number of processes in the group (1 without one)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
+    """True on rank 0, and in a single process."""
     return get_rank() == 0
 
 
@@ -53,6 +57,7 @@ def init_distributed(device: str) -> torch.device:
 
 
 def barrier() -> None:
+    """Wait until every rank gets here (nothing without a process group)."""
     if is_distributed():
         dist.barrier()
 
@@ -142,5 +147,6 @@ def reduce_mean(value: float, device: torch.device) -> float:
 
 
 def cleanup() -> None:
+    """Leave the process group, where one was joined."""
     if is_distributed():
         dist.destroy_process_group()

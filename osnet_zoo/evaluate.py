@@ -120,6 +120,7 @@ def _split_features(cache: Path, items: Sequence, key_parts: Dict, model: torch.
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.evaluate``."""
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_model(p, default=None, required=True,
@@ -148,6 +149,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """Run ``python -m osnet_zoo.evaluate``; returns the results on rank 0 (``{}`` on the other ranks)."""
     args = get_args_parser().parse_args(argv)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():

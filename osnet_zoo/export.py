@@ -16,6 +16,7 @@ __all__ = ['main', 'get_args_parser', 'export_model', 'ExportCheckError']
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.export``."""
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.export',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,6 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``python -m osnet_zoo.export``; returns the exit status (1: the check failed, 2: a bad input)."""
     args = get_args_parser().parse_args(argv)
     try:
         contract = export_model(

@@ -294,6 +294,7 @@ def _merge_shards(shard_files: Sequence[Path], state_file: Path, out: Path, mode
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.extract``."""
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.extract',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -332,6 +333,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``python -m osnet_zoo.extract``; returns the exit status (2: an error, 3: stopped by ``--max-shards``)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if not args.output:

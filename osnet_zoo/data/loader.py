@@ -56,9 +56,12 @@ class TrainLoader:
 
     @property
     def images_per_epoch(self) -> int:
+        """This rank's images per epoch (whole batches only) times the world size."""
         return len(self.sampler) * self.sampler.world_size
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the next pass draws its order and augmentation seeds from; call it before
+        each epoch."""
         self.sampler.set_epoch(epoch)
 
     def close(self) -> None:

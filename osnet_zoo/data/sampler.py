@@ -40,6 +40,8 @@ class RandomIdentitySampler(Sampler[int]):
         self._length = (groups // self.ids_per_batch) * batch_size  # an estimate: the exact count varies
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw the next ``iter``'s order from (seed, ``epoch``); each ``iter`` then moves
+        on to the following epoch."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -84,6 +86,7 @@ class EpochBatches(Sampler[Tuple[int, int]]):
         self.identity = RandomIdentitySampler(items, batch_size, num_instances, seed) if num_instances else None
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the next ``iter`` yields: its order and sample seeds come from (seed, epoch)."""
         self.epoch = epoch
 
     def _epoch_order(self) -> List[int]:

@@ -82,6 +82,8 @@ class RandomPatch(v2.Transform):
         return None
 
     def transform(self, inpt: Any, params: dict) -> Any:
+        """The v2 ``Transform`` hook: an image tensor (..., C, H, W) with a patch pasted on (a copy), or
+        the input itself when nothing is pasted; labels and other non-images pass through."""
         if not isinstance(inpt, torch.Tensor) or inpt.ndim < 3:
             return inpt  # labels and other passengers go through untouched
         img = inpt

@@ -169,6 +169,8 @@ class LiteLevel(nn.Module):
             self.conv_dw.bias = nn.Parameter(bias.clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Cin, H, W) for 'shared', (B, G*Cin, H, W) for 'grouped' or (B, (G+1)*Cin, H, W) for
+        'dense' -> the G layers' activated outputs stacked on channels, (B, G*C, H, W)."""
         if self.conv is not None:
             return F.relu(self.conv(x))
         if self.triton_depthwise:
@@ -234,6 +236,8 @@ class StreamBatchedOmniScaleBlock(nn.Module):
             lin.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chs, H, W) -> (B, out_chs, H, W), as the block it replaces (which it
+        runs instead above ``max_batched_work``)."""
         if self.plain is not None and x.shape[0] * self.mid_chs * x.shape[2] * x.shape[3] > self.max_batched_work:
             return self.plain(x)
         shortcut = self.downsample(x)
@@ -330,6 +334,7 @@ class InferenceModel(nn.Module):
         self.freezing = freezing
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` moved to the model's device, dtype and memory format."""
         return x.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format)
 
     def capture_cuda_graph(self, batch_size: int, input_size: Tuple[int, int, int]) -> None:
@@ -356,6 +361,8 @@ class InferenceModel(nn.Module):
         return self.compiled(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) on any device, in any dtype -> the model's output in float32, from a
+        captured CUDA graph where one matches the input shape."""
         x = self.prepare(x)
         runner = self.graphs.get(tuple(x.shape))
         out = runner(x) if runner is not None else self._run(x)

@@ -28,6 +28,7 @@ _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 
 
 def triton_available() -> bool:
+    """True when Triton imported; the kernel still falls back to PyTorch where it does not apply."""
     return triton is not None
 
 

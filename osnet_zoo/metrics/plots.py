@@ -150,6 +150,7 @@ def ranked_results_grid(query_dist: np.ndarray, query_indices: Sequence[int], qu
 
 
 def summary_line(name: str, res: Dict) -> str:
+    """One printable line of a result: R1 / R5 / R10 / R20, mAP and mINP in %, and the valid queries."""
     cmc = res['cmc']
     r = {k: cmc[k - 1] * 100 if len(cmc) >= k else float('nan') for k in (1, 5, 10, 20)}
     return (f'{name:<16} R1 {r[1]:6.2f}  R5 {r[5]:6.2f}  R10 {r[10]:6.2f}  R20 {r[20]:6.2f}  '

@@ -95,6 +95,8 @@ class MatchLists:
     @classmethod
     def build(cls, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
               ) -> 'MatchLists':
+        """The lists of every query from the query and gallery identity and camera ids: the gallery is
+        sorted on (identity, camera) once and each query's ranges found by binary search."""
         pid_values, pid_codes = np.unique(np.concatenate([q_pids, g_pids]), return_inverse=True)
         cam_values, cam_codes = np.unique(np.concatenate([q_camids, g_camids]), return_inverse=True)
         num_q, num_cams = len(q_pids), max(1, len(cam_values))
@@ -120,6 +122,7 @@ class MatchLists:
 
     @property
     def num_good(self) -> np.ndarray:
+        """The number of true matches of each query, (num_queries,)."""
         return np.diff(self.good_ptr)
 
     def rows(self, start: int, stop: int, junk: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -287,6 +290,8 @@ class RankAccumulator:
         self.inp = np.full(num_queries, np.nan)
 
     def add(self, start: int, local_rows: np.ndarray, ranks: np.ndarray) -> None:
+        """Record queries ``start + local_rows``: ``ranks`` holds the 1-based gallery ranks of their
+        true matches (junk not counted), rows grouped and each row's ranks ascending."""
         if len(ranks) == 0:
             return
         rows, row_start, counts = np.unique(local_rows, return_index=True, return_counts=True)
@@ -302,6 +307,8 @@ class RankAccumulator:
         self.inp[q] = counts / ranks[last]
 
     def result(self) -> Dict[str, Any]:
+        """CMC up to ``max_rank``, mAP and mINP over the queries with a true match, and the
+        per-query AP, INP and first-match rank; a ValueError when no query has one."""
         valid = self.first_rank > 0
         num_valid = int(valid.sum())
         if num_valid == 0:

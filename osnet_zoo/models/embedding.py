@@ -27,6 +27,8 @@ class Embedder(nn.Module):
                              f'{type(model).__name__}.')
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """Images (B, 3, H, W) -> embeddings (B, D), L2-normalised with ``normalize``; with
+        ``with_logits``, ``(embedding, logits (B, num_classes))`` with the embedding not normalised."""
         if self.timm_head:
             feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         else:

@@ -80,6 +80,7 @@ class ConvNormAct(nn.Module):
         self.act = nn.ReLU(inplace=True) if apply_act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chs, H, W) -> (B, out_chs, H', W'), H' and W' set by kernel size, stride and padding."""
         return self.act(self.bn(self.conv(x)))
 
 
@@ -94,6 +95,7 @@ class LiteConv3x3(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chs, H, W) -> (B, out_chs, H, W)."""
         return self.act(self.bn(self.conv_dw(self.conv_pw(x))))
 
 
@@ -112,6 +114,7 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels if channel_wise else 1, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the input times its gate, (B, C, H, W)."""
         w = x.mean((2, 3), keepdim=True)
         w = torch.sigmoid(self.fc2(self.act(self.fc1(w))))
         return x * w
@@ -126,6 +129,7 @@ class StaticGate(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the input times sigmoid(weight), (B, C, H, W)."""
         return x * torch.sigmoid(self.weight)
 
 
@@ -242,6 +246,8 @@ class OmniScaleBlock(nn.Module):
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chs, H, W) -> (B, out_chs, H, W): the streams aggregated, conv3, plus the
+        shortcut, then the output norm (if any) and ReLU."""
         shortcut = self.downsample(x)
         y = self.conv3(self._aggregate(self.conv1(x))) + shortcut
         return self.act(self.norm_out(y))
@@ -377,6 +383,8 @@ class OSNet(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for timm's layer-wise schedules: the stem, then one group per stage
+        (``coarse``) or per block; each transition pool (``poolN``) sorts right after the blocks of ``convN``."""
         return dict(
             stem=r'^conv1',
             blocks=[(r'^conv(\d+)' if coarse else r'^conv(\d+)\.(\d+)', None), (r'^pool(\d+)', (99999,))],
@@ -384,10 +392,13 @@ class OSNet(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the blocks of conv2..conv4 in training (recompute for memory); not
+        under TorchScript."""
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        """The classifier module, or its attribute name ``'classifier'`` with ``name_only``."""
         return 'classifier' if name_only else self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
@@ -408,6 +419,7 @@ class OSNet(nn.Module):
         return stage(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> the conv5 map (B, C, H/16, W/16)."""
         x = self.maxpool(self.conv1(x))
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = self.pool2(checkpoint_seq(self.conv2, x))
@@ -419,6 +431,8 @@ class OSNet(nn.Module):
         return self.conv5(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The conv5 map -> logits (B, num_classes), or the embedding (B, feature_dim) with
+        ``pre_logits`` or ``num_classes=0``; without global pooling the map comes back unchanged."""
         if self.global_pool.is_identity():
             return x  # no pooling: the embedding head needs pooled features, so it is skipped
         x = self.fc(self.global_pool(x))
@@ -426,6 +440,8 @@ class OSNet(nn.Module):
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> logits (B, num_classes), or the embedding (B, feature_dim) when
+        ``num_classes=0``."""
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(

@@ -48,6 +48,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.nas {search,proof}``."""
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.nas', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +137,7 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    """Run ``python -m osnet_zoo.nas``; options without a subcommand mean ``search``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ('search', 'proof', '-h', '--help'):
         argv = ['search'] + argv  # `python -m osnet_zoo.nas [options]` means a search

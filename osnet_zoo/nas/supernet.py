@@ -89,6 +89,8 @@ class SearchBlock(nn.Module):
         return self.act(self.norm_out(y) if _IN_OUT[k] else y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chs, H, W) -> (B, out_chs, H, W): the candidates mixed by ``alpha`` (in the
+        ``'sampled'`` mode only the drawn one is computed)."""
         alpha = self.alpha
         if alpha is None:
             raise RuntimeError('SearchBlock.alpha is unset: run the block through SuperNet, which draws it.')
@@ -140,9 +142,11 @@ class SuperNet(nn.Module):
 
     @property
     def mode(self) -> str:
+        """The search mode, ``'all'`` or ``'sampled'`` (change it with :meth:`set_mode`)."""
         return self._mode
 
     def set_mode(self, mode: str) -> None:
+        """Set the search mode of the supernet and of every block."""
         if mode not in SEARCH_MODES:
             raise ValueError(f'Unknown search mode {mode!r}; expected one of {SEARCH_MODES}.')
         self._mode = mode
@@ -169,18 +173,23 @@ class SuperNet(nn.Module):
         return sample_alphas(self.pi, self.temperature, hard=self._mode == 'sampled')
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Draw ``alpha`` for every block, then images (B, 3, H, W) -> the conv5 map
+        (B, C, H/16, W/16)."""
         alphas = self._draw()
         for b, a in zip(self.blocks, alphas):
             b.alpha = a
         return self.net.forward_features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The conv5 map -> logits, or the embedding with ``pre_logits`` (``OSNet.forward_head``)."""
         return self.net.forward_head(x, pre_logits=pre_logits)
 
     def get_classifier(self) -> nn.Module:
+        """The classifier of the wrapped OSNet."""
         return self.net.get_classifier()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> logits (B, num_classes), or the embedding when ``num_classes=0``."""
         return self.forward_head(self.forward_features(x))
 
 

@@ -46,6 +46,7 @@ from osnet_zoo.weights.convert import convert_checkpoint
 from osnet_zoo.weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.train``."""
     p = argparse.ArgumentParser(
         prog='python -m osnet_zoo.train',
         description=__doc__.split('\n\n')[0] + ' Shipped recipes: ' + ', '.join(list_recipes()) + '.',
@@ -330,6 +331,7 @@ def log_evaluation(models: Sequence[nn.Module], splits, cfg: TrainConfig, device
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run ``python -m osnet_zoo.train``; returns the final evaluation results per target dataset."""
     args = get_args_parser().parse_args(argv)
     args.workers = cli.resolve_workers(args.workers, args.device)
     cfg = resolve_config(args)
@@ -498,6 +500,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 
 def parameter_checksum(model: nn.Module) -> torch.Tensor:
+    """The sum of every parameter in float64: a cheap fingerprint to check that DDP replicas agree."""
     with torch.no_grad():
         return torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
 

@@ -103,11 +103,13 @@ def load_training_state(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def append_jsonl(path: Union[str, Path], record: Dict[str, Any]) -> None:
+    """Append ``record`` to ``path`` as one JSON line."""
     with open(path, 'a') as f:
         f.write(json.dumps(record) + '\n')
 
 
 def read_jsonl(path: Union[str, Path]) -> List[Dict[str, Any]]:
+    """The records of a JSON-lines file, in order ([] when there is no file)."""
     if not Path(path).is_file():
         return []
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -156,4 +158,5 @@ class RunFolder:
             append_jsonl(self.log, record)
 
     def records(self) -> List[Dict[str, Any]]:
+        """Every line of ``metrics.jsonl``, in order ([] before the first)."""
         return read_jsonl(self.log)

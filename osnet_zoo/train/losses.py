@@ -16,6 +16,7 @@ class CrossEntropyLabelSmooth(nn.Module):
         self.epsilon = epsilon
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) and labels (B,) -> the mean loss, a float32 scalar."""
         # computed in fp32: under autocast the log-softmax over many identities loses precision in bf16
         return F.cross_entropy(logits.float(), targets, label_smoothing=self.epsilon)
 
@@ -32,6 +33,8 @@ class HardTripletLoss(nn.Module):
         self.margin = margin
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, D) and identity labels (B,) -> the mean hinge loss over the anchors with a
+        positive and a negative in the batch, a float32 scalar; a ValueError when there are none."""
         x = features.float()
         dist = torch.cdist(x, x).clamp_min(1e-12)
         same = targets[:, None] == targets[None, :]

@@ -35,6 +35,7 @@ __all__ = ['get_args_parser', 'main', 'run_name', 'evaluate_run']
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.train.protocol`` (other options go to each training run)."""
     p = argparse.ArgumentParser(
         prog='python -m osnet_zoo.train.protocol', allow_abbrev=False,
         description=__doc__.split('\n\n')[0],
@@ -86,6 +87,7 @@ def _line(run: ProtocolRun, r: Dict[str, Any], note: str = '') -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run ``python -m osnet_zoo.train.protocol``; returns the summary it writes to ``summary.json``."""
     args, train_args = get_args_parser().parse_known_args(argv)
     out = Path(args.output or f'runs/{args.dataset}')
     runs = protocol_runs(args.dataset)

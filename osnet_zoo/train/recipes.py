@@ -76,6 +76,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as a plain dict (what a run's config.json and checkpoints store)."""
         return dataclasses.asdict(self)
 
 

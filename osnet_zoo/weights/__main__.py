@@ -77,6 +77,8 @@ def _trained_on(entry: WeightsEntry) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """``list``: print the manifest's entries (of ``--model`` only, if given) as a table, or with
+    ``--markdown`` the README's zoo table."""
     manifest = _load(args)
     entries = [e for e in manifest if not args.model or e.architecture == args.model]
     if args.markdown:
@@ -111,6 +113,8 @@ def zoo_table(entries: List[WeightsEntry]) -> str:
 # ---------------------------------------------------------------------------------------------------- convert
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    """``convert``: a checkpoint to a Hub folder (model.safetensors, config.json, model card), or with
+    ``--to torchreid`` to a reference-layout .pt; ``--update-manifest`` records the digests."""
     if not args.model or not args.output:
         raise ValueError('convert needs --model ARCH and --output FOLDER '
                          '(see python -m osnet_zoo.weights convert --help)')
@@ -148,6 +152,8 @@ def _convert_to_torchreid(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- push
 
 def cmd_push(args: argparse.Namespace) -> int:
+    """``push``: upload a converted folder to the Hub (``--dry-run``: list the files only);
+    ``--update-manifest`` records the pushed revision."""
     manifest = _load(args)
     plan = plan_push(args.folder, repo_id=args.repo_id, manifest=manifest)
     verb = 'would upload' if args.dry_run else 'uploading'
@@ -170,6 +176,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- verify
 
 def cmd_record(args: argparse.Namespace) -> int:
+    """``verify --record``: identify each reference file and record its sha256 and size (and Hub revision)
+    in its manifest entry."""
     manifest = _load(args)
     if args.tag and len(args.record) > 1:
         raise ValueError('--tag names the entry of one file; give one file with --tag')
@@ -181,6 +189,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """``verify``: re-hash the cached files of the manifest's Hub repos; returns 1 when any mismatches, 2
+    when there is no cache."""
     if args.record:
         return cmd_record(args)
     manifest = _load(args)
@@ -235,6 +245,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- mirror
 
 def cmd_mirror(args: argparse.Namespace) -> int:
+    """``mirror``: convert, card and publish every reference file of a folder; returns 1 when any failed."""
     manifest = _load(args)
     workdir = Path(args.output)
     report = mirror(args.folder, workdir, manifest, manifest_out=args.manifest, repo_prefix=args.repo_prefix,
@@ -260,6 +271,7 @@ def _size(text: str) -> tuple:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m osnet_zoo.weights {list,convert,push,verify,mirror}``."""
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.weights',
         description='OSNet pretrained weights: list the weights manifest, convert reference (torchreid) '
@@ -347,6 +359,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``python -m osnet_zoo.weights``; returns the subcommand's exit status (1 on a bad input)."""
     args = get_args_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -71,6 +71,7 @@ def hub_offline_reason() -> Optional[str]:
 
 
 def hf_cache_dir(cache_dir: Optional[Union[str, os.PathLike]]) -> str:
+    """``cache_dir`` if given, else ``$HF_HUB_CACHE`` or huggingface_hub's default cache."""
     if cache_dir is not None:
         return str(cache_dir)
     return os.environ.get('HF_HUB_CACHE') or hf_constants.HF_HUB_CACHE

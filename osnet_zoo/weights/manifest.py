@@ -60,6 +60,7 @@ class HubFile:
         return self.revision is not None
 
     def describe(self) -> str:
+        """``repo_id@revision/filename`` (no ``@revision`` when there is none), for messages."""
         rev = f'@{self.revision}' if self.revision else ''
         return f'{self.repo_id}{rev}/{self.filename}'
 
@@ -101,6 +102,7 @@ class WeightsEntry:
 
     @property
     def name(self) -> str:
+        """``architecture.tag``, the entry's key."""
         return f'{self.architecture}.{self.tag}'
 
     @property
@@ -110,6 +112,7 @@ class WeightsEntry:
 
     @property
     def ours(self) -> HubFile:
+        """Our safetensors conversion on the Hub, as the entry's ``hub`` records it (pinned or not)."""
         return HubFile(self.hub['repo_id'], self.hub['filename'], self.hub.get('revision'), self.hub.get('sha256'),
                        self.hub.get('size'), kind='osnet-zoo')
 
@@ -124,6 +127,7 @@ class WeightsEntry:
 
     @property
     def gdrive_url(self) -> Optional[str]:
+        """The Google Drive link of the reference file, where its id is known."""
         return gdrive_url(self.upstream['gdrive_id']) if self.upstream.get('gdrive_id') else None
 
     def locations(self) -> List[HubFile]:
@@ -179,10 +183,13 @@ class WeightsManifest:
 
     @property
     def default_tags(self) -> Dict[str, str]:
+        """Architecture -> its default tag (a copy)."""
         return dict(self.data['default_tags'])
 
     @property
     def reference_defaults(self) -> Dict[str, Any]:
+        """The reference trainer's input size, mean / std and distance, used for entries
+        that record none (a copy)."""
         return dict(self.data['reference_defaults'])
 
     def __iter__(self) -> Iterator[WeightsEntry]:
@@ -192,6 +199,7 @@ class WeightsManifest:
         return len(self.entries)
 
     def get(self, name: str) -> Optional[WeightsEntry]:
+        """The entry ``architecture.tag``, or None."""
         return self.entries.get(name)
 
     def entry(self, name: str) -> WeightsEntry:
@@ -203,6 +211,7 @@ class WeightsManifest:
         raise KeyError(f'{name!r} is not in the weights manifest {self.path}; known: {known}')
 
     def default_entry(self, architecture: str) -> Optional[WeightsEntry]:
+        """The entry of ``architecture``'s default tag, or None when it has none."""
         tag = self.data['default_tags'].get(architecture)
         return self.entries.get(f'{architecture}.{tag}') if tag else None
 

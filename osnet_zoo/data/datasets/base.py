@@ -94,10 +94,12 @@ class ReIDDataset:
 
     @property
     def num_train_pids(self) -> int:
+        """Number of distinct training identities."""
         return len({it.pid for it in self.train})
 
     @property
     def num_train_cams(self) -> int:
+        """Number of distinct cameras in the training split."""
         return len({it.camid for it in self.train})
 
     def combineall(self) -> 'ReIDDataset':
@@ -126,6 +128,7 @@ class ReIDDataset:
                            datasets[0].gallery, datasets[0].junk_pids, datasets[0].root)
 
     def summary(self) -> str:
+        """The name, then one line per split (train, query, gallery): identities, images, cameras."""
         rows = []
         for split in ('train', 'query', 'gallery'):
             items = getattr(self, split)

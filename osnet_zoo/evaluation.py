@@ -90,11 +90,23 @@ def embed_sharded(models: Sequence[nn.Module], items: Sequence[ReIDItem], device
     num_batches = (len(items) + batch_size - 1) // batch_size
     per = (num_batches + world - 1) // world * batch_size
     mine = list(items[rank * per:(rank + 1) * per])
-    feats = torch.zeros(0, sum(int(getattr(m, 'head_hidden_size', None) or m.num_features) for m in models))
     with du.fail_together():
         if mine:
             feats = torch.cat([embed(m, mine, device, batch_size=batch_size, **options) for m in models], dim=1)
+        else:  # this rank's share is empty: an empty block of the right width, for the gather
+            feats = torch.zeros(0, sum(_embedding_dim(m, options.get('size', (256, 128)), device) for m in models))
     return du.all_gather_cat(feats.to(device)).cpu()
+
+
+@torch.inference_mode()
+def _embedding_dim(model: nn.Module, size: Tuple[int, int], device: torch.device) -> int:
+    dim = getattr(model, 'head_hidden_size', None) or getattr(model, 'num_features', None)
+    if dim:
+        return int(dim)
+    was_training = model.training
+    out = Embedder(model.eval())(torch.zeros(1, 3, *size, device=device))  # a model that does not say: ask it
+    model.train(was_training)
+    return int(out.shape[1])
 
 
 def load_eval_splits(targets: Sequence[str], root: Union[str, os.PathLike, None] = None,

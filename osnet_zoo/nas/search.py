@@ -149,7 +149,7 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
     run = RunFolder(out, writer=du.is_main_process())
     start, seconds = 0, 0.0
     if engine.resume and run.checkpoint.is_file():
-        state = run.resume_state()
+        state = run.resume_state(required=('model', 'optimizer', 'scheduler', 'rng', 'epoch', 'seconds'))
         model.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])

@@ -14,7 +14,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -81,8 +81,12 @@ def non_finite_parameters(models: List[Dict[str, torch.Tensor]]) -> List[str]:
             if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def load_training_state(path: Union[str, Path]) -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_training_state` (tensors and plain values: weights_only)."""
+TRAINING_KEYS = ('models', 'optimizers', 'schedulers', 'rng', 'epoch')  # what the training loop writes
+
+
+def load_training_state(path: Union[str, Path], required: Sequence[str] = TRAINING_KEYS) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_training_state` (tensors and plain values: weights_only);
+    ``required`` names the entries it must hold (the training loop's by default; the search writes others)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'Cannot resume: checkpoint {path} does not exist.')
@@ -91,12 +95,11 @@ def load_training_state(path: Union[str, Path]) -> Dict[str, Any]:
     except Exception as e:
         raise RuntimeError(f'Cannot resume from {path}: not a readable osnet_zoo training checkpoint '
                            f'({" ".join(str(e).split())[:200]}).') from e
-    if isinstance(state, dict) and 'state_dict' in state and 'models' not in state:
+    if isinstance(state, dict) and 'state_dict' in state and not any(k in state for k in required[:1]):
         raise ValueError(f'Cannot resume from {path}: it is a torchreid checkpoint (model weights only, no optimiser '
                          'or epoch of an osnet_zoo run). Start a new run from its weights instead: --pretrained or '
                          '--init-checkpoint.')
-    missing = [k for k in ('models', 'optimizers', 'schedulers', 'rng', 'epoch')
-               if not isinstance(state, dict) or k not in state]
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f'Cannot resume from {path}: not an osnet_zoo training checkpoint (missing {missing}).')
     return state
@@ -127,9 +130,10 @@ class RunFolder:
         self.log = self.folder / 'metrics.jsonl'
         self.writer = writer
 
-    def resume_state(self, path: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-        """The checkpoint to continue from (this folder's, or ``path``)."""
-        return load_training_state(self.checkpoint if path is None else path)
+    def resume_state(self, path: Optional[Union[str, Path]] = None,
+                     required: Sequence[str] = TRAINING_KEYS) -> Dict[str, Any]:
+        """The checkpoint to continue from (this folder's, or ``path``), holding the ``required`` entries."""
+        return load_training_state(self.checkpoint if path is None else path, required)
 
     def start(self, epoch: int) -> None:
         """Begin at ``epoch`` (0 for a fresh run): the log keeps only the lines of epochs up to it."""

@@ -21,15 +21,14 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import timm
 import torch
 
 from osnet_zoo import cli
 from osnet_zoo.data.datasets import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_write_json
+from osnet_zoo.inference import build_embedding_model
 from osnet_zoo.train import __main__ as train
-from osnet_zoo.weights import load_osnet_checkpoint
 
 __all__ = ['get_args_parser', 'main', 'run_name', 'evaluate_run']
 
@@ -71,9 +70,8 @@ def evaluate_run(folder: Path, dataset: str, run: ProtocolRun, root: Optional[st
     """Rank-1/5/10 and mAP of a finished training run's final model on one evaluation of the protocol,
     at the run's input size and metric (from its config.json)."""
     cfg = json.loads((folder / 'config.json').read_text())
-    model = timm.create_model(cfg['model'], num_classes=0, **cfg.get('model_args', {}))
-    load_osnet_checkpoint(model, folder / 'final' / 'model.safetensors', strict=False)
-    model.to(device)
+    model = build_embedding_model(cfg['model'], pretrained=False, checkpoint_path=folder / 'final' / 'model.safetensors',
+                                  model_args=cfg.get('model_args')).to(device)
     splits = load_eval_splits([dataset], root, per_dataset={dataset: {'split_id': run.split_id, **run.options}})
     result = evaluate_models([model], splits, device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),
                              batch_size=max(cfg['batch_size'], 64), workers=workers, precision=precision)[dataset]

@@ -218,6 +218,9 @@ def _train_case(case: str, root: Path, tmp: Path, capsys) -> str:
             results = train_main([*base, '--resume'])
             assert results and 'market1501' in results, f'resumed finished run returned {results!r}'
             assert json.loads((out / 'results.json').read_text()), 'results.json is empty'
+            evals = [r for r in map(json.loads, (out / 'metrics.jsonl').read_text().splitlines())
+                     if r['kind'] == 'eval']
+            assert len(evals) == 1, f'the final evaluation is logged {len(evals)} times'
         return behaves(check)
     if case == 'resume_new_epochs_cosine':
         def check():

@@ -422,7 +422,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             train.close()
             du.cleanup()
             return done
-    run.start(start_epoch)
+    run.start(start_epoch, reevaluate=start_epoch == cfg.epochs)  # a finished run gets here only to evaluate
     writer = None
     if cfg.tensorboard and du.is_main_process():
         from torch.utils.tensorboard import SummaryWriter  # optional dependency (checked above)

@@ -135,12 +135,14 @@ class RunFolder:
         """The checkpoint to continue from (this folder's, or ``path``), holding the ``required`` entries."""
         return load_training_state(self.checkpoint if path is None else path, required)
 
-    def start(self, epoch: int) -> None:
-        """Begin at ``epoch`` (0 for a fresh run): the log keeps only the lines of epochs up to it."""
+    def start(self, epoch: int, reevaluate: bool = False) -> None:
+        """Begin at ``epoch`` (0 for a fresh run): the log keeps only the lines of epochs up to it, and with
+        ``reevaluate`` (the evaluation of ``epoch`` runs again) not that epoch's evaluation lines."""
         if not self.writer:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_jsonl(self.log) if r['epoch'] <= epoch]
+        kept = [r for r in read_jsonl(self.log)
+                if r['epoch'] < epoch or (r['epoch'] == epoch and not (reevaluate and r.get('kind') == 'eval'))]
         self.log.write_text(''.join(json.dumps(r) + '\n' for r in kept))
 
     def end_epoch(self, record: Dict[str, Any], **state: Any) -> None:

@@ -20,7 +20,8 @@ from typing import Any, Dict, Iterator, Optional, Union
 import torch
 from safetensors.torch import save_file
 
-__all__ = ['FileWriteError', 'describe_write_failure', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
+__all__ = ['FileWriteError', 'describe_write_failure', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'atomic_torch_save',
            'atomic_save_safetensors', 'default_file_mode']
 
 PathLike = Union[str, os.PathLike]

@@ -63,7 +63,8 @@ def save_training_state(path: Union[str, Path], **state: Any) -> None:
     try:
         atomic_torch_save(state, path)
     except (OSError, RuntimeError) as e:
-        raise OSError(f'Cannot write the checkpoint {path}: {describe_write_failure(e, Path(path).parent)}. The previous '
+        reason = describe_write_failure(e, Path(path).parent)
+        raise OSError(f'Cannot write the checkpoint {path}: {reason}. The previous '
                       'checkpoint, if any, is unchanged.') from e
 
 

@@ -70,7 +70,8 @@ def evaluate_run(folder: Path, dataset: str, run: ProtocolRun, root: Optional[st
     """Rank-1/5/10 and mAP of a finished training run's final model on one evaluation of the protocol,
     at the run's input size and metric (from its config.json)."""
     cfg = json.loads((folder / 'config.json').read_text())
-    model = build_embedding_model(cfg['model'], pretrained=False, checkpoint_path=folder / 'final' / 'model.safetensors',
+    model = build_embedding_model(cfg['model'], pretrained=False,
+                                  checkpoint_path=folder / 'final' / 'model.safetensors',
                                   model_args=cfg.get('model_args')).to(device)
     splits = load_eval_splits([dataset], root, per_dataset={dataset: {'split_id': run.split_id, **run.options}})
     result = evaluate_models([model], splits, device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),

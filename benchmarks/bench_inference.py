@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import timm  # noqa: E402
 
 import osnet_zoo  # noqa: E402,F401  (registers the models)
+from osnet_zoo.files import atomic_write_json  # noqa: E402
 from osnet_zoo.inference import optimize_for_inference  # noqa: E402
 from osnet_zoo.inference.onnx_runtime import OnnxRuntimeModel  # noqa: E402
 from osnet_zoo.inference.optimize import resolve_dtype  # noqa: E402
@@ -214,9 +215,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     def save() -> None:
         if out_path is not None:
-            tmp = out_path.with_suffix('.json.tmp')
-            tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, out_path)
+            atomic_write_json(out_path, results, indent=1)
 
     for model_name, variants in args.plan:
         if 'eager' not in variants:

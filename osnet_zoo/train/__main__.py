@@ -477,8 +477,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         checksums = du.all_gather_cat(parameter_checksum(models[0]).to(device)[None]).cpu().tolist()
         if du.is_main_process():
             agree = all(c == checksums[0] for c in checksums)
-            (out / 'distributed.json').write_text(json.dumps(dict(
-                world_size=du.get_world_size(), ranks_agree=agree, parameter_checksums=checksums), indent=2))
+            atomic_write_json(out / 'distributed.json', dict(
+                world_size=du.get_world_size(), ranks_agree=agree, parameter_checksums=checksums))
             if not agree:
                 print(f'warning: model replicas differ across ranks: {checksums}', file=sys.stderr)
     if du.is_main_process():

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..files import atomic_torch_save, describe_write_failure
+from ..files import atomic_torch_save, atomic_write_text, describe_write_failure
 
 __all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'save_training_state', 'load_training_state',
            'RunFolder', 'append_jsonl', 'read_jsonl', 'training_labels_digest']
@@ -144,7 +144,7 @@ class RunFolder:
         self.folder.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_jsonl(self.log)
                 if r['epoch'] < epoch or (r['epoch'] == epoch and not (reevaluate and r.get('kind') == 'eval'))]
-        self.log.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+        atomic_write_text(self.log, ''.join(json.dumps(r) + '\n' for r in kept))
 
     def end_epoch(self, record: Dict[str, Any], **state: Any) -> None:
         """The epoch's checkpoint (``state``), then its log line (``record``)."""

@@ -14,6 +14,7 @@ from typing import List, Union
 
 import numpy as np
 
+from ...files import atomic_path, atomic_write_text
 from .base import DatasetLayoutError, ReIDDataset, ReIDItem, find_dataset_dir, relabel
 
 __all__ = ['cuhk03', 'extract_cuhk03_images']
@@ -66,10 +67,9 @@ def extract_cuhk03_images(mat_path: Union[str, os.PathLike], out_dir: Union[str,
                     count += 1
                     if path.exists():
                         continue
-                    tmp = path.with_name(path.name + '.tmp')
-                    Image.fromarray(np.ascontiguousarray(img.transpose(2, 1, 0)).astype(np.uint8)).save(tmp, 'PNG')
-                    os.replace(tmp, path)
-    (out_dir / '.complete').write_text(f'{count}\n')
+                    with atomic_path(path) as tmp:
+                        Image.fromarray(np.ascontiguousarray(img.transpose(2, 1, 0)).astype(np.uint8)).save(tmp, 'PNG')
+    atomic_write_text(out_dir / '.complete', f'{count}\n')
     return count
 
 

@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +45,18 @@ def pytest_configure(config):
     # ~10x slower when several processes shared the cores. Subprocesses get OMP_NUM_THREADS=1 for the same reason.
     import torch
     torch.set_num_threads(1)
+    # The default backend on the CPU exports the model to ONNX once and caches the file under $OSNET_ZOO_CACHE:
+    # one cache per test session (shared by the xdist workers and the subprocesses, which inherit it), so that
+    # the tests neither read nor fill the user's cache and each model is exported once per session.
+    if not os.environ.get('PYTEST_XDIST_WORKER'):
+        config._osnet_zoo_cache = tempfile.mkdtemp(prefix='osnet_zoo_test_cache_')
+        os.environ['OSNET_ZOO_CACHE'] = config._osnet_zoo_cache
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, '_osnet_zoo_cache', None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):

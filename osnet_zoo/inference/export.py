@@ -20,7 +20,7 @@ import datetime
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -207,6 +207,7 @@ def export_model(
         opset: int = 17,
         fold_bn: bool = True,
         with_classifier: bool = False,
+        input_size: Optional[Tuple[int, int, int]] = None,
 ) -> Dict[str, Any]:
     """Export ``model`` to ``out``, check it, write ``<out>.json`` (our contract) and ``<out>.metadata.json``
     (for trackers); return the contract.
@@ -214,7 +215,8 @@ def export_model(
     ``fmt``: 'onnx' (a dynamic batch unless ``dynamic_batch=False``, then ``batch_size``), 'torchscript'
     (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` state dict in the reference key layout with a
     ``model_name`` entry, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out``
-    defaults to :func:`default_export_name` in the working directory.
+    defaults to :func:`default_export_name` in the working directory. ``input_size`` (C, H, W) overrides the
+    model's ``pretrained_cfg`` input size (the graph's spatial size is fixed).
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
     """
     if fmt not in EXPORT_FORMATS:
@@ -230,7 +232,7 @@ def export_model(
     architecture, tag = _architecture_and_tag(model, net, pretrained, checkpoint_path)
     out = Path(out) if out is not None else Path(default_export_name(architecture, tag, fmt))
     _check_suffix(out, fmt)
-    prep = resolve_preprocessing(net)
+    prep = resolve_preprocessing(net, {'input_size': input_size} if input_size is not None else None)
     reference = Embedder(net, normalize=normalize).eval()
     if fmt == 'torchreid':
         return _export_torchreid(model, net, out, architecture, tag, prep, pretrained, checkpoint_path,

@@ -56,7 +56,7 @@ class ExportCheckError(RuntimeError):
 
 
 def _ort_run(path: Path, x: torch.Tensor) -> torch.Tensor:
-    import onnxruntime as ort  # optional dependency (the export extra)
+    import onnxruntime as ort  # optional dependency: loaded only when an ONNX file is checked
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
@@ -86,7 +86,7 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
         scale = max(scale, expected.abs().max().item())
     precision = 'fp16' if dtype == torch.float16 else 'fp32'
     if fmt == 'onnx':
-        import onnxruntime  # optional dependency (the export extra)
+        import onnxruntime  # optional dependency: loaded only when an ONNX file is checked
         runtime = f'onnxruntime {onnxruntime.__version__}'
     else:
         runtime = f'torch.jit {torch.__version__}'
@@ -251,7 +251,7 @@ def export_model(
                 torch.onnx.export(exported, (example.to(dtype),), str(tmp), input_names=[INPUT_NAME],
                                   output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
                                   do_constant_folding=True, dynamo=False)
-            import onnx  # optional dependency (the export extra)
+            import onnx  # optional dependency: loaded only when exporting to ONNX
             onnx.checker.check_model(str(tmp))
         else:
             try:

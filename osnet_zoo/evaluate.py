@@ -13,10 +13,10 @@ input size, mean/std and distance come from its ``final/config.json``; an explic
 
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
 every query under the dataset's protocol, prints R1/R5/R10/R20, mAP and mINP, and writes to ``--output``:
-``results.json`` (the schema of docs/evaluation.md, shared with train), ``cmc.png`` (the CMC curves) and ``ranked_<dataset>.png`` (queries with their top-10,
-true matches framed green, false red). Extracted features are cached in the output folder, keyed on the images
-(path, size, mtime), the weights,
-the preprocessing, flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
+``results.json`` (the schema of docs/evaluation.md, shared with train), ``cmc.png`` (the CMC curves) and
+``ranked_<dataset>.png`` (queries with their top-10, true matches framed green, false red). Extracted features
+are cached in the output folder, keyed on the images (path, size, mtime), the weights, the preprocessing,
+flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
 it was; it prints "features from cache: ..." when it does.
 
 Under torchrun every process embeds a share of each split (the features equal a one-process run's); rank 0

@@ -3,7 +3,8 @@
 Each of the six omni-scale blocks picks one of four placements (plain, IN on the last 1x1 conv, IN after
 the residual add, both); 4^6 = 4,096 architectures. A supernet shares the weights between the four
 candidates; a Gumbel-softmax over per-block parameters pi mixes them, and pi is trained with the weights.
-The argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet::
+The argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet.
+Examples::
 
     python -m osnet_zoo.nas                                # small search on synthetic data, CPU, minutes
     python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last

@@ -2,7 +2,8 @@
 from .backend import BACKENDS, BackendPlan, build_runtime, select_backend
 from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
-from .model import build_embedding_model, resolve_preprocessing
+from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
+from .run_record import RunRecord, apply_run_record, read_run_record
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,
     optimize_for_inference,
@@ -10,6 +11,7 @@ from .optimize import (
 
 __all__ = [
     'FeatureExtractor', 'BACKENDS', 'BackendPlan', 'select_backend', 'build_runtime', 'build_embedding_model',
-    'resolve_preprocessing', 'export_model', 'check_export', 'ExportCheckError', 'optimize_for_inference',
+    'resolve_preprocessing', 'DEFAULT_MODEL', 'RunRecord', 'read_run_record', 'apply_run_record', 'export_model',
+    'check_export', 'ExportCheckError', 'optimize_for_inference',
     'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner', 'StreamBatchedOmniScaleBlock',
 ]

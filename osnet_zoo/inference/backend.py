@@ -34,8 +34,8 @@ _logger = logging.getLogger(__name__)
 BACKENDS = ('auto', 'torch', 'onnxruntime')
 BACKEND_HELP = ('auto (default): the fastest path measured for the device: onnxruntime on the CPU in fp32 (the '
                 'ONNX export is checked against PyTorch once and cached in $OSNET_ZOO_CACHE, ~/.cache/osnet_zoo), '
-                'the optimised PyTorch model on CUDA and in bf16 / fp16; torch: the PyTorch model as it is (with '
-                '--optimize: optimize_for_inference); onnxruntime: onnxruntime on the CPU (fp32)')
+                'the optimised PyTorch model on CUDA and in bf16 / fp16; torch: the PyTorch model as it is; '
+                'onnxruntime: onnxruntime on the CPU (fp32)')
 _notices_given = set()
 
 

@@ -236,7 +236,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         return {}
     summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, metric=args.metric,
                                input_size=(args.height, args.width), precision=args.precision, flip=args.flip,
-                               rerank=args.rerank, backend=plan.describe())
+                               rerank=args.rerank)
     atomic_write_json(out / 'results.json', summary, indent=1)
     plot_cmc(results, out / 'cmc.png', title=f'{args.model}: CMC')
     print(f'wrote {out / "results.json"}, {out / "cmc.png"}, ' +

@@ -355,3 +355,83 @@ def test_unpinned_hub_file_at_main_is_locked_with_its_commit_then_a_change_is_re
     assert proc.returncode != 0 and 'WeightsTrustError' in proc.stderr
     assert file_sha256(first) in proc.stderr and file_sha256(second) in proc.stderr
     assert not (lock_dir / UNPINNED / 'model.safetensors').exists()
+
+
+# ---------------------------------------------------------------------------------------------------- 43 tags
+
+WALK = '''
+import sys, timm, torch, osnet_zoo
+from osnet_zoo.models.osnet import checkpoint_filter_fn
+from osnet_zoo.weights import read_checkpoint, unwrap_state_dict
+tags = sys.argv[1].split(',')
+sources = sys.argv[2].split(',')
+for walk in ('first', 'cached'):
+    for tag, src in zip(tags, sources):
+        model = timm.create_model(tag, pretrained=True, num_classes=0)
+        expected = checkpoint_filter_fn(unwrap_state_dict(read_checkpoint(src)), model)
+        got = model.state_dict()
+        assert expected and all(torch.equal(got[k], v) for k, v in expected.items()), tag
+        print(walk, tag, model.pretrained_cfg.get('hf_hub_id') or model.pretrained_cfg.get('url'), flush=True)
+    if walk == 'first':
+        print('WALKED', flush=True)
+        sys.stdin.readline()  # the test stops the server before the cached walk
+'''
+
+
+def test_all_43_tags_load_through_timm_then_again_with_the_server_stopped(tmp_path, shapes):
+    """Every tag through timm.create_model(tag, pretrained=True, num_classes=0) against the stand-ins: the 8
+    pinned Hub files and the 2 unpinned ones from the local Hub, the 33 others from the local Drive; the test
+    manifest records the test files' digests where the packaged one records the authors'. Then the same walk
+    with the server stopped: every tag from the osnet-zoo cache."""
+    backbones, srcs = {}, {}
+    manifest = PACKAGED
+    with WeightsServer() as server:
+        for i, entry in enumerate(PACKAGED):
+            arch = entry.architecture
+            if arch not in backbones:
+                backbones[arch] = reference_state(shapes[arch], 0, seed=len(backbones))
+            head = reference_state({k: v for k, v in shapes[arch].items() if k.startswith('classifier.')},
+                                   entry.num_classes, seed=100 + i)
+            path = write_reference(tmp_path / 'ref' / entry.name / entry.upstream['filename'],
+                                   {**backbones[arch], **head}, layout_of(entry))
+            srcs[entry.name] = path
+            if entry.upstream['sha256'] or entry.upstream['size']:
+                manifest = manifest.updated(entry.name, {'upstream.sha256': file_sha256(path),
+                                                         'upstream.size': path.stat().st_size})
+            up = entry.upstream_file
+            if up is not None:
+                server.hub(up.repo_id, 'a5c5cc037c24235cda3b21085b93ad77c9616224', up.filename, path)
+            else:
+                server.drive(entry.upstream['gdrive_id'], path)
+        manifest_path = tmp_path / 'm.json'
+        write_manifest(manifest, manifest_path)
+        names = [e.name for e in PACKAGED]
+        env = dict(os.environ, HF_ENDPOINT=server.url, HF_HUB_CACHE=str(tmp_path / 'hf'), HF_HUB_DISABLE_XET='1',
+                   OSNET_ZOO_CACHE=str(tmp_path / 'oz'), OSNET_ZOO_GDRIVE_URL=server.gdrive_template,
+                   OSNET_ZOO_MANIFEST=str(manifest_path), OMP_NUM_THREADS='1')
+        for key in ('HF_HUB_OFFLINE', 'HF_HOME', 'OSNET_ZOO_STRICT_WEIGHTS'):
+            env.pop(key, None)
+        proc = subprocess.Popen([sys.executable, '-c', WALK, ','.join(names), ','.join(str(srcs[n]) for n in names)],
+                                cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        first = []
+        for line in proc.stdout:
+            if line.startswith('WALKED'):
+                break
+            first.append(line.split())
+        else:
+            pytest.fail(proc.stderr.read()[-3000:])
+        requests = list(server.requests)
+    # the server is stopped: the cached walk
+    out, err = proc.communicate('go\n', timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    cached = [line.split() for line in out.splitlines() if line.startswith('cached')]
+    assert [r[1] for r in first] == names and [r[1] for r in cached] == names
+    assert [r[2] for r in first] == [r[2] for r in cached]
+    hub = {e.name for e in PACKAGED if e.upstream_file is not None}
+    assert len(hub) == 10 and all(r[2].startswith('kaiyangzhou/osnet@') for r in first if r[1] in hub)
+    assert all(r[2].startswith('https://drive.google.com/uc?id=') for r in first if r[1] not in hub)
+    assert sum('/gdrive/' in r for r in requests if r.startswith('GET')) == 33
+    lock = json.loads((tmp_path / 'oz' / 'weights.lock.json').read_text())['tags']
+    recorded = {e.name for e in PACKAGED if e.upstream['sha256']}  # verified; the others trusted on first use
+    assert set(lock) == set(names) - recorded and len(recorded) == 12

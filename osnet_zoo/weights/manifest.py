@@ -9,9 +9,10 @@ example one that records your own converted weights); the timm registry itself a
 packaged manifest.
 
 Each entry is one checkpoint: ``architecture``.``tag``. A fact is filled only where a readable source
-states it (``sources`` says which); unknown facts are ``null``. A location supplies weights only when it
-is pinned: the authors' Hub file at a recorded revision (digest-checked where the sha256 is known), or our
-safetensors conversion (``hub``) once both its revision and sha256 are recorded (``published``). This
+states it (``sources`` says which); unknown facts are ``null``. ``WeightsEntry.download_sources`` orders
+where a tag is downloaded from: our safetensors conversion (``hub``) once both its revision and sha256 are
+recorded (``published``), the authors' Hub file (at its recorded revision, or unpinned), Google Drive; a
+source's bytes are checked against the sha256 recorded here, else trusted on first use (``cache.py``). This
 module imports nothing from ``osnet_zoo.models``: ``models/osnet.py`` builds its ``default_cfgs`` from it.
 """
 from __future__ import annotations

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -221,8 +222,7 @@ def _unavailable_message(name: str, tried: List[Tuple[Any, str]], entry: Optiona
     lines.append(f'What to do: {todo}; or copy the file here and load it with timm.create_model({name!r}, '
                  'pretrained=True, pretrained_cfg_overlay=dict(file=PATH)).')
     if entry is not None and entry.gdrive_url:
-        lines.append(f'The reference file is also on Google Drive: {entry.gdrive_url}')
-        lines.append(manual_download_message(entry))
+        lines.append(manual_download_message(entry))  # the Drive link is in its download step
     return '\n'.join(lines)
 
 
@@ -292,7 +292,7 @@ class Fetched:
 
 
 def fetch_pretrained(entry: WeightsEntry, manifest: WeightsManifest, cache_dir: Any = None,
-                     check: Optional[FitCheck] = None, quiet: bool = True) -> Fetched:
+                     check: Optional[FitCheck] = None, quiet: Optional[bool] = None) -> Fetched:
     """Find ``entry``'s weights in a cache, else download them from its sources in order
     (``entry.download_sources()``).
 
@@ -306,7 +306,11 @@ def fetch_pretrained(entry: WeightsEntry, manifest: WeightsManifest, cache_dir: 
     Raises:
         WeightsUnavailableError: strict mode refuses every source, or none could provide the file.
         WeightsIntegrityError: a file fails a check (never a reason to try the next source).
+
+    ``quiet``: no Drive progress bar (default: quiet unless stderr is a terminal).
     """
+    if quiet is None:
+        quiet = not sys.stderr.isatty()
     sources = entry.download_sources()
     if strict_mode():
         refused = [s for s in sources if not s.pinned]

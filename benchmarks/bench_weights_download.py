@@ -86,8 +86,9 @@ def main() -> int:
             result[name] = dict(first_s=first, cached_s=cached, baseline_s=base, first_over_cached=first / cached,
                                 source='hub (pinned, sha256)' if name == default else 'gdrive (first use)',
                                 file_bytes=len(files[name]))
-            print(f'{name:32s} {result[name]["source"]:22s} first {first * 1000:8.1f} ms  cached {cached * 1000:8.1f} ms'
-                  f'  pretrained=False {base * 1000:8.1f} ms  first/cached {first / cached:5.2f}x')
+            print(f'{name:32s} {result[name]["source"]:22s} first {first * 1000:8.1f} ms  '
+                  f'cached {cached * 1000:8.1f} ms  pretrained=False {base * 1000:8.1f} ms  '
+                  f'first/cached {first / cached:5.2f}x')
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + '\n')
     return 0

@@ -179,7 +179,7 @@ def test_a_changed_file_after_first_use_is_refused(env, files):
 
 # ---------------------------------------------------------------------------------------------------- recorded
 
-def test_recorded_digest_refuses_a_wrong_file_and_loads_the_right_one(env, files):
+def test_recorded_digest_refuses_a_wrong_file_and_loads_the_right_one(env, files, monkeypatch):
     env.drive(gdrive_id(RECORDED), files[RECORDED + ':other'])
     with pytest.raises(WeightsIntegrityError) as err:
         timm.create_model(RECORDED, pretrained=True, num_classes=0)
@@ -189,8 +189,9 @@ def test_recorded_digest_refuses_a_wrong_file_and_loads_the_right_one(env, files
     assert 'Manual fallback:' in msg and PACKAGED.entry(RECORDED).gdrive_url in msg
     assert not (env.cache / RECORDED / 'model.safetensors').exists() and not leftovers(env.cache / RECORDED)
     env.drive(gdrive_id(RECORDED), files[RECORDED])
+    monkeypatch.setenv('OSNET_ZOO_KEEP_ORIGINALS', '0')  # the downloaded file is dropped after conversion
     model = timm.create_model(RECORDED, pretrained=True)
-    assert model.num_classes == 1041
+    assert model.num_classes == 1041 and not list((env.cache / RECORDED / 'original').iterdir())
     assert torch.equal(embed(model), reference_embedding(RECORDED, files[RECORDED], 1041))
     assert not (env.cache / 'weights.lock.json').exists()  # verified against the manifest: nothing to trust
     assert json.loads((env.cache / RECORDED / 'source.json').read_text())['status'] == 'verified'

@@ -247,6 +247,7 @@ def mirror(
         dry_run: bool = False,
         token: Optional[str] = None,
         log: Callable[[str], None] = print,
+        files: Optional[List[Path]] = None,
 ) -> MirrorReport:
     """Publish every reference file of ``folder`` (any names) as ``{repo_prefix}/{arch}.{tag}``.
 
@@ -255,10 +256,11 @@ def mirror(
     and, without ``dry_run``, pushed in one commit and recorded as published in the manifest (written to
     ``manifest_out`` or where it was read from). With ``dry_run`` the manifest is not touched: what would be
     recorded goes to ``workdir/weights_manifest.dry-run.json``. ``workdir/mirror_state.json`` is rewritten
-    atomically after each tag; a rerun skips the tags it lists as finished.
+    atomically after each tag; a rerun skips the tags it lists as finished. ``files``: publish these files of
+    ``folder`` only (the originals kept in the osnet-zoo cache, ``cache.cached_originals``).
     """
     folder, workdir = Path(folder), Path(workdir)
-    files = _files_in(folder)
+    files = _files_in(folder) if files is None else list(files)
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / STATE_FILE
     state = _read_state(state_path, dry_run)

@@ -25,6 +25,7 @@ import torch
 
 from osnet_zoo import cli
 from osnet_zoo.data.datasets import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
+from osnet_zoo.data.datasets.protocols import PROTOCOL_METRICS
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.inference import build_embedding_model
@@ -79,6 +80,18 @@ def evaluate_run(folder: Path, dataset: str, run: ProtocolRun, root: Optional[st
     return dict(result, split_id=run.split_id, options=run.options)
 
 
+def read_result(path: Path) -> Optional[Dict[str, Any]]:
+    """The result an earlier call wrote to ``path``; None when there is none or it is not one (truncated,
+    ``{}``, ``[]``, a metric that is not a number)."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    numbers = isinstance(result, dict) and all(
+        isinstance(result.get(k), (int, float)) and not isinstance(result.get(k), bool) for k in PROTOCOL_METRICS)
+    return result if numbers else None
+
+
 def _line(run: ProtocolRun, r: Dict[str, Any], note: str = '') -> str:
     name = f'split {run.split_id} {run_name(run)}'
     return (f"{name:<16} Rank-1 {100 * r['rank1']:5.1f}  Rank-5 {100 * r['rank5']:5.1f}  "
@@ -119,11 +132,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         '--output', str(folder), *resume])
         for run in split_runs:
             path = folder / f'result_{run_name(run)}.json'
-            note = '  (done before: skipped)' if path.is_file() else ''
-            if not note:
-                atomic_write_json(path, evaluate_run(folder, args.dataset, run, args.root, device, args.precision,
-                                                     workers))
-            results.append(json.loads(path.read_text()))
+            done = read_result(path)
+            note = '  (done before: skipped)' if done is not None else ''
+            if done is None:
+                if path.exists():  # a truncated or edited result of a finished split: evaluate it again
+                    print(f'{path} is not a protocol result (damaged or edited): evaluating again', flush=True)
+                done = evaluate_run(folder, args.dataset, run, args.root, device, args.precision, workers)
+                atomic_write_json(path, done)
+            results.append(done)
             print(_line(run, results[-1], note), flush=True)
     aggregate = aggregate_runs(results)
     summary = dict(dataset=args.dataset, num_splits=len(by_split), complete=len(by_split) == len(

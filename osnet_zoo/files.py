@@ -92,19 +92,27 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+# Per folder, the temporary files found the first time this process wrote there: a folder is listed once, not
+# at every write (a folder of thousands of figures or shards), and what a later crash leaves is found next run.
+_TEMPORARIES: Dict[Path, List[str]] = {}
+
+
 def remove_stale_temporaries(path: PathLike) -> List[Path]:
     """Delete the temporary files that writers of ``path`` killed mid-write (SIGKILL, power loss) left beside
     it (``.<stem>.<pid>.<random>.tmp<suffix>``, the writer's process gone); returns them. The temporaries of
-    a live writer, and every other file, are kept."""
+    a live writer, and those of other files (another rank's shard on another machine), are kept."""
     path = Path(path)
+    folder = path.parent
+    if folder not in _TEMPORARIES:
+        _TEMPORARIES[folder] = [e.name for e in os.scandir(folder) if '.tmp' in e.name] if folder.is_dir() else []
     pattern = re.compile(rf'\.{re.escape(path.stem)}\.(\d+)\.[^.]+\.tmp{re.escape(path.suffix)}')
     removed = []
-    if path.parent.is_dir():
-        for candidate in path.parent.iterdir():
-            found = pattern.fullmatch(candidate.name)
-            if found and int(found.group(1)) != os.getpid() and not _process_alive(int(found.group(1))):
-                candidate.unlink(missing_ok=True)
-                removed.append(candidate)
+    for name in _TEMPORARIES[folder]:
+        found = pattern.fullmatch(name)
+        if found and int(found.group(1)) != os.getpid() and not _process_alive(int(found.group(1))):
+            (folder / name).unlink(missing_ok=True)
+            removed.append(folder / name)
+    _TEMPORARIES[folder] = [n for n in _TEMPORARIES[folder] if folder / n not in removed]
     return removed
 
 

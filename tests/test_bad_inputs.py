@@ -287,6 +287,11 @@ def test_recipe_accepts_a_lone_value_for_a_list(case, tmp_path):
         assert cfg.transforms == ['random_flip']
 
 
+def test_recipe_schema_covers_every_option():
+    from osnet_zoo.train.recipes import _SCHEMA, TrainConfig
+    assert set(_SCHEMA) == set(TrainConfig.__dataclass_fields__), 'an option without a type and range'
+
+
 def test_train_nan_without_checkpoint(root, tmp_path, capsys):
     out = tmp_path / 'run'
     line = cli_error(train_main, [*train_base(root, out), '--lr', '1e30', '--max-steps-per-epoch', '4'], capsys)

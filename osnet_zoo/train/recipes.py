@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
+from ..cli import PRECISIONS
 from ..data.transforms import TRAIN_AUGMENTATIONS
 from ..models.osnet import MIN_INPUT_SIZE
 from .optim import OPTIMIZERS, SCHEDULERS
@@ -102,7 +103,7 @@ _SCHEMA: Dict[str, tuple] = {
     'triplet_weight': ('float', 0), 'margin': ('float', 0), 'num_instances': ('int', 1), 'dml': ('bool', None),
     'eval_freq': ('int', 0), 'metric': ('str', ('euclidean', 'cosine')), 'source': ('str?', None),
     'recipe': ('str', None), 'root': ('str?', None), 'workers': ('int', 0), 'device': ('str', None),
-    'precision': ('str', ('fp32', 'bf16', 'fp16')), 'channels_last': ('bool', None), 'compile': ('bool', None),
+    'precision': ('str', PRECISIONS), 'channels_last': ('bool', None), 'compile': ('bool', None),
     'output': ('str', None), 'resume': ('str?', None), 'seed': ('int', 0), 'deterministic': ('bool', None),
     'tensorboard': ('bool', None), 'max_steps_per_epoch': ('int', 0),
 }

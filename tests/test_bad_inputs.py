@@ -365,7 +365,7 @@ def test_train_resume_finished_without_results(root, finished_run, tmp_path):
 
 def test_train_resume_finished_keeps_results(root, finished_run, tmp_path):
     out = _copy_run(finished_run, tmp_path)
-    first = json.loads((out / 'results.json').read_text())
+    first = json.loads((out / 'results.json').read_text())['targets']
     stamp = (out / 'results.json').stat().st_mtime_ns
     again = train_main([*train_base(root, out), '--resume'])
     assert again == first, 'a finished run resumed to other results'

@@ -49,9 +49,13 @@ def test_cuhk01_protocol_one_split(cuhk01_protocol):
     out, summary = cuhk01_protocol
     assert summary['num_splits'] == 1 and not summary['complete'] and len(summary['runs']) == 1
     run = summary['runs'][0]
-    assert run['split_id'] == 0 and run['num_query'] > 0
-    # the protocol's evaluation of the reloaded final model equals the training's own final evaluation
-    trained = json.loads((out / 'split_00' / 'results.json').read_text())['cuhk01']
+    assert run['split_id'] == 0 and run['targets']['cuhk01']['num_query'] > 0
+    # the protocol's evaluation of the reloaded final model equals the training's own final evaluation, in
+    # the same results schema
+    trained = json.loads((out / 'split_00' / 'results.json').read_text())
+    assert run.keys() - {'split_id', 'options'} == trained.keys()
+    assert run['targets']['cuhk01'].keys() == trained['targets']['cuhk01'].keys()
+    run, trained = run['targets']['cuhk01'], trained['targets']['cuhk01']
     assert run['rank1'] == pytest.approx(trained['rank1']) and run['mAP'] == pytest.approx(trained['mAP'])
     assert json.loads((out / 'summary.json').read_text())['aggregate']['num_runs'] == 1
 
@@ -61,9 +65,9 @@ def test_viper_protocol_summary_and_resume(root, cuhk01_protocol, tmp_path, caps
     args = ['--dataset', 'viper', '--init-checkpoint', str(init), '--root', str(root), '--output', str(tmp_path),
             '--max-splits', '2', *TINY[:-4]]
     summary = protocol.main(args)
-    runs = summary['runs']
-    assert [(r['split_id'], r['options']['direction']) for r in runs] == [
+    assert [(r['split_id'], r['options']['direction']) for r in summary['runs']] == [
         (0, 'a2b'), (0, 'b2a'), (1, 'a2b'), (1, 'b2a')]
+    runs = [r['targets']['viper'] for r in summary['runs']]
     # the two directions really swap query and gallery cameras; the splits differ in their test identities
     assert all(r['num_query'] == 4 and r['num_gallery'] == 4 for r in runs)
     for key in ('rank1', 'rank5', 'rank10', 'mAP'):
@@ -87,23 +91,23 @@ def test_viper_protocol_summary_and_resume(root, cuhk01_protocol, tmp_path, caps
 
 @pytest.mark.parametrize('content', [pytest.param('{}', id='empty_object'), pytest.param('[]', id='list'),
                                      pytest.param('{"rank1": 0.5, "rank5": 0.', id='truncated'),
-                                     pytest.param('{"rank1": "high", "rank5": 1, "rank10": 1, "mAP": 1}',
-                                                  id='metric_not_a_number')])
+                                     pytest.param('{"targets": {"cuhk01": {"rank1": "high", "rank5": 1, "rank10": 1, '
+                                                  '"mAP": 1}}}', id='metric_not_a_number')])
 def test_damaged_result_of_a_finished_split_is_evaluated_again(content, root, cuhk01_protocol, tmp_path, capsys):
     """A finished split whose result file is damaged or edited: evaluated again (saying so), never a crash."""
     out = tmp_path / 'protocol'
     shutil.copytree(cuhk01_protocol[0], out)
     result = out / 'split_00' / 'result_test.json'
-    good = json.loads(result.read_text())
+    good = json.loads(result.read_text())['targets']['cuhk01']
     result.write_text(content)
     capsys.readouterr()
     summary = protocol.main(['--dataset', 'cuhk01', '--init-checkpoint', 'none', '--root', str(root),
                              '--output', str(out), '--max-splits', '1', '--device', 'cpu', *TINY[:-4]])
     printed = capsys.readouterr().out
-    assert f'{result} is not a protocol result' in printed and 'training in' not in printed
-    again = json.loads(result.read_text())
+    assert f'{result} is not a result document' in printed and 'training in' not in printed
+    again = json.loads(result.read_text())['targets']['cuhk01']
     assert again['rank1'] == pytest.approx(good['rank1']) and again['mAP'] == pytest.approx(good['mAP'])
-    assert summary['runs'][0]['mAP'] == pytest.approx(good['mAP'])
+    assert summary['runs'][0]['targets']['cuhk01']['mAP'] == pytest.approx(good['mAP'])
 
 
 def test_init_checkpoint_weights_are_the_inits(root, cuhk01_protocol, tmp_path):

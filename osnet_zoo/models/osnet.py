@@ -43,12 +43,14 @@ from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, p
 __all__ = [
     'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'StaticGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
     'AIN_BLOCK_NORMS', 'CONV_TYPES', 'AGGREGATIONS', 'GATE_TYPES', 'TABLE5_MODELS', 'checkpoint_filter_fn',
-    'osnet_arch', 'OSNET_ARCHS', 'pretrained_fit_problem',
+    'osnet_arch', 'OSNET_ARCHS', 'pretrained_fit_problem', 'MIN_INPUT_SIZE',
 ]
 
 _logger = logging.getLogger(__name__)
 
 BASE_CHANNELS = (64, 256, 384, 512)
+# The smallest input height / width: the stem and the transitions halve it four times, leaving >= 1 pixel.
+MIN_INPUT_SIZE = 16
 BASE_LAYERS = (2, 2, 2)
 # Placements per block, stage-major (conv2 x2, conv3 x2, conv4 x2).
 PLAIN_BLOCK_NORMS = ('plain',) * 6

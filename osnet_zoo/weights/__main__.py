@@ -18,7 +18,7 @@ from . import cache
 from .cache import PretrainedWeightsError, cache_root
 from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
 from .hub import fetch_pretrained, hf_cache_dir
-from .io import CheckpointError, file_sha256
+from .io import CheckpointError, check_regular_file, file_sha256
 from .mirror import mirror, record_reference_file
 from .manifest import (
     DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, PACKAGED_MANIFEST, ManifestError, WeightsEntry, WeightsManifest,
@@ -273,6 +273,27 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+WEIGHTS_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin')
+
+
+def _broken_entries(cache_dir: Path, repos: set, manifest: WeightsManifest) -> dict:
+    """``{snapshot path: reason}`` for each weights entry of the manifest's repos in the cache that is not a
+    regular file: a dangling link to a missing blob, a folder, a device or a FIFO (never read: reading
+    ``/dev/zero`` or a FIFO would not end)."""
+    broken = {}
+    for repo_id in sorted(repos):
+        for snapshot in sorted((cache_dir / f'models--{repo_id.replace("/", "--")}' / 'snapshots').glob('*')):
+            for path in sorted(snapshot.rglob('*')):
+                name = path.relative_to(snapshot).as_posix()
+                if manifest.find_file(repo_id, name) is None and not name.endswith(WEIGHTS_SUFFIXES):
+                    continue
+                try:
+                    check_regular_file(path, 'cached file')
+                except CheckpointError as e:
+                    broken[path] = cli.error_message(e)
+    return broken
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """``verify``: re-hash the osnet-zoo cache (against source.json, the manifest and the lock file) and the
     cached files of the manifest's Hub repos; returns 1 when any mismatches, 2 when there is no cache."""
@@ -339,6 +360,9 @@ def _verify_osnet_zoo_cache(manifest: WeightsManifest) -> Optional[int]:
 def _verify_hf_cache(manifest: WeightsManifest, cache_dir: str, hf_cache: Any) -> int:
     """Re-hash the Hugging Face cache's files of the manifest's repos."""
     repos = {loc.repo_id for e in manifest for loc in (e.ours, e.upstream_file) if loc is not None}
+    # entries scan_cache_dir cannot list (a dangling blob link drops the whole repo from its scan; a folder
+    # is not a file): reported as broken, never as "no cached file"
+    broken = _broken_entries(Path(cache_dir), repos, manifest)
     todo = []
     for repo in hf_cache.repos:
         if repo.repo_type != 'model' or repo.repo_id not in repos:
@@ -346,12 +370,15 @@ def _verify_hf_cache(manifest: WeightsManifest, cache_dir: str, hf_cache: Any) -
         for rev in repo.revisions:
             for f in rev.files:
                 known = manifest.find_file(repo.repo_id, f.file_name)
-                if known is not None or f.file_name.endswith(('.safetensors', '.pth', '.pth.tar', '.pt', '.bin')):
+                if f.file_path in broken:
+                    continue
+                if known is not None or f.file_name.endswith(WEIGHTS_SUFFIXES):
                     todo.append((repo.repo_id, rev.commit_hash, f, known))
-    if not todo:
+    if not todo and not broken:
         print(f'{cache_dir}: no cached file of the manifest\'s repos ({len(repos)} repos).')
         return 0
-    rows, bad = [], 0
+    rows = [['-', str(path), '-', '-', f'BROKEN: {reason}'] for path, reason in broken.items()]
+    bad = len(rows)
     for repo_id, commit, f, known in tqdm(todo, desc='verifying', unit='file', disable=not sys.stderr.isatty()):
         actual = file_sha256(f.blob_path, progress=sys.stderr.isatty())
         size = f.blob_path.stat().st_size

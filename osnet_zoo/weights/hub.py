@@ -44,7 +44,7 @@ from .cache import (
     PretrainedWeightsError, WeightsIntegrityError, WeightsTrustError, WeightsUnavailableError, cache_root, strict_mode,
 )
 from ..files import atomic_path
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
+from .io import CheckpointError, check_regular_file, file_sha256, read_checkpoint, unwrap_state_dict
 from .manifest import (
     HubFile, WeightsEntry, WeightsManifest, WeightsSource, active_manifest_path, gdrive_url, load_manifest,
 )
@@ -105,7 +105,8 @@ def check_file(path: Union[str, os.PathLike], expected: HubFile, name: str, mani
     Raises:
         WeightsIntegrityError: naming the file, the expected and actual digest, and what to do.
     """
-    path = Path(path)
+    # a device or FIFO (a cache entry linked to /dev/zero) would be hashed forever: refused before reading
+    path = check_regular_file(path, f'Pretrained weights for {name}: the cached file')
     actual_size = path.stat().st_size
     actual = file_sha256(path)
     bad_size = expected.size is not None and actual_size != expected.size
@@ -602,7 +603,7 @@ def _candidates(cfg: Dict[str, Any], variant: str, manifest: WeightsManifest) ->
 def _read_verified(path: Path, loc: Optional[HubFile], digest: Optional[str], name: str,
                    manifest: WeightsManifest) -> Dict[str, Any]:
     try:
-        return unwrap_state_dict(read_checkpoint(path))
+        return unwrap_state_dict(read_checkpoint(path), str(path))
     except CheckpointError as e:
         if loc is None:  # the user's own file: read_checkpoint's message names it
             raise

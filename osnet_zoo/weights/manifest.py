@@ -329,6 +329,9 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
     _check(data.get('schema_version') == 2, where, f"schema_version must be 2, got {data.get('schema_version')!r}")
     for key in ('entries', 'default_tags', 'reference_defaults'):
         _check(key in data, where, f'missing top-level key {key!r}')
+    _check(isinstance(data['entries'], list), where, f"'entries' must be a list, got {type(data['entries']).__name__}")
+    _check(isinstance(data['default_tags'], dict) and all(isinstance(v, str) for v in data['default_tags'].values()),
+           where, f"'default_tags' must be an object of architecture: tag, got {data['default_tags']!r:.80}")
     entries: Dict[str, WeightsEntry] = {}
     for i, raw in enumerate(data['entries']):
         name = f"{raw.get('architecture')}.{raw.get('tag')}" if isinstance(raw, dict) else f'#{i}'
@@ -353,6 +356,11 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
         except TypeError as e:
             raise ManifestError(f'{at}: malformed value ({e})') from None
         _check(name not in entries, at, 'duplicate architecture.tag')
+        for ev in entry.evaluation:
+            for metric in ('rank1', 'rank5', 'rank10', 'mAP'):
+                value = getattr(ev, metric)
+                _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), at,
+                       f'evaluation {ev.target!r}: {metric} must be a number or null, got {value!r}')
         _check(entry.num_classes is None or (isinstance(entry.num_classes, int) and entry.num_classes >= 0), at,
                f'num_classes must be a non-negative integer or null, got {entry.num_classes!r}')
         for label, digest in (('hub.sha256', hub['sha256']), ('upstream.sha256', upstream['sha256'])):

@@ -16,7 +16,7 @@ import osnet_zoo
 from osnet_zoo import FeatureExtractor
 from osnet_zoo.inference import select_backend
 from osnet_zoo.inference.export import ExportCheckError
-from osnet_zoo.inference.onnx_runtime import OnnxRuntimeModel, cache_dir, onnx_cache_key
+from osnet_zoo.inference.onnx_runtime import OnnxRuntimeModel, onnx_cache_key
 from test_extractor import trained_looking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,12 +158,11 @@ def test_cache_key_covers_what_changes_the_graph(tiny):
     assert all(v != key for v in variants) and len({json.dumps(v, sort_keys=True) for v in variants}) == 4
 
 
-def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+def test_the_cache_lives_in_the_package_cache(tiny, monkeypatch, tmp_path):
     monkeypatch.setenv('OSNET_ZOO_CACHE', str(tmp_path / 'mine'))
-    assert cache_dir() == tmp_path / 'mine'
-    monkeypatch.delenv('OSNET_ZOO_CACHE')
-    monkeypatch.setenv('HOME', str(tmp_path))
-    assert cache_dir() == tmp_path / '.cache' / 'osnet_zoo'
+    runtime = OnnxRuntimeModel(tiny)  # cache=True: $OSNET_ZOO_CACHE/onnx, beside the weights
+    assert runtime.path.parent == tmp_path / 'mine' / 'onnx' and runtime.path.is_file()
+    assert OnnxRuntimeModel(tiny).cache_hit
 
 
 def test_an_unwritable_cache_costs_the_cache_not_the_model(tiny, batch, tmp_path, caplog):

@@ -26,22 +26,23 @@ import torch.nn as nn
 from .._version import __version__
 from ..files import atomic_write_json
 from ..weights import file_sha256, model_digest
+from ..weights.cache import CACHE_ENV, cache_root
 from .export import INPUT_NAME, OUTPUT_NAME, export_model
 from .model import resolve_preprocessing
 
-__all__ = ['OnnxRuntimeModel', 'cache_dir', 'onnx_cache_key', 'CACHE_ENV', 'DEFAULT_OPSET']
+__all__ = ['OnnxRuntimeModel', 'onnx_cache_dir', 'onnx_cache_key', 'DEFAULT_OPSET']
 
 _logger = logging.getLogger(__name__)
 
-CACHE_ENV = 'OSNET_ZOO_CACHE'
 DEFAULT_OPSET = 17
 # bump when the runtime's export changes in a way the key does not see
 _CACHE_FORMAT = 1
 
 
-def cache_dir() -> Path:
-    """The package's cache folder: ``$OSNET_ZOO_CACHE``, else ``~/.cache/osnet_zoo``."""
-    return Path(os.environ.get(CACHE_ENV) or '~/.cache/osnet_zoo').expanduser()
+def onnx_cache_dir() -> Path:
+    """Where the runtime's checked exports are kept: ``onnx/`` in the package's cache (``$OSNET_ZOO_CACHE``, else
+    ``~/.cache/osnet_zoo``; the weights cache shares it)."""
+    return cache_root() / 'onnx'
 
 
 def onnx_cache_key(model: nn.Module, input_size: Tuple[int, int, int], opset: int = DEFAULT_OPSET) -> Dict[str, Any]:
@@ -108,7 +109,7 @@ class OnnxRuntimeModel(nn.Module):
             spinning: let onnxruntime's worker threads busy-wait between and after runs. Lowest latency
                 for back-to-back runs; turn it off when other CPU work (preprocessing) runs between calls,
                 which the spinning threads would otherwise slow down (see benchmarks/RESULTS.md).
-            cache: True: keep the checked export in :func:`cache_dir` ``/ 'onnx'`` and reuse it; a folder:
+            cache: True: keep the checked export in :func:`onnx_cache_dir` and reuse it; a folder:
                 cache there; False: export to a temporary folder, kept while this object lives.
             input_size: (C, H, W) of the graph (default: the model's ``pretrained_cfg``, 3x256x128).
             opset: the ONNX opset of the export.
@@ -126,7 +127,7 @@ class OnnxRuntimeModel(nn.Module):
         elif cache is False:
             self.path, self.contract = self._export_to_tmp(model, opset)
         else:
-            folder = Path(cache) if not isinstance(cache, bool) else cache_dir() / 'onnx'
+            folder = Path(cache) if not isinstance(cache, bool) else onnx_cache_dir()
             key = onnx_cache_key(model, self.input_size, opset)
             self.path = folder / _entry_name(model, key)
             contract, damaged = _read_entry(self.path, key)

@@ -24,11 +24,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                     '(torch.jit.load) must match PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must '
                     'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '
                     'check) and <file>.metadata.json (architecture, input size, mean/std, channel order, output '
-                    'dim, normalised or not: what a tracker needs).\n\n'
-                    'Files are named <architecture>_<tag>.<ext> by default (.onnx, .torchscript, .pt), because '
-                    'trackers such as boxmot tell the architecture from the file name.',
+                    'dim, normalised or not, and the keys boxmot reads: model_name, num_classes, preprocess, '
+                    'model_kwargs.img_size).\n\n'
+                    'Files are named <architecture>_<tag>.<ext> by default (.onnx, .torchscript, .pt): boxmot picks '
+                    'its backend by the suffix, and without the metadata file it tells the architecture from the '
+                    'file name.',
         epilog='examples:\n'
-               '  # for a tracker (boxmot: --reid-model osnet_x0_25_msmt17_combineall.pt)\n'
+               '  # for a tracker (boxmot track --reid osnet_x0_25_msmt17_combineall.pt)\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid\n'
                '  # ONNX with a dynamic batch -> osnet_x0_25_msmt17_combineall.onnx\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx\n'
@@ -39,8 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                '      --format torchscript')
     cli.add_model(parser)
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
-                        help='onnx, torchscript (.torchscript) or torchreid (a .pt state dict in the reference '
-                             'key layout with a model_name entry; default: onnx)')
+                        help='onnx, torchscript (.torchscript) or torchreid (a .pt holding the state_dict in the '
+                             'reference key layout and its model_name; default: onnx)')
     cli.add_output(parser, None, 'output file (default: <architecture>_<tag>.onnx / .torchscript / .pt)')
     parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
     parser.add_argument('--no-pretrained', action='store_true', help='random weights (for testing only)')

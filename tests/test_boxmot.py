@@ -19,6 +19,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from filelock import FileLock
 from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -99,11 +100,9 @@ def _scene(crops: np.ndarray, seed: int):
     return frames, detections
 
 
-@pytest.fixture(scope='module')
-def boxmot_run(tmp_path_factory):
-    """Write the six files with osnet_zoo, run boxmot on them, return (ours, boxmot's result)."""
-    _boxmot_or_skip()
-    tmp = tmp_path_factory.mktemp('boxmot')
+def _write_and_run(tmp: Path) -> None:
+    """Write the files with osnet_zoo and our features of the crops (ours.npz), run boxmot on them
+    (result.json, <file>.*.npy)."""
     torch.manual_seed(0)
     # osnet_x0_25 as the main job trains it (128x64), exported from the module
     small = _calibrated(timm.create_model('osnet_x0_25', num_classes=0), SIZES['osnet_x0_25'], 101)
@@ -134,20 +133,18 @@ def boxmot_run(tmp_path_factory):
         np.savez(tmp / f'{path.name}.scene.npz', frames=frames, detections=detections)
         request.append({'path': str(path), 'crops': str(tmp / f'{path.name}.crops.npy'),
                         'frames': str(tmp / f'{path.name}.scene.npz')})
-        ours[path.name] = {'arch': arch, 'suffix': suffix, 'path': path, 'detections': detections,
-                           'features': extractors[arch](list(crops)).numpy()}
+        ours[path.name] = extractors[arch](list(crops)).numpy()
     # the 128x64 files without their .metadata.json, the .pt under a name that does not say the architecture
     for suffix in ('.pt', '.torchscript', '.onnx'):
-        source = ours[f'osnet_x0_25_test{suffix}']
-        bare = tmp / f'bare{suffix}'
-        shutil.copyfile(source['path'], bare)
-        request.append({**next(r for r in request if r['path'] == str(source['path'])), 'path': str(bare),
-                        'trackers': False})
-        ours[bare.name] = {**source, 'path': bare}
+        source, bare = tmp / f'osnet_x0_25_test{suffix}', tmp / f'bare{suffix}'
+        shutil.copyfile(source, bare)
+        request.append({**next(r for r in request if r['path'] == str(source)), 'path': str(bare), 'trackers': False})
+        ours[bare.name] = ours[source.name]
+    np.savez(tmp / 'ours.npz', **ours)
     # refused: the same torchreid checkpoint named .pth, as torchreid's trainer names its checkpoints; and the
     # flat layout osnet_zoo wrote before (model_name among the tensors), with its metadata file
-    shutil.copyfile(ours['osnet_x0_25_test.pt']['path'], tmp / 'osnet_x0_25_test.pth')
-    nested = torch.load(ours['osnet_x0_25_test.pt']['path'], weights_only=True)
+    shutil.copyfile(tmp / 'osnet_x0_25_test.pt', tmp / 'osnet_x0_25_test.pth')
+    nested = torch.load(tmp / 'osnet_x0_25_test.pt', weights_only=True)
     torch.save({**nested['state_dict'], 'model_name': nested['model_name']}, tmp / 'osnet_x0_25_flat.pt')
     shutil.copyfile(tmp / 'osnet_x0_25_test.pt.metadata.json', tmp / 'osnet_x0_25_flat.pt.metadata.json')
     refused = [str(tmp / 'osnet_x0_25_test.pth'), str(tmp / 'osnet_x0_25_flat.pt')]
@@ -158,7 +155,27 @@ def boxmot_run(tmp_path_factory):
                           str(tmp / 'result.json')], capture_output=True, text=True, timeout=1200, env=env,
                          cwd=tmp)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    return tmp, ours, json.loads((tmp / 'result.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def boxmot_run(tmp_path_factory):
+    """(the folder of the files, our features by file name, boxmot's result.json)."""
+    _boxmot_or_skip()
+    if os.environ.get('PYTEST_XDIST_WORKER') is None:
+        tmp = tmp_path_factory.mktemp('boxmot')
+        _write_and_run(tmp)
+    else:
+        # under pytest-xdist every worker running a test of this module would build the fixture: the first one
+        # does the work in the run's shared temporary folder, the others wait for it and read what it wrote
+        tmp = tmp_path_factory.getbasetemp().parent / 'boxmot'
+        with FileLock(f'{tmp}.lock'):
+            if not (tmp / 'done').is_file():
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                _write_and_run(tmp)
+                (tmp / 'done').touch()
+    with np.load(tmp / 'ours.npz') as ours:
+        return tmp, dict(ours), json.loads((tmp / 'result.json').read_text())
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -189,10 +206,10 @@ def test_boxmot_reid_loads_our_file_and_gives_our_features(boxmot_run, arch, suf
         assert report['classifier_loaded'] == (arch == 'osnet_ain_x0_25')  # the .pt of `weights convert`
         assert report['missing'] == ([] if arch == 'osnet_ain_x0_25' else ['classifier.bias', 'classifier.weight'])
     features = np.load(tmp / f'{name}.reid.npy')
-    assert features.shape == ours[name]['features'].shape == (4, 512)
-    assert _cosines(features, ours[name]['features']).min() >= 0.9999
+    assert features.shape == ours[name].shape == (4, 512)
+    assert _cosines(features, ours[name]).min() >= 0.9999
     # ... and 0.9999 is a strict test: two different crops are far apart
-    assert _cosines(features, np.roll(ours[name]['features'], 1, axis=0)).max() < 0.9
+    assert _cosines(features, np.roll(ours[name], 1, axis=0)).max() < 0.9
 
 
 def test_without_the_metadata_file(boxmot_run):
@@ -204,12 +221,12 @@ def test_without_the_metadata_file(boxmot_run):
     assert files['bare.pt']['model_name'] == 'osnet_x0_25' and files['bare.pt']['load_report']['unexpected'] == []
     assert files['bare.torchscript']['model_name'] is None and files['bare.onnx']['model_name'] is None
     assert files['bare.onnx']['input_shape'] == [128, 64]
-    cosine = _cosines(np.load(tmp / 'bare.onnx.reid.npy'), ours['bare.onnx']['features'])
+    cosine = _cosines(np.load(tmp / 'bare.onnx.reid.npy'), ours['bare.onnx'])
     assert cosine.min() >= 0.9999
     for name in ('bare.pt', 'bare.torchscript'):
         assert files[name]['input_shape'] == [256, 128]
         # our 128x64 crops upscaled to 256x128: not the features the model gives at its own input size
-        assert _cosines(np.load(tmp / f'{name}.reid.npy'), ours[name]['features']).max() < 0.99
+        assert _cosines(np.load(tmp / f'{name}.reid.npy'), ours[name]).max() < 0.99
 
 
 def test_what_boxmot_refuses(boxmot_run):
@@ -225,14 +242,14 @@ def test_boxmot_trackers_run_with_our_file(boxmot_run, arch, suffix, tracker):
     tmp, ours, result = boxmot_run
     name = f'{arch}_test{suffix}'
     got = result['files'][name]['trackers'][tracker]
-    assert got['backend'] == BACKENDS[suffix] and Path(got['backend_weights']) == ours[name]['path']
+    assert got['backend'] == BACKENDS[suffix] and Path(got['backend_weights']) == tmp / name
     assert got['input_shape'] == list(SIZES[arch]) and got['embedding_width'] == 512
     # the tracker's own appearance features of the last frame's people are ours
     features = np.load(tmp / f'{name}.{tracker}.npy')
-    assert _cosines(features, ours[name]['features'][:PEOPLE]).min() >= 0.9999
+    assert _cosines(features, ours[name][:PEOPLE]).min() >= 0.9999
     # after a few frames it follows the three people, one stable identity each, boxes on the detections
     last, before = got['frames'][-1], got['frames'][-2]
     assert len(set(last['ids'])) == PEOPLE and sorted(last['ids']) == sorted(before['ids'])
-    detections = ours[name]['detections'][-1][:, :4]
+    detections = np.load(tmp / f'{name}.scene.npz')['detections'][-1][:, :4]
     boxes = np.asarray(last['boxes'])
     assert np.abs(np.sort(boxes, axis=0) - np.sort(detections, axis=0)).max() < 4.0

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ['StoppedEarly', 'Engine', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'load_dataset', 'load_data',
-           'train_network', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
+           'train_network', 'record_config', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
 
 
 class StoppedEarly(Exception):
@@ -281,6 +281,19 @@ def search_one_seed(cfg: Dict[str, Any], out: Path, seed: int, engine: Engine) -
     return genotype
 
 
+def record_config(cfg: Dict[str, Any], path: Path) -> None:
+    """Write ``cfg`` to ``path`` (main process) with the run's ``world_size`` and ``batch_size_per_rank``:
+    ``cfg['batch_size']`` is the global batch, and one that the world size does not divide is refused here,
+    before any training starts, naming both numbers."""
+    world = du.get_world_size()
+    if cfg['batch_size'] % world:
+        raise ValueError(f"the global batch size {cfg['batch_size']} cannot be split evenly over {world} "
+                         f'processes; use a multiple of {world}.')
+    if du.is_main_process():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, dict(cfg, world_size=world, batch_size_per_rank=cfg['batch_size'] // world))
+
+
 def search(cfg: Dict[str, Any], out: Path, engine: Engine) -> List[Dict[str, Any]]:
     """Search once per seed in ``cfg['seeds']`` (into ``out/seed_<k>``); returns the genotypes in seed order.
 
@@ -289,13 +302,7 @@ def search(cfg: Dict[str, Any], out: Path, engine: Engine) -> List[Dict[str, Any
     ``nas select`` (:func:`osnet_zoo.nas.select.select`) chooses among them.
     """
     out = Path(out)
-    world = du.get_world_size()
-    if cfg['batch_size'] % world:  # the loader refuses it too: say so before any seed starts
-        raise ValueError(f"the global batch size {cfg['batch_size']} cannot be split evenly over {world} "
-                         f'processes; use a multiple of {world}.')
-    if du.is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / 'config.json', dict(cfg, world_size=world, batch_size_per_rank=cfg['batch_size'] // world))
+    record_config(cfg, out / 'config.json')
     found = [search_one_seed(cfg, out / f'seed_{s}', s, engine) for s in cfg['seeds']]
     if du.is_main_process():
         atomic_write_json(out / 'seeds.json', dict(seeds=[

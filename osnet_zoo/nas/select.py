@@ -25,7 +25,7 @@ from osnet_zoo.models import build_model_from_genotype, load_genotype, save_geno
 from osnet_zoo.train.checkpoint import seed_everything
 from osnet_zoo.train.recipes import load_recipe
 
-from .search import Engine, cross_domain_eval, load_dataset, resolve_config, train_network
+from .search import Engine, cross_domain_eval, load_dataset, record_config, resolve_config, train_network
 
 __all__ = ['RECIPE_KEYS', 'selection_config', 'select', 'selection_markdown']
 
@@ -103,6 +103,7 @@ def select(out: Path, engine: Engine, recipe: Optional[str] = None, train_cfg: O
         if engine.resume and result.is_file() and json.loads(result.read_text()).get('epochs') == cfg['epochs']:
             row = json.loads(result.read_text())
         else:
+            record_config(cfg, folder / 'config.json')
             seed_everything(TRAIN_SEED)
             model = build_model_from_genotype(g, width=cfg['model_width'], num_classes=num_classes)
             stats = train_network(model, cfg, folder, TRAIN_SEED, engine, desc=f'select: seed {seed} child')

@@ -354,7 +354,8 @@ def test_proof_runs_end_to_end_on_tiny_data(tmp_path):
     searched = result['models'][3]
     kept_row = next(row for row in result['selection']['seeds'] if row['seed'] == kept)
     assert searched['cross_mAP'] == kept_row['cross_mAP']  # the selection's training is the searched row
-    assert result['search']['is_published_ain'] == (searched['block_norms'] == load_genotype('osnet_ain')['block_norms'])
+    published = load_genotype('osnet_ain')['block_norms']
+    assert result['search']['is_published_ain'] == (searched['block_norms'] == published)
     table = (out / 'proof.md').read_text()
     assert table.count('\n| OSNet') == 4 and 'A->B mAP' in table and '- seed 2: `' in table
 

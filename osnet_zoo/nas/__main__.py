@@ -109,7 +109,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(s)
 
-    se = sub.add_parser('select', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    se = sub.add_parser('select',
                         help='train each seed\'s child cross-domain and keep the best',
                         description='Read the search in --output (config.json, seed_<k>/genotype.json), train each '
                                     'seed\'s child from scratch on the search\'s sources with the cross-domain recipe '

@@ -80,13 +80,13 @@ def run_proof(out: Path, engine: Engine, train_ids: int = 400, test_ids: int = 1
         selection = select(out / 'search', engine, train_cfg=train_cfg, extra_eval=['synthetic'])
         genotype = selection['genotype']
         kept = next(r for r in selection['seeds'] if r['seed'] == selection['kept_seed'])
-        if du.is_main_process():  # the selected child is trained already: its row is that training
-            res = kept['results']
-            trained[(tuple(kept['block_norms']), kept['conv1_in'])] = dict(
-                name='OSNet-AIN (searched here)', block_norms=kept['block_norms'], conv1_in=kept['conv1_in'],
-                params=kept['params'], train_seconds=kept['train_seconds'],
-                cross_rank1=res['synthetic_b']['rank1'], cross_mAP=res['synthetic_b']['mAP'],
-                same_rank1=res['synthetic']['rank1'], same_mAP=res['synthetic']['mAP'])
+        # the selected child is trained already (its results are on every rank): its row is that training
+        res = kept['results']
+        trained[(tuple(kept['block_norms']), kept['conv1_in'])] = dict(
+            name='OSNet-AIN (searched here)', block_norms=kept['block_norms'], conv1_in=kept['conv1_in'],
+            params=kept['params'], train_seconds=kept['train_seconds'],
+            cross_rank1=res['synthetic_b']['rank1'], cross_mAP=res['synthetic_b']['mAP'],
+            same_rank1=res['synthetic']['rank1'], same_mAP=res['synthetic']['mAP'])
         selection_seconds = time.time() - t0
     num_classes = load_dataset(['synthetic'], train_cfg).num_train_pids
     for spec in _baselines(genotype):

@@ -80,8 +80,11 @@ def main() -> None:
                 cmd = [sys.executable, __file__, '--child', name, str(batch), '--width', str(args.width),
                        '--height', str(args.height), '--img-width', str(args.img_width), '--classes',
                        str(args.classes)]
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-                row = dict(json.loads(out.strip().splitlines()[-1]), round=r)
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode:
+                    last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
+                    raise SystemExit(f'measuring {name} at batch {batch} failed: {last}')
+                row = dict(json.loads(proc.stdout.strip().splitlines()[-1]), round=r)
                 rows.append(row)
                 print(f"round {r} batch {batch:4d} {name:17s} params {row['params']:>10,}  "
                       f"step peak {row['step_peak_mib']:9.1f} MiB", flush=True)

@@ -5,13 +5,18 @@ Examples::
     python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall \\
         --dataset market1501 dukemtmcreid --root ~/data
     python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint model.pth --dataset synthetic --root /tmp/data
+    python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic    # a training run, as it was trained
+
+A training run (its folder, ``final/`` or ``final/model.safetensors``) describes itself: the architecture,
+input size, mean/std and distance come from its ``final/config.json``; an explicit ``--model``, ``--height``,
+``--width`` or ``--metric`` overrides them, and the command says so.
 
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
 every query under the dataset's protocol, prints R1/R5/R10/R20, mAP and mINP, and writes to ``--output``:
-``results.json``, ``cmc.png`` (the CMC curves) and ``ranked_<dataset>.png`` (queries with their top-10,
-true matches framed green, false red). Extracted features are cached in the output folder, keyed on the images
-(path, size, mtime), the weights,
-the preprocessing, flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
+``results.json`` (the schema of docs/evaluation.md, shared with train), ``cmc.png`` (the CMC curves) and
+``ranked_<dataset>.png`` (queries with their top-10, true matches framed green, false red). Extracted features
+are cached in the output folder, keyed on the images (path, size, mtime), the weights, the preprocessing,
+flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
 it was; it prints "features from cache: ..." when it does.
 
 Under torchrun every process embeds a share of each split (the features equal a one-process run's); rank 0
@@ -37,9 +42,9 @@ from safetensors.torch import load_file
 from . import cli
 from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, DatasetLayoutError, build_dataset, data_root
-from .evaluation import embed_sharded
+from .evaluation import embed_sharded, results_document, target_metrics
 from .files import atomic_save_safetensors, atomic_write_json
-from .inference import build_embedding_model
+from .inference import apply_run_record, build_embedding_model
 from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 
@@ -123,16 +128,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.evaluate``."""
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_model(p, default=None, required=True,
-                  help='osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with '
-                       '--checkpoint')
-    p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar)')
+    cli.add_model(p, default=None,
+                  help="osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with "
+                       "--checkpoint (default: a training run's own architecture)")
+    p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar), or a training run '
+                                        '(its folder, final/ or final/model.safetensors)')
     p.add_argument('--dataset', nargs='+', default=['synthetic'],
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '
                         'cuhk03_labeled, synthetic, synthetic_b (default: synthetic)')
     cli.add_root(p)
-    p.add_argument('--metric', default='cosine', choices=['cosine', 'euclidean'],
-                   help='distance: cosine or squared euclidean (default cosine)')
+    p.add_argument('--metric', default=None, choices=['cosine', 'euclidean'],
+                   help="distance: cosine or squared euclidean (default: a training run's own, else cosine)")
     p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
     p.add_argument('--flip', action='store_true', help='average the features of each image and its mirror')
     p.add_argument('--cuhk03-single-shot', action='store_true',
@@ -141,9 +147,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_precision(p, help='feature extraction precision: fp32, or bf16 / fp16 autocast')
     cli.add_batch_size(p, 128)
     cli.add_workers(p, 2, help='data-loading worker processes (default: 2)')
-    p.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg, 256)")
-    p.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg, 128)")
-    p.add_argument('--max-rank', type=int, default=50)
+    p.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg or run record, 256)")
+    p.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg or run record, 128)")
+    p.add_argument('--max-rank', type=int, default=50, help='longest CMC rank reported (default: 50)')
     cli.add_output(p, 'runs/evaluate', 'output folder')
     return p
 
@@ -170,6 +176,8 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     """The evaluation of ``main``, on every rank: features sharded over the ranks, metrics and files on rank 0
     (the other ranks return ``{}``)."""
     main_rank = du.is_main_process()
+    apply_run_record(args, log=print if main_rank else None)  # a training run: its architecture, size, distance
+    args.metric = args.metric or 'cosine'
     model = load_model(args.model, args.checkpoint).eval().to(device)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))
@@ -190,6 +198,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
               (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
 
     results: Dict[str, Dict] = {}
+    metrics: Dict[str, Dict] = {}
     for name in args.dataset:
         try:
             with du.main_process_first():  # a synthetic set is generated once, by rank 0
@@ -217,23 +226,16 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         elapsed = time.perf_counter() - t0
         print(summary_line(name, res) + f'  [{elapsed:.2f} s]')
         results[name] = res
+        metrics[name] = target_metrics(res, len(ds.gallery), ids[1])
         picks = pick_queries(res)
         rows = dist[picks].numpy() if dist is not None else pairwise_distance(
             feats['query'][picks], feats['gallery'], args.metric).numpy()
         ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png')
     if not main_rank:
         return {}
-    summary = {
-        'model': args.model, 'checkpoint': args.checkpoint, 'metric': args.metric, 'rerank': args.rerank,
-        'flip': args.flip, 'precision': args.precision, 'input_size': [args.height, args.width], 'device': str(device),
-        'date': time.strftime('%Y-%m-%d %H:%M:%S'),
-        'targets': {name: {
-            'R1': float(r['cmc'][0]), 'R5': float(r['cmc'][min(4, len(r['cmc']) - 1)]),
-            'R10': float(r['cmc'][min(9, len(r['cmc']) - 1)]), 'R20': float(r['cmc'][min(19, len(r['cmc']) - 1)]),
-            'mAP': r['mAP'], 'mINP': r['mINP'], 'num_queries': r['num_queries'],
-            'num_valid_queries': r['num_valid_queries'], 'cmc': [float(c) for c in r['cmc']]}
-            for name, r in results.items()},
-    }
+    summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, metric=args.metric,
+                               input_size=(args.height, args.width), precision=args.precision, flip=args.flip,
+                               rerank=args.rerank)
     atomic_write_json(out / 'results.json', summary, indent=1)
     plot_cmc(results, out / 'cmc.png', title=f'{args.model}: CMC')
     print(f'wrote {out / "results.json"}, {out / "cmc.png"}, ' +

@@ -5,7 +5,7 @@ the residual add, both); 4^6 = 4,096 architectures. A supernet holds four separa
 mixed by eq. (8) of the paper (Gumbel-softmax over non-negative weights pi), trained jointly with pi. The
 argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet. With
 several seeds, `select` trains each seed's child with the cross-domain recipe and keeps the best on the
-targets::
+targets. Examples::
 
     python -m osnet_zoo.nas                                # small search on synthetic data, CPU, minutes
     python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last
@@ -37,6 +37,18 @@ from .select import select
 from .supernet import SEARCH_MODES
 
 
+# the module docstring's command lines of each subcommand: its --help examples
+_EXAMPLE_LINES = [line for line in __doc__.splitlines() if line.startswith(('    python', '    torch'))]
+SEARCH_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES
+                                            if ' proof ' not in line and ' select ' not in line)
+SELECT_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES
+                                            if ' select ' in line or ' --seeds ' in line)
+PROOF_EXAMPLES = ('examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' in line)
+                  + '\n    # a smoke run on the CPU in a minute\n    python -m osnet_zoo.nas proof --device cpu '
+                    '--train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
+                    '--model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 --output runs/nas_proof_smoke')
+
+
 def _engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('engineering')
     cli.add_device(g)
@@ -58,7 +70,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', metavar='{search,select,proof}')
     s = sub.add_parser('search', help='search the IN placement (the default command)',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=cli.HelpFormatter, epilog=SEARCH_EXAMPLES,
                        description='Search the IN placement. --preset quick (default): synthetic data, width 0.25, '
                                    '128x64, batch 32, SGD lr 0.05, 6 epochs, temperature halved every epoch, '
                                    'one seed; CPU-sized. --preset paper: MSMT17 (all splits), '
@@ -66,7 +78,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                    'temperature 10 halved every 20 epochs (floor 1), flip + colour jitter, seeds '
                                    '1 2 3 4, then the selection (see `select`) on market1501 and dukemtmcreid. Any '
                                    'option below overrides the preset.')
-    s.add_argument('--preset', choices=['quick', 'paper'], default='quick')
+    s.add_argument('--preset', choices=['quick', 'paper'], default='quick', help='the settings to start from')
     cli.add_output(s, 'runs/nas', 'output folder (genotype.json, probabilities.png, seeds.json)')
     g = s.add_argument_group('data (default: the preset)')
     cli.add_root(g)
@@ -109,7 +121,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(s)
 
-    se = sub.add_parser('select',
+    se = sub.add_parser('select', formatter_class=cli.HelpFormatter, epilog=SELECT_EXAMPLES,
                         help='train each seed\'s child cross-domain and keep the best',
                         description='Read the search in --output (config.json, seed_<k>/genotype.json), train each '
                                     'seed\'s child from scratch on the search\'s sources with the cross-domain recipe '
@@ -117,6 +129,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                     'synthetic for quick), test it on --targets, keep the best mean mAP. Writes '
                                     'selection.json, selection.md (the table of the seeds) and genotype.json.')
     cli.add_output(se, 'runs/nas', 'the search folder; the selection is written into it')
+    se.add_argument('--root', help="datasets root (default: the search's, from its config.json)")
     se.add_argument('--recipe', help='training recipe of the children (name or YAML path)')
     se.add_argument('--targets', nargs='+', help='cross-domain test datasets (default: the search\'s)')
     se.add_argument('--epochs', type=int, help='training epochs of each child (default: the recipe\'s)')
@@ -125,27 +138,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     se.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(se)
 
-    pr = sub.add_parser('proof', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    pr = sub.add_parser('proof', formatter_class=cli.HelpFormatter, epilog=PROOF_EXAMPLES,
                         help='mini Table 7: search on synthetic domain A, train 4 models, test on domain B',
-                        description='Mini Table 7 on synthetic data: search on domain A; train the searched child, '
-                                    'OSNet, OSNet-IBN and the published OSNet-AIN placement with the same budget; '
+                        description='Mini Table 7 on synthetic data: search on domain A once per seed; train each '
+                                    'seed\'s child and keep the best on B (the selection); train OSNet, OSNet-IBN and '
+                                    'the published OSNet-AIN placement with the same budget; '
                                     'evaluate on domain B (other camera styles). Writes OUT/proof.json and '
                                     'OUT/proof.md. The defaults are sized to finish within 8 minutes on one H100 '
                                     '(an estimate; --stop-after-epoch and --resume split a run).')
     cli.add_output(pr, 'runs/nas_proof', 'output folder (proof.json, proof.md, the search and the trainings)')
     pr.add_argument('--train-ids', type=int, default=400, help='training identities per domain')
     pr.add_argument('--test-ids', type=int, default=100, help='test identities per domain')
-    pr.add_argument('--search-epochs', type=int, default=30)
-    pr.add_argument('--train-epochs', type=int, default=30)
+    pr.add_argument('--search-epochs', type=int, default=30, help='epochs of the search')
+    pr.add_argument('--train-epochs', type=int, default=30, help='epochs of each of the four trainings')
     cli.add_batch_size(pr, 128)
-    pr.add_argument('--lr', type=float, default=0.1)
-    pr.add_argument('--model-width', type=float, default=1.0)
-    pr.add_argument('--height', type=int, default=128)
+    pr.add_argument('--lr', type=float, default=0.1, help='learning rate')
+    pr.add_argument('--model-width', type=float, default=1.0, help='OSNet width multiplier beta')
+    pr.add_argument('--height', type=int, default=128, help='image height')
     pr.add_argument('--width', type=int, default=64, help='image width')
     pr.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4],
                     help='one search per seed; with several, the child with the best mAP on domain B after training '
                          'is kept, as in the paper (B is then not unseen by the selection: one seed keeps it clean)')
-    pr.add_argument('--mode', choices=SEARCH_MODES, default='all')
+    pr.add_argument('--mode', choices=SEARCH_MODES, default='all', help="the search's mode (see search --help)")
     pr.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap iterations per epoch (smoke tests)')
     _engine_args(pr)
     return p
@@ -184,8 +198,9 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
                   seeds=args.seeds, mode=args.mode, max_steps_per_epoch=args.max_steps_per_epoch)
         return
     if args.command == 'select':
-        result = select(Path(args.output), engine, recipe=args.recipe, targets=args.targets, epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, max_steps_per_epoch=args.max_steps_per_epoch)
+        result = select(Path(args.output), engine, recipe=args.recipe, root=args.root, targets=args.targets,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        max_steps_per_epoch=args.max_steps_per_epoch)
         if du.is_main_process():
             print(Path(args.output, 'selection.md').read_text(), end='')
             print(f"kept seed {result['kept_seed']}: {' / '.join(result['block_norms'])}; wrote {args.output}/"

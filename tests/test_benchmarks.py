@@ -72,3 +72,11 @@ def test_bench_nas_memory(tmp_path):
     params = {r['model']: r['params'] for r in res['rows']}
     assert params['supernet_all'] == params['supernet_sampled'] > 2 * params['osnet']  # four blocks per position
     assert all(r['step_peak_mib'] > 0 for r in res['rows']) and res['summary']['4']['osnet']['ratio_vs_osnet'] == 1
+
+
+def test_bench_weights_download(tmp_path):
+    out = tmp_path / 'weights.json'
+    _bench('bench_weights_download.py', '--rounds', 1, '--model', 'osnet_x0_25', '--json', out)
+    res = json.loads(out.read_text())
+    assert set(res) == {'osnet_x0_25.msmt17_combineall', 'osnet_x0_25.market1501'}
+    assert all(r['first_s'] > 0 and r['cached_s'] > 0 and r['baseline_s'] > 0 for r in res.values())

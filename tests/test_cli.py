@@ -92,6 +92,8 @@ PARSERS = {
     'visualize gates': ('osnet_zoo.visualize', 'gates', [], {}),
     'nas search': ('osnet_zoo.nas.__main__', 'search', [], {
         '--model': 'the search builds its own supernet (--model-width)'}),
+    'nas select': ('osnet_zoo.nas.__main__', 'select', [], {
+        '--model': "select builds each seed's child from its genotype (the search's --model-width)"}),
     'nas proof': ('osnet_zoo.nas.__main__', 'proof', [], {
         '--model': 'the proof trains four fixed architectures (--model-width)',
         '--root': 'the proof generates its two synthetic domains in --output'}),

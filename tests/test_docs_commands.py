@@ -45,9 +45,13 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.extract --checkpoint runs/osnet --dataset synthetic --split gallery '
     '--output runs/gallery.safetensors': '--workers 1 --device cpu',
     'python -m osnet_zoo.nas': '--epochs 1 --height 64 --width 32 --batch-size 8 --max-steps-per-epoch 2 --quiet',
+    'python -m osnet_zoo.nas search --seeds 1 2 3 4 --output runs/nas4':
+        '--epochs 1 --height 64 --width 32 --batch-size 8 --max-steps-per-epoch 1 --quiet',
+    # after the search above (commands of one CLI run in page order)
+    'python -m osnet_zoo.nas select --output runs/nas4': '--epochs 1 --batch-size 8 --max-steps-per-epoch 1 --quiet',
     'python -m osnet_zoo.nas proof --device cuda --output runs/nas_proof':
         '--device cpu --train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
-        '--model-width 0.25 --height 64 --width 32 --batch-size 8 --quiet',
+        '--model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 --quiet',
     'python -m osnet_zoo.weights list': '',
 }
 
@@ -98,8 +102,6 @@ SKIPPED: Dict[str, str] = {
     'python -m osnet_zoo.nas --help': 'covered by the --help check',
     'python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last':
         REAL_DATA + ' (MSMT17); a GPU',
-    'python -m osnet_zoo.nas search --preset paper --root ~/datasets --seeds 1 2 3 4 --targets market1501 '
-    '--device cuda': REAL_DATA + ' (MSMT17, Market1501); a GPU',
     'torchrun --nproc_per_node 4 -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda '
     '--precision bf16': 'torchrun on 4 GPUs; ' + REAL_DATA,
     'python -m osnet_zoo.visualize actmap --model osnet_x1_0 --checkpoint runs/market/osnet_x1_0/model.safetensors '

@@ -78,7 +78,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='extra timm.create_model arguments, e.g. num_streams=1 (the T = 1 baseline)')
     g = p.add_argument_group('optimisation (default: the recipe\'s)')
     g.add_argument('--epochs', type=int)
-    cli.add_batch_size(g, None, help='images per batch and process')
+    cli.add_batch_size(g, None, help='images per optimisation step over all processes (the global batch; split '
+                       'evenly across torchrun processes)')
     g.add_argument('--optim', choices=OPTIMIZERS)
     g.add_argument('--lr', type=float)
     g.add_argument('--weight-decay', type=float)
@@ -375,7 +376,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if state is not None:
         resume_checks(state, cfg, checkpoint, num_classes, identities)
     if du.is_main_process():
-        atomic_write_json(out / 'config.json', cfg.to_dict())  # what this run actually uses
+        # what this run actually uses; the global batch is split over the processes as recorded
+        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), world_size=du.get_world_size(),
+                                                    batch_size_per_rank=train.per_rank_batch))
     models = create_models(cfg, num_classes)
     for model in models:
         model.to(device)

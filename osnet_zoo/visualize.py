@@ -7,6 +7,9 @@
 ``gates``   the aggregation-gate analysis: the gating vectors of the streams in the last omni-scale block
             (one per stream, from the shared ``ChannelGate``), concatenated per image, clustered with
             k-means; the images closest to each cluster centre are shown, one row per cluster.
+``attributes`` the attribute picture (ICCV 2019, Fig. 7) of a model trained with ``--recipe attributes_pa100k``:
+            test images of PA-100K, each with the predicted likelihood of every attribute it has, green where
+            it is right at 50%, red where it is not.
 
 Examples::
 
@@ -25,10 +28,14 @@ Examples::
     # try it without any download: random weights on the synthetic dataset (generated on first use)
     python -m osnet_zoo.visualize gates --model osnet_x0_25 --no-pretrained --root /tmp/data --clusters 3
 
+    # Fig. 7: likelihoods on the ground-truth attributes of 6 PA-100K test images (a run of attributes_pa100k)
+    python -m osnet_zoo.visualize attributes --run runs/pa100k --root ~/data --max-images 6
+
 Outputs (in ``--output``): ``actmap`` writes ``actmaps.png`` (a grid: the images, then one row of maps per
 model) and ``maps/NNNN_<image>.png`` (per image: the image, then its map for each model); ``gates`` writes
 ``gate_clusters.png`` and ``gate_clusters.json`` (every image's cluster and distance to the centre, and
-each cluster's nearest images).
+each cluster's nearest images); ``attributes`` writes ``attributes.png`` and ``attributes.json`` (per image
+its ground-truth attributes with their probabilities).
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -55,9 +63,11 @@ from osnet_zoo.data import (
     DatasetLayoutError, ImageDataset, ImageReadError, ReIDItem, build_dataset, build_test_transform, normalize_batch,
     read_image,
 )
-from osnet_zoo.data.datasets import IMAGE_EXTENSIONS
+from osnet_zoo.data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
+from osnet_zoo.evaluation_labelled import score_labelled
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.inference import build_embedding_model, resolve_preprocessing
+from osnet_zoo.metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
 from osnet_zoo.metrics.plots import LINE_HEIGHT, draw_text_lines, label_font, save_png
 from osnet_zoo.models.osnet import ChannelGate, OmniScaleBlock
 
@@ -410,7 +420,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' two analysis '
                                      'figures (OSNet, ICCV 2019 / TPAMI 2021), for any model and any images.',
                                      epilog='\n\n'.join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates,attributes}')
     act = sub.add_parser('actmap', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                          help='activation maps overlaid on the images', description=commands['actmap'],
                          epilog=examples)
@@ -427,7 +437,62 @@ def get_args_parser() -> argparse.ArgumentParser:
     gates.add_argument('--clusters', type=int, default=6, help='k of k-means (default 6)')
     gates.add_argument('--per-cluster', type=int, default=15, help='images shown per cluster (default 15)')
     gates.add_argument('--seed', type=int, default=0, help='k-means seed (default 0)')
+    attrs = sub.add_parser('attributes', formatter_class=argparse.RawDescriptionHelpFormatter,
+                           help='likelihoods on the ground-truth attributes (Fig. 7)',
+                           description=commands['attributes'], epilog=examples)
+    attrs.add_argument('--run', required=True,
+                       help='a training run of attributes_pa100k (its final/ folder is loaded), or a final/ folder')
+    attrs.add_argument('--dataset', default='pa100k', choices=['pa100k'], help='attribute dataset (pa100k)')
+    attrs.add_argument('--root', default=os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data'),
+                       help='folder holding the datasets (default: $OSNET_ZOO_DATA or ~/.cache/osnet_zoo/data)')
+    attrs.add_argument('--split', default='test', choices=['train', 'val', 'test'], help='split (default test)')
+    attrs.add_argument('--max-images', type=int, default=6, help='images shown, spread over the split (default 6)')
+    attrs.add_argument('--threshold', type=float, default=0.5, help='probability of a positive (default 0.5)')
+    attrs.add_argument('--output', help='output folder (default runs/visualize/attributes)')
+    attrs.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                       help='cpu, cuda, cuda:1, ... (default: cuda if available)')
+    attrs.add_argument('--batch-size', type=int, default=32)
+    attrs.add_argument('--workers', type=int, default=0, help='data-loading processes (default 0)')
     return parser
+
+
+def load_trained_folder(run: str) -> Tuple[nn.Module, Path]:
+    """The model of a training run (``RUN/final``) or a final/ folder, with its classifier, in eval mode."""
+    folder = Path(run).expanduser()
+    if (folder / 'final' / 'config.json').is_file():
+        folder = folder / 'final'
+    if not (folder / 'config.json').is_file() or not (folder / 'model.safetensors').is_file():
+        raise FileNotFoundError(f'--run {run}: neither a finished training run (RUN/final/) nor a model folder '
+                                '(config.json + model.safetensors)')
+    return timm.create_model(f'local-dir:{folder}', pretrained=True).eval(), folder
+
+
+@torch.inference_mode()
+def run_attributes(run: str, dataset: str, root: str, split: str, output: os.PathLike, device: torch.device,
+                   max_images: int, threshold: float, batch_size: int, workers: int) -> Dict[str, Any]:
+    """Fig. 7 for ``max_images`` images of ``split``: attributes.png and attributes.json in ``output``."""
+    if max_images < 1 or not 0 < threshold < 1:
+        raise ValueError('--max-images must be >= 1 and --threshold within (0, 1)')
+    model, folder = load_trained_folder(run)
+    data = LABELLED_DATASETS[dataset](Path(root).expanduser())
+    part = getattr(data, split)
+    if model.num_classes != data.num_classes:
+        raise ValueError(f'{folder} predicts {model.num_classes} outputs, {dataset} has {data.num_classes} '
+                         'attributes: is it a run of attributes_pa100k?')
+    keep = np.unique(np.linspace(0, len(part) - 1, min(max_images, len(part))).round().astype(int)).tolist()
+    subset = LabelledSplit(part.labels[keep], paths=[part.paths[i] for i in keep])
+    pcfg = model.pretrained_cfg
+    _, height, width = pcfg['input_size']
+    probabilities = score_labelled(model.to(device), 'attributes', subset, device, (height, width), pcfg['mean'],
+                                   pcfg['std'], (), batch_size, workers, with_probabilities=True)['probabilities']
+    rows = [ground_truth_likelihoods(p.tolist(), y.tolist(), data.classes, threshold)
+            for p, y in zip(probabilities, subset.labels)]
+    out = Path(output)
+    save_png(attribute_figure([np.asarray(read_image(p)) for p in subset.paths], rows), out / 'attributes.png')
+    result = dict(model=str(folder), dataset=dataset, split=split, threshold=threshold,
+                  images=[dict(path=p, attributes=r) for p, r in zip(subset.paths, rows)])
+    atomic_write_json(out / 'attributes.json', result)
+    return result
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -440,6 +505,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise ValueError('--batch-size must be >= 1 and --workers >= 0')
     if args.command == 'gates' and (args.clusters < 1 or args.per_cluster < 1):
         raise ValueError('--clusters and --per-cluster must be >= 1')
+    if args.command == 'attributes':
+        out = Path(args.output or 'runs/visualize/attributes')
+        result = run_attributes(args.run, args.dataset, args.root, args.split, out, device, args.max_images,
+                                args.threshold, args.batch_size, args.workers)
+        print(f'wrote {out / "attributes.png"} and {out / "attributes.json"} ({len(result["images"])} images)')
+        return result
     model_args = _parse_model_args(args.model_args, '--model-args')
     compare_args = _parse_model_args(getattr(args, 'compare_args', []), '--compare-args')
     out = Path(args.output or f'runs/visualize/{args.command}')

@@ -15,8 +15,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
-           'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE']
+           'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE', 'check_channel_values']
 
 RECIPES_DIR = Path(__file__).parent / 'recipes'
 
@@ -59,6 +61,12 @@ class TrainConfig:
     dml: bool = False
     eval_freq: int = 0
     metric: str = 'euclidean'
+    # pixel normalisation (ICCV 2019 supplementary, Table 12a): ImageNet's statistics, or a dataset's own
+    # (python -m osnet_zoo.data stats --dataset NAME --root ROOT computes them)
+    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # entropy maximisation (Table 12c): the loss is L_ID - entropy_weight * entropy of the predictions
+    entropy_weight: float = 0.0
     source: Optional[str] = None
     # --- engineering (command line only)
     recipe: str = 'synthetic'
@@ -149,7 +157,25 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for key in ('pretrained', 'init_checkpoint'):
         if values.get(key) in ('none', ''):
             values[key] = None
+    for key in ('mean', 'std'):
+        values[key] = check_channel_values(values.get(key, getattr(TrainConfig, key, None)), key)
     return TrainConfig(**values)
+
+
+def check_channel_values(value: Any, key: str) -> List[float]:
+    """A recipe's or the command line's ``mean`` / ``std``: three numbers (RGB, on the 0..1 scale; std
+    positive), else a ValueError naming the option."""
+    if value is None:
+        return list(TrainConfig.__dataclass_fields__[key].default_factory())
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 3 or (key == 'std' and min(numbers) <= 0) or not all(0 <= v <= 1 for v in numbers):
+        raise ValueError(f'--{key} {value!r}: expected three numbers (R G B) in 0..1'
+                         + (', each above 0' if key == 'std' else '')
+                         + ' (python -m osnet_zoo.data stats computes a dataset\'s).')
+    return numbers
 
 
 # On --resume, where this process runs always comes from the current command line (or its defaults) ...

@@ -773,10 +773,22 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     }
 
 
+# The ImageNet classifiers (the ``imagenet`` tags) were trained and are scored the ImageNet way (ICCV 2019,
+# Sec. 4.4): random 224x224 crops of 256x256 images, single 224x224 centre crop of the 256x256-resized image
+# at test. timm's 'squash' crop mode does exactly that: resize to input_size / crop_pct (aspect not kept),
+# then the centre crop.
+IMAGENET_CLASSIFIER_CFG = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, crop_mode='squash',
+                               interpolation='bilinear')
+
+
 def _manifest_cfgs() -> Dict[str, Dict[str, Any]]:
     # One tag per checkpoint of osnet_zoo/weights/weights_manifest.json, the default tag of each architecture
     # first (timm makes the first tag with weights the default).
-    return pretrained_cfgs(_cfg, load_manifest(PACKAGED_MANIFEST))
+    cfgs = pretrained_cfgs(_cfg, load_manifest(PACKAGED_MANIFEST))
+    for name, cfg in cfgs.items():
+        if name.endswith('.imagenet'):
+            cfg.update(IMAGENET_CLASSIFIER_CFG)
+    return cfgs
 
 
 default_cfgs = generate_default_cfgs(_manifest_cfgs())

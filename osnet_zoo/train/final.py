@@ -48,7 +48,7 @@ def save_model_folder(model: nn.Module, architecture: str, out_dir: Path, input_
     atomic_save_safetensors(state, out_dir / 'model.safetensors', metadata={'format': 'pt'})
     model_config = dict(distance=distance) if distance else None
     data_config = dict(input_size=(3, *input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct,
-                       crop_mode='squash' if crop_pct < 1.0 else 'center')
+                       crop_mode='squash')  # re-ID crops are resized whole (squash), ImageNet's centre-cropped
     with atomic_path(out_dir / 'config.json') as tmp:
         save_config_for_hf(model, tmp, model_config=model_config, model_args=dict(model_args or {}) or None,
                            data_config=data_config)

@@ -259,7 +259,9 @@ def train_one_epoch(
             loss_ce = ce(logits, pids)
             loss = loss_ce
             if cfg.entropy_weight:  # entropy maximisation (ICCV 2019 supplementary, Table 12c)
-                loss = loss - cfg.entropy_weight * prediction_entropy(logits)
+                entropy = prediction_entropy(logits)
+                loss = loss - cfg.entropy_weight * entropy
+                sums['loss_entropy'] = sums.get('loss_entropy', 0.0) + entropy.item() / len(nets)
             sums['loss_ce'] += loss_ce.item() / len(nets)
             if triplet is not None:
                 loss_tri = triplet(emb, pids)

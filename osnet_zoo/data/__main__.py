@@ -1,6 +1,7 @@
 """`python -m osnet_zoo.data`: facts about a dataset on disk.
 
-``stats``  the per-channel pixel mean and standard deviation of a dataset's training images (0..1 scale),
+``stats``  a dataset's splits (identities, images, cameras: the papers' Table 2) and the per-channel pixel
+           mean and standard deviation of its training images (0..1 scale),
            each image resized to the training size first (so every image weighs the same), for
            dataset-specific normalisation (ICCV 2019 supplementary, Table 12a). It prints them as recipe keys
            and as ``--mean`` / ``--std`` options, and with ``--output`` writes them to a JSON file.
@@ -66,13 +67,15 @@ def dataset_stats(name: str, root: Optional[str], height: int, width: int, max_i
     if height < 1 or width < 1 or batch_size < 1:
         raise ValueError('--height, --width and --batch-size must be >= 1')
     if name in LABELLED_DATASETS:
-        train = LABELLED_DATASETS[name](data_root(root)).train
+        full: Any = LABELLED_DATASETS[name](data_root(root))
+        train = full.train
         keep = _spread(len(train), max_images)
         subset = LabelledSplit(train.labels[keep], paths=[train.paths[i] for i in keep] if train.paths else None,
                                pixels=train.pixels[keep] if train.pixels is not None else None)
         dataset: Any = LabelledImages(subset, build_labelled_transform(height, width, (), train=False))
     elif name in DATASETS:
-        items = load_datasets([name], root).train
+        full = load_datasets([name], root)
+        items = full.train
         dataset = ImageDataset([items[i] for i in _spread(len(items), max_images)],
                                build_test_transform(height, width, normalize=False), as_tensor=True)
     else:
@@ -80,7 +83,8 @@ def dataset_stats(name: str, root: Optional[str], height: int, width: int, max_i
                          f'{", ".join(sorted(DATASETS) + sorted(LABELLED_DATASETS))}')
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     stats = channel_stats(b['image'] for b in tqdm(loader, desc=f'{name} train', unit='batch', file=sys.stderr))
-    return dict(dataset=name, split='train', images=len(dataset), size=[height, width], **stats)
+    return dict(dataset=name, split='train', images=len(dataset), size=[height, width], **stats,
+                summary=full.summary())
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -109,7 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     result = dataset_stats(args.dataset, args.root, args.height, args.width, args.max_images, args.batch_size,
                            args.workers)
     mean, std = (' '.join(f'{v:.4f}' for v in result[k]) for k in ('mean', 'std'))
-    print(f"{args.dataset}: {result['images']} training images at {args.height}x{args.width}")
+    print(result['summary'])
+    print(f"mean/std of {result['images']} training images at {args.height}x{args.width}:")
     print(f'recipe keys:  mean: [{mean.replace(" ", ", ")}]   std: [{std.replace(" ", ", ")}]')
     print(f'options:      --mean {mean} --std {std}')
     if args.output:

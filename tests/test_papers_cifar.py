@@ -84,3 +84,21 @@ def test_cifar_recipes_train_one_epoch(tmp_path, recipe, maker, model_args):
     rebuilt = timm.create_model(f'local-dir:{out / "final"}', pretrained=True).eval()
     assert len(rebuilt.conv3) == 8 and rebuilt(torch.zeros(1, 3, 32, 32)).shape == (1, 10 if recipe == 'cifar10'
                                                                                       else 100)
+
+
+def test_labelled_run_resumes_and_refuses_reid_options(tmp_path):
+    make_cifar10(tmp_path / 'data', per_batch=4, test=4)
+    out = tmp_path / 'run'
+    common = ['--recipe', 'cifar10', '--root', str(tmp_path / 'data'), '--batch-size', '8', '--model', 'osnet_x0_25',
+              '--model-args', 'layers=[1,1,1]', 'stem=cifar', '--output', str(out), '--max-steps-per-epoch', '1']
+    train_main(common + ['--epochs', '1'])
+    resumed = train_main(common + ['--epochs', '2', '--resume'])
+    log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in log if r['kind'] == 'train'] == [1, 2]
+    assert json.loads((out / 'results.json').read_text())['cifar10']['epoch'] == 2 == resumed['cifar10']['epoch']
+    with pytest.raises(ValueError, match='--targets market1501: a cifar10 run is scored on the test split'):
+        train_main(common[:-4] + ['--targets', 'market1501', '--output', str(tmp_path / 'b')])
+    with pytest.raises(ValueError, match='--dml is a re-ID option'):
+        train_main(common[:-4] + ['--dml', '--output', str(tmp_path / 'c')])
+    with pytest.raises(ValueError, match='--transforms random_erase: not an augmentation'):
+        train_main(common[:-4] + ['--transforms', 'random_erase', '--output', str(tmp_path / 'd'), '--epochs', '1'])

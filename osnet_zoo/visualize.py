@@ -1,4 +1,4 @@
-"""`python -m osnet_zoo.visualize`: the papers' two analysis figures, for any model and any images.
+"""`python -m osnet_zoo.visualize`: the papers' analysis figures, for any model and any images.
 
 ``actmap``  activation maps of the last convolutional feature maps (conv5, ``model.forward_features``):
             the sum of absolute values over channels, then spatial L2 normalisation, upsampled to the
@@ -72,7 +72,8 @@ from osnet_zoo.metrics.plots import LINE_HEIGHT, draw_text_lines, label_font, sa
 from osnet_zoo.models.osnet import ChannelGate, OmniScaleBlock
 
 __all__ = ['activation_maps', 'overlay_activation', 'collect_items', 'build_model', 'compute_activation_maps',
-           'capture_gates', 'kmeans', 'closest_to_centres', 'run_actmap', 'run_gates', 'get_args_parser', 'main']
+           'capture_gates', 'kmeans', 'closest_to_centres', 'run_actmap', 'run_gates', 'run_attributes',
+           'load_trained_folder', 'get_args_parser', 'main']
 
 SPLITS = ('query', 'gallery', 'train')
 
@@ -417,7 +418,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands = {m.group(1): textwrap.fill(' '.join(m.group(2).split()), 100)
                 for m in re.finditer(r'``(\w+)``\s+(.*?)(?=\n``|\Z)', doc[1], re.S)}
     examples = '\n\n'.join(doc[2:])
-    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' two analysis '
+    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' analysis '
                                      'figures (OSNet, ICCV 2019 / TPAMI 2021), for any model and any images.',
                                      epilog='\n\n'.join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates,attributes}')

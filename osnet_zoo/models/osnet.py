@@ -777,7 +777,7 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
 # Sec. 4.4): random 224x224 crops of 256x256 images, single 224x224 centre crop of the 256x256-resized image
 # at test. timm's 'squash' crop mode does exactly that: resize to input_size / crop_pct (aspect not kept),
 # then the centre crop.
-IMAGENET_CLASSIFIER_CFG = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, crop_mode='squash',
+IMAGENET_CLASSIFIER_CFG = dict(input_size=(3, 224, 224), pool_size=(14, 14), crop_pct=0.875, crop_mode='squash',
                                interpolation='bilinear')
 
 

@@ -80,3 +80,15 @@ def test_evaluate_classification_is_the_224_centre_crop_of_the_256_image(tmp_pat
                           str(tmp_path / 'w.safetensors'), '--model', 'osnet_x0_25', '--dataset', 'market1501'],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and 'not a classification dataset' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_reid_builders_keep_reid_input_for_archs_whose_default_tag_is_imagenet(tmp_path):
+    """osnet_ain_x0_25's only tag is its ImageNet classifier; a re-ID embedding built from other weights (a
+    checkpoint, random) and a converted re-ID checkpoint keep the 256x128 re-ID input."""
+    from osnet_zoo.inference import build_embedding_model, resolve_preprocessing
+    assert timm.get_pretrained_cfg('osnet_ain_x0_25').to_dict()['input_size'] == (3, 224, 224)
+    net = build_embedding_model('osnet_ain_x0_25', pretrained=False)
+    assert resolve_preprocessing(net)['input_size'] == (3, 256, 128)
+    atomic_save_safetensors(net.state_dict(), tmp_path / 'reid.safetensors')
+    loaded = build_embedding_model('osnet_ain_x0_25', checkpoint_path=tmp_path / 'reid.safetensors')
+    assert resolve_preprocessing(loaded)['input_size'] == (3, 256, 128)

@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
-__all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'default_device', 'add_output', 'add_device', 'add_precision',
+__all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
+           'add_precision',
            'add_batch_size', 'add_workers', 'add_model', 'add_root', 'deprecated_alias', 'resolve_workers',
            'error_message', 'run']
 
@@ -26,6 +27,24 @@ DEFAULT_DATA_ROOT = os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data')
 # Errors that mean "the input is wrong" (the message names the thing): printed as one line by run().
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
                KeyError, RuntimeError, OSError)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Examples kept as written (a description or epilog with line breaks is printed as it is, a single
+    paragraph is wrapped); an option's default appended to its help once, only where the help does not
+    state it already (the shared helpers above state theirs)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if '\n' in text:
+            return ''.join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        if ('default' in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+                or isinstance(action.default, bool)):
+            return text
+        return text + (' ' if text else '') + '(default: %(default)s)'
 
 
 def default_device() -> str:

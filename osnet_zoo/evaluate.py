@@ -5,15 +5,20 @@ Examples::
     python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall \\
         --dataset market1501 dukemtmcreid --root ~/data
     python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint model.pth --dataset synthetic --root /tmp/data
+    python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic    # a training run, as it was trained
     python -m osnet_zoo.evaluate --task classification --model osnet_x1_0.imagenet --dataset imagenet --root ~/data
     python -m osnet_zoo.evaluate --task classification --checkpoint runs/cifar10/final --dataset cifar10 --root ~/data
 
+A training run (its folder, ``final/`` or ``final/model.safetensors``) describes itself: the architecture,
+input size, mean/std and distance come from its ``final/config.json``; an explicit ``--model``, ``--height``,
+``--width`` or ``--metric`` overrides them, and the command says so.
+
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
 every query under the dataset's protocol, prints R1/R5/R10/R20, mAP and mINP, and writes to ``--output``:
-``results.json``, ``cmc.png`` (the CMC curves) and ``ranked_<dataset>.png`` (queries with their top-10,
-true matches framed green, false red). Extracted features are cached in the output folder, keyed on the images
-(path, size, mtime), the weights,
-the preprocessing, flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
+``results.json`` (the schema of docs/evaluation.md, shared with train), ``cmc.png`` (the CMC curves) and
+``ranked_<dataset>.png`` (queries with their top-10, true matches framed green, false red). Extracted features
+are cached in the output folder, keyed on the images (path, size, mtime), the weights, the preprocessing,
+flip and precision, so a run that stops (or a second run with ``--rerank``) picks up where
 it was; it prints "features from cache: ..." when it does.
 
 Under torchrun every process embeds a share of each split (the features equal a one-process run's); rank 0
@@ -40,10 +45,10 @@ from . import cli
 from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, DatasetLayoutError, build_dataset, data_root
 from .data.datasets import LABELLED_DATASETS
-from .evaluation import embed_sharded
+from .evaluation import embed_sharded, results_document, target_metrics
 from .evaluation_labelled import score_labelled
 from .files import atomic_save_safetensors, atomic_write_json
-from .inference import build_embedding_model
+from .inference import apply_run_record, build_embedding_model
 from .weights import load_osnet_checkpoint, read_checkpoint
 from .weights.io import unwrap_state_dict
 from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
@@ -160,9 +165,11 @@ def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dic
     size = (args.height or cfg['input_size'][1], args.width or cfg['input_size'][2])
     crop = ('resize_crop',) if cfg.get('crop_pct', 1.0) < 1.0 else ()
     out = Path(args.output)
-    summary: Dict = dict(model=args.model, checkpoint=args.checkpoint, task=args.task, input_size=list(size),
-                         crop_pct=cfg.get('crop_pct', 1.0), precision=args.precision, device=str(device),
-                         date=time.strftime('%Y-%m-%d %H:%M:%S'), targets={})
+    targets: Dict[str, Dict] = {}
+    # the results.json of every command (evaluation.results_document); a classifier has no distance
+    summary = results_document(targets, model=args.model, checkpoint=args.checkpoint, metric=None, input_size=size,
+                               precision=args.precision, task=args.task, crop_pct=cfg.get('crop_pct', 1.0),
+                               device=str(device))
     for name in args.dataset:
         if name not in LABELLED_DATASETS:
             raise SystemExit(f'error: --dataset {name}: not a {args.task} dataset; choose from '
@@ -180,7 +187,7 @@ def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dic
         print(ds.summary())
         r = score_labelled(model, ds.task, ds.test, device, size, cfg['mean'], cfg['std'], crop, args.batch_size,
                            args.workers, args.precision, crop_pct=cfg.get('crop_pct', 1.0))
-        summary['targets'][name] = r
+        targets[name] = r
         print(f'{name}: ' + ('  '.join(f'{k} {100 * r[k]:.2f}%' for k in ('top1', 'top5', 'error'))
                              if ds.task == 'classification' else
                              '  '.join(f'{k} {100 * r[k]:.2f}%' for k in ('mA', 'accuracy', 'precision', 'recall',
@@ -194,11 +201,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.evaluate``."""
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_model(p, default=None, required=False,
-                  help='osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with '
-                       '--checkpoint')
-    p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar); with --task '
-                                        'classification|attributes also a trained model folder (RUN/final)')
+    cli.add_model(p, default=None,
+                  help="osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with "
+                       "--checkpoint (default: a training run's own architecture)")
+    p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar), or a training run '
+                                        '(its folder, final/ or final/model.safetensors)')
     p.add_argument('--task', default='reid', choices=['reid', 'classification', 'attributes'],
                    help='reid (default); classification: single-crop top-1/top-5 on a class dataset (imagenet val '
                         'folders, cifar10, cifar100) with the classifier; attributes: the PA-100K metrics')
@@ -206,8 +213,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '
                         'cuhk03_labeled, synthetic, synthetic_b (default: synthetic)')
     cli.add_root(p)
-    p.add_argument('--metric', default='cosine', choices=['cosine', 'euclidean'],
-                   help='distance: cosine or squared euclidean (default cosine)')
+    p.add_argument('--metric', default=None, choices=['cosine', 'euclidean'],
+                   help="distance: cosine or squared euclidean (default: a training run's own, else cosine)")
     p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
     p.add_argument('--flip', action='store_true', help='average the features of each image and its mirror')
     p.add_argument('--cuhk03-single-shot', action='store_true',
@@ -216,9 +223,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_precision(p, help='feature extraction precision: fp32, or bf16 / fp16 autocast')
     cli.add_batch_size(p, 128)
     cli.add_workers(p, 2, help='data-loading worker processes (default: 2)')
-    p.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg, 256)")
-    p.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg, 128)")
-    p.add_argument('--max-rank', type=int, default=50)
+    p.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg or run record, 256)")
+    p.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg or run record, 128)")
+    p.add_argument('--max-rank', type=int, default=50, help='longest CMC rank reported (default: 50)')
     cli.add_output(p, 'runs/evaluate', 'output folder')
     return p
 
@@ -234,8 +241,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     try:
         if args.task != 'reid':  # classifiers: osnet_zoo.evaluation_labelled
             return evaluate_labelled_cli(args, device) if du.is_main_process() else {}
-        if not args.model:
-            raise SystemExit('error: --model is required for --task reid')
         return _evaluate(args, device)
     except (*cli.USER_ERRORS, SystemExit):
         if du.is_main_process():
@@ -249,6 +254,8 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     """The evaluation of ``main``, on every rank: features sharded over the ranks, metrics and files on rank 0
     (the other ranks return ``{}``)."""
     main_rank = du.is_main_process()
+    apply_run_record(args, log=print if main_rank else None)  # a training run: its architecture, size, distance
+    args.metric = args.metric or 'cosine'
     model = load_model(args.model, args.checkpoint).eval().to(device)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))
@@ -269,6 +276,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
               (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
 
     results: Dict[str, Dict] = {}
+    metrics: Dict[str, Dict] = {}
     for name in args.dataset:
         try:
             with du.main_process_first():  # a synthetic set is generated once, by rank 0
@@ -296,23 +304,16 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         elapsed = time.perf_counter() - t0
         print(summary_line(name, res) + f'  [{elapsed:.2f} s]')
         results[name] = res
+        metrics[name] = target_metrics(res, len(ds.gallery), ids[1])
         picks = pick_queries(res)
         rows = dist[picks].numpy() if dist is not None else pairwise_distance(
             feats['query'][picks], feats['gallery'], args.metric).numpy()
         ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png')
     if not main_rank:
         return {}
-    summary = {
-        'model': args.model, 'checkpoint': args.checkpoint, 'metric': args.metric, 'rerank': args.rerank,
-        'flip': args.flip, 'precision': args.precision, 'input_size': [args.height, args.width], 'device': str(device),
-        'date': time.strftime('%Y-%m-%d %H:%M:%S'),
-        'targets': {name: {
-            'R1': float(r['cmc'][0]), 'R5': float(r['cmc'][min(4, len(r['cmc']) - 1)]),
-            'R10': float(r['cmc'][min(9, len(r['cmc']) - 1)]), 'R20': float(r['cmc'][min(19, len(r['cmc']) - 1)]),
-            'mAP': r['mAP'], 'mINP': r['mINP'], 'num_queries': r['num_queries'],
-            'num_valid_queries': r['num_valid_queries'], 'cmc': [float(c) for c in r['cmc']]}
-            for name, r in results.items()},
-    }
+    summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, metric=args.metric,
+                               input_size=(args.height, args.width), precision=args.precision, flip=args.flip,
+                               rerank=args.rerank)
     atomic_write_json(out / 'results.json', summary, indent=1)
     plot_cmc(results, out / 'cmc.png', title=f'{args.model}: CMC')
     print(f'wrote {out / "results.json"}, {out / "cmc.png"}, ' +

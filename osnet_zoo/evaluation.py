@@ -6,6 +6,11 @@ Training, the architecture search and ``python -m osnet_zoo.evaluate`` all go th
     results = evaluate_models([model], splits, device, size=(256, 128))
     results['market1501']['rank1'], results['market1501']['mAP']
 
+Every figure is in one schema, whoever measured it (``python -m osnet_zoo.train``, ``evaluate``,
+``train.protocol``): :func:`target_metrics` per target (``rank1``, ``rank5``, ``rank10``, ``rank20``, ``mAP``,
+``mINP`` as fractions in [0, 1], the counts, ``cmc``), gathered by :func:`results_document` into the
+``results.json`` those commands write (docs/evaluation.md).
+
 Under DDP (``torchrun``) every rank embeds a contiguous share of each split (whole batches, so the features
 equal a one-process run's); the shares are gathered in rank order, and the metrics are computed on the main
 process.
@@ -27,7 +32,8 @@ from .data import (
 from .metrics import evaluate_features
 from .models.embedding import Embedder
 
-__all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'load_eval_splits', 'evaluate_models', 'Split']
+__all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'load_eval_splits', 'evaluate_models', 'Split',
+           'target_metrics', 'results_document', 'METRIC_KEYS']
 
 Split = Tuple[List[ReIDItem], List[ReIDItem]]
 _AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -119,12 +125,41 @@ def load_eval_splits(targets: Sequence[str], root: Union[str, os.PathLike, None]
     return splits
 
 
+# the figures of one target, in every results file (fractions in [0, 1]; CMC at rank k is cmc[k - 1])
+METRIC_KEYS = ('rank1', 'rank5', 'rank10', 'rank20', 'mAP', 'mINP')
+
+
+def target_metrics(result: Dict[str, Any], num_gallery: int, gallery_pids: Sequence[int],
+                   epoch: Optional[int] = None) -> Dict[str, Any]:
+    """One target's figures from ``evaluate_features`` / ``evaluate_rank``'s result: Rank-1/5/10/20, mAP and
+    mINP as fractions (a rank beyond a short CMC reads its last entry), ``num_query``, ``num_valid_queries``
+    (with a true match), ``num_gallery``, ``chance_rank1`` (1 / gallery identities), ``epoch`` (the training
+    epoch, None outside training) and ``cmc`` (up to its max rank)."""
+    cmc = [float(c) for c in result['cmc']]
+    metrics = {f'rank{k}': cmc[min(k, len(cmc)) - 1] for k in (1, 5, 10, 20)}
+    metrics.update(mAP=float(result['mAP']), mINP=float(result['mINP']), num_query=int(result['num_queries']),
+                   num_valid_queries=int(result['num_valid_queries']), num_gallery=int(num_gallery),
+                   chance_rank1=1.0 / max(len(set(int(p) for p in gallery_pids)), 1), epoch=epoch, cmc=cmc)
+    return metrics
+
+
+def results_document(targets: Dict[str, Dict[str, Any]], model: Optional[str], checkpoint: Optional[str],
+                     metric: str, input_size: Sequence[int], precision: str, flip: bool = False,
+                     rerank: bool = False, **extra: Any) -> Dict[str, Any]:
+    """The ``results.json`` of train, evaluate and each train.protocol evaluation: how the features were made
+    (model, checkpoint, metric, input_size [H, W], precision, flip, rerank, and any ``extra``), then
+    ``targets``: {dataset: :func:`target_metrics`}."""
+    return dict(model=model, checkpoint=None if checkpoint is None else str(checkpoint), metric=metric,
+                input_size=[int(v) for v in input_size], precision=precision, flip=bool(flip), rerank=bool(rerank),
+                **extra, targets=targets)
+
+
 def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], device: torch.device,
                     metric: str = 'euclidean', size: Tuple[int, int] = (256, 128),
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, batch_size: int = 64,
                     workers: int = 0, precision: str = 'fp32', flip: bool = False,
                     epoch: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
-    """Rank-1/5/10, mAP and mINP of ``models`` on each split (features concatenated over the models: the
+    """:func:`target_metrics` of ``models`` on each split (features concatenated over the models: the
     DML ensemble), Market1501 protocol. Runs on every rank; the results are filled on the main process.
     The models are put in eval mode for the evaluation and back in their previous mode after it."""
     modes = [m.training for m in models]
@@ -142,11 +177,7 @@ def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], devic
             q_pids, g_pids = torch.tensor([it.pid for it in query]), torch.tensor([it.pid for it in gallery])
             q_cams, g_cams = torch.tensor([it.camid for it in query]), torch.tensor([it.camid for it in gallery])
             r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, device=device)
-            cmc = r['cmc']
-            n_ids = len(set(g_pids.tolist()))
-            results[target] = dict(rank1=float(cmc[0]), rank5=float(cmc[4]), rank10=float(cmc[9]),
-                                   mAP=float(r['mAP']), mINP=float(r['mINP']), epoch=epoch, num_query=len(query),
-                                   num_gallery=len(gallery), chance_rank1=1.0 / max(n_ids, 1))
+            results[target] = target_metrics(r, len(gallery), g_pids.tolist(), epoch=epoch)
     finally:
         for m, mode in zip(models, modes):
             m.train(mode)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from . import cli
+from .inference import DEFAULT_MODEL, apply_run_record
 from .inference.export import (
     EXPORT_FORMATS, ExportCheckError, contract_path, export_model, metadata_path,
 )
@@ -25,8 +27,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                     'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '
                     'check) and <file>.metadata.json (architecture, input size, mean/std, channel order, output '
                     'dim, normalised or not: what a tracker needs).\n\n'
-                    'Files are named <architecture>_<tag>.<ext> by default (.onnx, .torchscript, .pt), because '
-                    'trackers such as boxmot tell the architecture from the file name.',
+                    'Files are written into the --output folder as <architecture>_<tag>.<ext> (.onnx, .torchscript, '
+                    '.pt), because trackers such as boxmot tell the architecture from the file name; an --output '
+                    'ending in the format\'s suffix names the file itself. A training run (--checkpoint runs/osnet) '
+                    'gives its architecture and the input size and mean/std it was trained with.\n\n'
+                    'Export writes a device-independent file: it builds, traces and checks on the CPU from generated '
+                    'inputs, so --device, --root and --workers do not apply.',
         epilog='examples:\n'
                '  # for a tracker (boxmot: --reid-model osnet_x0_25_msmt17_combineall.pt)\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid\n'
@@ -36,13 +42,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --fixed-batch --batch-size 8\n'
                '  # your own checkpoint -> osnet_x1_0_market.torchscript\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
-               '      --format torchscript')
-    cli.add_model(parser)
+               '      --format torchscript\n'
+               '  # a training run -> runs/export/osnet_x0_25_trained.onnx (input size from the run)\n'
+               '  python -m osnet_zoo.export --checkpoint runs/osnet')
+    cli.add_model(parser, default=None,
+                  help='timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights '
+                       f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
                         help='onnx, torchscript (.torchscript) or torchreid (a .pt state dict in the reference '
                              'key layout with a model_name entry; default: onnx)')
-    cli.add_output(parser, None, 'output file (default: <architecture>_<tag>.onnx / .torchscript / .pt)')
-    parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
+    cli.add_output(parser, 'runs/export', 'output folder, or a file name ending in .onnx / .torchscript / .pt')
+    parser.add_argument('--checkpoint', default=None,
+                        help='local checkpoint to load instead of pretrained weights, or a training run (its folder, '
+                             'final/ or final/model.safetensors)')
     parser.add_argument('--no-pretrained', action='store_true', help='random weights (for testing only)')
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument('--fixed-batch', action='store_true',
@@ -63,6 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run ``python -m osnet_zoo.export``; returns the exit status (1: the check failed, 2: a bad input)."""
     args = get_args_parser().parse_args(argv)
     try:
+        apply_run_record(args, default_model=DEFAULT_MODEL)
         contract = export_model(
             args.model, args.output, fmt=args.format, dynamic_batch=not args.fixed_batch,
             half=args.precision == 'fp16', batch_size=args.batch_size, normalize=args.normalize,
@@ -75,7 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: {cli.error_message(e)}', file=sys.stderr)
         return 2
     check = contract['check']
-    out = contract['file'] if args.output is None else args.output
+    out = Path(args.output)
+    out = out if out.is_file() else out / contract['file']
     print(f"Wrote {out} ({args.format}, {contract['architecture']}, input {contract['input']['shape']} "
           f"{contract['input']['dtype']}, output {contract['output']['shape']})")
     if args.format == 'torchreid':

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from . import cli
 from . import distributed as du
-from .data import IMAGE_EXTENSIONS, ImageReadError, read_image
+from .data import IMAGE_EXTENSIONS, ImageReadError, build_dataset, data_root, read_image
 from .files import atomic_save_safetensors, atomic_write_text
-from .inference import FeatureExtractor
+from .inference import DEFAULT_MODEL, FeatureExtractor, apply_run_record
 
 __all__ = ['find_images', 'extract_features', 'load_features', 'main', 'IMAGE_EXTENSIONS']
 
@@ -303,16 +303,29 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog='examples:\n'
                '  python -m osnet_zoo.extract --model osnet_x0_25.msmt17_combineall crops/ --output feats.safetensors\n'
                '  python -m osnet_zoo.extract --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
-               '      "data/**/*.jpg" --output feats.safetensors --device cuda --precision bf16\n\n'
+               '      "data/**/*.jpg" --output feats.safetensors --device cuda --precision bf16\n'
+               '  # a training run (its architecture and input size from its record), on a dataset split\n'
+               '  python -m osnet_zoo.extract --checkpoint runs/osnet --dataset synthetic --split gallery \\\n'
+               '      --output runs/feats/gallery.safetensors\n\n'
                '  torchrun --standalone --nproc_per_node 4 -m osnet_zoo.extract crops/ --output feats.safetensors\n\n'
                'Interrupted runs resume: rerun the same command. Partial results live in OUTPUT.parts/.\n'
                'Under torchrun each rank computes every world-size-th shard; rank 0 merges (docs/cluster.md).\n'
                'Read the result: feats, paths, meta = osnet_zoo.extract.load_features("feats.safetensors")')
-    parser.add_argument('sources', nargs='+', metavar='IMAGES_DIR_OR_GLOB',
-                        help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses)')
+    parser.add_argument('sources', nargs='*', metavar='IMAGES_DIR_OR_GLOB',
+                        help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses); '
+                             'or --dataset')
+    parser.add_argument('--dataset', help='instead of IMAGES: the images of a dataset under --root (market1501, '
+                                          'synthetic, ...; a synthetic set is generated on first use)')
+    parser.add_argument('--split', nargs='+', default=['query', 'gallery'], choices=['query', 'gallery', 'train'],
+                        help="the dataset's splits, in this order (default: query gallery)")
+    cli.add_root(parser)
     cli.add_output(parser, None, 'output .safetensors file (required)')
-    cli.add_model(parser)
-    parser.add_argument('--checkpoint', default=None, help='local checkpoint to load instead of pretrained weights')
+    cli.add_model(parser, default=None,
+                  help=f"timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights "
+                       f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
+    parser.add_argument('--checkpoint', default=None,
+                        help='local checkpoint to load instead of pretrained weights, or a training run (its folder, '
+                             'final/ or final/model.safetensors: its architecture and input size are used)')
     parser.add_argument('--no-pretrained', action='store_true',
                         help='random weights, seeded (for testing the pipeline only)')
     cli.add_device(parser)
@@ -332,6 +345,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sources(args: argparse.Namespace) -> List[str]:
+    """The images to embed: IMAGES, or the image files of ``--split`` of ``--dataset`` under ``--root``."""
+    if bool(args.sources) == bool(args.dataset):
+        raise ValueError('give image folders / files / globs, or --dataset (with --root), not both and not neither')
+    if not args.sources:
+        with du.main_process_first():  # a synthetic set is generated once, by rank 0
+            dataset = build_dataset(args.dataset, data_root(args.root))
+        return [item.path for split in args.split for item in getattr(dataset, split)]
+    return args.sources
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``python -m osnet_zoo.extract``; returns the exit status (2: an error, 3: stopped by ``--max-shards``)."""
     parser = get_args_parser()
@@ -348,13 +372,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     main_rank = du.is_main_process()
     try:
+        try:
+            apply_run_record(args, default_model=DEFAULT_MODEL, log=print if main_rank else None)
+            sources = _sources(args)
+        except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+            if main_rank:
+                print(f'error: {cli.error_message(e)}', file=sys.stderr)
+            return 2
         if out.exists() and not args.overwrite:  # every rank looks before any rank can write
             if main_rank:
                 print(f'{out} already exists (complete); pass --overwrite to recompute it.')
             return 0
         try:
             complete = extract_features(
-                args.sources, out, model=args.model, pretrained=not args.no_pretrained,
+                sources, out, model=args.model, pretrained=not args.no_pretrained,
                 checkpoint_path=args.checkpoint, device=str(device), precision=args.precision,
                 batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
                 skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,

@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import osnet_zoo  # noqa: F401  (registers the models)
+from osnet_zoo import cli
 from osnet_zoo.data import (
     DatasetLayoutError, ImageDataset, ImageReadError, ReIDItem, build_dataset, build_test_transform, normalize_batch,
     read_image,
@@ -66,7 +67,8 @@ from osnet_zoo.data import (
 from osnet_zoo.data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
 from osnet_zoo.evaluation_labelled import score_labelled
 from osnet_zoo.files import atomic_write_json
-from osnet_zoo.inference import build_embedding_model, resolve_preprocessing
+from osnet_zoo.evaluation import autocast_dtype
+from osnet_zoo.inference import apply_run_record, build_embedding_model, resolve_preprocessing
 from osnet_zoo.metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
 from osnet_zoo.metrics.plots import LINE_HEIGHT, draw_text_lines, label_font, save_png
 from osnet_zoo.models.osnet import ChannelGate, OmniScaleBlock
@@ -391,10 +393,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = common.add_argument_group('model and images')
     g.add_argument('images', nargs='*', metavar='IMAGE_OR_FOLDER',
                    help='image files or folders (searched recursively); without them, --dataset is used')
-    g.add_argument('--model', required=True,
-                   help='osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with '
-                        '--checkpoint')
-    g.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar; any OSNet layout)')
+    g.add_argument('--model',
+                   help="osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with "
+                        "--checkpoint (default: a training run's own architecture)")
+    g.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar; any OSNet layout), or '
+                                        'a training run (its folder, final/ or final/model.safetensors: its '
+                                        'architecture, input size and mean/std are used)')
     g.add_argument('--model-args', nargs='+', default=[], metavar='KEY=VALUE',
                    help='architecture arguments for --model, e.g. num_streams=1 (the T = 1 baseline)')
     g.add_argument('--no-pretrained', action='store_true', help='random weights (to try the pipeline only)')
@@ -408,7 +412,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument('--output', help='output folder (default runs/visualize/<command>)')
     r.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                    help='cpu, cuda, cuda:1, ... (default: cuda if available)')
-    r.add_argument('--batch-size', type=int, default=32)
+    cli.add_precision(r, help='forward-pass precision: fp32, or bf16 / fp16 autocast')
+    r.add_argument('--batch-size', type=int, default=32, help='images per forward pass (default: 32)')
     r.add_argument('--workers', type=int, default=2, help='data-loading processes (default 2)')
     r.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg, 256)")
     r.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg, 128)")
@@ -516,10 +521,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     compare_args = _parse_model_args(getattr(args, 'compare_args', []), '--compare-args')
     out = Path(args.output or f'runs/visualize/{args.command}')
     items = collect_items(args.images, args.dataset, args.root, args.split, args.max_images)
+    apply_run_record(args)  # a training run: its architecture, model args, input size and mean/std
     model = build_model(args.model, args.checkpoint, not args.no_pretrained, model_args).to(device)
     size = _input_size(model, args.height, args.width)
     print(f'{args.command}: {len(items)} images, model {args.model}'
-          + (f' ({args.checkpoint})' if args.checkpoint else '') + f', input {size[0]}x{size[1]}, device {device}')
+          + (f' ({args.checkpoint})' if args.checkpoint else '') + f', input {size[0]}x{size[1]}, device {device}'
+          + ('' if args.precision == 'fp32' else f', {args.precision}'))
+    dtype = autocast_dtype(args.precision)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        return _run_command(args, items, model, size, compare_args, out, device)
+
+
+def _run_command(args: argparse.Namespace, items: List[ReIDItem], model: nn.Module, size: Tuple[int, int],
+                 compare_args: Dict[str, Any], out: Path, device: torch.device) -> Dict[str, Any]:
     if args.command == 'actmap':
         models = {args.model: model}
         if args.compare:

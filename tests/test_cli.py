@@ -1,6 +1,10 @@
-"""`python -m osnet_zoo` runs in a real subprocess and reports the papers' figures."""
+"""The command lines: `python -m osnet_zoo` in a real subprocess, and every verb's parser: the shared
+vocabulary where it applies, examples in every --help, each default shown once."""
+import argparse
 import subprocess
 import sys
+
+import pytest
 
 
 def test_summary_command():
@@ -68,3 +72,84 @@ def test_run_prints_one_line_and_exits_nonzero(capsys):
     assert err.startswith('error: dataset root /nowhere') and err.count('\n') == 1 and 'Traceback' not in err
     assert cli.run(lambda: (_ for _ in ()).throw(FloatingPointError('loss became nan'))) == 2
     assert cli.run(lambda: 3) == 3 and cli.run(lambda: {'a': 1}) == 0
+
+
+# The shared options (README: "every command speaks the same options where they apply").
+SHARED = {'--model': 'osnet_x0_25', '--root': 'data', '--output': 'out', '--device': 'cpu', '--precision': 'fp16',
+          '--batch-size': '4', '--workers': '1'}
+NO_DATA = 'reads no dataset and loads no images'
+# Every parser of every verb (module, subcommand), what else it needs to parse, and the shared options that do
+# not apply to it, each with the reason. Any other shared option missing from a parser fails the test.
+PARSERS = {
+    'train': ('osnet_zoo.train.__main__', None, [], {}),
+    'train.protocol': ('osnet_zoo.train.protocol', None, ['--dataset', 'viper'], {}),
+    'evaluate': ('osnet_zoo.evaluate', None, [], {}),
+    'extract': ('osnet_zoo.extract', None, [], {}),
+    'export': ('osnet_zoo.export', None, [], {
+        '--device': 'export writes a device-independent file: it builds, traces and checks on the CPU',
+        '--root': 'export checks on generated inputs: it ' + NO_DATA, '--workers': 'export ' + NO_DATA}),
+    'visualize actmap': ('osnet_zoo.visualize', 'actmap', [], {}),
+    'visualize gates': ('osnet_zoo.visualize', 'gates', [], {}),
+    'nas search': ('osnet_zoo.nas.__main__', 'search', [], {
+        '--model': 'the search builds its own supernet (--model-width)'}),
+    'nas proof': ('osnet_zoo.nas.__main__', 'proof', [], {
+        '--model': 'the proof trains four fixed architectures (--model-width)',
+        '--root': 'the proof generates its two synthetic domains in --output'}),
+    'weights list': ('osnet_zoo.weights.__main__', 'list', [], {
+        o: 'list prints the manifest: no model is run' for o in SHARED if o != '--model'}),
+    'weights convert': ('osnet_zoo.weights.__main__', 'convert', ['ckpt.pth'], {
+        o: 'convert checks one forward pass on the CPU and ' + NO_DATA for o in SHARED
+        if o not in ('--model', '--output')}),
+    'weights push': ('osnet_zoo.weights.__main__', 'push', ['folder'], {
+        o: 'push uploads a converted folder' for o in SHARED}),
+    'weights verify': ('osnet_zoo.weights.__main__', 'verify', [], {
+        o: 'verify re-hashes cached files' for o in SHARED}),
+    'weights mirror': ('osnet_zoo.weights.__main__', 'mirror', ['folder'], {
+        o: 'mirror converts files on the CPU and ' + NO_DATA for o in SHARED if o != '--output'}),
+    'summary': ('osnet_zoo.__main__', None, [], {
+        '--model': 'the summary lists every variant', '--root': 'the summary ' + NO_DATA,
+        '--workers': 'the summary ' + NO_DATA, '--output': 'the summary prints a table, writes no file',
+        '--precision': "the summary times fp32 forward passes, as the papers' tables count them"}),
+}
+
+
+def _parser(module: str, command):
+    import importlib
+    parser = importlib.import_module(module).get_args_parser()
+    if command is None:
+        return parser
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+def test_every_parser_is_listed():
+    """A new verb or subcommand must say here which shared options apply to it."""
+    import importlib
+    listed = {(module, command) for module, command, _, _ in PARSERS.values()}
+    for module in {module for module, _, _, _ in PARSERS.values()}:
+        parser = importlib.import_module(module).get_args_parser()
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        found = {(module, c) for c in subs[0].choices} if subs else {(module, None)}
+        assert found <= listed, f'{module}: parsers not in tests/test_cli.py PARSERS: {sorted(found - listed)}'
+        assert 'example' in parser.format_help().lower(), f'{module} --help shows no examples'
+
+
+@pytest.mark.parametrize('label', list(PARSERS))
+def test_shared_options_parse_help_has_examples_and_one_default(label):
+    module, command, required, not_applicable = PARSERS[label]
+    parser = _parser(module, command)
+    applies = [o for o in SHARED if o not in not_applicable]
+    missing = [o for o in applies if o not in parser._option_string_actions]
+    assert not missing, f'{label} lacks the shared option(s) {missing}'
+    # each applicable shared option parses under its shared name, into the shared dest
+    argv = [*required, *(a for o in applies for a in (o, SHARED[o]))]
+    args = parser.parse_args(argv)
+    for option in applies:
+        value = getattr(args, option[2:].replace('-', '_'))
+        assert str(value) == SHARED[option], (label, option, value)
+    text = parser.format_help()
+    assert 'example' in text.lower(), f'{label} --help shows no examples'
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.help and action.help is not argparse.SUPPRESS:
+            shown = formatter._expand_help(action)
+            assert shown.count('(default') <= 1, f'{label} {action.option_strings}: {shown}'

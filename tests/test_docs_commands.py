@@ -34,18 +34,16 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.train': TINY_TRAIN,
     'python -m osnet_zoo.train --output runs/demo --deterministic --seed 1': TINY_TRAIN,
     'python -m osnet_zoo.train --output runs/demo --deterministic --seed 1 --resume': TINY_TRAIN,
-    'python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '--dataset synthetic': TINY_EVAL,
+    'python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic': TINY_EVAL,
     'python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
     '--dataset synthetic --flip --rerank --metric euclidean --device cpu --batch-size 64': TINY_EVAL,
-    'python -m osnet_zoo.visualize actmap --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '--max-images 8 --output runs/actmap': TINY_EVAL,
-    'python -m osnet_zoo.export --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '--output osnet_x0_25.onnx': '',
-    'python -m osnet_zoo.export --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '--format torchscript --output osnet_x0_25.torchscript': '',
-    'python -m osnet_zoo.extract --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '~/.cache/osnet_zoo/data/synthetic_reid/query --output feats.safetensors --device cpu': '--workers 1',
+    'python -m osnet_zoo.visualize actmap --checkpoint runs/osnet --max-images 8 --output runs/actmap': TINY_EVAL,
+    'python -m osnet_zoo.export --checkpoint runs/osnet --output runs/export': '',
+    'python -m osnet_zoo.export --checkpoint runs/osnet --format torchscript --output runs/export': '',
+    'python -m osnet_zoo.extract --checkpoint runs/osnet ~/.cache/osnet_zoo/data/synthetic_reid/query '
+    '--output feats.safetensors --device cpu': '--workers 1',
+    'python -m osnet_zoo.extract --checkpoint runs/osnet --dataset synthetic --split gallery '
+    '--output runs/gallery.safetensors': '--workers 1 --device cpu',
     'python -m osnet_zoo.nas': '--epochs 1 --height 64 --width 32 --batch-size 8 --max-steps-per-epoch 2 --quiet',
     'python -m osnet_zoo.nas proof --device cuda --output runs/nas_proof':
         '--device cpu --train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
@@ -239,7 +237,7 @@ def tiny_home(tmp_path_factory) -> Path:
     return home
 
 
-TRAINED = 'runs/osnet/final/'  # what `python -m osnet_zoo.train` writes; the commands naming it wait for it
+TRAINED = 'runs/osnet'  # what `python -m osnet_zoo.train` writes; the commands naming it wait for it
 
 
 def run_documented(home: Path, page: str, argv: List[str]) -> Optional[str]:
@@ -266,11 +264,15 @@ def test_documented_commands_run(tiny_home):
     for phase in (False, True):
         groups: Dict[str, List[Tuple[str, List[str]]]] = {}
         for page, argv in todo:
-            if any(TRAINED in a for a in argv) == phase:
+            if any(a == TRAINED or a.startswith(TRAINED + '/') for a in argv) == phase:
                 groups.setdefault(entry_point(argv)[1], []).append((page, argv))
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = pool.map(lambda group: [run_documented(tiny_home, *c) for c in group], groups.values())
             failures += [f for group in results for f in group if f]
     assert not failures, '\n\n'.join(failures)
     assert (tiny_home / 'runs' / 'osnet' / 'final' / 'model.safetensors').is_file()
-    assert (tiny_home / 'feats.safetensors').is_file() and (tiny_home / 'osnet_x0_25.onnx').is_file()
+    assert (tiny_home / 'feats.safetensors').is_file() and (tiny_home / 'runs' / 'gallery.safetensors').is_file()
+    # export writes under its --output folder, named for trackers; nothing lands in the working folder
+    assert (tiny_home / 'runs' / 'export' / 'osnet_x0_25_trained.onnx').is_file()
+    assert (tiny_home / 'runs' / 'export' / 'osnet_x0_25_trained.torchscript').is_file()
+    assert not list(tiny_home.glob('*.onnx')) and not list(tiny_home.glob('*.torchscript'))

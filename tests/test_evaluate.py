@@ -53,8 +53,8 @@ def test_end_to_end_outputs_and_consistent_numbers(setup):
     assert summary['model'] == 'osnet_x0_25' and summary['flip'] and summary['input_size'] == [128, 64]
     cmc = np.array(res['cmc'])
     assert len(cmc) == 50 and np.all(np.diff(cmc) >= 0) and cmc[-1] <= 1
-    assert res['R1'] == cmc[0] and res['R10'] == cmc[9] and 0 < res['mINP'] <= res['mAP'] <= 1
-    assert res['num_valid_queries'] == res['num_queries'] > 0
+    assert res['rank1'] == cmc[0] and res['rank10'] == cmc[9] and 0 < res['mINP'] <= res['mAP'] <= 1
+    assert res['num_valid_queries'] == res['num_query'] > 0
     for png in ('cmc.png', 'ranked_synthetic.png'):
         with Image.open(out / png) as im:
             assert im.format == 'PNG' and im.width > 200

@@ -51,23 +51,25 @@ def crops():
 
 def test_onnx_cli_dynamic_batch_by_default(checkpoint, crops, tmp_path):
     import onnxruntime as ort
-    # no --output: the file is named <architecture>_<tag>.onnx (the tag from the checkpoint's name)
-    out = tmp_path / 'osnet_ain_x0_25_test.onnx'
+    # no --output: the file goes into runs/export, named <architecture>_<tag>.onnx (the tag from the
+    # checkpoint's name); nothing is written into the working folder itself
+    out = tmp_path / 'runs' / 'export' / 'osnet_ain_x0_25_test.onnx'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, '-m', 'osnet_zoo.export', '--model', 'osnet_ain_x0_25', '--checkpoint',
                           str(checkpoint), '--format', 'onnx'],
                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert 'PASSED' in run.stdout and 'max abs diff' in run.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, out.name + '.json', out.name + '.metadata.json']
-    metadata = json.loads((tmp_path / (out.name + '.metadata.json')).read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ['runs']
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name, out.name + '.json', out.name + '.metadata.json']
+    metadata = json.loads((out.parent / (out.name + '.metadata.json')).read_text())
     assert metadata == {
         'architecture': 'osnet_ain_x0_25', 'tag': 'test', 'format': 'onnx', 'file': out.name,
         'input_size': [256, 128], 'input_shape': ['batch', 3, 256, 128], 'layout': 'NCHW', 'channel_order': 'rgb',
         'pixel_scale': 255.0, 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225], 'resize': 'squash',
         'interpolation': 'bilinear', 'antialias': True, 'output_dim': 512, 'normalized': False,
         'dtype': 'float32', 'dynamic_batch': True}
-    contract = json.loads((tmp_path / (out.name + '.json')).read_text())
+    contract = json.loads((out.parent / (out.name + '.json')).read_text())
     assert contract['input'] == {'name': 'images', 'shape': ['batch', 3, 256, 128], 'dtype': 'float32',
                                  'layout': 'NCHW', 'colour_order': 'RGB'}
     assert contract['output']['name'] == 'features' and contract['output']['shape'] == ['batch', 512]

@@ -157,7 +157,7 @@ def test_evaluate_two_processes_equal_one(setup, monkeypatch, capsys):
     assert two.stdout.count(' R1 ') == one.stdout.count(' R1 ') == 1  # metrics on rank 0 only
     r1 = json.loads((setup / 'eval_one' / 'results.json').read_text())
     r2 = json.loads((setup / 'eval_two' / 'results.json').read_text())
-    assert r1['targets'] == r2['targets'] and r1['targets']['synthetic']['num_queries'] > 0
+    assert r1['targets'] == r2['targets'] and r1['targets']['synthetic']['num_query'] > 0
     for split in ('query', 'gallery'):
         name = f'features_synthetic_{split}.safetensors'
         a, b = load_file(str(setup / 'eval_one' / name)), load_file(str(setup / 'eval_two' / name))

@@ -72,7 +72,7 @@ def test_cifar_recipes_train_one_epoch(tmp_path, recipe, maker, model_args):
     argv = ['--recipe', recipe, '--root', str(tmp_path / 'data'), '--epochs', '1', '--batch-size', '8',
             '--model', 'osnet_x0_25', '--output', str(out), '--max-steps-per-epoch', '2']
     results = train_main(argv + (['--model-args', *model_args] if model_args else []))
-    written = json.loads((out / 'results.json').read_text())[recipe]
+    written = json.loads((out / 'results.json').read_text())['targets'][recipe]
     assert written['error'] == pytest.approx(1 - written['top1']) and written['num_images'] == 8
     assert results[recipe]['error'] == pytest.approx(written['error'])
     config = json.loads((out / 'config.json').read_text())
@@ -95,7 +95,8 @@ def test_labelled_run_resumes_and_refuses_reid_options(tmp_path):
     resumed = train_main(common + ['--epochs', '2', '--resume'])
     log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in log if r['kind'] == 'train'] == [1, 2]
-    assert json.loads((out / 'results.json').read_text())['cifar10']['epoch'] == 2 == resumed['cifar10']['epoch']
+    written = json.loads((out / 'results.json').read_text())['targets']['cifar10']
+    assert written['epoch'] == 2 == resumed['cifar10']['epoch']
     with pytest.raises(ValueError, match='--targets market1501: a cifar10 run is scored on the test split'):
         train_main(common[:-4] + ['--targets', 'market1501', '--output', str(tmp_path / 'b')])
     with pytest.raises(ValueError, match='--dml is a re-ID option'):

@@ -44,7 +44,7 @@ def test_imagenet_recipe_trains_one_epoch_and_evaluate_scores_it(tmp_path):
     results = train_main(['--recipe', 'imagenet', '--root', str(tmp_path / 'data'), '--epochs', '1',
                           '--batch-size', '4', '--height', '32', '--width', '32', '--model', 'osnet_x0_25',
                           '--output', str(out)])
-    written = json.loads((out / 'results.json').read_text())['imagenet']
+    written = json.loads((out / 'results.json').read_text())['targets']['imagenet']
     assert written['num_images'] == 6 and written['top5'] == 1.0  # 3 classes: every label is in the top 5
     assert written['top1'] == pytest.approx(results['imagenet']['top1'])
     final = json.loads((out / 'final' / 'config.json').read_text())['pretrained_cfg']

@@ -64,7 +64,7 @@ def test_learns_far_above_chance(tiny_root, tmp_path):
     r = _train(['--root', str(tiny_root), '--output', str(out), *TINY, '--epochs', '10', '--eval-freq', '1',
                 '--tensorboard'])
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((out / 'results.json').read_text())['market1501']
+    res = json.loads((out / 'results.json').read_text())['targets']['market1501']
     assert res['rank1'] > 3 * res['chance_rank1'], res
     log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     losses = [r['loss'] for r in log if r['kind'] == 'train']
@@ -122,7 +122,7 @@ def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
         assert alone['market1501']['mAP'] == pytest.approx(dml['networks'][folder]['market1501']['mAP'], abs=1e-6)
     # the ensemble is rebuilt as results.json says: both networks' features, concatenated
     ensemble = evaluate_models(nets, splits, torch.device('cpu'), metric='cosine', size=(64, 32))
-    assert ensemble['market1501']['mAP'] == pytest.approx(results['market1501']['mAP'], abs=1e-6)
+    assert ensemble['market1501']['mAP'] == pytest.approx(results['targets']['market1501']['mAP'], abs=1e-6)
 
 
 def test_torchrun_two_processes_agree(tiny_root, tmp_path):
@@ -133,7 +133,7 @@ def test_torchrun_two_processes_agree(tiny_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     dist = json.loads((out / 'distributed.json').read_text())
     assert dist['world_size'] == 2 and dist['ranks_agree'], dist
-    assert 'market1501' in json.loads((out / 'results.json').read_text())
+    assert 'market1501' in json.loads((out / 'results.json').read_text())['targets']
 
 
 def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
@@ -162,7 +162,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
     r = _train([*common, '--workers', '1', '--output', str(run), '--resume'])
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'Resumed from' in r.stdout
-    assert json.loads((run / 'results.json').read_text()) == json.loads((ref / 'results.json').read_text())
+    resumed, uninterrupted = (json.loads((folder / 'results.json').read_text()) for folder in (run, ref))
+    assert resumed['targets'] == uninterrupted['targets']
     a = load_training_state(ref / 'checkpoint.pth')['models'][0]
     b = load_training_state(run / 'checkpoint.pth')['models'][0]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -48,9 +48,13 @@ def test_cuhk01_protocol_one_split(cuhk01_protocol):
     out, summary = cuhk01_protocol
     assert summary['num_splits'] == 1 and not summary['complete'] and len(summary['runs']) == 1
     run = summary['runs'][0]
-    assert run['split_id'] == 0 and run['num_query'] > 0
-    # the protocol's evaluation of the reloaded final model equals the training's own final evaluation
-    trained = json.loads((out / 'split_00' / 'results.json').read_text())['cuhk01']
+    assert run['split_id'] == 0 and run['targets']['cuhk01']['num_query'] > 0
+    # the protocol's evaluation of the reloaded final model equals the training's own final evaluation, in
+    # the same results schema
+    trained = json.loads((out / 'split_00' / 'results.json').read_text())
+    assert run.keys() - {'split_id', 'options'} == trained.keys()
+    assert run['targets']['cuhk01'].keys() == trained['targets']['cuhk01'].keys()
+    run, trained = run['targets']['cuhk01'], trained['targets']['cuhk01']
     assert run['rank1'] == pytest.approx(trained['rank1']) and run['mAP'] == pytest.approx(trained['mAP'])
     assert json.loads((out / 'summary.json').read_text())['aggregate']['num_runs'] == 1
 
@@ -60,9 +64,9 @@ def test_viper_protocol_summary_and_resume(root, cuhk01_protocol, tmp_path, caps
     args = ['--dataset', 'viper', '--init-checkpoint', str(init), '--root', str(root), '--output', str(tmp_path),
             '--max-splits', '2', *TINY[:-4]]
     summary = protocol.main(args)
-    runs = summary['runs']
-    assert [(r['split_id'], r['options']['direction']) for r in runs] == [
+    assert [(r['split_id'], r['options']['direction']) for r in summary['runs']] == [
         (0, 'a2b'), (0, 'b2a'), (1, 'a2b'), (1, 'b2a')]
+    runs = [r['targets']['viper'] for r in summary['runs']]
     # the two directions really swap query and gallery cameras; the splits differ in their test identities
     assert all(r['num_query'] == 4 and r['num_gallery'] == 4 for r in runs)
     for key in ('rank1', 'rank5', 'rank10', 'mAP'):

@@ -1,14 +1,16 @@
 """Deployment: batched feature extraction, inference-time optimisation and export of OSNet."""
 from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
-from .model import build_embedding_model, resolve_preprocessing
+from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
+from .run_record import RunRecord, apply_run_record, read_run_record
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,
     optimize_for_inference,
 )
 
 __all__ = [
-    'FeatureExtractor', 'build_embedding_model', 'resolve_preprocessing', 'export_model', 'check_export',
+    'FeatureExtractor', 'build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL', 'RunRecord',
+    'read_run_record', 'apply_run_record', 'export_model', 'check_export',
     'ExportCheckError', 'optimize_for_inference',
     'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner', 'StreamBatchedOmniScaleBlock',
 ]

@@ -126,6 +126,8 @@ def _architecture_and_tag(model: Union[str, nn.Module], net: nn.Module, pretrain
         # the checkpoint's own name says what it was trained on; drop a repeated architecture prefix
         stem = Path(checkpoint_path).name.split('.')[0]
         tag = stem[len(architecture) + 1:] if stem.startswith(architecture + '_') else stem
+        if stem == 'model' and cfg.get('tag'):  # a model folder's model.safetensors: its recorded tag says more
+            tag = cfg['tag']
     elif not tag and pretrained and isinstance(model, str):
         tag = cfg.get('tag') or ''
     return architecture, tag
@@ -213,8 +215,9 @@ def export_model(
 
     ``fmt``: 'onnx' (a dynamic batch unless ``dynamic_batch=False``, then ``batch_size``), 'torchscript'
     (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` state dict in the reference key layout with a
-    ``model_name`` entry, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out``
-    defaults to :func:`default_export_name` in the working directory.
+    ``model_name`` entry, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out`` is
+    the file, or a folder (existing, or without a file suffix) that gets :func:`default_export_name`; None
+    writes that name in the working directory.
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
     """
     if fmt not in EXPORT_FORMATS:
@@ -228,7 +231,9 @@ def export_model(
         raise ValueError('with_classifier is for --format torchreid (ONNX / TorchScript export the embedding).')
     net = build_embedding_model(model, pretrained, checkpoint_path)
     architecture, tag = _architecture_and_tag(model, net, pretrained, checkpoint_path)
-    out = Path(out) if out is not None else Path(default_export_name(architecture, tag, fmt))
+    name = default_export_name(architecture, tag, fmt)
+    # a folder (an existing one, or a path without a file suffix) receives the file under its default name
+    out = Path(name) if out is None else Path(out) / name if Path(out).is_dir() or not Path(out).suffix else Path(out)
     _check_suffix(out, fmt)
     prep = resolve_preprocessing(net)
     reference = Embedder(net, normalize=normalize).eval()

@@ -65,7 +65,7 @@ class FeatureExtractor:
 
     def __init__(
             self,
-            model: Union[str, nn.Module] = 'osnet_x1_0',
+            model: Union[str, nn.Module, None] = None,
             device: Union[str, torch.device, None] = None,
             precision: str = 'fp32',
             batch_size: int = 64,
@@ -82,7 +82,8 @@ class FeatureExtractor:
     ):
         """
         Args:
-            model: a timm model name (e.g. 'osnet_x0_25.msmt17_combineall'; created with ``num_classes=0``) or a module
+            model: a timm model name (e.g. 'osnet_x0_25.msmt17_combineall'; created with ``num_classes=0``), a trained
+                model's folder as ``'local-dir:runs/osnet'`` (a run, its final/ or final/model.safetensors) or a module
                 returning embeddings (an OSNet with a classifier is used up to its embedding; the module is
                 copied, never modified).
             device: 'cpu', 'cuda', ... (default: CUDA when available).
@@ -92,7 +93,9 @@ class FeatureExtractor:
             normalize: L2-normalise the features (can be set per call).
             pretrained: load the named model's pretrained weights (timm hub); ignored for modules.
             checkpoint_path: a local checkpoint (torchreid or osnet_zoo, .pth or .safetensors) loaded into
-                the named model with ``load_osnet_checkpoint(strict=False)`` instead of pretrained weights.
+                the named model with ``load_osnet_checkpoint(strict=False)`` instead of pretrained weights; a
+                training run (its folder, final/ or final/model.safetensors) also gives the architecture (when
+                ``model`` is None) and the input size and mean/std it was trained with.
             optimize: run ``optimize_for_inference`` (BN folding, stream batching where it pays, channels_last).
             compile: also ``torch.compile`` (True or a mode string); implies ``optimize``.
             cuda_graph: on CUDA, capture a graph for ``batch_size`` (the last partial chunk is padded);
@@ -116,7 +119,8 @@ class FeatureExtractor:
 
         net = build_embedding_model(model, pretrained, checkpoint_path)
         self.preprocessing = resolve_preprocessing(net, preprocessing)
-        self.model_name = model if isinstance(model, str) else type(model).__name__
+        self.model_name = (model if isinstance(model, str) else type(model).__name__ if model is not None
+                           else net.pretrained_cfg.get('architecture', type(net).__name__))
         self.feature_dim = int(getattr(net, 'head_hidden_size', 0) or getattr(net, 'num_features', 0)) or None
         optimize = optimize or bool(compile) or cuda_graph
         if cuda_graph and self.device.type != 'cuda':

@@ -1,5 +1,5 @@
 """The model behind every inference path (the extractor, export, evaluation, visualisation): one builder,
-and its preprocessing contract."""
+and its preprocessing contract; a trained model's own record (``run_record``) feeds both."""
 from __future__ import annotations
 
 import copy
@@ -11,8 +11,11 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 
 from ..weights import load_osnet_checkpoint
+from .run_record import read_run_record
 
-__all__ = ['build_embedding_model', 'resolve_preprocessing']
+__all__ = ['build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
+
+DEFAULT_MODEL = 'osnet_x1_0'  # what FeatureExtractor and extract use when given no model
 
 # OSNet's re-ID preprocessing, used for a module that carries no timm pretrained_cfg.
 _OSNET_DEFAULT_CFG = dict(input_size=(3, 256, 128), interpolation='bilinear', mean=(0.485, 0.456, 0.406),
@@ -54,7 +57,7 @@ def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] 
     return config
 
 
-def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
+def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained: bool = True,
                           checkpoint_path: Union[str, os.PathLike, None] = None,
                           model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
     """An eval-mode module returning embeddings: the package's one model builder.
@@ -64,7 +67,25 @@ def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
     dropped) or a module (copied; an OSNet with a classifier has it removed, so that it returns the embedding).
     ``model_args`` are architecture arguments for ``timm.create_model`` (e.g. ``num_streams=1``); pretrained
     weights belong to the standard architecture, so they need ``checkpoint_path`` or ``pretrained=False``.
+
+    A trained model describes itself: when ``checkpoint_path`` (or a ``'local-dir:PATH'`` model) names a
+    training run folder, its ``final/`` or ``final/model.safetensors`` (see
+    :func:`~osnet_zoo.inference.run_record.read_run_record`), the architecture and ``model_args`` come from its
+    ``config.json`` unless given, and the module's ``pretrained_cfg`` carries the recorded input size,
+    interpolation and mean/std, so :func:`resolve_preprocessing` prepares images as the run did. ``model``
+    None means the run's architecture, else ``osnet_x1_0``.
     """
+    record = None
+    if isinstance(model, str) and model.startswith('local-dir:') and checkpoint_path is None:
+        record = read_run_record(model[len('local-dir:'):])
+        model = None if record is not None else model  # another local-dir folder is timm's to read
+    elif checkpoint_path is not None and not isinstance(model, nn.Module):
+        record = read_run_record(checkpoint_path)
+    if record is not None:
+        checkpoint_path = record.weights
+        model = model or record.architecture
+        model_args = model_args or record.model_args
+    model = DEFAULT_MODEL if model is None else model
     if isinstance(model, str):
         arch = model.split('.')[0]
         if arch.startswith('osnet') and arch not in timm.list_models('osnet*'):
@@ -95,4 +116,8 @@ def build_embedding_model(model: Union[str, nn.Module], pretrained: bool = True,
             net.reset_classifier(0)  # use the embedding, not the logits
     else:
         raise TypeError(f'model must be a timm model name or an nn.Module, got {type(model).__name__}.')
+    if record is not None:
+        # the recorded preprocessing, on the module where every inference path looks for it
+        net.pretrained_cfg = {**(getattr(net, 'pretrained_cfg', None) or {}), **record.preprocessing,
+                              'tag': record.tag or 'trained'}
     return net.eval()

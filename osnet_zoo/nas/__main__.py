@@ -3,7 +3,8 @@
 Each of the six omni-scale blocks picks one of four placements (plain, IN on the last 1x1 conv, IN after
 the residual add, both); 4^6 = 4,096 architectures. A supernet shares the weights between the four
 candidates; a Gumbel-softmax over per-block parameters pi mixes them, and pi is trained with the weights.
-The argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet::
+The argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet.
+Examples::
 
     python -m osnet_zoo.nas                                # small search on synthetic data, CPU, minutes
     python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last
@@ -33,6 +34,15 @@ from .search import PAPER_CONFIG, QUICK_CONFIG, Engine, StoppedEarly, resolve_co
 from .supernet import SEARCH_MODES
 
 
+# the module docstring's command lines of each subcommand: its --help examples
+_EXAMPLE_LINES = [line for line in __doc__.splitlines() if line.startswith(('    python', '    torch'))]
+SEARCH_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' not in line)
+PROOF_EXAMPLES = ('examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' in line)
+                  + '\n    # a smoke run on the CPU in a minute\n    python -m osnet_zoo.nas proof --device cpu '
+                    '--train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
+                    '--model-width 0.25 --height 64 --width 32 --batch-size 8 --output runs/nas_proof_smoke')
+
+
 def _engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('engineering')
     cli.add_device(g)
@@ -54,14 +64,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', metavar='{search,proof}')
     s = sub.add_parser('search', help='search the IN placement (the default command)',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=cli.HelpFormatter, epilog=SEARCH_EXAMPLES,
                        description='Search the IN placement. --preset quick (default): synthetic data, width 0.25, '
                                    '128x64, batch 32, SGD lr 0.05, 6 epochs, temperature halved every epoch, '
                                    'validated on synthetic_b; CPU-sized. --preset paper: MSMT17 (all splits), '
                                    'width 1.0, 256x128, SGD lr 0.1, wd 5e-4, batch 512, cosine, 120 epochs, '
                                    'temperature 10 halved every 20 epochs (floor 1), flip + colour jitter. Any '
                                    'option below overrides the preset.')
-    s.add_argument('--preset', choices=['quick', 'paper'], default='quick')
+    s.add_argument('--preset', choices=['quick', 'paper'], default='quick', help='the settings to start from')
     cli.add_output(s, 'runs/nas', 'output folder (genotype.json, probabilities.png, seeds.json)')
     g = s.add_argument_group('data (default: the preset)')
     cli.add_root(g)
@@ -101,7 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(s)
 
-    pr = sub.add_parser('proof', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    pr = sub.add_parser('proof', formatter_class=cli.HelpFormatter, epilog=PROOF_EXAMPLES,
                         help='mini Table 7: search on synthetic domain A, train 4 models, test on domain B',
                         description='Mini Table 7 on synthetic data: search on domain A; train the searched child, '
                                     'OSNet, OSNet-IBN and the published OSNet-AIN placement with the same budget; '
@@ -111,17 +121,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_output(pr, 'runs/nas_proof', 'output folder (proof.json, proof.md, the search and the trainings)')
     pr.add_argument('--train-ids', type=int, default=400, help='training identities per domain')
     pr.add_argument('--test-ids', type=int, default=100, help='test identities per domain')
-    pr.add_argument('--search-epochs', type=int, default=30)
-    pr.add_argument('--train-epochs', type=int, default=30)
+    pr.add_argument('--search-epochs', type=int, default=30, help='epochs of the search')
+    pr.add_argument('--train-epochs', type=int, default=30, help='epochs of each of the four trainings')
     cli.add_batch_size(pr, 128)
-    pr.add_argument('--lr', type=float, default=0.1)
-    pr.add_argument('--model-width', type=float, default=1.0)
-    pr.add_argument('--height', type=int, default=128)
+    pr.add_argument('--lr', type=float, default=0.1, help='learning rate')
+    pr.add_argument('--model-width', type=float, default=1.0, help='OSNet width multiplier beta')
+    pr.add_argument('--height', type=int, default=128, help='image height')
     pr.add_argument('--width', type=int, default=64, help='image width')
     pr.add_argument('--seeds', type=int, nargs='+', default=[1],
                     help='several seeds: the one with the best validation on domain B is kept (then B is not unseen '
                          'by the selection: one seed keeps the test clean)')
-    pr.add_argument('--mode', choices=SEARCH_MODES, default='all')
+    pr.add_argument('--mode', choices=SEARCH_MODES, default='all', help="the search's mode (see search --help)")
     pr.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap iterations per epoch (smoke tests)')
     _engine_args(pr)
     return p

@@ -36,7 +36,7 @@ from osnet_zoo import cli
 from osnet_zoo import distributed as du
 from osnet_zoo.data import build_train_loader, device_batches, load_datasets
 from osnet_zoo.data.datasets import DATASETS, LABELLED_DATASETS, PROTOCOLS
-from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
+from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits, results_document
 from osnet_zoo.models.embedding import Embedder
 from osnet_zoo.train.checkpoint import (RunFolder, load_training_state, rng_state, seed_everything, set_rng_state,
                                        training_labels_digest)
@@ -327,11 +327,13 @@ def resume_checks(state: Dict[str, Any], cfg: TrainConfig, checkpoint: Any, num_
 
 
 def finished_results(out: Path) -> Optional[Dict[str, Any]]:
-    """The results of a run whose final evaluation and model were written, else None."""
+    """The results (per target) of a run whose final evaluation and model were written, else None."""
     try:
         results = json.loads((out / 'results.json').read_text())
     except (OSError, ValueError):
         return None
+    if isinstance(results, dict) and 'targets' in results:
+        results = results['targets']
     return results if results and (out / 'final' / 'model.safetensors').is_file() else None
 
 
@@ -535,8 +537,11 @@ def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path,
     """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
     config.json (architecture, ``--model-args``, the input size, mean/std and distance it was trained and
     evaluated with) and a model card with ``results``, verified by a forward pass after the round trip."""
+    # the card names the run's files, not the temporary state file it was converted from
+    origin = (f'the osnet-zoo training run `{out_dir.parent}` (`python -m osnet_zoo.train`; its `config.json`, '
+              '`metrics.jsonl` and `results.json` are in that folder)')
     save_model_folder(model, cfg.model, out_dir, (cfg.height, cfg.width), cfg.mean, cfg.std, model_args=cfg.model_args,
-                      distance=cfg.metric, results=results, notes=notes)
+                      distance=cfg.metric, results=results, notes=notes, origin=origin)
 
 
 def save_final_models(models: Sequence[nn.Module], cfg: TrainConfig, out: Path, results: Dict[str, Any],
@@ -545,11 +550,14 @@ def save_final_models(models: Sequence[nn.Module], cfg: TrainConfig, out: Path, 
     whose results.json then says how the reported ensemble is rebuilt and gives each network's own
     figures). Returns the folders; final/ is written last (its config.json marks a finished run)."""
     folders = [out / 'final'] + [out / f'final_net{i + 1}' for i in range(1, len(models))]
-    summary: Dict[str, Any] = dict(results)
+    extra: Dict[str, Any] = {}
     if len(models) > 1:
-        summary['dml'] = dict(
+        extra['dml'] = dict(
             ensemble=DML_ENSEMBLE, folders=[f.name for f in folders],
             networks={f.name: net for f, net in zip(folders, networks)})
+    summary = results_document(results, model=cfg.model, checkpoint=str(folders[0] / 'model.safetensors'),
+                               metric=cfg.metric, input_size=(cfg.height, cfg.width), precision=cfg.precision,
+                               **extra)
     atomic_write_json(out / 'results.json', summary, indent=2)
     for i in reversed(range(len(models))):
         own = networks[i] if networks else results

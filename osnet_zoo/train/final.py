@@ -23,10 +23,10 @@ __all__ = ['save_model_folder']
 def save_model_folder(model: nn.Module, architecture: str, out_dir: Path, input_size: Tuple[int, int],
                       mean: Sequence[float], std: Sequence[float], model_args: Optional[Dict[str, Any]] = None,
                       distance: Optional[str] = None, results: Optional[Mapping[str, Any]] = None,
-                      notes: Optional[str] = None, crop_pct: float = 1.0) -> None:
+                      notes: Optional[str] = None, crop_pct: float = 1.0, origin: Optional[str] = None) -> None:
     """Write ``model`` (built as ``architecture`` with ``model_args``) to ``out_dir``: model.safetensors and
     config.json recording the input size, mean/std and distance it was trained with (and, for OSNet, a model
-    card with ``results`` and ``notes``). ``crop_pct`` < 1: the test images are resized to input / crop_pct
+    card with ``results``, ``notes`` and ``origin``, what trained it). ``crop_pct`` < 1: the test images are resized to input / crop_pct
     and centre-cropped (timm's 'squash' crop mode; the ImageNet runs), which config.json then says."""
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -36,7 +36,7 @@ def save_model_folder(model: nn.Module, architecture: str, out_dir: Path, input_
         try:
             convert_checkpoint(raw, architecture, 'trained', out_dir, check_size=input_size, input_size=input_size,
                                mean=tuple(mean), std=tuple(std), distance=distance, model_args=model_args,
-                               results=results, notes=notes)
+                               results=results, notes=notes, origin=origin)
         finally:
             raw.unlink()
         if crop_pct < 1.0:

@@ -29,7 +29,7 @@ from ..data import normalize_batch
 from ..data.datasets import LABELLED_DATASETS, LabelledDataset, LabelledSplit
 from ..data.labelled import CROP_PCT, build_labelled_train_loader
 from ..data.loader import data_root
-from ..evaluation import autocast_dtype
+from ..evaluation import autocast_dtype, results_document
 from ..evaluation_labelled import score_labelled
 from ..files import atomic_write_json
 from .checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
@@ -224,7 +224,10 @@ def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]], checkpoint
         if not result:  # resumed after the last epoch: the final test was not written
             result = evaluate_labelled(model, dataset, dataset.test, cfg, device, cfg.epochs)
         results = {dataset.name: result}
-        atomic_write_json(out / 'results.json', results, indent=2)
+        # the results.json schema of every command (evaluation.results_document); a classifier has no distance
+        atomic_write_json(out / 'results.json', results_document(
+            results, model=cfg.model, checkpoint=str(out / 'final' / 'model.safetensors'), metric=None,
+            input_size=(cfg.height, cfg.width), precision=cfg.precision, task=dataset.task), indent=2)
         plot_curves(run.records(), out / 'curves.png')
         save_model_folder(model, cfg.model, out / 'final', (cfg.height, cfg.width), cfg.mean, cfg.std,
                           model_args=cfg.model_args, crop_pct=CROP_PCT if 'resize_crop' in cfg.transforms else 1.0,

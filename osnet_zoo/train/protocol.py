@@ -2,8 +2,9 @@
 
 Each split is one fine-tuning run of ``python -m osnet_zoo.train`` (default recipe: small_finetune, from
 the Mix4 network) in ``OUTPUT/split_NN/``, then each evaluation of that split (VIPeR: both directions) is
-written to ``OUTPUT/split_NN/result_<name>.json``. Finished runs and evaluations are skipped, an
-interrupted training resumes from its checkpoint, so the command can be rerun until it completes.
+written to ``OUTPUT/split_NN/result_<name>.json`` (the results.json schema of train and evaluate).
+Finished runs and evaluations are skipped, an interrupted training resumes from its checkpoint, so the
+command can be rerun until it completes.
 ``OUTPUT/summary.json`` holds every evaluation and the mean and std of Rank-1/5/10 and mAP::
 
     python -m osnet_zoo.train.protocol --dataset viper --init-checkpoint runs/mix4 --root ~/datasets --output runs/viper
@@ -25,7 +26,7 @@ import torch
 
 from osnet_zoo import cli
 from osnet_zoo.data.datasets import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
-from osnet_zoo.evaluation import evaluate_models, load_eval_splits
+from osnet_zoo.evaluation import evaluate_models, load_eval_splits, results_document
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.inference import build_embedding_model
 from osnet_zoo.train import __main__ as train
@@ -45,10 +46,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('--recipe', default='small_finetune', help='training recipe of each split (default: small_finetune)')
     p.add_argument('--init-checkpoint', metavar='PATH',
                    help='the pre-trained run to fine-tune from (e.g. runs/mix4); default: the recipe\'s')
+    cli.add_model(p, default=None, help="timm model of each split's training (default: the recipe's)")
     cli.add_root(p)
     cli.add_output(p, None, 'folder of the protocol: one subfolder per split, summary.json (default: runs/DATASET)')
     cli.add_device(p)
     cli.add_precision(p)
+    cli.add_batch_size(p, None, help="images per training batch (default: the recipe's)")
     cli.add_workers(p)
     p.add_argument('--max-splits', type=int, default=0,
                    help='run only the first N splits (all of their evaluations); 0: all (default)')
@@ -67,20 +70,24 @@ def _finished(folder: Path) -> bool:
 
 def evaluate_run(folder: Path, dataset: str, run: ProtocolRun, root: Optional[str], device: torch.device,
                  precision: str, workers: int) -> Dict[str, Any]:
-    """Rank-1/5/10 and mAP of a finished training run's final model on one evaluation of the protocol,
-    at the run's input size and metric (from its config.json)."""
+    """The results (:func:`osnet_zoo.evaluation.results_document`, plus ``split_id`` and ``options``) of a
+    finished training run's final model on one evaluation of the protocol, at the run's input size and metric
+    (from its config.json)."""
     cfg = json.loads((folder / 'config.json').read_text())
     model = build_embedding_model(cfg['model'], pretrained=False,
                                   checkpoint_path=folder / 'final' / 'model.safetensors',
                                   model_args=cfg.get('model_args')).to(device)
     splits = load_eval_splits([dataset], root, per_dataset={dataset: {'split_id': run.split_id, **run.options}})
-    result = evaluate_models([model], splits, device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),
-                             batch_size=max(cfg['batch_size'], 64), workers=workers, precision=precision)[dataset]
-    return dict(result, split_id=run.split_id, options=run.options)
+    results = evaluate_models([model], splits, device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),
+                              batch_size=max(cfg['batch_size'], 64), workers=workers, precision=precision)
+    return results_document(results, model=cfg['model'], checkpoint=str(folder / 'final' / 'model.safetensors'),
+                            metric=cfg['metric'], input_size=(cfg['height'], cfg['width']), precision=precision,
+                            split_id=run.split_id, options=run.options)
 
 
 def _line(run: ProtocolRun, r: Dict[str, Any], note: str = '') -> str:
     name = f'split {run.split_id} {run_name(run)}'
+    r = next(iter(r['targets'].values()))
     return (f"{name:<16} Rank-1 {100 * r['rank1']:5.1f}  Rank-5 {100 * r['rank5']:5.1f}  "
             f"Rank-10 {100 * r['rank10']:5.1f}  mAP {100 * r['mAP']:5.1f}{note}")
 
@@ -101,6 +108,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     # check the forwarded options now, not after the first split has trained
     train.get_args_parser().parse_args(train_args)
     shared = ['--recipe', args.recipe, '--device', args.device, '--precision', args.precision, *train_args]
+    if args.model:
+        shared += ['--model', args.model]
+    if args.batch_size is not None:
+        shared += ['--batch-size', str(args.batch_size)]
     if args.root:
         shared += ['--root', args.root]
     if args.init_checkpoint:
@@ -119,13 +130,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         '--output', str(folder), *resume])
         for run in split_runs:
             path = folder / f'result_{run_name(run)}.json'
-            note = '  (done before: skipped)' if path.is_file() else ''
+            # a result of an earlier release (flat, without 'targets') is evaluated again in today's schema
+            note = '  (done before: skipped)' if path.is_file() and 'targets' in json.loads(path.read_text()) else ''
             if not note:
                 atomic_write_json(path, evaluate_run(folder, args.dataset, run, args.root, device, args.precision,
                                                      workers))
             results.append(json.loads(path.read_text()))
             print(_line(run, results[-1], note), flush=True)
-    aggregate = aggregate_runs(results)
+    aggregate = aggregate_runs([r['targets'][args.dataset] for r in results])
     summary = dict(dataset=args.dataset, num_splits=len(by_split), complete=len(by_split) == len(
         {r.split_id for r in runs}), runs=results, aggregate=aggregate)
     atomic_write_json(out / 'summary.json', summary)

@@ -33,6 +33,30 @@ EXAMPLES = '''examples:
 The manifest is osnet_zoo/weights/weights_manifest.json unless $OSNET_ZOO_MANIFEST or --manifest names another.'''
 
 
+# each subcommand's --help examples
+SUB_EXAMPLES = {
+    'list': '''examples:
+  python -m osnet_zoo.weights list
+  python -m osnet_zoo.weights list --model osnet_ain_x1_0
+  python -m osnet_zoo.weights list --markdown        # the README's zoo table''',
+    'convert': '''examples:
+  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --model osnet_x1_0 --tag market1501 \\
+      --output out/osnet_x1_0.market1501
+  # one .pt for a tracker, in the reference key layout
+  python -m osnet_zoo.weights convert osnet_x1_0_market.pth --to torchreid --model osnet_x1_0 \\
+      --output out/osnet_x1_0_market.pt''',
+    'push': '''examples:
+  python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --dry-run
+  python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --repo-id me/osnet_x1_0.market1501 --private''',
+    'verify': '''examples:
+  python -m osnet_zoo.weights verify
+  python -m osnet_zoo.weights verify --record ~/Downloads/osnet_ain_ms_d_c.pth.tar''',
+    'mirror': '''examples:
+  python -m osnet_zoo.weights mirror ~/Downloads/osnet_zoo --dry-run --output work/mirror
+  python -m osnet_zoo.weights mirror ~/Downloads/osnet_zoo --repo-prefix me --output work/mirror''',
+}
+
+
 def _manifest_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument('--manifest', type=Path, default=None,
                    help=f'weights manifest to use (default: ${MANIFEST_ENV} or the packaged one)')
@@ -279,7 +303,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{list,convert,push,verify,mirror}')
 
-    p = sub.add_parser('list', help='print the weights manifest as a table')
+    p = sub.add_parser('list', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['list'],
+                       help='print the weights manifest as a table')
     cli.add_model(p, default=None, help='only this architecture, e.g. osnet_x1_0')
     p.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     p.add_argument('--markdown', action='store_true', help="print the README's zoo table (Markdown) instead")
@@ -287,7 +312,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
-        'convert', help='convert a checkpoint to model.safetensors + config.json + README.md',
+        'convert', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['convert'],
+        help='convert a checkpoint to model.safetensors + config.json + README.md',
         description='Read a checkpoint safely (torchreid classic or AIN layout, a trainer checkpoint '
                     "{'state_dict': ...} with module. prefixes, or safetensors), check it with a forward pass, and "
                     'write OUT/model.safetensors, OUT/config.json (for timm) and OUT/README.md (model card). '
@@ -312,7 +338,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
-        'push', help='upload a converted folder to the Hugging Face Hub',
+        'push', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['push'],
+        help='upload a converted folder to the Hugging Face Hub',
         description='Check a converted folder (the weights must load into the architecture of its config.json) '
                     'and upload model.safetensors, config.json and README.md in one commit. Needs a Hub token '
                     '(`hf auth login` or --token) unless --dry-run.')
@@ -327,7 +354,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser(
-        'verify', help='re-hash the cached weights of the Hugging Face cache against the manifest',
+        'verify', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['verify'],
+        help='re-hash the cached weights of the Hugging Face cache against the manifest',
         description='Re-hash every cached weights file of the manifest\'s Hub repos and compare with the recorded '
                     'sha256 and size. Exit status 1 if any file mismatches.')
     p.add_argument('--cache-dir', type=Path, default=None, help='Hugging Face cache (default: $HF_HUB_CACHE)')
@@ -340,7 +368,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
-        'mirror', help='convert, card and publish every reference file of a folder (the whole zoo)',
+        'mirror', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['mirror'],
+        help='convert, card and publish every reference file of a folder (the whole zoo)',
         description='DIR holds reference files as downloaded (any names). Each is identified by sha256, else by '
                     'name, class count and keys (ambiguous or unknown files are reported and skipped), its digests '
                     'recorded, converted into OUTPUT/ARCH.TAG (checked bit-identical), carded and, without '

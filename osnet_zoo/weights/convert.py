@@ -107,6 +107,7 @@ def convert_checkpoint(
         model_args: Optional[Dict[str, Any]] = None,
         results: Optional[Mapping[str, Mapping[str, Any]]] = None,
         notes: Optional[str] = None,
+        origin: Optional[str] = None,
 ) -> ConversionResult:
     """Convert a checkpoint (torchreid classic or AIN layout, trainer checkpoint, osnet_zoo safetensors) into
     ``out_dir``/{model.safetensors, config.json, README.md}.
@@ -117,7 +118,9 @@ def convert_checkpoint(
     arguments of a model that is not the standard ``architecture`` (an ablation, ``num_streams=1``):
     config.json records them, so ``timm.create_model('local-dir:OUT', pretrained=True)`` rebuilds it; such
     weights are never a manifest tag. ``results`` (target -> rank1/rank5/rank10/mAP as fractions, as
-    ``python -m osnet_zoo.train`` measures them) and ``notes`` go into the card of such weights.
+    ``python -m osnet_zoo.train`` measures them) and ``notes`` go into the card of such weights. ``origin``
+    (Markdown) says where such weights come from when ``checkpoint`` is not kept (a training run's
+    temporary file): the card then names it instead of that file, and shows no Hub repository.
 
     The checkpoint must fit ``architecture`` exactly (its classifier, if any, sets ``num_classes``). The
     written weights are read back into a fresh model and must give bit-identical embeddings and logits on
@@ -187,7 +190,7 @@ def convert_checkpoint(
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier.'))
     trained = dict(input_size=trained_size, mean=tuple(model.pretrained_cfg['mean']),
                    std=tuple(model.pretrained_cfg['std']), distance=distance, model_args=dict(model_args or {}),
-                   results=dict(results or {}), notes=notes)
+                   results=dict(results or {}), notes=notes, origin=origin, folder=str(out_dir))
     atomic_write_text(out_dir / 'README.md', model_card(
         architecture, tag, entry, repo_id=repo_id, sha256=sha256, size=size, num_classes=num_classes,
         source_name=source.name, source_sha256=source_sha256, params=params, manifest=manifest, trained=trained))
@@ -310,8 +313,11 @@ def model_card(
     rows.append(('Classifier', f'{num_classes} classes' if num_classes else 'none (embedding only)'))
     rows.append(('Embedding', '512-d: the `fc` output (Linear → BatchNorm1d → ReLU), before L2 normalisation'))
     rows.append(('Weights', f'`model.safetensors`, sha256 `{sha256}`, {size:,} bytes'))
-    provenance = f'`{source_name}`' + (f' (sha256 `{source_sha256}`)' if source_sha256 else '')
-    rows.append(('Converted from', provenance + ' with osnet-zoo'))
+    if trained.get('origin'):  # the source file was temporary: name what exists instead
+        rows.append(('Trained by', trained['origin']))
+    else:
+        provenance = f'`{source_name}`' + (f' (sha256 `{source_sha256}`)' if source_sha256 else '')
+        rows.append(('Converted from', provenance + ' with osnet-zoo'))
     table = '\n'.join(f'| {k} | {v} |' for k, v in rows)
 
     if entry is not None and entry.evaluation:
@@ -320,7 +326,8 @@ def model_card(
                        f'| {DATASET_NAMES.get(ev.target, ev.target)} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | '
                        f'{_fmt(ev.rank10)} | {_fmt(ev.mAP)} |' for ev in entry.evaluation))
     elif trained.get('results'):
-        metrics = ('Measured by the osnet-zoo training run that wrote these weights (its `results.json`).\n\n'
+        metrics = ('Measured by the osnet-zoo training run that wrote these weights (its `results.json`, in the '
+                   'run folder above this one).\n\n'
                    '| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n' + '\n'.join(
                        f"| {target} | {_pct(r.get('rank1'))} | {_pct(r.get('rank5'))} | {_pct(r.get('rank10'))} | "
                        f"{_pct(r.get('mAP'))} |" for target, r in trained['results'].items()))
@@ -331,7 +338,10 @@ def model_card(
         notes += f"\n\n{trained['notes']}"
     family = 'OSNet-AIN' if '_ain_' in architecture else 'OSNet-IBN' if '_ibn_' in architecture else 'OSNet'
     up = entry.upstream if entry is not None else {}
-    if entry is None:
+    if entry is None and trained.get('origin'):
+        origin = (f"These weights are **not** a checkpoint of the reference model zoo: they come from "
+                  f"{trained['origin']}, and no accuracy of the reference applies to them.")
+    elif entry is None:
         origin = (f'These weights are **not** a checkpoint of the reference model zoo: they come from '
                   f'`{source_name}` (a model trained or converted by its owner'
                   + (', with architecture arguments that differ from the standard model' if model_args else '')
@@ -353,6 +363,12 @@ def model_card(
     by_tag = (f'# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)' if entry is not None else
               '# or from the folder: '
               'timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True, num_classes=0)')
+    load = f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()\n{by_tag}'
+    checked = "osnet-zoo checks the file's sha256 against its weights manifest before loading it."
+    if trained.get('origin'):  # a training run's folder: no Hub repository, no manifest entry
+        load = f'model = timm.create_model("local-dir:{trained["folder"]}", pretrained=True, num_classes=0).eval()'
+        checked = ('`config.json` in this folder records the architecture, input size, mean/std and distance; '
+                   'osnet-zoo commands given this folder (or its run folder) use them.')
     return f'''---
 {front}
 ---
@@ -377,15 +393,14 @@ import timm
 import torch
 import osnet_zoo  # registers the OSNet family into timm
 
-model = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()
-{by_tag}
+{load}
 cfg = timm.data.resolve_data_config({{}}, model=model)
 transform = timm.data.create_transform(**cfg)       # resize to the input size, ImageNet mean/std
 with torch.inference_mode():
     feats = torch.nn.functional.normalize(model(crops), dim=1)   # crops: (N, 3, H, W) after transform
 ```
 
-osnet-zoo checks the file's sha256 against its weights manifest before loading it.
+{checked}
 
 ## License
 

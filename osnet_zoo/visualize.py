@@ -61,8 +61,8 @@ from tqdm import tqdm
 import osnet_zoo  # noqa: F401  (registers the models)
 from osnet_zoo import cli
 from osnet_zoo.data import (
-    DatasetLayoutError, ImageDataset, ImageReadError, ReIDItem, build_dataset, build_test_transform, normalize_batch,
-    read_image,
+    DatasetLayoutError, ImageDataset, ImageReadError, ReIDItem, build_dataset, build_test_transform, data_root,
+    normalize_batch, read_image,
 )
 from osnet_zoo.data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
 from osnet_zoo.evaluation_labelled import score_labelled
@@ -449,16 +449,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     attrs.add_argument('--run', required=True,
                        help='a training run of attributes_pa100k (its final/ folder is loaded), or a final/ folder')
     attrs.add_argument('--dataset', default='pa100k', choices=['pa100k'], help='attribute dataset (pa100k)')
-    attrs.add_argument('--root', default=os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data'),
-                       help='folder holding the datasets (default: $OSNET_ZOO_DATA or ~/.cache/osnet_zoo/data)')
+    cli.add_root(attrs)
     attrs.add_argument('--split', default='test', choices=['train', 'val', 'test'], help='split (default test)')
     attrs.add_argument('--max-images', type=int, default=6, help='images shown, spread over the split (default 6)')
     attrs.add_argument('--threshold', type=float, default=0.5, help='probability of a positive (default 0.5)')
-    attrs.add_argument('--output', help='output folder (default runs/visualize/attributes)')
-    attrs.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-                       help='cpu, cuda, cuda:1, ... (default: cuda if available)')
-    attrs.add_argument('--batch-size', type=int, default=32)
-    attrs.add_argument('--workers', type=int, default=0, help='data-loading processes (default 0)')
+    cli.add_output(attrs, 'runs/visualize/attributes', 'output folder')
+    cli.add_device(attrs)
+    cli.add_precision(attrs, help='forward-pass precision: fp32, or bf16 / fp16 autocast')
+    cli.add_batch_size(attrs, 32)
+    cli.add_workers(attrs, 0, help='data-loading processes (default 0)')
     return parser
 
 
@@ -475,12 +474,13 @@ def load_trained_folder(run: str) -> Tuple[nn.Module, Path]:
 
 @torch.inference_mode()
 def run_attributes(run: str, dataset: str, root: str, split: str, output: os.PathLike, device: torch.device,
-                   max_images: int, threshold: float, batch_size: int, workers: int) -> Dict[str, Any]:
+                   max_images: int, threshold: float, batch_size: int, workers: int,
+                   precision: str = 'fp32') -> Dict[str, Any]:
     """Fig. 7 for ``max_images`` images of ``split``: attributes.png and attributes.json in ``output``."""
     if max_images < 1 or not 0 < threshold < 1:
         raise ValueError('--max-images must be >= 1 and --threshold within (0, 1)')
     model, folder = load_trained_folder(run)
-    data = LABELLED_DATASETS[dataset](Path(root).expanduser())
+    data = LABELLED_DATASETS[dataset](data_root(root))
     part = getattr(data, split)
     if model.num_classes != data.num_classes:
         raise ValueError(f'{folder} predicts {model.num_classes} outputs, {dataset} has {data.num_classes} '
@@ -490,7 +490,8 @@ def run_attributes(run: str, dataset: str, root: str, split: str, output: os.Pat
     pcfg = model.pretrained_cfg
     _, height, width = pcfg['input_size']
     probabilities = score_labelled(model.to(device), 'attributes', subset, device, (height, width), pcfg['mean'],
-                                   pcfg['std'], (), batch_size, workers, with_probabilities=True)['probabilities']
+                                   pcfg['std'], (), batch_size, workers, precision,
+                                   with_probabilities=True)['probabilities']
     rows = [ground_truth_likelihoods(p.tolist(), y.tolist(), data.classes, threshold)
             for p, y in zip(probabilities, subset.labels)]
     out = Path(output)
@@ -512,9 +513,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.command == 'gates' and (args.clusters < 1 or args.per_cluster < 1):
         raise ValueError('--clusters and --per-cluster must be >= 1')
     if args.command == 'attributes':
-        out = Path(args.output or 'runs/visualize/attributes')
+        out = Path(args.output)
         result = run_attributes(args.run, args.dataset, args.root, args.split, out, device, args.max_images,
-                                args.threshold, args.batch_size, args.workers)
+                                args.threshold, args.batch_size, args.workers, args.precision)
         print(f'wrote {out / "attributes.png"} and {out / "attributes.json"} ({len(result["images"])} images)')
         return result
     model_args = _parse_model_args(args.model_args, '--model-args')

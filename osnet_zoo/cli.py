@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 __all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
            'add_precision',
            'add_batch_size', 'add_workers', 'add_model', 'add_root', 'deprecated_alias', 'resolve_workers',
-           'error_message', 'run']
+           'check_at_least', 'error_message', 'run']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 # Where datasets live when --root is not given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
@@ -115,6 +115,14 @@ def resolve_workers(workers: Optional[int], device: str) -> int:
     return 0 if str(device).startswith('cpu') else min(8, os.cpu_count() or 1)
 
 
+def check_at_least(**options: Tuple[Optional[int], int]) -> None:
+    """Refuse an option below its lowest sensible value, naming it: ``check_at_least(batch_size=(args.batch_size,
+    1))`` gives ``--batch-size must be >= 1, got 0``. A value of None (not given) passes."""
+    for name, (value, low) in options.items():
+        if value is not None and value < low:
+            raise ValueError(f'--{name.replace("_", "-")} must be >= {low}, got {value}.')
+
+
 def add_model(parser: argparse.ArgumentParser, default: Optional[str] = 'osnet_x1_0', required: bool = False,
               help: str = 'timm model name (osnet_x1_0, osnet_ain_x1_0, ...), with a weights tag '
                           '(osnet_x1_0.msmt17_combineall) for pretrained weights') -> None:
@@ -132,10 +140,13 @@ def add_root(parser: argparse.ArgumentParser) -> None:
 
 
 def error_message(exc: BaseException) -> str:
-    """One readable line for an exception (a KeyError's repr quotes are dropped)."""
+    """One readable line for an exception (a KeyError's repr quotes are dropped; an error raised in a DataLoader
+    worker, whose message is the worker's whole traceback, is its last line)."""
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
-    text = str(exc) or type(exc).__name__
+    text = str(exc).strip() or type(exc).__name__
+    if 'Original Traceback' in text:
+        text = text.splitlines()[-1].split('Error: ', 1)[-1]
     return ' '.join(text.split())
 
 

@@ -53,6 +53,7 @@ from .weights import load_osnet_checkpoint, read_checkpoint
 from .weights.io import unwrap_state_dict
 from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
+from .models.osnet import MIN_INPUT_SIZE
 
 __all__ = ['main', 'get_args_parser', 'load_model', 'model_digest', 'features_key', 'load_classifier',
            'evaluate_labelled_cli']
@@ -67,6 +68,8 @@ def load_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
         return build_embedding_model(name if not checkpoint else arch, pretrained=not checkpoint,
                                      checkpoint_path=checkpoint)
     except RuntimeError as e:
+        if checkpoint:  # the checkpoint's own error names the file and what is wrong with it
+            raise
         raise SystemExit(f'error: no weights for {name!r} ({cli.error_message(e)}); pass a tagged name such as '
                          f'{arch}.msmt17_combineall, or --checkpoint PATH') from None
 
@@ -233,6 +236,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """Run ``python -m osnet_zoo.evaluate``; returns the results on rank 0 (``{}`` on the other ranks)."""
     args = get_args_parser().parse_args(argv)
+    # before anything is built: a 0 here would silently mean the default (--height) or divide by zero
+    cli.check_at_least(height=(args.height, MIN_INPUT_SIZE), width=(args.width, MIN_INPUT_SIZE),
+                       batch_size=(args.batch_size, 1), max_rank=(args.max_rank, 1))
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda but no CUDA device is available')

@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ExportCheckError as e:
         print(f'CHECK FAILED: {e}', file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+    except cli.USER_ERRORS as e:  # a bad input (the output's folder a file, a bad option): one line
         print(f'error: {cli.error_message(e)}', file=sys.stderr)
         return 2
     check = contract['check']

@@ -48,7 +48,7 @@ def find_images(sources: Sequence[str]) -> List[str]:
                 raise FileNotFoundError(f'No images match the pattern {source!r} (extensions: '
                                         f'{", ".join(IMAGE_EXTENSIONS)}).')
         elif os.path.isdir(source):
-            matches = sorted(os.path.join(root, name) for root, _, names in os.walk(source)
+            matches = sorted(os.path.join(root, name) for root, _, names in os.walk(source, onerror=_unreadable)
                              for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
             if not matches:
                 raise FileNotFoundError(f'No images found under the folder {source!r} (extensions: '
@@ -58,7 +58,16 @@ def find_images(sources: Sequence[str]) -> List[str]:
         else:
             raise FileNotFoundError(f'{source!r} is neither a folder, an image file nor a glob pattern that matches.')
         found.extend(os.path.normpath(p) for p in matches)
-    return list(dict.fromkeys(found))
+    # one row per image file: a directory symlink loop ("**" follows it) or a second link to a file found
+    # already would repeat it
+    seen: set = set()
+    return [p for p in found if not (os.path.realpath(p) in seen or seen.add(os.path.realpath(p)))]
+
+
+def _unreadable(error: OSError) -> None:
+    """``os.walk``'s error handler: a folder that cannot be listed stops the listing, naming it."""
+    raise PermissionError(f'cannot list the folder {error.filename}: {error.strerror}; its images would be '
+                          'missing from the output (fix its permissions or leave it out).') from None
 
 
 def _read_shard(path: Path) -> Tuple[torch.Tensor, List[str], List[str]]:
@@ -207,7 +216,7 @@ def extract_features(
     paths: List[str] = du.broadcast_object(listing)  # rank 0's listing: every rank shards the same list
     with du.fail_together():
         if parts.is_dir() and state_file.is_file():
-            state = json.loads(state_file.read_text())
+            state = _read_run_state(state_file)
             if state.get('key') != key:
                 raise RuntimeError(
                     f'{parts} holds a partial run with other settings (model {state.get("model")!r}, '
@@ -257,6 +266,18 @@ def extract_features(
     return True
 
 
+def _read_run_state(state_file: Path) -> Dict[str, Any]:
+    """``<out>.parts/run.json``, which a partial run wrote; a damaged or edited one is an error naming it."""
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError) as e:
+        state = e
+    if not isinstance(state, dict):
+        raise RuntimeError(f'{state_file} is not the state of a partial run ({" ".join(str(state).split())[:80]}); '
+                           f'delete the folder {state_file.parent} to start over.')
+    return state
+
+
 def _shard(paths: Sequence[str], index: int, shard_size: int) -> Sequence[str]:
     return paths[index * shard_size:(index + 1) * shard_size]
 
@@ -276,7 +297,7 @@ def _merge_shards(shard_files: Sequence[Path], state_file: Path, out: Path, mode
         all_skipped.extend(skipped)
     features = torch.cat(all_feats)
     # parts written before shards carried their preprocessing keep it in run.json
-    preprocessing = preprocessing or json.loads(state_file.read_text()).get('preprocessing')
+    preprocessing = preprocessing or _read_run_state(state_file).get('preprocessing')
     metadata = {
         'format': _FORMAT, 'model': model, 'checkpoint': str(checkpoint_path or ''), 'precision': precision,
         'normalized': json.dumps(normalize), 'num_images': json.dumps(len(all_paths)),
@@ -291,6 +312,16 @@ def _merge_shards(shard_files: Sequence[Path], state_file: Path, out: Path, mode
         metadata['paths_file'] = sidecar.name
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors({'features': features}, out, metadata)
+
+
+def _check_existing_output(out: Path) -> None:
+    """An existing ``--output`` is a finished run only when it is a features file: another file is an error
+    naming it (never reported "complete")."""
+    try:
+        load_features(out)
+    except Exception as e:  # safetensors' own errors for a file of another kind
+        raise FileExistsError(f'--output {out} exists and is not an osnet_zoo features file '
+                              f'({cli.error_message(e)[:120]}); move it away or choose another --output (--overwrite replaces it).') from None
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -379,11 +410,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             if main_rank:
                 print(f'error: {cli.error_message(e)}', file=sys.stderr)
             return 2
-        if out.exists() and not args.overwrite:  # every rank looks before any rank can write
-            if main_rank:
-                print(f'{out} already exists (complete); pass --overwrite to recompute it.')
-            return 0
         try:
+            if out.is_dir():
+                raise IsADirectoryError(f'--output {out} is a folder; name the features file to write '
+                                        f'(e.g. {out / "features.safetensors"}).')
+            if out.exists() and not args.overwrite:  # every rank looks before any rank can write
+                _check_existing_output(out)
+                if main_rank:
+                    print(f'{out} already exists (complete); pass --overwrite to recompute it.')
+                return 0
             complete = extract_features(
                 sources, out, model=args.model, pretrained=not args.no_pretrained,
                 checkpoint_path=args.checkpoint, device=str(device), precision=args.precision,

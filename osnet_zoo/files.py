@@ -11,16 +11,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 from safetensors.torch import save_file
 
-__all__ = ['FileWriteError', 'describe_write_failure', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
+__all__ = ['FileWriteError', 'describe_write_failure', 'make_folder', 'remove_stale_temporaries', 'atomic_path',
+           'atomic_write_bytes', 'atomic_write_text',
            'atomic_write_json', 'atomic_torch_save',
            'atomic_save_safetensors', 'default_file_mode']
 
@@ -68,6 +70,52 @@ def describe_write_failure(error: BaseException, folder: Path) -> str:
             + f' [{errno.errorcode.get(code, code)}]')
 
 
+def make_folder(folder: PathLike) -> Path:
+    """``mkdir -p folder``; a file where a folder of the path should be is a ``NotADirectoryError`` naming it
+    (not mkdir's bare FileExistsError)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise NotADirectoryError(f'cannot create the folder {folder}: {blocking} is a file, not a folder.') from None
+    return folder
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+# Per folder, the temporary files found the first time this process wrote there: a folder is listed once, not
+# at every write (a folder of thousands of figures or shards), and what a later crash leaves is found next run.
+_TEMPORARIES: Dict[Path, List[str]] = {}
+
+
+def remove_stale_temporaries(path: PathLike) -> List[Path]:
+    """Delete the temporary files that writers of ``path`` killed mid-write (SIGKILL, power loss) left beside
+    it (``.<stem>.<pid>.<random>.tmp<suffix>``, the writer's process gone); returns them. The temporaries of
+    a live writer, and those of other files (another rank's shard on another machine), are kept."""
+    path = Path(path)
+    folder = path.parent
+    if folder not in _TEMPORARIES:
+        _TEMPORARIES[folder] = [e.name for e in os.scandir(folder) if '.tmp' in e.name] if folder.is_dir() else []
+    pattern = re.compile(rf'\.{re.escape(path.stem)}\.(\d+)\.[^.]+\.tmp{re.escape(path.suffix)}')
+    removed = []
+    for name in _TEMPORARIES[folder]:
+        found = pattern.fullmatch(name)
+        if found and int(found.group(1)) != os.getpid() and not _process_alive(int(found.group(1))):
+            (folder / name).unlink(missing_ok=True)
+            removed.append(folder / name)
+    _TEMPORARIES[folder] = [n for n in _TEMPORARIES[folder] if folder / n not in removed]
+    return removed
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends normally, the file written there
@@ -78,9 +126,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     ...     safetensors.torch.save_file(tensors, str(tmp))
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the suffix: some writers (matplotlib, PIL) pick the format from it
-    fd, name = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}', dir=path.parent)
+    make_folder(path.parent)
+    remove_stale_temporaries(path)
+    # keep the suffix: some writers (matplotlib, PIL) pick the format from it; the writer's process id in the
+    # name tells a later run whether the writer is gone (killed) and its temporary file stale
+    fd, name = tempfile.mkstemp(prefix=f'.{path.stem}.{os.getpid()}.', suffix=f'.tmp{path.suffix}', dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -71,7 +71,7 @@ from osnet_zoo.evaluation import autocast_dtype
 from osnet_zoo.inference import apply_run_record, build_embedding_model, resolve_preprocessing
 from osnet_zoo.metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
 from osnet_zoo.metrics.plots import LINE_HEIGHT, draw_text_lines, label_font, save_png
-from osnet_zoo.models.osnet import ChannelGate, OmniScaleBlock
+from osnet_zoo.models.osnet import MIN_INPUT_SIZE, ChannelGate, OmniScaleBlock
 
 __all__ = ['activation_maps', 'overlay_activation', 'collect_items', 'build_model', 'compute_activation_maps',
            'capture_gates', 'kmeans', 'closest_to_centres', 'run_actmap', 'run_gates', 'run_attributes',
@@ -508,19 +508,23 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError('--device cuda but no CUDA device is available')
-    if args.batch_size < 1 or args.workers < 0:
-        raise ValueError('--batch-size must be >= 1 and --workers >= 0')
-    if args.command == 'gates' and (args.clusters < 1 or args.per_cluster < 1):
-        raise ValueError('--clusters and --per-cluster must be >= 1')
     if args.command == 'attributes':
+        cli.check_at_least(batch_size=(args.batch_size, 1), workers=(args.workers, 0))
         out = Path(args.output)
         result = run_attributes(args.run, args.dataset, args.root, args.split, out, device, args.max_images,
                                 args.threshold, args.batch_size, args.workers, args.precision)
         print(f'wrote {out / "attributes.png"} and {out / "attributes.json"} ({len(result["images"])} images)')
         return result
+    cli.check_at_least(batch_size=(args.batch_size, 1), workers=(args.workers, 0),
+                       height=(args.height, MIN_INPUT_SIZE), width=(args.width, MIN_INPUT_SIZE),
+                       grid_images=(getattr(args, 'grid_images', None), 1),
+                       clusters=(getattr(args, 'clusters', None), 1),
+                       per_cluster=(getattr(args, 'per_cluster', None), 1))
     model_args = _parse_model_args(args.model_args, '--model-args')
     compare_args = _parse_model_args(getattr(args, 'compare_args', []), '--compare-args')
     out = Path(args.output or f'runs/visualize/{args.command}')
+    if out.exists() and not out.is_dir():  # before any model runs: the figures could not be written there
+        raise NotADirectoryError(f'--output {out} is a file, not a folder.')
     items = collect_items(args.images, args.dataset, args.root, args.split, args.max_images)
     apply_run_record(args)  # a training run: its architecture, model args, input size and mean/std
     model = build_model(args.model, args.checkpoint, not args.no_pretrained, model_args).to(device)
@@ -552,15 +556,6 @@ def _run_command(args: argparse.Namespace, items: List[ReIDItem], model: nn.Modu
     return result
 
 
-def _one_line(e: BaseException) -> str:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    return ' '.join(message.split())
-
-
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError, ImageReadError, DatasetLayoutError) as e:
-        # bad models, checkpoints, data roots, images: the message names the thing; no traceback needed
-        print(f'error: {_one_line(e)}', file=sys.stderr)
-        sys.exit(1)
+    # bad models, checkpoints, data roots, images, output folders: one line naming the thing, no traceback
+    sys.exit(cli.run(main))

@@ -1,8 +1,13 @@
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+# The tests never read or write the user's osnet-zoo weights cache (~/.cache/osnet_zoo): a fresh one per session
+# (for module-scoped fixtures and subprocesses), and a fresh one per test (below).
+os.environ.setdefault('OSNET_ZOO_CACHE', tempfile.mkdtemp(prefix='osnet_zoo_cache_'))
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get('OSNET_ZOO_FIXTURES', REPO.parent / 'shared' / 'fixtures' / 'torchreid'))
@@ -23,6 +28,12 @@ def reference_fixture(name: str) -> Path:
             pytest.skip(f'reference fixture {path} missing ({SKIP_FIXTURES_VAR}=1)')
         pytest.fail(f'reference fixture missing: {path}. {HOW_TO_GET_FIXTURES}', pytrace=False)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _empty_weights_cache(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty osnet-zoo weights cache (OSNET_ZOO_CACHE), so none sees another's downloads."""
+    monkeypatch.setenv('OSNET_ZOO_CACHE', str(tmp_path_factory.mktemp('osnet_zoo_cache')))
 
 
 @pytest.fixture(scope='session')

@@ -60,3 +60,11 @@ def test_bench_eval(tmp_path):
     res = json.loads(out.read_text())
     assert res['rank_identical'] is True  # ours and the argsort baseline give the same CMC / mAP
     assert res['ours_rank']['metrics'] == res['baseline_rank']['metrics']
+
+
+def test_bench_weights_download(tmp_path):
+    out = tmp_path / 'weights.json'
+    _bench('bench_weights_download.py', '--rounds', 1, '--model', 'osnet_x0_25', '--json', out)
+    res = json.loads(out.read_text())
+    assert set(res) == {'osnet_x0_25.msmt17_combineall', 'osnet_x0_25.market1501'}
+    assert all(r['first_s'] > 0 and r['cached_s'] > 0 and r['baseline_s'] > 0 for r in res.values())

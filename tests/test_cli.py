@@ -103,6 +103,10 @@ PARSERS = {
         '--root': 'the proof generates its two synthetic domains in --output'}),
     'weights list': ('osnet_zoo.weights.__main__', 'list', [], {
         o: 'list prints the manifest: no model is run' for o in SHARED if o != '--model'}),
+    'weights download': ('osnet_zoo.weights.__main__', 'download', [], {
+        **{o: 'download fetches and checks files: no model is run on data' for o in SHARED},
+        '--model': 'download takes any number of tags (ARCH.TAG, or ARCH for its default) as positional arguments',
+        '--output': 'download writes into the osnet-zoo cache ($OSNET_ZOO_CACHE), which every load reads'}),
     'weights convert': ('osnet_zoo.weights.__main__', 'convert', ['ckpt.pth'], {
         o: 'convert checks one forward pass on the CPU and ' + NO_DATA for o in SHARED
         if o not in ('--model', '--output')}),

@@ -90,6 +90,11 @@ SKIPPED: Dict[str, str] = {
     '--dataset market1501 --root ~/data --device cuda': 'torchrun on 4 GPUs; ' + REAL_DATA,
     'python -m osnet_zoo.weights push converted/osnet_x1_0.mydata --dry-run':
         'needs the converted folder of your checkpoint',
+    'python -m osnet_zoo.weights download --all': HUB + ' and Google Drive (tests/test_weights_download.py runs '
+                                                  'download against a local stand-in server)',
+    'python -m osnet_zoo.weights download osnet_x1_0 osnet_ain_x1_0.market1501_to_dukemtmcreid':
+        HUB + ' and Google Drive (tests/test_weights_download.py runs download against a local stand-in server)',
+    'python -m osnet_zoo.weights verify': 'needs a filled weights cache (tests/test_weights_download.py runs it)',
     'python -m osnet_zoo.nas --help': 'covered by the --help check',
     'python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last':
         REAL_DATA + ' (MSMT17); a GPU',

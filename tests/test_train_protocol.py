@@ -2,6 +2,7 @@
 pre-trained run, mean/std summary, resume, --init-checkpoint, --model-args, --split-id options."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,27 @@ def test_viper_protocol_summary_and_resume(root, cuhk01_protocol, tmp_path, caps
     assert printed.count('skipped') == 4 and 'training in' not in printed
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again['aggregate'] == summary['aggregate']
+
+
+@pytest.mark.parametrize('content', [pytest.param('{}', id='empty_object'), pytest.param('[]', id='list'),
+                                     pytest.param('{"rank1": 0.5, "rank5": 0.', id='truncated'),
+                                     pytest.param('{"targets": {"cuhk01": {"rank1": "high", "rank5": 1, "rank10": 1, '
+                                                  '"mAP": 1}}}', id='metric_not_a_number')])
+def test_damaged_result_of_a_finished_split_is_evaluated_again(content, root, cuhk01_protocol, tmp_path, capsys):
+    """A finished split whose result file is damaged or edited: evaluated again (saying so), never a crash."""
+    out = tmp_path / 'protocol'
+    shutil.copytree(cuhk01_protocol[0], out)
+    result = out / 'split_00' / 'result_test.json'
+    good = json.loads(result.read_text())['targets']['cuhk01']
+    result.write_text(content)
+    capsys.readouterr()
+    summary = protocol.main(['--dataset', 'cuhk01', '--init-checkpoint', 'none', '--root', str(root),
+                             '--output', str(out), '--max-splits', '1', '--device', 'cpu', *TINY[:-4]])
+    printed = capsys.readouterr().out
+    assert f'{result} is not a result document' in printed and 'training in' not in printed
+    again = json.loads(result.read_text())['targets']['cuhk01']
+    assert again['rank1'] == pytest.approx(good['rank1']) and again['mAP'] == pytest.approx(good['mAP'])
+    assert summary['runs'][0]['targets']['cuhk01']['mAP'] == pytest.approx(good['mAP'])
 
 
 def test_init_checkpoint_weights_are_the_inits(root, cuhk01_protocol, tmp_path):

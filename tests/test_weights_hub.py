@@ -290,25 +290,29 @@ def test_offline_miss_says_what_is_missing_and_what_is_true(tmp_path, monkeypatc
 
 @pytest.mark.parametrize('name,expect', [
     ('osnet_x1_0.market1501', [
-        'are on Google Drive only', 'https://drive.google.com/uc?id=1vduhq5DpN2q1g4fYEZfPI17MJeh9qyrA',
+        'OSNET_ZOO_STRICT_WEIGHTS=1 allows only sources the manifest pins',
+        'https://drive.google.com/uc?id=1vduhq5DpN2q1g4fYEZfPI17MJeh9qyrA',
         'save it as osnet_x1_0_market_256x128_amsgrad_ep150_stp60_lr0.0015_b64_fb10_softmax_labelsmooth_flip.pth',
         'no digest is recorded for this file',
         "timm.create_model('osnet_x1_0.market1501', pretrained=True, pretrained_cfg_overlay=dict(file="
         "'osnet_x1_0_market_256x128_amsgrad_ep150_stp60_lr0.0015_b64_fb10_softmax_labelsmooth_flip.pth'))"]),
-    ('osnet_x0_25.msmt17', ['must print 6f57607fed9f502b9efed546108132ee715df5a5b6e6932c6269bacb47f59f99',
+    ('osnet_x0_25.msmt17', ['http://127.0.0.1:9/', 'cannot be reached',  # pinned by its sha256: tried
+                            'must print 6f57607fed9f502b9efed546108132ee715df5a5b6e6932c6269bacb47f59f99',
                             '(3,057,863 bytes)']),
-    ('osnet_ibn_x1_0', ["on the authors' Hub repo kaiyangzhou/osnet", 'no revision or sha256 of it is recorded',
+    ('osnet_ibn_x1_0', ["kaiyangzhou/osnet/osnet_ibn_x1_0_msmt17_combineall", '(hub-unpinned)',
                         'hf download kaiyangzhou/osnet osnet_ibn_x1_0_msmt17_combineall_256x128',
                         'verify --record']),
 ])
-def test_tags_without_a_pinned_location_say_how_to_load_them(tmp_path, monkeypatch, name, expect):
-    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)  # online or not: nothing is fetched for these
+def test_strict_mode_refuses_unpinned_sources_and_says_how_to_load_them(tmp_path, monkeypatch, name, expect):
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
     monkeypatch.delenv('OSNET_ZOO_MANIFEST', raising=False)
+    monkeypatch.setenv('OSNET_ZOO_STRICT_WEIGHTS', '1')
+    monkeypatch.setenv('OSNET_ZOO_GDRIVE_URL', 'http://127.0.0.1:9/{id}')
     with pytest.raises(WeightsUnavailableError) as err:
         timm.create_model(name, pretrained=True, cache_dir=tmp_path)
     for text in expect:
         assert text in str(err.value)
-    assert not any(tmp_path.iterdir())  # no download was attempted
+    assert not any(tmp_path.iterdir())  # nothing was downloaded
 
 
 def test_the_load_line_of_the_message_loads_the_downloaded_file(zoo, tmp_path, monkeypatch):
@@ -327,7 +331,8 @@ def test_the_load_line_of_the_message_loads_the_downloaded_file(zoo, tmp_path, m
 
 def test_unreachable_hub_fails_fast_and_truthfully(tmp_path):
     """No HF_HUB_OFFLINE, a Hub that refuses connections: one probe, the real reason, in seconds."""
-    env = dict(os.environ, HF_ENDPOINT='http://127.0.0.1:9', HF_HUB_CACHE=str(tmp_path), OMP_NUM_THREADS='1')
+    env = dict(os.environ, HF_ENDPOINT='http://127.0.0.1:9', HF_HUB_CACHE=str(tmp_path), OMP_NUM_THREADS='1',
+               OSNET_ZOO_GDRIVE_URL='http://127.0.0.1:9/{id}')  # Drive, the next source, is unreachable too
     for key in ('HF_HUB_OFFLINE', 'OSNET_ZOO_MANIFEST', 'HF_HOME'):
         env.pop(key, None)
     script = ('import time, timm, osnet_zoo\n'

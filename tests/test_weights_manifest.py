@@ -209,8 +209,10 @@ def test_list_command_prints_metrics_and_where_each_tag_loads_from(capsys):
     assert 'osnet_ain_x1_0.msmt17_combineall*' in rows and 'osnet_ain_x0_25.imagenet*' in rows
     assert re.search(r'MSMT17 \(all\)\s+4101\s+Market1501 66\.6 / 37\.5; DukeMTMC-reID 66\.0 / 45\.3\s+'
                      r'hub kaiyangzhou/osnet@a5c5cc0 \(sha256\)$', rows['osnet_x1_0.msmt17_combineall*'])
-    assert re.search(r'Market1501\s+751\s+Market1501 92\.5 / 79\.8\s+gdrive: manual$', rows['osnet_x0_5.market1501'])
-    assert rows['osnet_x0_75.msmt17_combineall*'].endswith('hub, unpinned: refused')
+    assert re.search(r'Market1501\s+751\s+Market1501 92\.5 / 79\.8\s+gdrive \(first use\)$',
+                     rows['osnet_x0_5.market1501'])
+    assert rows['osnet_x0_25.msmt17'].endswith('gdrive (sha256)')
+    assert rows['osnet_x0_75.msmt17_combineall*'].endswith('hub, unpinned (first use)')
     assert 'loads from: 8 hub, 2 hub-unpinned, 33 gdrive.' in out
     assert weights_cli(['list', '--model', 'osnet_ibn_x1_0']) == 0
     assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('osnet_')]) == 8
@@ -229,7 +231,12 @@ def test_readme_zoo_table_is_generated_from_the_manifest(capsys):
     assert readme.split(start)[1].split(end)[0].strip() == table, \
         'README zoo table is stale: replace it with the output of `python -m osnet_zoo.weights list --markdown`'
     assert (table.count('\n| `osnet_') == 43
-            and '| `osnet_x1_0` | `market1501` | Market1501 | Market1501 94.2 / 82.6 |' in table)
+            and '| `osnet_x1_0` | `market1501` | Market1501 | Market1501 94.2 / 82.6 | Google Drive (first use) |'
+            in table)
+    # each architecture's default tag is marked, with its source
+    assert table.count(' (default) |') == 9
+    assert '| `osnet_ain_x0_25` | `imagenet` (default) | ImageNet-1k | - | Google Drive (first use) |' in table
+    assert '| `osnet_x1_0` | `msmt17_combineall` (default) |' in table
 
 
 def test_package_exports():

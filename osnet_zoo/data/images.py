@@ -29,7 +29,7 @@ from .datasets.base import ReIDItem
 from .seeding import seeded_rng
 
 __all__ = ['ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'read_image', 'read_image_tensor',
-           'to_rgb_tensor', 'iter_images', 'ImageDataset', 'verify_images']
+           'to_rgb_tensor', 'iter_images', 'check_layout', 'ImageDataset', 'verify_images']
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 
@@ -118,6 +118,18 @@ def _pixels_to_chw(x: torch.Tensor, index: int, order: str, kind: str) -> torch.
     return x
 
 
+def check_layout(image: Union[np.ndarray, torch.Tensor], name: str) -> None:
+    """Refuse a numpy image that looks channels-first (numpy images are HWC) or a tensor that looks
+    channels-last (tensors are CHW / BCHW); ``name`` says which input, e.g. ``'input 3'`` or ``'frame'``."""
+    shape = tuple(image.shape)
+    if isinstance(image, np.ndarray) and len(shape) == 3 and shape[2] not in (1, 3, 4) and shape[0] in (1, 3):
+        raise ValueError(f'{name}: numpy image of shape {shape} looks channels-first; numpy inputs are HWC '
+                         '(OpenCV / PIL layout). Pass CHW images as torch tensors.')
+    if isinstance(image, torch.Tensor) and len(shape) >= 3 and shape[-3] not in (1, 3, 4) and shape[-1] in (3, 4):
+        raise ValueError(f'{name}: tensor of shape {shape} looks channels-last; tensors are CHW / BCHW (use '
+                         '.permute(2, 0, 1) for an HWC image).')
+
+
 def _numpy_to_chw(arr: np.ndarray, index: int, order: str) -> torch.Tensor:
     if arr.dtype != np.uint8:
         raise ValueError(f'input {index}: numpy images must be uint8 HWC (got dtype {arr.dtype}); pass float '
@@ -126,9 +138,7 @@ def _numpy_to_chw(arr: np.ndarray, index: int, order: str) -> torch.Tensor:
         arr = arr[:, :, None]
     if arr.ndim != 3:
         raise ValueError(f'input {index}: numpy image of shape {arr.shape}; expected HWC (H, W, 3) or (H, W).')
-    if arr.shape[2] not in (1, 3, 4) and arr.shape[0] in (1, 3):
-        raise ValueError(f'input {index}: numpy image of shape {arr.shape} looks channels-first; numpy inputs '
-                         'are HWC (OpenCV / PIL layout). Pass CHW images as torch tensors.')
+    check_layout(arr, f'input {index}')
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # torch.from_numpy wants a writable buffer (e.g. np.asarray of a PIL image)
         arr = arr.copy()
@@ -142,9 +152,7 @@ def _tensor_items(t: torch.Tensor, index: int) -> List[torch.Tensor]:
         items = list(t.unbind(0))
     else:
         raise ValueError(f'input {index}: tensor of shape {tuple(t.shape)}; expected CHW or BCHW.')
-    if t.dim() >= 3 and t.shape[-3] not in (1, 3, 4) and t.shape[-1] in (3, 4):
-        raise ValueError(f'input {index}: tensor of shape {tuple(t.shape)} looks channels-last; tensors are '
-                         'CHW / BCHW (use .permute(2, 0, 1) for an HWC image).')
+    check_layout(t, f'input {index}')
     if t.dtype != torch.uint8 and not t.is_floating_point():
         raise ValueError(f'input {index}: tensor dtype {t.dtype}; expected uint8 (0-255) or float (0-1).')
     if t.is_floating_point() and t.numel():

@@ -158,7 +158,7 @@ def _model_with_classifier(model: Union[str, nn.Module], pretrained: bool,
         return copy.deepcopy(model).eval()
     if checkpoint_path is None:
         return timm.create_model(model, pretrained=pretrained).eval()
-    weight = unwrap_state_dict(read_checkpoint(checkpoint_path)).get('classifier.weight')
+    weight = unwrap_state_dict(read_checkpoint(checkpoint_path), str(checkpoint_path)).get('classifier.weight')
     if weight is None:
         raise ValueError(f'{checkpoint_path}: has no classifier to keep (export without --with-classifier).')
     net = timm.create_model(model, pretrained=False, num_classes=int(weight.shape[0]))
@@ -229,6 +229,10 @@ def export_model(
                          'embeddings (drop --precision fp16 / --normalize).')
     if with_classifier and fmt != 'torchreid':
         raise ValueError('with_classifier is for --format torchreid (ONNX / TorchScript export the embedding).')
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'--batch-size must be an integer >= 1, got {batch_size!r}.')
+    if fmt == 'torchreid' and isinstance(model, str) and not model.split('.')[0].startswith('osnet'):
+        raise ValueError(f'--format torchreid writes the reference OSNet layout; --model {model!r} is not an OSNet.')
     net = build_embedding_model(model, pretrained, checkpoint_path)
     architecture, tag = _architecture_and_tag(model, net, pretrained, checkpoint_path)
     name = default_export_name(architecture, tag, fmt)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-from ..data.images import CHANNEL_ORDERS, iter_images, to_rgb_tensor
+from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tensor
 from .onnx_runtime import OnnxRuntimeModel
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import InferenceModel, optimize_for_inference, resolve_dtype
@@ -228,6 +228,8 @@ class FeatureExtractor:
         Returns ``(features, kept)``: features (N, D) float32, one row per box in the input order, zero
         rows for skipped boxes; ``kept`` (N,) bool on the same device.
         """
+        if isinstance(frame, (np.ndarray, torch.Tensor)):
+            check_layout(frame, 'frame')  # the crops' checks would come too late: every box skipped
         if isinstance(frame, np.ndarray):
             if frame.ndim not in (2, 3):
                 raise ValueError(f'frame: numpy image of shape {frame.shape}; expected HWC (H, W, 3) or (H, W).')

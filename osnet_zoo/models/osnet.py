@@ -35,20 +35,22 @@ from timm.models._features import feature_take_indices
 
 from .genotype import BLOCK_NORMS, load_genotype
 # The one models -> weights edge: the timm registry (default_cfgs) is generated from the weights manifest and
-# pretrained=True fetches through weights.hub; these three modules import nothing from osnet_zoo.models.
+# pretrained=True fetches through weights.hub; hub, cache, io and manifest import nothing from osnet_zoo.models.
 from ..weights.hub import describe_source, forget_loaded_state_dict, resolve_pretrained
 from ..weights.io import CheckpointError, unwrap_state_dict
-from ..weights.manifest import PACKAGED_MANIFEST, load_manifest, pretrained_cfgs
+from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, pretrained_cfgs
 
 __all__ = [
     'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'StaticGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
     'AIN_BLOCK_NORMS', 'CONV_TYPES', 'AGGREGATIONS', 'GATE_TYPES', 'STEMS', 'TABLE5_MODELS', 'checkpoint_filter_fn',
-    'osnet_arch', 'OSNET_ARCHS',
+    'osnet_arch', 'OSNET_ARCHS', 'pretrained_fit_problem', 'MIN_INPUT_SIZE',
 ]
 
 _logger = logging.getLogger(__name__)
 
 BASE_CHANNELS = (64, 256, 384, 512)
+# The smallest input height / width: the stem and the transitions halve it four times, leaving >= 1 pixel.
+MIN_INPUT_SIZE = 16
 BASE_LAYERS = (2, 2, 2)
 # Placements per block, stage-major (conv2 x2, conv3 x2, conv4 x2).
 PLAIN_BLOCK_NORMS = ('plain',) * 6
@@ -735,7 +737,7 @@ def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNe
         # code), then let timm's loader adapt them (classifier, in_chans) through checkpoint_filter_fn.
         model_kwargs['pretrained_cfg'], recorded_source = resolve_pretrained(
             variant, model_kwargs.pop('pretrained_cfg', None), model_kwargs.pop('pretrained_cfg_overlay', None),
-            cache_dir=model_kwargs.get('cache_dir'))
+            cache_dir=model_kwargs.get('cache_dir'), check=pretrained_fit_problem)
     try:
         model = build_model_with_cfg(
             OSNet,
@@ -753,6 +755,22 @@ def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNe
     if recorded_source is not None:
         forget_loaded_state_dict(model, recorded_source)
     return model
+
+
+def pretrained_fit_problem(entry: WeightsEntry, state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """Why a downloaded file's tensors are not a checkpoint of manifest ``entry`` (another class count than
+    recorded, or keys, shapes or values that do not fit its architecture), or None. Run before a download is
+    trusted or cached, so that a wrong file is refused with its reason instead of failing later."""
+    weight = state_dict.get('classifier.weight')
+    rows = int(weight.shape[0]) if weight is not None else 0
+    if entry.num_classes is not None and rows != entry.num_classes:
+        return f'its classifier has {rows} classes, the manifest records {entry.num_classes} for {entry.name}'
+    model = OSNet(num_classes=rows, **OSNET_ARCHS[entry.architecture])
+    try:
+        checkpoint_filter_fn(dict(state_dict), model, drop_mismatched_classifier=False, adapt_in_chans=False)
+    except CheckpointError as e:
+        return str(e)
+    return None
 
 
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:

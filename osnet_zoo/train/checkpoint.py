@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_torch_save, atomic_write_text, describe_write_failure
+from ..weights.io import CheckpointError, read_checkpoint
 
 __all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'save_training_state', 'load_training_state',
            'RunFolder', 'append_jsonl', 'read_jsonl', 'training_labels_digest']
@@ -85,24 +86,54 @@ def non_finite_parameters(models: List[Dict[str, torch.Tensor]]) -> List[str]:
 TRAINING_KEYS = ('models', 'optimizers', 'schedulers', 'rng', 'epoch')  # what the training loop writes
 
 
+# What each entry of a training (or search) checkpoint must be: a tampered or foreign file is refused by name
+# before any of it is used (an epoch of 'x' or -3, models as a dict, RNG states without their parts).
+_ENTRY_TYPES = {'models': list, 'optimizers': list, 'schedulers': list, 'model': dict, 'optimizer': dict,
+                'scheduler': dict, 'rng': dict, 'config': dict, 'epoch': int, 'seconds': (int, float)}
+_RNG_PARTS = ('python', 'numpy_keys', 'numpy_pos', 'torch')
+
+
+def _entry_problem(state: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the entries of a training checkpoint, in words (None when they are sound)."""
+    for key, kind in _ENTRY_TYPES.items():
+        value = state.get(key)
+        if key in state and (not isinstance(value, kind) or isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)
+            return f'its {key!r} entry is a {type(value).__name__} ({str(value)[:40]!r}), not a {names}'
+    if state.get('epoch', 0) < 0:
+        return f"its 'epoch' entry is {state['epoch']}, not a count of finished epochs (>= 0)"
+    for key in ('models', 'optimizers', 'schedulers'):
+        bad = [i for i, sd in enumerate(state.get(key) or []) if not isinstance(sd, dict)]
+        if bad:
+            return f"its {key!r} entry {bad[0]} is a {type(state[key][bad[0]]).__name__}, not a state dict"
+    missing = [k for k in _RNG_PARTS if 'rng' in state and k not in state['rng']]
+    if missing:
+        return f"its 'rng' entry lacks {missing} (the random generator states it records)"
+    return None
+
+
 def load_training_state(path: Union[str, Path], required: Sequence[str] = TRAINING_KEYS) -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_training_state` (tensors and plain values: weights_only);
-    ``required`` names the entries it must hold (the training loop's by default; the search writes others)."""
+    """Load a checkpoint written by :func:`save_training_state` (tensors and plain values, read with
+    :func:`osnet_zoo.weights.read_checkpoint`); ``required`` names the entries it must hold (the training
+    loop's by default; the search writes others), each of the type the loop writes."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f'Cannot resume: checkpoint {path} does not exist.')
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f'Cannot resume from {path}: not a readable osnet_zoo training checkpoint '
-                           f'({" ".join(str(e).split())[:200]}).') from e
-    if isinstance(state, dict) and 'state_dict' in state and not any(k in state for k in required[:1]):
+        state = read_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointError(f'Cannot resume from {path}: not a readable osnet_zoo training checkpoint ({e}).') \
+            from None
+    if 'state_dict' in state and not any(k in state for k in required[:1]):
         raise ValueError(f'Cannot resume from {path}: it is a torchreid checkpoint (model weights only, no optimiser '
                          'or epoch of an osnet_zoo run). Start a new run from its weights instead: --pretrained or '
                          '--init-checkpoint.')
-    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    missing = [k for k in required if k not in state]
     if missing:
         raise ValueError(f'Cannot resume from {path}: not an osnet_zoo training checkpoint (missing {missing}).')
+    problem = _entry_problem(state)
+    if problem:
+        raise ValueError(f'Cannot resume from {path}: {problem}; the file is damaged or was edited.')
     return state
 
 

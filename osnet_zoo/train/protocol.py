@@ -26,6 +26,7 @@ import torch
 
 from osnet_zoo import cli
 from osnet_zoo.data.datasets import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
+from osnet_zoo.data.datasets.protocols import PROTOCOL_METRICS
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits, results_document
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.inference import build_embedding_model
@@ -85,6 +86,20 @@ def evaluate_run(folder: Path, dataset: str, run: ProtocolRun, root: Optional[st
                             split_id=run.split_id, options=run.options)
 
 
+def read_result(path: Path, dataset: str) -> Optional[Dict[str, Any]]:
+    """The result document an earlier call wrote to ``path``; None when there is none or it is not one of this
+    release (truncated, ``{}``, ``[]``, flat, a metric of ``dataset`` that is not a number)."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    targets = result.get('targets') if isinstance(result, dict) else None
+    metrics = targets.get(dataset) if isinstance(targets, dict) else None
+    numbers = isinstance(metrics, dict) and all(
+        isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool) for k in PROTOCOL_METRICS)
+    return result if numbers else None
+
+
 def _line(run: ProtocolRun, r: Dict[str, Any], note: str = '') -> str:
     name = f'split {run.split_id} {run_name(run)}'
     r = next(iter(r['targets'].values()))
@@ -130,12 +145,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         '--output', str(folder), *resume])
         for run in split_runs:
             path = folder / f'result_{run_name(run)}.json'
-            # a result of an earlier release (flat, without 'targets') is evaluated again in today's schema
-            note = '  (done before: skipped)' if path.is_file() and 'targets' in json.loads(path.read_text()) else ''
-            if not note:
-                atomic_write_json(path, evaluate_run(folder, args.dataset, run, args.root, device, args.precision,
-                                                     workers))
-            results.append(json.loads(path.read_text()))
+            done = read_result(path, args.dataset)
+            note = '  (done before: skipped)' if done is not None else ''
+            if done is None:
+                # a truncated or edited result of a finished split, or one of an earlier release (flat, without
+                # 'targets'): evaluated again in today's schema
+                if path.exists():
+                    print(f'{path} is not a result document of this release (damaged, edited or older): evaluating '
+                          'again', flush=True)
+                done = evaluate_run(folder, args.dataset, run, args.root, device, args.precision, workers)
+                atomic_write_json(path, done)
+            results.append(done)
             print(_line(run, results[-1], note), flush=True)
     aggregate = aggregate_runs([r['targets'][args.dataset] for r in results])
     summary = dict(dataset=args.dataset, num_splits=len(by_split), complete=len(by_split) == len(

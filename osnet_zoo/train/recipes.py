@@ -15,7 +15,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..cli import PRECISIONS
+from ..data.labelled import LABELLED_AUGMENTATIONS
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_AUGMENTATIONS
+from ..models.osnet import MIN_INPUT_SIZE
+from .optim import OPTIMIZERS, SCHEDULERS
 
 __all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
            'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE', 'check_channel_values']
@@ -83,9 +87,86 @@ class TrainConfig:
     tensorboard: bool = False
     max_steps_per_epoch: int = 0
 
+    def __post_init__(self) -> None:
+        check_config(self)
+
     def to_dict(self) -> Dict[str, Any]:
         """Every field as a plain dict (what a run's config.json and checkpoints store)."""
         return dataclasses.asdict(self)
+
+
+# The one schema of every option: (kind, lowest value or allowed values). A value of the wrong type or out of
+# range is refused naming the option, before any work: a recipe's ``stepsize: ten`` or ``batch_size: 8.5`` never
+# reaches the training loop. Two plausible spellings are accepted: a single epoch for ``stepsize`` and a single
+# name for a list of names (``sources: market1501``).
+_SCHEMA: Dict[str, tuple] = {
+    'model': ('str', None), 'pretrained': ('str?', None), 'sources': ('names', None), 'targets': ('names', None),
+    'split_id': ('int?', 0), 'dataset_options': ('dict', None), 'init_checkpoint': ('str?', None),
+    'model_args': ('dict', None), 'combineall': ('bool', None), 'height': ('int', MIN_INPUT_SIZE),
+    'width': ('int', MIN_INPUT_SIZE), 'epochs': ('int', 1), 'batch_size': ('int', 1), 'optim': ('str', OPTIMIZERS),
+    'amsgrad': ('bool', None), 'momentum': ('float', 0), 'lr': ('float', 0), 'weight_decay': ('float', 0),
+    'lr_scheduler': ('str', SCHEDULERS), 'stepsize': ('ints', 1), 'gamma': ('float', 0),
+    'fixbase_epochs': ('int', 0), 'label_smooth': ('float', 0),
+    # the re-ID augmentations, and those of the attribute / classification runs (osnet_zoo.data.labelled)
+    'transforms': ('names', tuple(dict.fromkeys(TRAIN_AUGMENTATIONS + LABELLED_AUGMENTATIONS))),
+    'mean': ('rgb', 0), 'std': ('rgb', 0), 'entropy_weight': ('float', 0),
+    'triplet_weight': ('float', 0), 'margin': ('float', 0), 'num_instances': ('int', 1), 'dml': ('bool', None),
+    'eval_freq': ('int', 0), 'metric': ('str', ('euclidean', 'cosine')), 'source': ('str?', None),
+    'recipe': ('str', None), 'root': ('str?', None), 'workers': ('int', 0), 'device': ('str', None),
+    'precision': ('str', PRECISIONS), 'channels_last': ('bool', None), 'compile': ('bool', None),
+    'output': ('str', None), 'resume': ('str?', None), 'seed': ('int', 0), 'deterministic': ('bool', None),
+    'tensorboard': ('bool', None), 'max_steps_per_epoch': ('int', 0),
+}
+_EXPECTED = {'str': 'a string', 'str?': 'a string (or null)', 'names': 'a list of names', 'int': 'an integer',
+             'int?': 'an integer (or null)', 'ints': 'a list of integers (epochs)', 'float': 'a number',
+             'bool': 'true or false', 'dict': 'a mapping of KEY: VALUE', 'rgb': 'three numbers (R, G, B) in 0..1'}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked(key: str, value: Any) -> Any:
+    """``value`` of option ``key`` as the schema wants it (a lone epoch or name becomes a list), or a
+    ``ValueError`` naming the option, the value and what it must be."""
+    kind, limit = _SCHEMA[key]
+    if (kind == 'ints' and _is_int(value)) or (kind == 'names' and isinstance(value, str)):
+        value = [value]  # stepsize: 60, sources: market1501
+    if kind == 'float' and _is_int(value):
+        value = float(value)
+    ok = {'str': lambda v: isinstance(v, str), 'str?': lambda v: v is None or isinstance(v, str),
+          'names': lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+          'int': _is_int, 'int?': lambda v: v is None or _is_int(v),
+          'ints': lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
+          'float': lambda v: isinstance(v, float) and v == v, 'bool': lambda v: isinstance(v, bool),
+          'dict': lambda v: isinstance(v, dict),
+          'rgb': lambda v: isinstance(v, (list, tuple)) and len(v) == 3
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in v)}[kind](value)
+    where = f'option {key!r} ({_option(key)})'
+    if not ok:
+        raise ValueError(f'{where}: expected {_EXPECTED[kind]}, got {value!r} ({type(value).__name__}).')
+    if isinstance(limit, tuple):
+        bad = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v not in limit]
+        if bad:
+            raise ValueError(f'{where}: {bad[0]!r} is not one of {", ".join(limit)}.')
+    elif limit is not None and value is not None:
+        bad = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v < limit]
+        if bad:
+            raise ValueError(f'{where} must be >= {limit}, got {bad[0]!r}.')
+    if kind == 'rgb':
+        value = [float(v) for v in value]
+    if kind in ('ints', 'names'):
+        value = list(value)
+        if kind == 'names' and not value and key != 'transforms':
+            raise ValueError(f'{where}: expected at least one name, got an empty list.')
+    return value
+
+
+def check_config(cfg: 'TrainConfig') -> None:
+    """Check (and normalise in place) every option of ``cfg`` against the schema; the first bad one is a
+    ``ValueError`` naming it."""
+    for key in _SCHEMA:
+        setattr(cfg, key, _checked(key, getattr(cfg, key)))
 
 
 _ENGINEERING_START = 'recipe'
@@ -159,7 +240,10 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             values[key] = None
     for key in ('mean', 'std'):
         values[key] = check_channel_values(values.get(key, getattr(TrainConfig, key, None)), key)
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)
+    except ValueError as e:
+        raise ValueError(f'{e} (from the recipe {args.recipe!r} or the command line)') from None
 
 
 def check_channel_values(value: Any, key: str) -> List[float]:
@@ -196,7 +280,10 @@ def resume_config(recorded: Mapping[str, Any], cfg: TrainConfig, given: Sequence
     command line gives (``given``: the options it names). Any other given option whose value differs from
     the recorded one is a ``ValueError`` naming it and both values."""
     fields = TrainConfig.__dataclass_fields__
-    base = TrainConfig(**{k: v for k, v in recorded.items() if k in fields})
+    try:
+        base = TrainConfig(**{k: v for k, v in recorded.items() if k in fields})
+    except ValueError as e:
+        raise ValueError(f'the checkpoint\'s recorded config is damaged or was edited: {e}') from None
     changes = {k: getattr(cfg, k) for k in RESUME_CURRENT}
     refused = []
     for key in sorted(set(given) & set(fields) - set(RESUME_CURRENT)):

@@ -8,5 +8,6 @@ from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
 from .manifest import (
     PACKAGED_MANIFEST, HubFile, ManifestError, WeightsEntry, WeightsManifest, active_manifest_path, load_manifest,
 )
-from .hub import PretrainedWeightsError, WeightsIntegrityError, WeightsUnavailableError
+from .cache import PretrainedWeightsError, WeightsIntegrityError, WeightsTrustError, WeightsUnavailableError, cache_root
+from .hub import fetch_pretrained
 from .loading import load_osnet_checkpoint

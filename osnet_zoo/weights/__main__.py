@@ -1,10 +1,11 @@
-"""`python -m osnet_zoo.weights {list,convert,push,verify,mirror}`: the weights manifest and Hub publishing."""
+"""`python -m osnet_zoo.weights {list,download,convert,push,verify,mirror}`: the weights manifest, prefetching the
+zoo into the cache, and Hub publishing."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
@@ -12,17 +13,22 @@ from tqdm import tqdm
 
 from .. import cli
 from ..inference.export import export_model
+from ..models.osnet import pretrained_fit_problem
+from . import cache
+from .cache import PretrainedWeightsError, cache_root
 from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
-from .hub import hf_cache_dir
-from .io import CheckpointError, file_sha256
+from .hub import fetch_pretrained, hf_cache_dir
+from .io import CheckpointError, check_regular_file, file_sha256
 from .mirror import mirror, record_reference_file
 from .manifest import (
-    DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, ManifestError, WeightsEntry, WeightsManifest, active_manifest_path,
-    load_manifest,
+    DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, PACKAGED_MANIFEST, ManifestError, WeightsEntry, WeightsManifest,
+    active_manifest_path, load_manifest,
 )
 
 EXAMPLES = '''examples:
   python -m osnet_zoo.weights list
+  python -m osnet_zoo.weights download osnet_x1_0 osnet_ain_x1_0.market1501_to_dukemtmcreid
+  python -m osnet_zoo.weights download --all && python -m osnet_zoo.weights mirror --output work/mirror
   python -m osnet_zoo.weights convert osnet_x1_0_market.pth --model osnet_x1_0 --tag market1501 \\
       --output out/osnet_x1_0.market1501
   python -m osnet_zoo.weights push out/osnet_x1_0.market1501 --dry-run
@@ -39,6 +45,10 @@ SUB_EXAMPLES = {
   python -m osnet_zoo.weights list
   python -m osnet_zoo.weights list --model osnet_ain_x1_0
   python -m osnet_zoo.weights list --markdown        # the README's zoo table''',
+    'download': '''examples:
+  python -m osnet_zoo.weights download osnet_x1_0 osnet_ain_x1_0.market1501_to_dukemtmcreid
+  python -m osnet_zoo.weights download --all        # the whole zoo, e.g. for an offline cluster
+  OSNET_ZOO_STRICT_WEIGHTS=1 python -m osnet_zoo.weights download --all   # only files the manifest pins''',
     'convert': '''examples:
   python -m osnet_zoo.weights convert osnet_x1_0_market.pth --model osnet_x1_0 --tag market1501 \\
       --output out/osnet_x1_0.market1501
@@ -53,7 +63,8 @@ SUB_EXAMPLES = {
   python -m osnet_zoo.weights verify --record ~/Downloads/osnet_ain_ms_d_c.pth.tar''',
     'mirror': '''examples:
   python -m osnet_zoo.weights mirror ~/Downloads/osnet_zoo --dry-run --output work/mirror
-  python -m osnet_zoo.weights mirror ~/Downloads/osnet_zoo --repo-prefix me --output work/mirror''',
+  python -m osnet_zoo.weights mirror ~/Downloads/osnet_zoo --repo-prefix me --output work/mirror
+  python -m osnet_zoo.weights mirror --dry-run --output work/mirror   # the originals `download` kept''',
 }
 
 
@@ -92,8 +103,10 @@ def _loads_from(entry: WeightsEntry) -> str:
         up = entry.upstream_file
         return f"hub {up.repo_id}@{up.revision[:7]}" + (' (sha256)' if up.sha256 else ' (no sha256)')
     if source == 'hub-unpinned':
-        return 'hub, unpinned: refused'
-    return 'gdrive: manual' + (' (sha256)' if entry.upstream.get('sha256') else '')
+        return 'hub, unpinned (first use)'
+    if source == 'gdrive':
+        return 'gdrive' + (' (sha256)' if entry.upstream.get('sha256') else ' (first use)')
+    return '-'
 
 
 def _trained_on(entry: WeightsEntry) -> str:
@@ -125,13 +138,61 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def zoo_table(entries: List[WeightsEntry]) -> str:
     """The README's zoo table (Markdown), generated from the manifest."""
-    source = {'osnet-zoo': 'Hub (osnet-zoo)', 'hub': 'Hub (kaiyangzhou/osnet, pinned)',
-              'hub-unpinned': 'Hub, unpinned (manual)', 'gdrive': 'Google Drive (manual)', 'none': '-'}
+    source = {'osnet-zoo': 'Hub (osnet-zoo)', 'hub': 'Hub (kaiyangzhou/osnet, pinned, sha256)',
+              'hub-unpinned': 'Hub (kaiyangzhou/osnet, first use)', 'gdrive': 'Google Drive', 'none': '-'}
+    defaults = load_manifest(PACKAGED_MANIFEST).default_tags
     lines = ['| Architecture | Tag | Training data | Reported Rank-1 / mAP (%) | Source |', '|---|---|---|---|---|']
     for e in entries:
-        lines.append(f'| `{e.architecture}` | `{e.tag}` | {_trained_on(e)} | {_reported(e, "<br>")} | '
-                     f'{source[e.load_source]} |')
+        where = source[e.load_source]
+        if e.load_source == 'gdrive':
+            where += ' (sha256)' if e.upstream.get('sha256') else ' (first use)'
+        tag = f'`{e.tag}`' + (' (default)' if defaults.get(e.architecture) == e.tag else '')
+        lines.append(f'| `{e.architecture}` | {tag} | {_trained_on(e)} | {_reported(e, "<br>")} | {where} |')
     return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- download
+
+def _tag_names(manifest: WeightsManifest, tags: List[str], every: bool) -> List[str]:
+    if every:
+        return [e.name for e in manifest]
+    if not tags:
+        raise ValueError('download needs TAG... or --all (see python -m osnet_zoo.weights download --help)')
+    names = []
+    for tag in tags:  # an architecture alone means its default tag, as in timm
+        default = manifest.default_tags.get(tag)
+        names.append(f'{tag}.{default}' if '.' not in tag and default else tag)
+    for name in names:
+        manifest.entry(name)  # a KeyError lists the known tags
+    return names
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """``download``: fetch, verify and convert tags into the osnet-zoo cache (for offline machines); prints a
+    summary table. Returns 1 when any tag failed."""
+    manifest = _load(args)
+    names = _tag_names(manifest, args.tags, args.all)
+    rows, failures = [], []
+    interactive = sys.stderr.isatty()
+    for name in tqdm(names, desc='downloading', unit='tag', disable=not interactive or len(names) == 1):
+        entry = manifest.entry(name)
+        sources = entry.download_sources()
+        try:
+            got = fetch_pretrained(entry, manifest, check=pretrained_fit_problem, quiet=not interactive)
+        except (PretrainedWeightsError, OSError) as e:
+            failures.append(f'{name}: {cli.error_message(e)}')
+            rows.append([name, sources[0].kind if sources else '-', '-', 'failed'])
+            continue
+        status = got.status if got.downloaded else f'cached, {got.status}'
+        rows.append([name, got.source.kind, got.sha256, status])
+    print(_table(rows, ['tag', 'source', 'sha256 (as published)', 'status']))
+    counts = {s: sum(r[3].endswith(s) for r in rows) for s in ('verified', 'pinned', 'first use', 'trusted',
+                                                                 'failed')}
+    print(f'\n{len(rows)} tags: ' + ', '.join(f'{n} {s}' for s, n in counts.items() if n)
+          + f' (cache {cache_root()}; lock file {cache_root() / cache.LOCK_FILE}).')
+    for line in failures:
+        print(f'failed: {line}')
+    return 1 if failures else 0
 
 
 # ---------------------------------------------------------------------------------------------------- convert
@@ -212,32 +273,112 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+WEIGHTS_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin')
+
+
+def _broken_entries(cache_dir: Path, repos: set, manifest: WeightsManifest) -> dict:
+    """``{snapshot path: reason}`` for each weights entry of the manifest's repos in the cache that is not a
+    regular file: a dangling link to a missing blob, a folder, a device or a FIFO (never read: reading
+    ``/dev/zero`` or a FIFO would not end)."""
+    broken = {}
+    for repo_id in sorted(repos):
+        for snapshot in sorted((cache_dir / f'models--{repo_id.replace("/", "--")}' / 'snapshots').glob('*')):
+            for path in sorted(snapshot.rglob('*')):
+                name = path.relative_to(snapshot).as_posix()
+                if manifest.find_file(repo_id, name) is None and not name.endswith(WEIGHTS_SUFFIXES):
+                    continue
+                try:
+                    check_regular_file(path, 'cached file')
+                except CheckpointError as e:
+                    broken[path] = cli.error_message(e)
+    return broken
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``verify``: re-hash the cached files of the manifest's Hub repos; returns 1 when any mismatches, 2
-    when there is no cache."""
+    """``verify``: re-hash the osnet-zoo cache (against source.json, the manifest and the lock file) and the
+    cached files of the manifest's Hub repos; returns 1 when any mismatches, 2 when there is no cache."""
     if args.record:
         return cmd_record(args)
     manifest = _load(args)
     cache_dir = hf_cache_dir(args.cache_dir)
+    ours = _verify_osnet_zoo_cache(manifest)
     try:
-        cache = scan_cache_dir(cache_dir)
+        hf_cache = scan_cache_dir(cache_dir)
     except CacheNotFound:
-        print(f'No Hugging Face cache at {cache_dir}: nothing to verify.', file=sys.stderr)
+        if ours is not None:
+            return ours
+        print(f'No Hugging Face cache at {cache_dir} and no osnet-zoo cache at {cache_root()}: nothing to verify.',
+              file=sys.stderr)
         return 2
+    return max(_verify_hf_cache(manifest, cache_dir, hf_cache), ours or 0)
+
+
+def _verify_osnet_zoo_cache(manifest: WeightsManifest) -> Optional[int]:
+    """Re-hash the osnet-zoo cache (conversions, kept originals) against source.json, the manifest and the lock
+    file; None when there is no such cache."""
+    root = cache_root()
+    lock = cache.read_lock(root)
+    if not lock and not any(root.glob(f'*/{cache.SOURCE_FILE}')):
+        return None
+    rows, bad = [], 0
+    for meta in sorted(root.glob(f'*/{cache.SOURCE_FILE}')):
+        name = meta.parent.name
+        hit = cache.cached(root, name)
+        if hit is None:
+            continue
+        src, problems = hit.source, []
+        actual = file_sha256(hit.weights)
+        if actual != src.get('weights_sha256'):
+            problems.append(f'{cache.WEIGHTS_FILE} sha256 {actual}, written as {src.get("weights_sha256")}')
+        if hit.original is not None and file_sha256(hit.original) != src.get('sha256'):
+            problems.append(f'original {hit.original.name} differs from the downloaded file')
+        entry = manifest.get(name)
+        recorded = entry.upstream.get('sha256') if entry is not None else None
+        locked = lock.get(name, {}).get('sha256')
+        if recorded:
+            how = 'verified'
+            if recorded != src.get('sha256') and src.get('kind') != 'osnet-zoo':
+                problems.append(f'converted from sha256 {src.get("sha256")}, the manifest records {recorded}')
+        elif src.get('status') in ('first use', 'trusted'):
+            how = 'first use, locked'
+            if locked != src.get('sha256'):
+                problems.append(f'converted from sha256 {src.get("sha256")}, the lock file records {locked}')
+        else:
+            how = src.get('status') or '?'
+        bad += bool(problems)
+        rows.append([name, src.get('kind', '?'), src.get('sha256', '?'),
+                     'MISMATCH: ' + '; '.join(problems) if problems else f'ok ({how})'])
+    print(f'osnet-zoo cache {root} (lock file {root / cache.LOCK_FILE}: {len(lock)} trusted on first use)')
+    if rows:
+        print(_table(rows, ['tag', 'source', 'sha256 (as published)', 'status']))
+    print(f'{len(rows)} cached tags checked, {bad} mismatched.\n')
+    if bad:
+        print('Delete the folder of a mismatched tag and load (or `download`) it again.', file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _verify_hf_cache(manifest: WeightsManifest, cache_dir: str, hf_cache: Any) -> int:
+    """Re-hash the Hugging Face cache's files of the manifest's repos."""
     repos = {loc.repo_id for e in manifest for loc in (e.ours, e.upstream_file) if loc is not None}
+    # entries scan_cache_dir cannot list (a dangling blob link drops the whole repo from its scan; a folder
+    # is not a file): reported as broken, never as "no cached file"
+    broken = _broken_entries(Path(cache_dir), repos, manifest)
     todo = []
-    for repo in cache.repos:
+    for repo in hf_cache.repos:
         if repo.repo_type != 'model' or repo.repo_id not in repos:
             continue
         for rev in repo.revisions:
             for f in rev.files:
                 known = manifest.find_file(repo.repo_id, f.file_name)
-                if known is not None or f.file_name.endswith(('.safetensors', '.pth', '.pth.tar', '.pt', '.bin')):
+                if f.file_path in broken:
+                    continue
+                if known is not None or f.file_name.endswith(WEIGHTS_SUFFIXES):
                     todo.append((repo.repo_id, rev.commit_hash, f, known))
-    if not todo:
+    if not todo and not broken:
         print(f'{cache_dir}: no cached file of the manifest\'s repos ({len(repos)} repos).')
         return 0
-    rows, bad = [], 0
+    rows = [['-', str(path), '-', '-', f'BROKEN: {reason}'] for path, reason in broken.items()]
+    bad = len(rows)
     for repo_id, commit, f, known in tqdm(todo, desc='verifying', unit='file', disable=not sys.stderr.isatty()):
         actual = file_sha256(f.blob_path, progress=sys.stderr.isatty())
         size = f.blob_path.stat().st_size
@@ -272,8 +413,15 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     """``mirror``: convert, card and publish every reference file of a folder; returns 1 when any failed."""
     manifest = _load(args)
     workdir = Path(args.output)
-    report = mirror(args.folder, workdir, manifest, manifest_out=args.manifest, repo_prefix=args.repo_prefix,
-                    dry_run=args.dry_run, token=args.token)
+    folder, files = args.folder, None
+    if folder is None:  # what `download` fetched: the originals kept in the osnet-zoo cache
+        folder, files = cache_root(), cache.cached_originals(cache_root())
+        if not files:
+            raise ValueError(f'mirror: no downloaded originals in the osnet-zoo cache {folder}; run `python -m '
+                             'osnet_zoo.weights download --all` first (with OSNET_ZOO_KEEP_ORIGINALS unset), or '
+                             'name a folder of reference files')
+    report = mirror(folder, workdir, manifest, manifest_out=args.manifest, repo_prefix=args.repo_prefix,
+                    dry_run=args.dry_run, token=args.token, files=files)
     total = len(report.done) + len(report.resumed)
     print(f'\n{total} tags finished ({len(report.done)} now, {len(report.resumed)} earlier), '
           f'{len(report.skipped)} files skipped, {len(report.failed)} failed; state: {workdir}/mirror_state.json.')
@@ -295,13 +443,13 @@ def _size(text: str) -> tuple:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m osnet_zoo.weights {list,convert,push,verify,mirror}``."""
+    """The parser of ``python -m osnet_zoo.weights {list,download,convert,push,verify,mirror}``."""
     parser = argparse.ArgumentParser(
         prog='python -m osnet_zoo.weights',
         description='OSNet pretrained weights: list the weights manifest, convert reference (torchreid) '
                     'checkpoints to Hub-ready safetensors, publish them, and verify cached files.',
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{list,convert,push,verify,mirror}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{list,download,convert,push,verify,mirror}')
 
     p = sub.add_parser('list', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['list'],
                        help='print the weights manifest as a table')
@@ -310,6 +458,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('--markdown', action='store_true', help="print the README's zoo table (Markdown) instead")
     _manifest_arg(p)
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        'download', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['download'],
+        help='prefetch tags into the osnet-zoo cache (verified, converted to safetensors)',
+        description='Fetch each tag from its sources in order (our Hub mirror, the authors\' Hub file, Google Drive), '
+                    'check it (sha256 where the manifest records it, else trust on first use: the lock file), '
+                    'convert it once to safetensors in the osnet-zoo cache ($OSNET_ZOO_CACHE, default '
+                    '~/.cache/osnet_zoo) and print a summary. Copy that cache to an offline machine to load '
+                    'the tags there with no network. Exit status 1 if any tag failed.')
+    p.add_argument('tags', nargs='*', metavar='TAG', help='ARCH.TAG, or ARCH for its default tag (see `list`)')
+    p.add_argument('--all', action='store_true', help='every tag of the manifest')
+    _manifest_arg(p)
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser(
         'convert', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['convert'],
@@ -355,9 +516,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         'verify', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['verify'],
-        help='re-hash the cached weights of the Hugging Face cache against the manifest',
-        description='Re-hash every cached weights file of the manifest\'s Hub repos and compare with the recorded '
-                    'sha256 and size. Exit status 1 if any file mismatches.')
+        help='re-hash the osnet-zoo cache and the Hugging Face cache against the manifest',
+        description='Re-hash the osnet-zoo cache (each conversion against what it was written as, and its source '
+                    'against the manifest\'s sha256 or the lock file\'s) and every cached weights file of the '
+                    'manifest\'s Hub repos (against the recorded sha256 and size). Exit status 1 if any file '
+                    'mismatches.')
     p.add_argument('--cache-dir', type=Path, default=None, help='Hugging Face cache (default: $HF_HUB_CACHE)')
     p.add_argument('--record', nargs='+', type=Path, metavar='FILE', default=None,
                    help="record the sha256 and size of these reference files (and the Hub revision of a file in "
@@ -376,7 +539,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     '--dry-run, pushed to REPO_PREFIX/ARCH.TAG in one commit and recorded as published in the '
                     'manifest. OUTPUT/mirror_state.json records finished tags: rerun the same command after an '
                     'interruption to continue.')
-    p.add_argument('folder', type=Path, help='folder of downloaded reference files')
+    p.add_argument('folder', type=Path, nargs='?', default=None,
+                   help='folder of downloaded reference files (default: the originals `download` kept in the '
+                        'osnet-zoo cache)')
     p.add_argument('--dry-run', action='store_true', help='convert and check everything, push nothing, keep the '
                                                           'manifest (writes OUTPUT/weights_manifest.dry-run.json)')
     p.add_argument('--repo-prefix', default='osnet-zoo', help='Hub organisation or user (default: osnet-zoo)')

@@ -141,7 +141,7 @@ def convert_checkpoint(
                               f'model_args {model_args} need a tag of their own (not one of the manifest).')
     source = Path(checkpoint)
     source_sha256 = file_sha256(source) if source.is_file() else ''
-    state_dict = unwrap_state_dict(read_checkpoint(source))
+    state_dict = unwrap_state_dict(read_checkpoint(source), str(source))
     num_classes = _classifier_rows(state_dict)
     warnings = []
     if entry is not None:

@@ -7,36 +7,52 @@ checks its size and sha256 against the weights manifest *before* reading it, rea
 hands the tensors to timm's loader, which maps them with ``checkpoint_filter_fn`` (strict: every backbone
 key, every shape) and adapts the classifier and ``in_chans`` as for any timm model.
 
-A registry tag loads only from a pinned location (``WeightsEntry.locations``): our published safetensors,
-then the authors' file at its recorded revision. A tag without one (Google Drive only, or on the authors'
-repo without a recorded revision) raises ``WeightsUnavailableError`` with the link, the file name, the
-sha256 where known and the one line that loads the downloaded file. The cache is looked at first; the
-network is tried only when nothing is cached, and a Hub that cannot be reached is detected with one
-request (no retries) and remembered for the process.
+A registry tag loads from its sources in order (``WeightsEntry.download_sources``, ``fetch_pretrained``): our
+published safetensors; the authors' Hub file at its recorded revision; the authors' Hub file without one;
+Google Drive (gdown). A file whose sha256 the manifest does not record is trusted on first use (its digest
+is locked in the osnet-zoo cache, ``cache.py``; ``OSNET_ZOO_STRICT_WEIGHTS=1`` refuses such sources). A
+downloaded reference file is converted once to safetensors in the osnet-zoo cache; later loads read only
+that file, without a network request. The caches are looked at first; the network is tried only when
+nothing is cached, and a Hub or Drive host that cannot be reached is detected with one request (no retries)
+and remembered for the process.
 
 This module imports nothing from ``osnet_zoo.models``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
 import timm
+import torch
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import get_session, hf_hub_download
+from huggingface_hub import get_session, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
 )
 from timm.models import resolve_pretrained_cfg
 
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
-from .manifest import HubFile, WeightsEntry, WeightsManifest, active_manifest_path, load_manifest
+from . import cache
+from .cache import (
+    PretrainedWeightsError, WeightsIntegrityError, WeightsTrustError, WeightsUnavailableError, cache_root, strict_mode,
+)
+from ..files import atomic_path
+from .io import CheckpointError, check_regular_file, file_sha256, read_checkpoint, unwrap_state_dict
+from .manifest import (
+    HubFile, WeightsEntry, WeightsManifest, WeightsSource, active_manifest_path, gdrive_url, load_manifest,
+)
 
 __all__ = ['PretrainedWeightsError', 'WeightsIntegrityError', 'WeightsUnavailableError', 'fetch_hub_file',
            'check_file', 'resolve_pretrained', 'forget_loaded_state_dict', 'hub_offline_reason', 'hf_cache_dir',
-           'manual_download_message', 'describe_source']
+           'manual_download_message', 'describe_source', 'fetch_pretrained', 'Fetched', 'FitCheck',
+           'strict_refusal', 'manual_fallback']
 
 _logger = logging.getLogger(__name__)
 
@@ -46,18 +62,6 @@ _SOURCE_KEYS = ('source', 'file', 'url', 'hf_hub_id', 'hf_hub_filename')
 _PROBE_TIMEOUT_S = 5.0
 # why the Hub could not be reached, once a probe failed in this process (None: not known to be unreachable)
 _unreachable: Dict[str, str] = {}
-
-
-class PretrainedWeightsError(CheckpointError):
-    """Pretrained weights that cannot be loaded: unavailable, or failing their integrity check."""
-
-
-class WeightsIntegrityError(PretrainedWeightsError):
-    """A weights file whose size or sha256 differs from the manifest, or that cannot be read."""
-
-
-class WeightsUnavailableError(PretrainedWeightsError):
-    """No location of the weights could provide the file (offline cache miss, no pinned location, no network)."""
 
 
 def hub_offline_reason() -> Optional[str]:
@@ -101,7 +105,8 @@ def check_file(path: Union[str, os.PathLike], expected: HubFile, name: str, mani
     Raises:
         WeightsIntegrityError: naming the file, the expected and actual digest, and what to do.
     """
-    path = Path(path)
+    # a device or FIFO (a cache entry linked to /dev/zero) would be hashed forever: refused before reading
+    path = check_regular_file(path, f'Pretrained weights for {name}: the cached file')
     actual_size = path.stat().st_size
     actual = file_sha256(path)
     bad_size = expected.size is not None and actual_size != expected.size
@@ -194,11 +199,12 @@ def _fetch_first(name: str, candidates: List[HubFile], entry: Optional[WeightsEn
     raise WeightsUnavailableError(_unavailable_message(name, tried, entry, why_not, cache_dir))
 
 
-def _unavailable_message(name: str, tried: List[Tuple[HubFile, str]], entry: Optional[WeightsEntry],
+def _unavailable_message(name: str, tried: List[Tuple[Any, str]], entry: Optional[WeightsEntry],
                          why_not: Optional[str], cache_dir: Any) -> str:
     if why_not is not None:
-        lines = [f'Pretrained weights for {name} are not in the Hugging Face cache ({hf_cache_dir(cache_dir)}) '
-                 f'and cannot be downloaded: {why_not}.']
+        lines = [f'Pretrained weights for {name} are not in the Hugging Face cache ({hf_cache_dir(cache_dir)})'
+                 + (f' nor in the osnet-zoo cache ({cache_root()})' if entry is not None else '')
+                 + f' and cannot be downloaded: {why_not}.']
     else:
         lines = [f'Pretrained weights for {name} are not available:']
     for loc, reason in tried:
@@ -206,45 +212,351 @@ def _unavailable_message(name: str, tried: List[Tuple[HubFile, str]], entry: Opt
         lines.append(f'  - {loc.describe()}: {reason}; expected sha256 {loc.sha256 or "not recorded"}{size}, '
                      'actual: no file')
     if why_not is not None and why_not.startswith('HF_HUB_OFFLINE'):
-        todo = 'unset HF_HUB_OFFLINE and load once with network access so that the file is cached'
-    elif why_not is not None and 'cannot be reached' in why_not:
-        todo = ('check the network or proxy (HF_ENDPOINT, HTTPS_PROXY) and load again; to use the cache only, '
-                'set HF_HUB_OFFLINE=1')
+        todo = ('unset HF_HUB_OFFLINE and load once with network access so that the file is cached (or prefetch '
+                'it where there is network: python -m osnet_zoo.weights download TAG)')
+    elif any('cannot be reached' in reason for _, reason in tried) or \
+            (why_not is not None and 'cannot be reached' in why_not):
+        todo = ('check the network or proxy (HF_ENDPOINT, OSNET_ZOO_GDRIVE_URL, HTTPS_PROXY) and load again; to use '
+                'the cache only, set HF_HUB_OFFLINE=1')
     else:
         todo = 'load again with network access'
     lines.append(f'What to do: {todo}; or copy the file here and load it with timm.create_model({name!r}, '
                  'pretrained=True, pretrained_cfg_overlay=dict(file=PATH)).')
     if entry is not None and entry.gdrive_url:
-        lines.append(f'The reference file is also on Google Drive: {entry.gdrive_url}')
+        lines.append(manual_download_message(entry))  # the Drive link is in its download step
     return '\n'.join(lines)
 
 
 def manual_download_message(entry: WeightsEntry) -> str:
-    """Why a tag without a pinned location is not fetched, and the exact steps that load it."""
+    """The exact steps that load a tag by hand (download, check, load), for refusals and failures."""
     up = entry.upstream
     fname = up.get('filename') or f'{entry.name}.pth'
     digest = up.get('sha256')
-    if entry.load_source == 'hub-unpinned':
-        where = (f"on the authors' Hub repo {up['hf_hub_id']} (file {fname}), but no revision or sha256 of it is "
-                 'recorded, and osnet-zoo never loads weights it cannot pin')
-        get = f'hf download {up["hf_hub_id"]} {fname} --local-dir .'
-        if entry.gdrive_url:
-            get += f'   (or from Google Drive: {entry.gdrive_url})'
+    get = entry.gdrive_url or ''
+    if entry.upstream_file is not None:
+        get = f'hf download {up["hf_hub_id"]} {fname} --local-dir .' + (f'   (or {get})' if get else '')
     else:
-        where = ('on Google Drive only; osnet-zoo does not download from Google Drive (its downloads cannot be '
-                 'pinned to a revision and need an interactive confirmation for large files)')
-        get = f'{entry.gdrive_url}   (save it as {fname})'
+        get += f'   (save it as {fname})'
     check = (f'sha256sum {fname}   # must print {digest}' if digest else
              f'sha256sum {fname}   # no digest is recorded for this file: compare with a source you trust')
     size = f' ({up["size"]:,} bytes)' if up.get('size') else ''
     return (
-        f'Pretrained weights for {entry.name} are {where}.\n'
         f'  1. download: {get}{size}\n'
         f'  2. check:    {check}\n'
         f"  3. load:     timm.create_model('{entry.name}', pretrained=True, "
-        f"pretrained_cfg_overlay=dict(file='{fname}'))\n"
-        'A maintainer who holds the file records its digest with `python -m osnet_zoo.weights verify --record '
-        f'{fname}` (and publishes it with `python -m osnet_zoo.weights mirror DIR`); see docs/weights.md.')
+        f"pretrained_cfg_overlay=dict(file='{fname}'))")
+
+
+def manual_fallback(entry: WeightsEntry) -> str:
+    """``manual_download_message`` on one line, for the one-line download errors."""
+    steps = manual_download_message(entry).splitlines()
+    return 'Manual fallback: ' + '; '.join(' '.join(line.split()) for line in steps)
+
+
+def strict_refusal(entry: WeightsEntry, refused: List[WeightsSource]) -> str:
+    """Why strict mode loads nothing for ``entry``, and how to load it by hand."""
+    where = ', '.join(f'{s.describe()} ({s.kind})' for s in refused) or 'no source'
+    return (f'Pretrained weights for {entry.name}: {cache.STRICT_ENV}=1 allows only sources the manifest pins (a Hub '
+            f'revision or a recorded sha256), and no revision or sha256 is recorded for {where}.\n'
+            + manual_download_message(entry) + '\n'
+            'Unset the variable to download it and trust it on first use (its sha256 is then locked in '
+            f'{cache_root() / cache.LOCK_FILE}); a maintainer who holds the file records its digest with '
+            '`python -m osnet_zoo.weights verify --record FILE` (see docs/weights.md).')
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+# a fit check: why these tensors are not a checkpoint of the entry's architecture, or None (models/osnet.py)
+FitCheck = Callable[[WeightsEntry, Dict[str, torch.Tensor]], Optional[str]]
+
+
+@dataclass
+class Fetched:
+    """A tag's weights found in a cache or downloaded: the file to read and where it came from."""
+    name: str
+    source: WeightsSource
+    path: Path  # our cache's model.safetensors, or a Hub file (ours, or the authors' when caching failed)
+    sha256: str  # of the file as published (the source file)
+    status: str  # 'verified' (manifest sha256), 'pinned' (Hub revision), 'first use' (locked now), 'trusted' (lock)
+    downloaded: bool
+    revision: Optional[str] = None  # the Hub commit (resolved for an unpinned file)
+    url: Optional[str] = None
+    state_dict: Optional[Dict[str, torch.Tensor]] = None  # the tensors, when already read
+
+    def recorded(self) -> Dict[str, Any]:
+        """The source keys the model's pretrained_cfg shows: the Hub file at its revision, or the Drive link."""
+        if self.source.file is not None:
+            rev = self.revision or self.source.file.revision
+            return dict(hf_hub_id=self.source.file.repo_id + (f'@{rev}' if rev else ''),
+                        hf_hub_filename=self.source.file.filename, url=None)
+        return dict(hf_hub_id=None, hf_hub_filename=None, url=gdrive_url(self.source.gdrive_id or ''))
+
+
+def fetch_pretrained(entry: WeightsEntry, manifest: WeightsManifest, cache_dir: Any = None,
+                     check: Optional[FitCheck] = None, quiet: Optional[bool] = None) -> Fetched:
+    """Find ``entry``'s weights in a cache, else download them from its sources in order
+    (``entry.download_sources()``).
+
+    Cached first, with no network: our published safetensors in the Hugging Face cache, else the tag's
+    conversion in the osnet-zoo cache (``cache.py``) when it was converted from an acceptable file (the
+    manifest's sha256 or Hub revision, else the lock file's), else the authors' pinned Hub file in the
+    Hugging Face cache. Then, unless ``HF_HUB_OFFLINE`` is set, each source is downloaded in turn until one
+    answers; a downloaded file is checked (HTML page, sha256 and size, lock file, safe read, ``check``),
+    converted once into the osnet-zoo cache and trusted on first use where the manifest records no digest.
+
+    Raises:
+        WeightsUnavailableError: strict mode refuses every source, or none could provide the file.
+        WeightsIntegrityError: a file fails a check (never a reason to try the next source).
+
+    ``quiet``: no Drive progress bar (default: quiet unless stderr is a terminal).
+    """
+    if quiet is None:
+        quiet = not sys.stderr.isatty()
+    sources = entry.download_sources()
+    if strict_mode():
+        refused = [s for s in sources if not s.pinned]
+        sources = [s for s in sources if s.pinned]
+        if not sources:
+            raise WeightsUnavailableError(strict_refusal(entry, refused))
+    root = cache_root()
+    tried: List[Tuple[WeightsSource, str]] = []
+    for source in sources:
+        found = _cached_source(entry, source, root, cache_dir, manifest, check, tried)
+        if found is not None:
+            return found
+    why_not = hub_offline_reason()
+    if why_not is None:
+        tried = []
+        for source in sources:
+            try:
+                return _download_source(entry, source, root, cache_dir, manifest, check, quiet)
+            except _Missing as e:
+                tried.append((source, str(e)))
+    raise WeightsUnavailableError(_unavailable_message(entry.name, tried, entry, why_not, cache_dir))
+
+
+def _cached_source(entry: WeightsEntry, source: WeightsSource, root: Path, cache_dir: Any,
+                   manifest: WeightsManifest, check: Optional[FitCheck],
+                   tried: List[Tuple[WeightsSource, str]]) -> Optional[Fetched]:
+    if source.kind == 'osnet-zoo':
+        try:
+            path = fetch_hub_file(source.file, cache_dir, local_only=True)
+        except _Missing as e:
+            tried.append((source, str(e)))
+            return None
+        return Fetched(entry.name, source, path, check_file(path, source.file, entry.name, manifest.path),
+                       'verified', downloaded=False)
+    found = _converted(entry, source, root)
+    if found is not None:
+        return found
+    if source.kind == 'hub':
+        try:
+            path = fetch_hub_file(source.file, cache_dir, local_only=True)
+        except _Missing as e:
+            tried.append((source, str(e)))
+            return None
+        digest = check_file(path, source.file, entry.name, manifest.path)
+        return _cache_hub_file(entry, source, path, digest, root, check, downloaded=False)
+    tried.append((source, f'not in the osnet-zoo cache ({root})'))
+    return None
+
+
+def _converted(entry: WeightsEntry, source: WeightsSource, root: Path) -> Optional[Fetched]:
+    """The tag's conversion in the osnet-zoo cache, when it was converted from a file ``source`` accepts."""
+    hit = cache.cached(root, entry.name)
+    if hit is None or hit.source.get('kind') != source.kind:
+        return None
+    src = hit.source
+    if source.file is not None and (src.get('repo_id'), src.get('filename')) != (source.file.repo_id,
+                                                                                source.file.filename):
+        return None
+    if (source.kind == 'hub' and src.get('revision') != source.file.revision) or \
+            (source.kind == 'gdrive' and src.get('gdrive_id') != source.gdrive_id):
+        return None
+    if source.sha256 is not None:
+        status = 'verified'
+        accepted = src.get('sha256') == source.sha256
+    elif source.kind == 'hub':
+        status, accepted = 'pinned', True
+    else:
+        record = cache.lock_record(root, entry.name)
+        status = 'trusted'
+        accepted = record is not None and record['sha256'] == src.get('sha256')
+    if not accepted:
+        return None
+    hit.verify()
+    return Fetched(entry.name, source, hit.weights, src['sha256'], status, downloaded=False,
+                   revision=src.get('revision'), url=src.get('url'))
+
+
+def _download_source(entry: WeightsEntry, source: WeightsSource, root: Path, cache_dir: Any,
+                     manifest: WeightsManifest, check: Optional[FitCheck], quiet: bool) -> Fetched:
+    """Download one source (see ``fetch_pretrained``). Raises _Missing when it cannot provide the file."""
+    name = entry.name
+    if source.file is not None:
+        why_not = _hub_unreachable_reason()
+        if why_not is not None:
+            raise _Missing(why_not)
+    if source.kind == 'osnet-zoo':
+        path = fetch_hub_file(source.file, cache_dir)
+        return Fetched(name, source, path, check_file(path, source.file, name, manifest.path), 'verified',
+                       downloaded=True)
+    with cache.tag_lock(root, name) as folder:
+        found = _converted(entry, source, root)  # another process may have finished it meanwhile
+        if found is not None:
+            return found
+        if source.kind == 'hub':
+            path = fetch_hub_file(source.file, cache_dir)
+            digest = check_file(path, source.file, name, manifest.path)
+            return _cache_hub_file(entry, source, path, digest, root, check, downloaded=True, locked=True)
+        if source.kind == 'hub-unpinned':
+            path, revision = _fetch_unpinned(source.file, manifest, cache_dir)
+            url = hf_hub_url(source.file.repo_id, source.file.filename, revision=revision)
+            digest, size, status, tensors = _accept(entry, source, path, url, root, check)
+            return _store(entry, source, path, digest, size, status, tensors, root, url, revision)
+        url = cache.gdrive_download_url(source.gdrive_id)
+        host = urlsplit(url).netloc
+        if _unreachable.get(host):
+            raise _Missing(_unreachable[host])
+        original = folder / cache.ORIGINALS / source.filename
+        try:
+            with atomic_path(original) as tmp:
+                cache.download_url(url, tmp, quiet=quiet)
+                digest, size, status, tensors = _accept(entry, source, tmp, url, root, check)
+        except WeightsUnavailableError as e:
+            if 'cannot be reached' in str(e):
+                _unreachable[host] = f'{url} {e}'
+            raise _Missing(f'{url}: {e}') from None
+        except WeightsIntegrityError as e:
+            if isinstance(e, WeightsTrustError) or str(e).startswith(name):
+                raise
+            raise WeightsIntegrityError(f'{name}: {url}: {e}. {manual_fallback(entry)}') from None
+        fetched = _store(entry, source, original, digest, size, status, tensors, root, url, None)
+        if not cache.keep_originals():
+            original.unlink(missing_ok=True)
+        return fetched
+
+
+def _fetch_unpinned(file: HubFile, manifest: WeightsManifest, cache_dir: Any) -> Tuple[Path, Optional[str]]:
+    """The authors' file without a recorded revision: at the manifest's most-pinned revision of that repo if
+    the file is there, else at ``main``. Returns the path and the commit it resolved to."""
+    pinned = manifest.most_pinned_revision(file.repo_id)
+    for revision in [r for r in (pinned, 'main') if r]:
+        try:
+            path = Path(hf_hub_download(file.repo_id, file.filename, revision=revision, cache_dir=cache_dir,
+                                        library_name='osnet_zoo'))
+        except (EntryNotFoundError, RevisionNotFoundError):
+            continue  # not in that revision: try main
+        except RepositoryNotFoundError as e:
+            raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
+        except (HfHubHTTPError, OSError) as e:
+            raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
+        commit = path.parent.name  # huggingface_hub's snapshots/<commit>/<filename>
+        return path, commit if re.fullmatch(r'[0-9a-f]{40}', commit) else revision
+    raise _Missing(f'not on the Hub at revision {pinned} nor at main')
+
+
+def _accept(entry: WeightsEntry, source: WeightsSource, path: Path, url: str, root: Path,
+            check: Optional[FitCheck]) -> Tuple[str, int, str, Dict[str, torch.Tensor]]:
+    """Check a downloaded file before anything is recorded: an HTML page, the manifest's sha256 and size or
+    the lock file's sha256, a safe read, and ``check``. Returns ``(sha256, size, status, tensors)``."""
+    name = entry.name
+    title = cache.html_title(path)
+    if title is not None:
+        raise WeightsIntegrityError(
+            f'{name}: {url} sent an HTML page ("{title}") instead of the weights file: Google Drive does this '
+            f'when the daily download quota is exceeded or the file cannot be downloaded; nothing was cached. '
+            f'{manual_fallback(entry)}')
+    digest, size = file_sha256(path), path.stat().st_size
+    if source.sha256 is not None or source.size is not None:
+        if (source.sha256 is not None and digest != source.sha256) or \
+                (source.size is not None and size != source.size):
+            raise WeightsIntegrityError(
+                f'{name}: the file from {url} has sha256 {digest} ({size:,} bytes), not the manifest\'s '
+                f'{source.sha256 or "(not recorded)"}'
+                + (f' ({source.size:,} bytes)' if source.size is not None else '')
+                + f': truncated or not the reference file, refused and not cached. {manual_fallback(entry)}')
+        status = 'verified' if source.sha256 is not None else 'first use'
+    else:
+        status = 'first use'
+    if status == 'first use':
+        record = cache.lock_record(root, name)
+        if record is not None:
+            if record['sha256'] != digest:
+                raise cache.trust_error(name, record, digest, url, root / cache.LOCK_FILE)
+            status = 'trusted'
+    try:
+        tensors = unwrap_state_dict(read_checkpoint(path))
+    except CheckpointError as e:
+        raise WeightsIntegrityError(f'{name}: the file from {url} is not a readable checkpoint '
+                                    f'({" ".join(str(e).split())[:300]}); nothing was cached. '
+                                    f'{manual_fallback(entry)}') from None
+    problem = check(entry, tensors) if check is not None else None
+    if problem:
+        raise WeightsIntegrityError(f'{name}: the file from {url} is not a checkpoint of {entry.architecture} '
+                                    f'({problem}); nothing was cached. {manual_fallback(entry)}')
+    return digest, size, status, tensors
+
+
+def _store(entry: WeightsEntry, source: WeightsSource, path: Path, digest: str, size: int, status: str,
+           tensors: Dict[str, torch.Tensor], root: Path, url: str, revision: Optional[str]) -> Fetched:
+    """Record a first use in the lock file, keep the original, convert to the osnet-zoo cache."""
+    name = entry.name
+    if status == 'first use':
+        record = dict(sha256=digest, size=size, url=url, revision=revision, source=source.kind,
+                      filename=source.filename)
+        if cache.record_first_use(root, name, record):
+            _logger.warning('%s: no sha256 is recorded for %s in the weights manifest; trusting it on first use: '
+                            'sha256 %s (%d bytes) is now locked in %s.', name, url, digest, size,
+                            root / cache.LOCK_FILE)
+    folder = root / name
+    if source.kind != 'gdrive':
+        cache.keep_original(folder, path, source.filename)
+    meta = dict(kind=source.kind, sha256=digest, size=size, url=url, revision=revision, status=status,
+                filename=source.filename, gdrive_id=source.gdrive_id,
+                repo_id=source.file.repo_id if source.file is not None else None)
+    stored = cache.store(root, name, tensors, meta, _timm_config(entry, tensors))
+    return Fetched(name, source, stored.weights, digest, status, downloaded=True, revision=revision, url=url,
+                   state_dict=tensors)
+
+
+def _cache_hub_file(entry: WeightsEntry, source: WeightsSource, path: Path, digest: str, root: Path,
+                    check: Optional[FitCheck], downloaded: bool, locked: bool = False) -> Fetched:
+    """The authors' pinned Hub file, verified: converted once into the osnet-zoo cache so that no pickle is
+    read twice. A cache that cannot be written only costs that: the verified file is loaded as before.
+    ``locked``: the caller holds the tag's download lock."""
+    url = hf_hub_url(source.file.repo_id, source.file.filename, revision=source.file.revision)
+    status = 'verified' if source.sha256 else 'pinned'
+    fetched = Fetched(entry.name, source, path, digest, status, downloaded=downloaded,
+                      revision=source.file.revision, url=url)
+    try:
+        tensors = unwrap_state_dict(read_checkpoint(path))
+    except CheckpointError:
+        return fetched  # _read_verified reports it, naming the file and its digest
+    problem = check(entry, tensors) if check is not None else None
+    if problem:
+        raise WeightsIntegrityError(f'{entry.name}: {source.describe()} ({path}) is not a checkpoint of '
+                                    f'{entry.architecture}: {problem}')
+    try:
+        with contextlib.nullcontext() if locked else cache.tag_lock(root, entry.name):
+            return _store(entry, source, path, digest, path.stat().st_size, status, tensors, root, url,
+                          source.file.revision)
+    except OSError as e:
+        _logger.warning('%s: could not cache a safetensors copy in %s (%s); loading %s.', entry.name, root,
+                        _first_line(e), path)
+        fetched.state_dict = tensors
+        return fetched
+
+
+def _timm_config(entry: WeightsEntry, tensors: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """timm's config.json for a cache folder: the registry cfg of the tag, the file's class count."""
+    cfg = timm.models.get_pretrained_cfg(entry.name)
+    keep = ('tag', 'input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'pool_size',
+            'first_conv', 'classifier', 'license', 'description', 'paper_ids')
+    pretrained = {k: v for k, v in (cfg.to_dict() if cfg is not None else {}).items() if k in keep}
+    rows = _classifier_rows(tensors)
+    return dict(architecture=entry.architecture, num_classes=rows,
+                pretrained_cfg=dict(pretrained, num_classes=rows))
 
 
 # ---------------------------------------------------------------------------------------------------- resolving
@@ -291,7 +603,7 @@ def _candidates(cfg: Dict[str, Any], variant: str, manifest: WeightsManifest) ->
 def _read_verified(path: Path, loc: Optional[HubFile], digest: Optional[str], name: str,
                    manifest: WeightsManifest) -> Dict[str, Any]:
     try:
-        return unwrap_state_dict(read_checkpoint(path))
+        return unwrap_state_dict(read_checkpoint(path), str(path))
     except CheckpointError as e:
         if loc is None:  # the user's own file: read_checkpoint's message names it
             raise
@@ -321,6 +633,7 @@ def resolve_pretrained(
         pretrained_cfg: Any = None,
         pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
         cache_dir: Optional[Union[str, os.PathLike]] = None,
+        check: Optional[FitCheck] = None,
 ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """Resolve the pretrained cfg as timm does, then fetch, verify and read the weights it points to.
 
@@ -351,22 +664,26 @@ def resolve_pretrained(
         state_dict = _read_verified(path, None, None, name, manifest)
         _note_local_file(path, manifest.get(name))
     else:
-        # a registry tag: the active manifest's pinned locations, nothing else
+        # a registry tag: its sources in order (entry.download_sources()), cached first
         entry = _registry_entry(cfg, variant, manifest)
         if entry is not None:
-            candidates = entry.locations()
-            if not candidates:
-                raise WeightsUnavailableError(manual_download_message(entry))
+            fetched = fetch_pretrained(entry, manifest, cache_dir, check)
+            state_dict = fetched.state_dict
+            if state_dict is None:
+                state_dict = _read_verified(fetched.path, fetched.source.file or HubFile('', fetched.source.filename),
+                                            fetched.sha256, name, manifest)
+            recorded.update(fetched.recorded())
+            _logger.info('%s: loaded %s from %s (sha256 %s, %s)', name, fetched.source.describe(), fetched.path,
+                         fetched.sha256, fetched.status)
         elif source == 'url':
             return cfg, None  # a url of the user's: timm's own loader
         else:
-            candidates = _candidates(cfg, variant, manifest)
-        path, loc, digest = _fetch_first(name, candidates, entry, cache_dir, manifest)
-        state_dict = _read_verified(path, loc, digest, name, manifest)
-        recorded.update(hf_hub_id=loc.repo_id + (f'@{loc.revision}' if loc.revision else ''),
-                        hf_hub_filename=loc.filename, url=None)
-        _logger.info('%s: loaded %s (sha256 %s%s)', name, loc.describe(), digest,
-                     ', verified' if loc.sha256 else ', not recorded in the manifest')
+            path, loc, digest = _fetch_first(name, _candidates(cfg, variant, manifest), None, cache_dir, manifest)
+            state_dict = _read_verified(path, loc, digest, name, manifest)
+            recorded.update(hf_hub_id=loc.repo_id + (f'@{loc.revision}' if loc.revision else ''),
+                            hf_hub_filename=loc.filename, url=None)
+            _logger.info('%s: loaded %s (sha256 %s%s)', name, loc.describe(), digest,
+                         ', verified' if loc.sha256 else ', not recorded in the manifest')
     load_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     load_cfg['state_dict'] = state_dict
     load_cfg['num_classes'] = _classifier_rows(state_dict)

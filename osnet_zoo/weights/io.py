@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
 __all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256', 'check_declared_size',
-           'MAX_EXPANSION', 'MIN_SIZE_LIMIT']
+           'check_regular_file', 'file_kind', 'MAX_EXPANSION', 'MIN_SIZE_LIMIT']
 
 # A .pth archive's entries may declare at most this many times the file's size (torch.save stores tensors
 # uncompressed, so a real checkpoint declares about its own size), and at least MIN_SIZE_LIMIT is allowed:
@@ -83,63 +84,143 @@ def _refusal_reason(message: str) -> str:
     return f'it needs {complaint.group(1).strip()[:200] if complaint else "objects that are not tensors"}'
 
 
+def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> Path:
+    """``path`` if it is a regular file (after symlinks); a device (``/dev/zero``), FIFO, socket or folder is a
+    ``CheckpointError`` naming it, before anything reads it (reading one never ends or blocks)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f'{what} not found: {path}' + (' (a dangling symlink)' if path.is_symlink() else ''))
+    except OSError as e:
+        raise CheckpointError(f'cannot read {what} {path}: {e.strerror or e}') from None
+    if not stat.S_ISREG(mode):
+        kind = ('a folder' if stat.S_ISDIR(mode) else 'a FIFO (named pipe)' if stat.S_ISFIFO(mode)
+                else 'a device' if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 'a socket or other special file')
+        target = f' (a symlink to {os.path.realpath(path)})' if path.is_symlink() else ''
+        raise CheckpointError(f'{what} {path}{target} is {kind}, not a regular file: refused.')
+    return path
+
+
+def file_kind(path: Union[str, os.PathLike]) -> str:
+    """What a checkpoint file is, by its first bytes (never by its name): ``'safetensors'`` (an 8-byte header
+    length, then a JSON header), ``'zip'`` (``torch.save``'s archive), ``'pickle'`` (the legacy
+    ``torch.save`` format) or ``'unknown'``."""
+    path = Path(path)
+    with path.open('rb') as f:
+        head = f.read(9)
+    if head[:4] == b'PK\x03\x04':
+        return 'zip'
+    if len(head) == 9 and head[8:9] == b'{' and 0 < int.from_bytes(head[:8], 'little') <= path.stat().st_size - 8:
+        return 'safetensors'
+    if head[:1] == b'\x80':  # pickle protocol 2+: what torch.save(_use_new_zipfile_serialization=False) writes
+        return 'pickle'
+    return 'unknown'
+
+
+def _check_mapping(checkpoint: Any, source: str) -> Mapping[str, Any]:
+    """A checkpoint must be a mapping with string keys: a list, a tensor, a string or ``{0: ...}`` is named."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f'{source} holds a {type(checkpoint).__name__}, not a checkpoint (a mapping of '
+                              'parameter names to tensors, or a trainer checkpoint holding one).')
+    bad = [k for k in checkpoint if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f'{source} holds a mapping with {type(bad[0]).__name__} keys ({bad[0]!r}), not a '
+                              'checkpoint: parameter names are strings.')
+    return checkpoint
+
+
 def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Read a checkpoint file safely and return what it holds (a state_dict or a trainer checkpoint).
 
+    The format is told by the file's content (safetensors header, zip archive, pickle), not its name.
+
     Raises:
-        CheckpointError: the file is missing, truncated or corrupt, or it holds objects outside the
-            allowlist (which would need full unpickling, which we refuse to do).
+        CheckpointError: the file is missing, not a regular file, truncated or corrupt, not a mapping of
+            names, or it holds objects outside the allowlist (which would need full unpickling, which we
+            refuse to do).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'Checkpoint file not found: {path}')
-    if path.suffix == '.safetensors':
+    path = check_regular_file(path, 'Checkpoint file')
+    kind = file_kind(path)
+    if kind == 'unknown':
+        raise CheckpointError(f'{path} is not a checkpoint: neither a safetensors file nor a PyTorch file (zip '
+                              'archive or pickle); it is empty, truncated or another kind of file.')
+    if kind == 'safetensors':
         try:
-            return load_file(str(path))
+            return _check_mapping(load_file(str(path)), f'safetensors file {path}')
+        except CheckpointError:
+            raise
         except Exception as e:  # safetensors raises its own error types for truncated headers
             raise CheckpointError(f'Cannot read safetensors file {path}: {e}') from e
     check_declared_size(path)
     try:
         with torch.serialization.safe_globals(_numpy_allowlist()):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         msg = str(e)
-        if 'Weights only load failed' in msg:
+        if 'Weights only load failed' in msg and 'GLOBAL' in msg:
             # torch's own text advises weights_only=False, which would run the file's code: not shown
             raise CheckpointError(
                 f'Refusing to load {path}: {_refusal_reason(msg)}, which is not on the allowlist of tensors '
                 'and plain values, so it was refused for safety (unpickling it could run code). Convert the '
                 'checkpoint to safetensors in an environment you trust, or save only its state_dict.') from None
-        raise CheckpointError(f'Cannot read checkpoint {path} (truncated or not a PyTorch file?): '
-                              f'{" ".join(msg.split())[:300]}') from e
+        # anything else (a damaged archive, a malformed tensor record): torch's text, without its advice to
+        # pass weights_only=False and without terminal colour codes
+        detail = re.sub(r'\x1b\[[0-9;]*m', '', msg.split('Please file an issue')[0])
+        detail = re.sub(r'(?s)\(1\) .*?weights_only=False.*?\.', '', detail)
+        raise CheckpointError(f'Cannot read checkpoint {path} (truncated, corrupt or not a PyTorch checkpoint): '
+                              f'{" ".join(detail.split())[:300]}') from None
+    return dict(_check_mapping(checkpoint, f'Checkpoint {path}'))
 
 
-def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+def unwrap_state_dict(checkpoint: Mapping[str, Any], source: str = 'the checkpoint') -> Dict[str, torch.Tensor]:
     """Take the tensors out of a checkpoint: unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` /
     ``{'model_state': ...}`` (pycls ``.pyth``), strips ``module.`` (DataParallel / DDP) prefixes and drops
-    non-tensor entries."""
+    non-tensor entries.
+
+    Raises:
+        CheckpointError: naming ``source``, when it is not a mapping of names or holds no tensor.
+    """
+    _check_mapping(checkpoint, source)
     for wrapper in ('state_dict', 'model', 'model_state'):
-        inner = checkpoint.get(wrapper) if isinstance(checkpoint, Mapping) else None
+        inner = checkpoint.get(wrapper)
         if isinstance(inner, Mapping):
-            checkpoint = inner
+            checkpoint = _check_mapping(inner, f'{source} (its {wrapper!r} entry)')
             break
     out = {}
     for k, v in checkpoint.items():
         if isinstance(v, torch.Tensor):
             out[k[len('module.'):] if k.startswith('module.') else k] = v
+    if not out:
+        keys = sorted(map(str, checkpoint))[:8]
+        raise CheckpointError(f'{source} holds no tensors (entries: {keys or "none"}): not model weights.')
     return out
 
 
-def file_sha256(path: Union[str, os.PathLike], progress: bool = False) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (``progress``: a tqdm bar in bytes)."""
-    path = Path(path)
+def file_sha256(path: Union[str, os.PathLike], progress: bool = False, size: Optional[int] = None) -> str:
+    """Hex sha256 of a regular file, read in 1 MiB chunks (``progress``: a tqdm bar in bytes).
+
+    A device, FIFO or folder (a cache entry symlinked to ``/dev/zero``) is refused before reading, and no
+    more than the size the file had when it was opened is read (a file that keeps growing ends too); with
+    ``size`` (the recorded size) a file of another size is refused before hashing.
+
+    Raises:
+        CheckpointError: naming the file, when it is not a regular file or not ``size`` bytes.
+    """
+    path = check_regular_file(path)
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise CheckpointError(f'file {path} has {actual:,} bytes, not the recorded {size:,}: truncated or another '
+                              'file (not hashed).')
     digest = hashlib.sha256()
     bar = None
     if progress:
-        bar = tqdm(total=path.stat().st_size, unit='B', unit_scale=True, desc=f'sha256 {path.name}', leave=False)
+        bar = tqdm(total=actual, unit='B', unit_scale=True, desc=f'sha256 {path.name}', leave=False)
     with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
+        left = actual
+        for chunk in iter(lambda: f.read(min(1 << 20, left)), b''):
             digest.update(chunk)
+            left -= len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:

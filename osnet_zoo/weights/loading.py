@@ -27,6 +27,8 @@ def load_osnet_checkpoint(
     Raises:
         CheckpointError: naming the file and the missing, unexpected, misshapen or non-finite keys.
     """
+    if not isinstance(checkpoint, (Mapping, str, os.PathLike)):
+        raise TypeError(f'checkpoint must be a file path or a state_dict mapping, got {type(checkpoint).__name__}.')
     source = 'state_dict' if isinstance(checkpoint, Mapping) else str(checkpoint)
     raw = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint)
     try:

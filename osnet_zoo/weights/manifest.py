@@ -9,9 +9,10 @@ example one that records your own converted weights); the timm registry itself a
 packaged manifest.
 
 Each entry is one checkpoint: ``architecture``.``tag``. A fact is filled only where a readable source
-states it (``sources`` says which); unknown facts are ``null``. A location supplies weights only when it
-is pinned: the authors' Hub file at a recorded revision (digest-checked where the sha256 is known), or our
-safetensors conversion (``hub``) once both its revision and sha256 are recorded (``published``). This
+states it (``sources`` says which); unknown facts are ``null``. ``WeightsEntry.download_sources`` orders
+where a tag is downloaded from: our safetensors conversion (``hub``) once both its revision and sha256 are
+recorded (``published``), the authors' Hub file (at its recorded revision, or unpinned), Google Drive; a
+source's bytes are checked against the sha256 recorded here, else trusted on first use (``cache.py``). This
 module imports nothing from ``osnet_zoo.models``: ``models/osnet.py`` builds its ``default_cfgs`` from it.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..files import atomic_write_text
 __all__ = [
     'PACKAGED_MANIFEST', 'MANIFEST_SCHEMA', 'ManifestError', 'HubFile', 'Evaluation', 'WeightsEntry',
     'WeightsManifest', 'load_manifest', 'active_manifest_path', 'validate_manifest_schema', 'dumps_manifest',
-    'write_manifest', 'repo_root_copy', 'pretrained_cfgs', 'gdrive_url', 'LOAD_SOURCES',
+    'write_manifest', 'repo_root_copy', 'pretrained_cfgs', 'gdrive_url', 'LOAD_SOURCES', 'WeightsSource',
 ]
 
 PACKAGED_MANIFEST = Path(__file__).with_name('weights_manifest.json')
@@ -63,6 +64,31 @@ class HubFile:
         """``repo_id@revision/filename`` (no ``@revision`` when there is none), for messages."""
         rev = f'@{self.revision}' if self.revision else ''
         return f'{self.repo_id}{rev}/{self.filename}'
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """One place a tag's file may be downloaded from, with what the manifest records about its bytes.
+
+    ``kind``: 'osnet-zoo' (our published safetensors), 'hub' (the authors' Hub file at a recorded revision),
+    'hub-unpinned' (the authors' Hub file, no revision recorded) or 'gdrive' (the authors' Google Drive file).
+    """
+    kind: str
+    file: Optional[HubFile] = None  # the Hub kinds
+    gdrive_id: Optional[str] = None  # 'gdrive'
+    filename: Optional[str] = None
+    sha256: Optional[str] = None
+    size: Optional[int] = None
+
+    @property
+    def pinned(self) -> bool:
+        """Its bytes are fixed by the manifest (a Hub revision, or a recorded sha256): what strict mode allows.
+        An unpinned source is trusted on first use (the lock file of the cache)."""
+        return self.kind in ('osnet-zoo', 'hub') or self.sha256 is not None
+
+    def describe(self) -> str:
+        """``repo@revision/filename`` for the Hub, the Drive link for Google Drive, for messages."""
+        return self.file.describe() if self.file is not None else gdrive_url(self.gdrive_id or '')
 
 
 @dataclass(frozen=True)
@@ -136,17 +162,33 @@ class WeightsEntry:
         (ours before publication, or the authors' file without a recorded revision) could serve any bytes."""
         return [loc for loc in (self.ours, self.upstream_file) if loc is not None and loc.pinned]
 
+    def download_sources(self) -> List[WeightsSource]:
+        """Where ``pretrained=True`` may download this checkpoint from, in order (the one function that decides):
+        our published safetensors; the authors' Hub file at its recorded revision; the authors' Hub file without
+        a recorded revision (trusted on first use); the authors' Google Drive file (sha256-checked where
+        recorded, else trusted on first use)."""
+        up = self.upstream
+        out = []
+        if self.published:
+            out.append(WeightsSource('osnet-zoo', file=self.ours, filename=self.ours.filename, sha256=self.ours.sha256,
+                                     size=self.ours.size))
+        ref = self.upstream_file
+        if ref is not None:
+            out.append(WeightsSource('hub' if ref.pinned else 'hub-unpinned', file=ref, filename=ref.filename,
+                                     sha256=ref.sha256, size=ref.size))
+        if up.get('gdrive_id'):
+            out.append(WeightsSource('gdrive', gdrive_id=up['gdrive_id'], filename=up.get('filename') or
+                                     f'{self.name}.pth', sha256=up.get('sha256'), size=up.get('size')))
+        return out
+
     @property
     def load_source(self) -> str:
-        """Where ``pretrained=True`` loads this tag from today: 'osnet-zoo' (our published safetensors),
-        'hub' (the authors' pinned Hub file), 'hub-unpinned' (on the authors' Hub repo, but no revision is
-        recorded: refused until `verify --record`), 'gdrive' (Google Drive only: a manual download), 'none'."""
-        if self.published:
-            return 'osnet-zoo'
-        up = self.upstream_file
-        if up is not None:
-            return 'hub' if up.pinned else 'hub-unpinned'
-        return 'gdrive' if self.upstream.get('gdrive_id') else 'none'
+        """Where ``pretrained=True`` loads this tag from first: 'osnet-zoo' (our published safetensors), 'hub'
+        (the authors' pinned Hub file), 'hub-unpinned' (the authors' Hub file without a recorded revision:
+        trusted on first use), 'gdrive' (Google Drive: sha256-checked where recorded, else trusted on first
+        use), 'none'."""
+        sources = self.download_sources()
+        return sources[0].kind if sources else 'none'
 
     def training_description(self) -> str:
         """Human-readable training data, e.g. 'MSMT17 (combineall)'."""
@@ -161,10 +203,11 @@ DATASET_NAMES = {
 
 LOAD_SOURCES = {
     'osnet-zoo': 'our safetensors on the Hub (osnet-zoo/ARCH.TAG at a recorded revision, sha256-checked)',
-    'hub': "the authors' file on the Hub (kaiyangzhou/osnet at a pinned revision, sha256-checked where recorded)",
-    'hub-unpinned': "on the authors' Hub repo, but no revision or sha256 is recorded: refused until a maintainer "
-                    'records them (`python -m osnet_zoo.weights verify --record`)',
-    'gdrive': 'Google Drive only: download the file by hand and load it with pretrained_cfg_overlay=dict(file=...)',
+    'hub': "the authors' file on the Hub (kaiyangzhou/osnet at a pinned revision, sha256-checked)",
+    'hub-unpinned': "the authors' file on the Hub without a recorded revision or sha256: downloaded and trusted on "
+                    'first use (its sha256 is locked in the cache; OSNET_ZOO_STRICT_WEIGHTS=1 refuses it)',
+    'gdrive': "the authors' file on Google Drive (gdown): sha256-checked where the manifest records it, else "
+              'trusted on first use (OSNET_ZOO_STRICT_WEIGHTS=1 refuses those)',
     'none': 'no known location',
 }
 
@@ -214,6 +257,16 @@ class WeightsManifest:
         """The entry of ``architecture``'s default tag, or None when it has none."""
         tag = self.data['default_tags'].get(architecture)
         return self.entries.get(f'{architecture}.{tag}') if tag else None
+
+    def most_pinned_revision(self, repo_id: str) -> Optional[str]:
+        """The revision of ``repo_id`` that most entries pin (where an unpinned file of that repo is looked
+        for first), or None when none is pinned."""
+        counts: Dict[str, int] = {}
+        for entry in self:
+            loc = entry.upstream_file
+            if loc is not None and loc.repo_id == repo_id and loc.revision:
+                counts[loc.revision] = counts.get(loc.revision, 0) + 1
+        return max(counts, key=counts.get) if counts else None
 
     def find_file(self, repo_id: str, filename: str) -> Optional[Tuple[WeightsEntry, HubFile]]:
         """The entry and file record of a Hub file (ours or upstream), matched by repo id and file name."""
@@ -276,6 +329,9 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
     _check(data.get('schema_version') == 2, where, f"schema_version must be 2, got {data.get('schema_version')!r}")
     for key in ('entries', 'default_tags', 'reference_defaults'):
         _check(key in data, where, f'missing top-level key {key!r}')
+    _check(isinstance(data['entries'], list), where, f"'entries' must be a list, got {type(data['entries']).__name__}")
+    _check(isinstance(data['default_tags'], dict) and all(isinstance(v, str) for v in data['default_tags'].values()),
+           where, f"'default_tags' must be an object of architecture: tag, got {data['default_tags']!r:.80}")
     entries: Dict[str, WeightsEntry] = {}
     for i, raw in enumerate(data['entries']):
         name = f"{raw.get('architecture')}.{raw.get('tag')}" if isinstance(raw, dict) else f'#{i}'
@@ -300,6 +356,11 @@ def parse_manifest(data: Dict[str, Any], path: Optional[Path] = None) -> Weights
         except TypeError as e:
             raise ManifestError(f'{at}: malformed value ({e})') from None
         _check(name not in entries, at, 'duplicate architecture.tag')
+        for ev in entry.evaluation:
+            for metric in ('rank1', 'rank5', 'rank10', 'mAP'):
+                value = getattr(ev, metric)
+                _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), at,
+                       f'evaluation {ev.target!r}: {metric} must be a number or null, got {value!r}')
         _check(entry.num_classes is None or (isinstance(entry.num_classes, int) and entry.num_classes >= 0), at,
                f'num_classes must be a non-negative integer or null, got {entry.num_classes!r}')
         for label, digest in (('hub.sha256', hub['sha256']), ('upstream.sha256', upstream['sha256'])):

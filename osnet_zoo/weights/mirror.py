@@ -93,7 +93,7 @@ def identify_file(path: Union[str, os.PathLike], manifest: WeightsManifest,
 
     Returns the identification and the file's tensors. Raises CheckpointError for an unreadable file."""
     path = Path(path)
-    state_dict = unwrap_state_dict(read_checkpoint(path))
+    state_dict = unwrap_state_dict(read_checkpoint(path), str(path))
     ident = Identification(path=path, sha256=file_sha256(path), size=path.stat().st_size,
                            num_classes=_classifier_rows(state_dict))
     if tag is not None:
@@ -138,13 +138,21 @@ def identify_file(path: Union[str, os.PathLike], manifest: WeightsManifest,
     return ident, state_dict
 
 
-def hf_snapshot_of(path: Union[str, os.PathLike]) -> Optional[Tuple[str, str, str]]:
+def hf_snapshot_of(path: Union[str, os.PathLike], sha256: Optional[str] = None) -> Optional[Tuple[str, str, str]]:
     """``(repo_id, revision, filename)`` when ``path`` is a file of a Hugging Face cache snapshot
-    (``.../models--OWNER--NAME/snapshots/<40-hex commit>/<filename>``, as huggingface_hub writes it)."""
+    (``.../models--OWNER--NAME/snapshots/<40-hex commit>/<filename>``, as huggingface_hub writes it).
+
+    The path alone proves nothing (any folder can be named so): the file must be huggingface_hub's link to a
+    blob of that repo's ``blobs/`` folder, and with ``sha256`` that blob must be named by it (LFS blobs are
+    named after their sha256). Otherwise None: no Hub revision is learnt from the file."""
     parts = Path(os.path.abspath(path)).parts
     for i in range(len(parts) - 3, 0, -1):
         match = _SNAPSHOT.match(parts[i - 1]) if i >= 1 else None
         if parts[i] == 'snapshots' and match and re.fullmatch(r'[0-9a-f]{40}', parts[i + 1]):
+            blob = Path(os.path.realpath(path))
+            blobs = Path(os.path.realpath(Path(*parts[:i]) / 'blobs'))
+            if not os.path.islink(path) or blob.parent != blobs or (sha256 is not None and blob.name != sha256):
+                return None
             return match.group('repo').replace('--', '/'), parts[i + 1], '/'.join(parts[i + 2:])
     return None
 
@@ -165,7 +173,7 @@ def _reference_changes(ident: Identification) -> Dict[str, Any]:
     if entry.num_classes is None:
         changes['num_classes'] = ident.num_classes
         sources['num_classes'] = source + ' (classifier rows)'
-    snapshot = hf_snapshot_of(ident.path)
+    snapshot = hf_snapshot_of(ident.path, ident.sha256)
     if snapshot is not None:
         repo_id, revision, filename = snapshot
         if repo_id == up.get('hf_hub_id') and filename == up.get('filename'):
@@ -247,6 +255,7 @@ def mirror(
         dry_run: bool = False,
         token: Optional[str] = None,
         log: Callable[[str], None] = print,
+        files: Optional[List[Path]] = None,
 ) -> MirrorReport:
     """Publish every reference file of ``folder`` (any names) as ``{repo_prefix}/{arch}.{tag}``.
 
@@ -255,10 +264,11 @@ def mirror(
     and, without ``dry_run``, pushed in one commit and recorded as published in the manifest (written to
     ``manifest_out`` or where it was read from). With ``dry_run`` the manifest is not touched: what would be
     recorded goes to ``workdir/weights_manifest.dry-run.json``. ``workdir/mirror_state.json`` is rewritten
-    atomically after each tag; a rerun skips the tags it lists as finished.
+    atomically after each tag; a rerun skips the tags it lists as finished. ``files``: publish these files of
+    ``folder`` only (the originals kept in the osnet-zoo cache, ``cache.cached_originals``).
     """
     folder, workdir = Path(folder), Path(workdir)
-    files = _files_in(folder)
+    files = _files_in(folder) if files is None else list(files)
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / STATE_FILE
     state = _read_state(state_path, dry_run)
@@ -329,6 +339,10 @@ def _read_state(path: Path, dry_run: bool) -> Dict[str, Any]:
         state = json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e:
         raise CheckpointError(f'{path}: not a mirror state file ({e}); delete it to start over.') from e
+    if not isinstance(state, dict) or not isinstance(state.get('tags'), dict) or not all(
+            isinstance(v, dict) for v in state['tags'].values()):
+        raise CheckpointError(f'{path}: not a mirror state file (expected {{"dry_run": ..., "tags": '
+                              f'{{TAG: {{...}}}}}}, got {json.dumps(state)[:80]}); delete it to start over.')
     if state.get('dry_run') != dry_run:
         raise CheckpointError(f'{path} records a {"dry" if state.get("dry_run") else "real"} run; use another '
                               '--output folder for a ' + ('dry run' if dry_run else 'real run') + '.')

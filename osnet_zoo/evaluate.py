@@ -314,7 +314,10 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         picks = pick_queries(res)
         rows = dist[picks].numpy() if dist is not None else pairwise_distance(
             feats['query'][picks], feats['gallery'], args.metric).numpy()
-        ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png')
+        ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png',
+                            title=f'Ranked results: {args.model} on {name} (queries from the best to the worst AP)',
+                            distance=('squared ' if args.metric == 'euclidean' else '') + f'{args.metric} distance'
+                            + (' after re-ranking' if args.rerank else ''))
     if not main_rank:
         return {}
     summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, metric=args.metric,

@@ -26,7 +26,8 @@ def score_labelled(model: nn.Module, task: str, split: LabelledSplit, device: to
                    batch_size: int = 64, workers: int = 0, precision: str = 'fp32',
                    with_probabilities: bool = False, crop_pct: float = CROP_PCT) -> Dict[str, Any]:
     """``model``'s metrics on ``split`` with the test pipeline matching ``augmentations`` (the 224 centre crop
-    of the 256-resized image for ``resize_crop``; ``crop_pct`` 224 / 256): attributes -> mA, accuracy, precision, recall, f1 (and
+    of the 256-resized image for ``resize_crop``; ``crop_pct`` 224 / 256): attributes -> mA, accuracy,
+    precision, recall, f1 (and
     the (N, A) ``probabilities`` with ``with_probabilities``); classification -> top1, top5, error. The model
     is put back in its previous mode."""
     if len(split) == 0:

@@ -8,7 +8,8 @@ and prints Rank-1 / mAP. The papers' recipes ship with the package::
     python -m osnet_zoo.train --recipe cross_domain_msmt17 --root ~/datasets --device cuda --precision bf16
     python -m osnet_zoo.train --recipe mix4 --root ~/datasets --device cuda --output runs/mix4
     python -m osnet_zoo.train --recipe attributes_pa100k --root ~/datasets --device cuda --output runs/pa100k
-    python -m osnet_zoo.train --recipe cifar10 --root ~/datasets --device cuda --model-args num_streams=1 aggregation=add
+    python -m osnet_zoo.train --recipe cifar10 --root ~/datasets --device cuda \
+        --model-args layers=[3,8,6] stem=cifar num_streams=1 aggregation=add
     python -m osnet_zoo.train --model resnet50 --pretrained none --sources market1501 --root ~/datasets
     python -m osnet_zoo.train --recipe small_finetune --sources viper --targets viper --split-id 3 \
         --init-checkpoint runs/mix4 --root ~/datasets --output runs/viper/split_03
@@ -306,7 +307,8 @@ def evaluate(models: Sequence[nn.Module], splits, cfg: TrainConfig, device: torc
              epoch: int) -> Dict[str, Any]:
     """Rank-1 / mAP of the models' (concatenated) features on every target, at the training size."""
     return evaluate_models(models, splits, device, metric=cfg.metric, size=(cfg.height, cfg.width),
-                           mean=cfg.mean, std=cfg.std, batch_size=max(cfg.batch_size, 64), workers=cfg.workers, precision=cfg.precision,
+                           mean=cfg.mean, std=cfg.std, batch_size=max(cfg.batch_size, 64), workers=cfg.workers,
+                           precision=cfg.precision,
                            epoch=epoch)
 
 

@@ -26,7 +26,8 @@ def save_model_folder(model: nn.Module, architecture: str, out_dir: Path, input_
                       notes: Optional[str] = None, crop_pct: float = 1.0, origin: Optional[str] = None) -> None:
     """Write ``model`` (built as ``architecture`` with ``model_args``) to ``out_dir``: model.safetensors and
     config.json recording the input size, mean/std and distance it was trained with (and, for OSNet, a model
-    card with ``results``, ``notes`` and ``origin``, what trained it). ``crop_pct`` < 1: the test images are resized to input / crop_pct
+    card with ``results``, ``notes`` and ``origin``, what trained it). ``crop_pct`` < 1: the test images are
+    resized to input / crop_pct
     and centre-cropped (timm's 'squash' crop mode; the ImageNet runs), which config.json then says."""
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

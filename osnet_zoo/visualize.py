@@ -1,4 +1,4 @@
-"""`python -m osnet_zoo.visualize`: the papers' two analysis figures, for any model and any images.
+"""`python -m osnet_zoo.visualize`: the papers' analysis figures, for any model and any images.
 
 ``actmap``  activation maps of the last convolutional feature maps (conv5, ``model.forward_features``):
             the sum of absolute values over channels, then spatial L2 normalisation, upsampled to the
@@ -9,6 +9,9 @@
             k-means (no cluster left empty, even when many images share one gate vector); the images
             closest to each cluster centre are shown, one row per cluster. Uses the whole split unless
             --max-images says otherwise.
+``attributes`` the attribute picture (ICCV 2019, Fig. 7) of a model trained with ``--recipe attributes_pa100k``:
+            test images of PA-100K, each with the predicted likelihood of every attribute it has, green where
+            it is right at 50%, red where it is not.
 
 Examples::
 
@@ -27,11 +30,15 @@ Examples::
     # try it without any download: random weights on the synthetic dataset (generated on first use)
     python -m osnet_zoo.visualize gates --model osnet_x0_25 --no-pretrained --root /tmp/data --clusters 3
 
+    # Fig. 7: likelihoods on the ground-truth attributes of 6 PA-100K test images (a run of attributes_pa100k)
+    python -m osnet_zoo.visualize attributes --run runs/pa100k --root ~/data --max-images 6
+
 Outputs (in ``--output``): ``actmap`` writes ``actmaps.png`` (a title, the colour scale, then a grid: the
 images, then one row of maps per model) and ``maps/NNNN_<image>.png`` (per image: the image, then its map for
 each model, then a colour bar); ``gates`` writes ``gate_clusters.png`` (a title and legend, then the clusters,
 each image's distance to the centre under it) and ``gate_clusters.json`` (every image's cluster and distance to
-the centre, and each cluster's nearest images).
+the centre, and each cluster's nearest images); ``attributes`` writes ``attributes.png`` and
+``attributes.json`` (per image its ground-truth attributes with their probabilities).
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -56,18 +64,21 @@ from tqdm import tqdm
 import osnet_zoo  # noqa: F401  (registers the models)
 from osnet_zoo import cli
 from osnet_zoo.data import (
-    DatasetLayoutError, ImageDataset, ImageReadError, ReIDItem, build_dataset, build_test_transform, normalize_batch,
-    read_image,
+    DatasetLayoutError, ImageDataset, ImageReadError, ReIDItem, build_dataset, build_test_transform, data_root,
+    normalize_batch, read_image,
 )
-from osnet_zoo.data.datasets import IMAGE_EXTENSIONS
+from osnet_zoo.data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
+from osnet_zoo.evaluation_labelled import score_labelled
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.evaluation import autocast_dtype
 from osnet_zoo.inference import apply_run_record, build_embedding_model, resolve_preprocessing
+from osnet_zoo.metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
 from osnet_zoo.metrics.plots import LINE_HEIGHT, colour_bar, draw_text_lines, label_font, save_png, stack, title_band
 from osnet_zoo.models.osnet import MIN_INPUT_SIZE, ChannelGate, OmniScaleBlock
 
 __all__ = ['activation_maps', 'overlay_activation', 'collect_items', 'build_model', 'compute_activation_maps',
-           'capture_gates', 'kmeans', 'closest_to_centres', 'run_actmap', 'run_gates', 'get_args_parser', 'main']
+           'capture_gates', 'kmeans', 'closest_to_centres', 'run_actmap', 'run_gates', 'run_attributes',
+           'load_trained_folder', 'get_args_parser', 'main']
 
 SPLITS = ('query', 'gallery', 'train')
 STRIP_BAR_WIDTH = 10  # the colour bar at the end of each per-image strip
@@ -473,10 +484,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands = {m.group(1): textwrap.fill(' '.join(m.group(2).split()), 100)
                 for m in re.finditer(r'``(\w+)``\s+(.*?)(?=\n``|\Z)', doc[1], re.S)}
     examples = '\n\n'.join(doc[2:])
-    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' two analysis '
+    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' analysis '
                                      'figures (OSNet, ICCV 2019 / TPAMI 2021), for any model and any images.',
                                      epilog='\n\n'.join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates,attributes}')
     act = sub.add_parser('actmap', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                          help='activation maps overlaid on the images', description=commands['actmap'],
                          epilog=examples)
@@ -498,7 +509,63 @@ def get_args_parser() -> argparse.ArgumentParser:
     gates.add_argument('--seed', type=int, default=0, help='k-means seed (default 0)')
     gates.add_argument('--max-images', type=int,
                        help='use this many images, spread evenly over the split (default: all of them)')
+    attrs = sub.add_parser('attributes', formatter_class=argparse.RawDescriptionHelpFormatter,
+                           help='likelihoods on the ground-truth attributes (Fig. 7)',
+                           description=commands['attributes'], epilog=examples)
+    attrs.add_argument('--run', required=True,
+                       help='a training run of attributes_pa100k (its final/ folder is loaded), or a final/ folder')
+    attrs.add_argument('--dataset', default='pa100k', choices=['pa100k'], help='attribute dataset (pa100k)')
+    cli.add_root(attrs)
+    attrs.add_argument('--split', default='test', choices=['train', 'val', 'test'], help='split (default test)')
+    attrs.add_argument('--max-images', type=int, default=6, help='images shown, spread over the split (default 6)')
+    attrs.add_argument('--threshold', type=float, default=0.5, help='probability of a positive (default 0.5)')
+    cli.add_output(attrs, 'runs/visualize/attributes', 'output folder')
+    cli.add_device(attrs)
+    cli.add_precision(attrs, help='forward-pass precision: fp32, or bf16 / fp16 autocast')
+    cli.add_batch_size(attrs, 32)
+    cli.add_workers(attrs, 0, help='data-loading processes (default 0)')
     return parser
+
+
+def load_trained_folder(run: str) -> Tuple[nn.Module, Path]:
+    """The model of a training run (``RUN/final``) or a final/ folder, with its classifier, in eval mode."""
+    folder = Path(run).expanduser()
+    if (folder / 'final' / 'config.json').is_file():
+        folder = folder / 'final'
+    if not (folder / 'config.json').is_file() or not (folder / 'model.safetensors').is_file():
+        raise FileNotFoundError(f'--run {run}: neither a finished training run (RUN/final/) nor a model folder '
+                                '(config.json + model.safetensors)')
+    return timm.create_model(f'local-dir:{folder}', pretrained=True).eval(), folder
+
+
+@torch.inference_mode()
+def run_attributes(run: str, dataset: str, root: str, split: str, output: os.PathLike, device: torch.device,
+                   max_images: int, threshold: float, batch_size: int, workers: int,
+                   precision: str = 'fp32') -> Dict[str, Any]:
+    """Fig. 7 for ``max_images`` images of ``split``: attributes.png and attributes.json in ``output``."""
+    if max_images < 1 or not 0 < threshold < 1:
+        raise ValueError('--max-images must be >= 1 and --threshold within (0, 1)')
+    model, folder = load_trained_folder(run)
+    data = LABELLED_DATASETS[dataset](data_root(root))
+    part = getattr(data, split)
+    if model.num_classes != data.num_classes:
+        raise ValueError(f'{folder} predicts {model.num_classes} outputs, {dataset} has {data.num_classes} '
+                         'attributes: is it a run of attributes_pa100k?')
+    keep = np.unique(np.linspace(0, len(part) - 1, min(max_images, len(part))).round().astype(int)).tolist()
+    subset = LabelledSplit(part.labels[keep], paths=[part.paths[i] for i in keep])
+    pcfg = model.pretrained_cfg
+    _, height, width = pcfg['input_size']
+    probabilities = score_labelled(model.to(device), 'attributes', subset, device, (height, width), pcfg['mean'],
+                                   pcfg['std'], (), batch_size, workers, precision,
+                                   with_probabilities=True)['probabilities']
+    rows = [ground_truth_likelihoods(p.tolist(), y.tolist(), data.classes, threshold)
+            for p, y in zip(probabilities, subset.labels)]
+    out = Path(output)
+    save_png(attribute_figure([np.asarray(read_image(p)) for p in subset.paths], rows), out / 'attributes.png')
+    result = dict(model=str(folder), dataset=dataset, split=split, threshold=threshold,
+                  images=[dict(path=p, attributes=r) for p, r in zip(subset.paths, rows)])
+    atomic_write_json(out / 'attributes.json', result)
+    return result
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -507,6 +574,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError('--device cuda but no CUDA device is available')
+    if args.command == 'attributes':
+        cli.check_at_least(batch_size=(args.batch_size, 1), workers=(args.workers, 0))
+        out = Path(args.output)
+        result = run_attributes(args.run, args.dataset, args.root, args.split, out, device, args.max_images,
+                                args.threshold, args.batch_size, args.workers, args.precision)
+        print(f'wrote {out / "attributes.png"} and {out / "attributes.json"} ({len(result["images"])} images)')
+        return result
     cli.check_at_least(batch_size=(args.batch_size, 1), workers=(args.workers, 0),
                        height=(args.height, MIN_INPUT_SIZE), width=(args.width, MIN_INPUT_SIZE),
                        grid_images=(getattr(args, 'grid_images', None), 1),

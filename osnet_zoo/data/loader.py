@@ -98,10 +98,11 @@ def build_train_loader(items: Sequence[ReIDItem], height: int, width: int, batch
 
 
 def device_batches(loader: DataLoader, device: torch.device, channels_last: bool = False,
-                   max_steps: int = 0) -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
+                   max_steps: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                   ) -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
     """One epoch of a training loader on ``device``: ``(images, pids)`` with the images normalised there
-    (``normalize_batch``, channels_last when asked), at most ``max_steps`` batches (0: all); and the number
-    of batches it yields."""
+    (``normalize_batch`` with ``mean`` / ``std``, channels_last when asked), at most ``max_steps`` batches
+    (0: all); and the number of batches it yields."""
     steps = len(loader) if not max_steps else min(len(loader), max_steps)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -109,7 +110,7 @@ def device_batches(loader: DataLoader, device: torch.device, channels_last: bool
         for step, batch in enumerate(loader):
             if step >= steps:
                 break
-            yield (normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format),
+            yield (normalize_batch(batch['image'].to(device, non_blocking=True), mean, std, memory_format),
                    batch['pid'].to(device, non_blocking=True))
 
     return batches(), steps

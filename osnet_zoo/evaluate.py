@@ -6,6 +6,8 @@ Examples::
         --dataset market1501 dukemtmcreid --root ~/data
     python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint model.pth --dataset synthetic --root /tmp/data
     python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic    # a training run, as it was trained
+    python -m osnet_zoo.evaluate --task classification --model osnet_x1_0.imagenet --dataset imagenet --root ~/data
+    python -m osnet_zoo.evaluate --task classification --checkpoint runs/cifar10/final --dataset cifar10 --root ~/data
 
 A training run (its folder, ``final/`` or ``final/model.safetensors``) describes itself: the architecture,
 input size, mean/std and distance come from its ``final/config.json``; an explicit ``--model``, ``--height``,
@@ -42,16 +44,20 @@ from safetensors.torch import load_file
 from . import cli
 from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, DatasetLayoutError, build_dataset, data_root
+from .data.datasets import LABELLED_DATASETS
 from .evaluation import embed_sharded, results_document, target_metrics
+from .evaluation_labelled import score_labelled
 from .files import atomic_save_safetensors, atomic_write_json
 from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
 from .inference.backend import BACKEND_HELP, BACKENDS
+from .weights import load_osnet_checkpoint, model_digest, read_checkpoint
+from .weights.io import unwrap_state_dict
 from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 from .models.osnet import MIN_INPUT_SIZE
-from .weights import model_digest
 
-__all__ = ['main', 'get_args_parser', 'load_model', 'model_digest', 'features_key']
+__all__ = ['main', 'get_args_parser', 'load_model', 'model_digest', 'features_key', 'load_classifier',
+           'evaluate_labelled_cli']
 
 
 def load_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
@@ -121,6 +127,72 @@ def _split_features(cache: Path, items: Sequence, key_parts: Dict, model: torch.
     return feats
 
 
+def load_classifier(name: Optional[str], checkpoint: Optional[str]) -> torch.nn.Module:
+    """A model with its classifier: ``--checkpoint`` a trained model folder (config.json + model.safetensors),
+    or ``--model`` (a tagged name for its published weights, e.g. osnet_x1_0.imagenet) with an optional
+    checkpoint file whose classifier sets the class count."""
+    if checkpoint and Path(checkpoint).is_dir():
+        folder = Path(checkpoint) / 'final' if (Path(checkpoint) / 'final' / 'config.json').is_file() \
+            else Path(checkpoint)
+        if not (folder / 'config.json').is_file():
+            raise SystemExit(f'error: --checkpoint {checkpoint}: a folder without config.json (a trained model folder '
+                             'such as RUN/final is expected)')
+        return timm.create_model(f'local-dir:{folder}', pretrained=True)
+    if not name:
+        raise SystemExit('error: give --model (e.g. osnet_x1_0.imagenet) or --checkpoint RUN/final')
+    if not checkpoint:
+        return timm.create_model(name, pretrained=True)
+    state = unwrap_state_dict(read_checkpoint(checkpoint))
+    rows = state.get('classifier.weight')
+    if rows is None:
+        raise SystemExit(f'error: --checkpoint {checkpoint} has no classifier (classifier.weight): it cannot classify')
+    # the tag's pretrained_cfg (e.g. osnet_x1_0.imagenet: the 224 centre crop) describes the preprocessing
+    model = timm.create_model(name, pretrained=False, num_classes=int(rows.shape[0]))
+    load_osnet_checkpoint(model, state, strict=True)
+    return model
+
+
+def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dict:
+    """``--task classification|attributes``: score the classifier on the test split of each ``--dataset``
+    with its pretrained_cfg preprocessing (the ImageNet classifiers: 224 centre crop of the 256x256 image);
+    results.json holds top1/top5/error (or the attribute metrics) per dataset."""
+    model = load_classifier(args.model, args.checkpoint).eval().to(device)
+    cfg = model.pretrained_cfg
+    size = (args.height or cfg['input_size'][1], args.width or cfg['input_size'][2])
+    crop = ('resize_crop',) if cfg.get('crop_pct', 1.0) < 1.0 else ()
+    out = Path(args.output)
+    targets: Dict[str, Dict] = {}
+    # the results.json of every command (evaluation.results_document); a classifier has no distance
+    summary = results_document(targets, model=args.model, checkpoint=args.checkpoint, metric=None, input_size=size,
+                               precision=args.precision, task=args.task, crop_pct=cfg.get('crop_pct', 1.0),
+                               device=str(device))
+    for name in args.dataset:
+        if name not in LABELLED_DATASETS:
+            raise SystemExit(f'error: --dataset {name}: not a {args.task} dataset; choose from '
+                             f'{", ".join(sorted(LABELLED_DATASETS))}')
+        try:
+            ds = LABELLED_DATASETS[name](data_root(args.root))
+        except DatasetLayoutError as e:
+            raise SystemExit(f'error: {e}') from None
+        expected = 'attributes' if args.task == 'attributes' else 'classification'
+        if ds.task != expected:
+            raise SystemExit(f'error: --dataset {name} is a {ds.task} dataset, not one for --task {args.task}')
+        if model.num_classes != ds.num_classes:
+            raise SystemExit(f'error: the model has {model.num_classes} outputs, {name} has {ds.num_classes} '
+                             f'{"attributes" if ds.task == "attributes" else "classes"}')
+        print(ds.summary())
+        r = score_labelled(model, ds.task, ds.test, device, size, cfg['mean'], cfg['std'], crop, args.batch_size,
+                           args.workers, args.precision, crop_pct=cfg.get('crop_pct', 1.0))
+        targets[name] = r
+        print(f'{name}: ' + ('  '.join(f'{k} {100 * r[k]:.2f}%' for k in ('top1', 'top5', 'error'))
+                             if ds.task == 'classification' else
+                             '  '.join(f'{k} {100 * r[k]:.2f}%' for k in ('mA', 'accuracy', 'precision', 'recall',
+                                                                            'f1'))))
+    atomic_write_json(out / 'results.json', summary, indent=1)
+    print(f'wrote {out / "results.json"}')
+    return summary
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.evaluate``."""
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
@@ -130,6 +202,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                        "--checkpoint (default: a training run's own architecture)")
     p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar), or a training run '
                                         '(its folder, final/ or final/model.safetensors)')
+    p.add_argument('--task', default='reid', choices=['reid', 'classification', 'attributes'],
+                   help='reid (default); classification: single-crop top-1/top-5 on a class dataset (imagenet val '
+                        'folders, cifar10, cifar100) with the classifier; attributes: the PA-100K metrics')
     p.add_argument('--dataset', nargs='+', default=['synthetic'],
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '
                         'cuhk03_labeled, synthetic, synthetic_b (default: synthetic)')
@@ -164,6 +239,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
     device = du.init_distributed(args.device)
     try:
+        if args.task != 'reid':  # classifiers: osnet_zoo.evaluation_labelled
+            return evaluate_labelled_cli(args, device) if du.is_main_process() else {}
         return _evaluate(args, device)
     except (*cli.USER_ERRORS, SystemExit):
         if du.is_main_process():
@@ -237,7 +314,10 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         picks = pick_queries(res)
         rows = dist[picks].numpy() if dist is not None else pairwise_distance(
             feats['query'][picks], feats['gallery'], args.metric).numpy()
-        ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png')
+        ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png',
+                            title=f'Ranked results: {args.model} on {name} (queries from the best to the worst AP)',
+                            distance=('squared ' if args.metric == 'euclidean' else '') + f'{args.metric} distance'
+                            + (' after re-ranking' if args.rerank else ''))
     if not main_rank:
         return {}
     summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, metric=args.metric,

@@ -26,15 +26,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                     '(torch.jit.load) must match PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must '
                     'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '
                     'check) and <file>.metadata.json (architecture, input size, mean/std, channel order, output '
-                    'dim, normalised or not: what a tracker needs).\n\n'
+                    'dim, normalised or not, and the keys boxmot reads: model_name, num_classes, preprocess, '
+                    'model_kwargs.img_size).\n\n'
                     'Files are written into the --output folder as <architecture>_<tag>.<ext> (.onnx, .torchscript, '
-                    '.pt), because trackers such as boxmot tell the architecture from the file name; an --output '
-                    'ending in the format\'s suffix names the file itself. A training run (--checkpoint runs/osnet) '
-                    'gives its architecture and the input size and mean/std it was trained with.\n\n'
+                    '.pt): boxmot picks its backend by the suffix, and without the metadata file it tells the '
+                    'architecture from the file name; an --output ending in the format\'s suffix names the file '
+                    'itself. A training run (--checkpoint runs/osnet) gives its architecture and the input size and '
+                    'mean/std it was trained with.\n\n'
                     'Export writes a device-independent file: it builds, traces and checks on the CPU from generated '
                     'inputs, so --device, --root and --workers do not apply.',
         epilog='examples:\n'
-               '  # for a tracker (boxmot: --reid-model osnet_x0_25_msmt17_combineall.pt)\n'
+               '  # for a tracker (boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.pt)\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid\n'
                '  # ONNX with a dynamic batch -> osnet_x0_25_msmt17_combineall.onnx\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx\n'
@@ -49,8 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                   help='timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights '
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
-                        help='onnx, torchscript (.torchscript) or torchreid (a .pt state dict in the reference '
-                             'key layout with a model_name entry; default: onnx)')
+                        help='onnx, torchscript (.torchscript) or torchreid (a .pt holding the state_dict in the '
+                             'reference key layout and its model_name; default: onnx)')
     cli.add_output(parser, 'runs/export', 'output folder, or a file name ending in .onnx / .torchscript / .pt')
     parser.add_argument('--checkpoint', default=None,
                         help='local checkpoint to load instead of pretrained weights, or a training run (its folder, '

@@ -66,6 +66,18 @@ def test_bench_eval(tmp_path):
     assert res['ours_rank']['metrics'] == res['baseline_rank']['metrics']
 
 
+def test_bench_nas_memory(tmp_path):
+    out = tmp_path / 'nas_memory.json'
+    _bench('bench_nas_memory.py', '--batch-size', 4, '--width', 0.25, '--height', 64, '--img-width', 32,
+           '--classes', 5, '--json', out)
+    res = json.loads(out.read_text())
+    assert [(r['model'], r['batch']) for r in res['rows']] == [
+        (m, 4) for m in ('osnet', 'supernet_all', 'supernet_sampled')]
+    params = {r['model']: r['params'] for r in res['rows']}
+    assert params['supernet_all'] == params['supernet_sampled'] > 2 * params['osnet']  # four blocks per position
+    assert all(r['step_peak_mib'] > 0 for r in res['rows']) and res['summary']['4']['osnet']['ratio_vs_osnet'] == 1
+
+
 def test_bench_weights_download(tmp_path):
     out = tmp_path / 'weights.json'
     _bench('bench_weights_download.py', '--rounds', 1, '--model', 'osnet_x0_25', '--json', out)

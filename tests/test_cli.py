@@ -34,7 +34,8 @@ def test_help():
 
 
 VERBS = ['osnet_zoo.train.__main__', 'osnet_zoo.evaluate', 'osnet_zoo.extract', 'osnet_zoo.export',
-         'osnet_zoo.nas.__main__', 'osnet_zoo.weights.__main__', 'osnet_zoo.visualize', 'osnet_zoo.__main__']
+         'osnet_zoo.nas.__main__', 'osnet_zoo.weights.__main__', 'osnet_zoo.visualize', 'osnet_zoo.__main__',
+         'osnet_zoo.data.__main__']
 
 
 def test_every_cli_has_get_args_parser_and_the_shared_vocabulary():
@@ -102,8 +103,15 @@ PARSERS = {
         '--root': 'export checks on generated inputs: it ' + NO_DATA, '--workers': 'export ' + NO_DATA}),
     'visualize actmap': ('osnet_zoo.visualize', 'actmap', [], {}),
     'visualize gates': ('osnet_zoo.visualize', 'gates', [], {}),
+    'visualize attributes': ('osnet_zoo.visualize', 'attributes', ['--run', 'runs/pa100k'], {
+        '--model': 'the trained run (--run) names its model'}),
+    'data stats': ('osnet_zoo.data.__main__', 'stats', ['--dataset', 'market1501'], {
+        '--model': 'stats reads pixels: no model runs', '--device': 'stats sums pixels on the CPU',
+        '--precision': 'stats sums pixels in float64: no model runs'}),
     'nas search': ('osnet_zoo.nas.__main__', 'search', [], {
         '--model': 'the search builds its own supernet (--model-width)'}),
+    'nas select': ('osnet_zoo.nas.__main__', 'select', [], {
+        '--model': "select builds each seed's child from its genotype (the search's --model-width)"}),
     'nas proof': ('osnet_zoo.nas.__main__', 'proof', [], {
         '--model': 'the proof trains four fixed architectures (--model-width)',
         '--root': 'the proof generates its two synthetic domains in --output'}),

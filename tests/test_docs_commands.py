@@ -45,9 +45,13 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.extract --checkpoint runs/osnet --dataset synthetic --split gallery '
     '--output runs/gallery.safetensors': '--workers 1 --device cpu',
     'python -m osnet_zoo.nas': '--epochs 1 --height 64 --width 32 --batch-size 8 --max-steps-per-epoch 2 --quiet',
+    'python -m osnet_zoo.nas search --seeds 1 2 3 4 --output runs/nas4':
+        '--epochs 1 --height 64 --width 32 --batch-size 8 --max-steps-per-epoch 1 --quiet',
+    # after the search above (commands of one CLI run in page order)
+    'python -m osnet_zoo.nas select --output runs/nas4': '--epochs 1 --batch-size 8 --max-steps-per-epoch 1 --quiet',
     'python -m osnet_zoo.nas proof --device cuda --output runs/nas_proof':
         '--device cpu --train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
-        '--model-width 0.25 --height 64 --width 32 --batch-size 8 --quiet',
+        '--model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 --quiet',
     'python -m osnet_zoo.weights list': '',
 }
 
@@ -98,8 +102,6 @@ SKIPPED: Dict[str, str] = {
     'python -m osnet_zoo.nas --help': 'covered by the --help check',
     'python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last':
         REAL_DATA + ' (MSMT17); a GPU',
-    'python -m osnet_zoo.nas search --preset paper --root ~/datasets --seeds 1 2 3 4 --targets market1501 '
-    '--device cuda': REAL_DATA + ' (MSMT17, Market1501); a GPU',
     'torchrun --nproc_per_node 4 -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda '
     '--precision bf16': 'torchrun on 4 GPUs; ' + REAL_DATA,
     'python -m osnet_zoo.visualize actmap --model osnet_x1_0 --checkpoint runs/market/osnet_x1_0/model.safetensors '
@@ -110,6 +112,13 @@ SKIPPED: Dict[str, str] = {
     '--output runs/actmap': HUB + '; needs your crops',
     'python -m osnet_zoo.visualize gates --model osnet_x1_0.msmt17_combineall --dataset market1501 --root ~/data '
     '--split query --clusters 6 --per-cluster 15 --output runs/gates': HUB + '; ' + REAL_DATA,
+    'boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.pt ...':
+        "boxmot's CLI (its own environment; a video and a detector); tests/test_boxmot.py runs its ReID and trackers",
+    'python3 -m venv .boxmot-venv': 'creates the boxmot environment; .ci/run does',
+    '.boxmot-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 boxmot==25.0.0 onnxruntime==1.24.3':
+        'installs from the registry; .ci/run does',
+    'OSNET_ZOO_BOXMOT_PYTHON=.boxmot-venv/bin/python python -m pytest -q tests/test_boxmot.py':
+        'a test file of the suite; CI runs it with that environment',
     'python benchmarks/bench_loader.py --per-worker': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset cpu': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset gpu': 'a benchmark on a GPU',

@@ -68,7 +68,10 @@ def test_onnx_cli_dynamic_batch_by_default(checkpoint, crops, tmp_path):
         'input_size': [256, 128], 'input_shape': ['batch', 3, 256, 128], 'layout': 'NCHW', 'channel_order': 'rgb',
         'pixel_scale': 255.0, 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225], 'resize': 'squash',
         'interpolation': 'bilinear', 'antialias': True, 'output_dim': 512, 'normalized': False,
-        'dtype': 'float32', 'dynamic_batch': True}
+        'dtype': 'float32', 'dynamic_batch': True,
+        # boxmot's keys: what it builds, how it resizes crops and to what size
+        'model_name': 'osnet_ain_x0_25', 'num_classes': None, 'preprocess': 'resize',
+        'model_kwargs_schema_version': 1, 'model_kwargs': {'img_size': [256, 128]}}
     contract = json.loads((out.parent / (out.name + '.json')).read_text())
     assert contract['input'] == {'name': 'images', 'shape': ['batch', 3, 256, 128], 'dtype': 'float32',
                                  'layout': 'NCHW', 'colour_order': 'RGB'}
@@ -173,9 +176,9 @@ def test_torchreid_cli(checkpoint, torchreid_fixtures, tmp_path, capsys):
                  '--output', str(out)]) == 0
     assert 'bit-identical' in capsys.readouterr().out
     stored = torch.load(out, map_location='cpu', weights_only=True)
-    assert stored['model_name'] == 'osnet_ain_x0_25' and 'num_classes' not in stored
+    assert set(stored) == {'state_dict', 'model_name'} and stored['model_name'] == 'osnet_ain_x0_25'
     reference = json.loads((torchreid_fixtures / 'keys.json').read_text())['osnet_ain_x0_25']
-    tensors = {k: list(v.shape) for k, v in stored.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: list(v.shape) for k, v in stored['state_dict'].items()}
     assert tensors == {k: v for k, v in reference.items() if not k.startswith('classifier.')}
     # the same embedding as the checkpoint it came from
     ours = osnet_zoo.load_osnet_checkpoint(timm.create_model('osnet_ain_x0_25', num_classes=0), checkpoint).eval()
@@ -187,6 +190,7 @@ def test_torchreid_cli(checkpoint, torchreid_fixtures, tmp_path, capsys):
     assert contract['check']['passed'] and contract['check']['tensors_differing'] == []
     metadata = json.loads((tmp_path / (out.name + '.metadata.json')).read_text())
     assert metadata['format'] == 'torchreid' and metadata['normalized'] is False and metadata['output_dim'] == 512
+    assert metadata['model_name'] == 'osnet_ain_x0_25' and metadata['num_classes'] is None
     # errors name the thing
     assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
                  '--output', str(tmp_path / 'x.pth')]) == 2
@@ -205,5 +209,8 @@ def test_torchreid_with_classifier(torchreid_fixtures, tmp_path):
     assert contract['entries'] == {'model_name': 'osnet_x0_25', 'num_classes': 11}
     stored = torch.load(out, map_location='cpu', weights_only=True)
     original = load_file(torchreid_fixtures / 'osnet_x0_25.safetensors')
-    assert set(stored) - {'model_name', 'num_classes'} == set(original)
-    assert all(torch.equal(stored[k], v) for k, v in original.items())
+    assert stored['model_name'] == 'osnet_x0_25' and stored['num_classes'] == 11
+    assert set(stored['state_dict']) == set(original)  # (safetensors keeps keys sorted: the order is another test's)
+    assert all(torch.equal(stored['state_dict'][k], v) for k, v in original.items())
+    metadata = json.loads((tmp_path / (out.name + '.metadata.json')).read_text())
+    assert metadata['num_classes'] == 11 and metadata['model_kwargs'] == {'img_size': [256, 128]}

@@ -14,15 +14,23 @@ PARAMS = {
     'osnet_ain_x0_25': 201_864,
 }
 
-# Mult-adds (M) from the OSNet paper's Table 6 (width β, resolution).
+# Mult-adds (M) of Table 6 (TPAMI 2021, which prints all 16 cells; the ICCV version's Table 6 has the same
+# figures): every width beta in 1.0, 0.75, 0.5, 0.25 at every resolution gamma in 1.0 (256x128), 0.75 (192x96),
+# 0.5 (128x64), 0.25 (64x32).
 TABLE6 = [
-    ('osnet_x1_0', (256, 128), 978.9),
-    ('osnet_x0_75', (256, 128), 571.8),
-    ('osnet_x0_5', (256, 128), 272.9),
-    ('osnet_x0_25', (256, 128), 82.3),
-    ('osnet_x1_0', (192, 96), 550.7),
-    ('osnet_x0_25', (64, 32), 5.2),
+    ('osnet_x1_0', (256, 128), 978.9), ('osnet_x1_0', (192, 96), 550.7),
+    ('osnet_x1_0', (128, 64), 244.9), ('osnet_x1_0', (64, 32), 61.5),
+    ('osnet_x0_75', (256, 128), 571.8), ('osnet_x0_75', (192, 96), 321.7),
+    ('osnet_x0_75', (128, 64), 143.1), ('osnet_x0_75', (64, 32), 35.9),
+    ('osnet_x0_5', (256, 128), 272.9), ('osnet_x0_5', (192, 96), 153.6),
+    ('osnet_x0_5', (128, 64), 68.3), ('osnet_x0_5', (64, 32), 17.2),
+    ('osnet_x0_25', (256, 128), 82.3), ('osnet_x0_25', (192, 96), 46.3),
+    ('osnet_x0_25', (128, 64), 20.6), ('osnet_x0_25', (64, 32), 5.2),
 ]
+
+
+def test_table6_lists_all_16_cells():
+    assert len({(name, size) for name, size, _ in TABLE6}) == 16
 
 
 @pytest.mark.parametrize('name', sorted(PARAMS))

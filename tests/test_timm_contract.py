@@ -46,9 +46,12 @@ def test_backward_every_parameter_gets_a_gradient(name):
 def test_default_cfg(name):
     model = timm.create_model(name).eval()
     cfg = model.pretrained_cfg
-    assert cfg['input_size'] == (3, 256, 128)
-    assert cfg['pool_size'] == (16, 8)
-    assert cfg['crop_pct'] == 1.0 and cfg['crop_mode'] == 'squash'
+    # an imagenet default tag (the ImageNet classifier) has ImageNet's preprocessing (ICCV 2019 Sec. 4.4):
+    # the 224 centre crop of the 256x256 image; the re-ID tags resize whole to 256x128
+    imagenet = cfg.get('tag') == 'imagenet'
+    assert cfg['input_size'] == ((3, 224, 224) if imagenet else (3, 256, 128))
+    assert cfg['pool_size'] == ((14, 14) if imagenet else (16, 8))  # conv5 is 1/16 of the input
+    assert cfg['crop_pct'] == (0.875 if imagenet else 1.0) and cfg['crop_mode'] == 'squash'
     assert tuple(cfg['mean']) == timm.data.IMAGENET_DEFAULT_MEAN
     assert tuple(cfg['std']) == timm.data.IMAGENET_DEFAULT_STD
     sd = model.state_dict()

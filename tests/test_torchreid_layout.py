@@ -33,9 +33,11 @@ def test_writes_the_reference_layout_and_reloads_bit_identically(torchreid_fixtu
     save_torchreid_checkpoint(model, path)
 
     stored = torch.load(path, map_location='cpu', weights_only=True)  # no pickled code needed
+    # torchreid's checkpoint shape: the tensors under state_dict, what the file is beside them
+    assert set(stored) == {'state_dict', 'model_name', 'num_classes'}
     assert stored['model_name'] == architecture and stored['num_classes'] == 1000
-    tensors = {k: v for k, v in stored.items() if isinstance(v, torch.Tensor)}
-    assert set(stored) - set(tensors) == {'model_name', 'num_classes'}
+    tensors = stored['state_dict']
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
     # exactly the reference keys, in the reference order, with its shapes
     assert [(k, list(v.shape)) for k, v in tensors.items()] == list(reference.items())
 
@@ -54,7 +56,7 @@ def test_reference_files_round_trip_to_themselves(torchreid_fixtures, variant):
     model = timm.create_model(variant, num_classes=11)
     osnet_zoo.load_osnet_checkpoint(model, torchreid_fixtures / f'{variant}.safetensors', strict=True)
     written = torchreid_checkpoint(model)
-    tensors = {k: v for k, v in written.items() if isinstance(v, torch.Tensor)}
+    tensors = written['state_dict']
     assert set(tensors) == set(original)
     for key, value in original.items():
         assert torch.equal(tensors[key], value), key
@@ -101,12 +103,14 @@ def test_weights_convert_to_torchreid_gives_back_the_reference_file(torchreid_fi
     written = torch.load(out, weights_only=True)
     reference = load_file(str(source))
     assert written['model_name'] == variant and written['num_classes'] == reference['classifier.weight'].shape[0]
-    tensors = {k: v for k, v in written.items() if isinstance(v, torch.Tensor)}
+    tensors = written['state_dict']
     assert set(tensors) == set(reference)  # (safetensors files keep keys sorted; the order is keys.json's test)
     assert all(torch.equal(tensors[k], reference[k]) for k in reference)
+    metadata = json.loads(out.with_name(out.name + '.metadata.json').read_text())  # what boxmot reads first
+    assert metadata['model_name'] == variant and metadata['num_classes'] == written['num_classes']
     headless = tmp_path / f'{variant}_headless.pt'
     assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant, '--output', str(headless),
                         '--no-classifier']) == 0
-    assert not any(k.startswith('classifier.') for k in torch.load(headless, weights_only=True))
+    assert not any(k.startswith('classifier.') for k in torch.load(headless, weights_only=True)['state_dict'])
     assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant,
                         '--output', str(tmp_path / 'wrong.onnx')]) == 1

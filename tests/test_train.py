@@ -133,6 +133,8 @@ def test_torchrun_two_processes_agree(tiny_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     dist = json.loads((out / 'distributed.json').read_text())
     assert dist['world_size'] == 2 and dist['ranks_agree'], dist
+    config = json.loads((out / 'config.json').read_text())  # --batch-size 16 is the global batch: 8 per process
+    assert (config['batch_size'], config['world_size'], config['batch_size_per_rank']) == (16, 2, 8)
     assert 'market1501' in json.loads((out / 'results.json').read_text())['targets']
 
 

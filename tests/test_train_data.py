@@ -58,5 +58,5 @@ def test_identity_batches_are_p_by_k(train_items):
 
 
 def test_too_few_images_for_a_batch_is_clear(train_items):
-    with pytest.raises(ValueError, match='cannot fill one batch of 16'):
+    with pytest.raises(ValueError, match='cannot fill one global batch of 16'):
         build_train_loader(train_items[:10], CFG['height'], CFG['width'], CFG['batch_size'], CFG['transforms'])

@@ -14,10 +14,12 @@ from safetensors.torch import save_file
 
 import osnet_zoo  # noqa: F401
 from osnet_zoo.data import build_dataset, build_test_transform, make_synthetic_reid, normalize_batch, read_image
-from osnet_zoo.metrics.plots import LINE_HEIGHT, ranked_cell_label, ranked_results_grid
+from osnet_zoo.metrics.plots import (
+    GREEN, GREY, LINE_HEIGHT, RED, colour_bar, ranked_cell_label, ranked_legend, ranked_results_grid, title_band,
+)
 from osnet_zoo.visualize import (
-    activation_maps, build_model, capture_gates, closest_to_centres, collect_items, compute_activation_maps, kmeans,
-    main, overlay_activation, run_actmap, run_gates,
+    STRIP_BAR_WIDTH, activation_maps, build_model, capture_gates, closest_to_centres, collect_items,
+    compute_activation_maps, get_args_parser, kmeans, main, overlay_activation, run_actmap, run_gates,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +95,35 @@ def test_kmeans_finds_separated_blobs_and_is_seeded():
         kmeans(torch.zeros(4, 2), 5)
     # fewer distinct points than clusters still gives k non-empty clusters
     _, dup = kmeans(torch.tensor([[0., 0.], [0., 0.], [1., 1.]]), 3)
-    assert dup[2] != dup[0] and dup[2] != dup[1] and dup.min() >= 0 and dup.max() < 3
+    assert sorted(dup.tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match='non-finite'):
+        kmeans(torch.tensor([[0., float('nan')], [1., 1.]]), 2)
+
+
+@pytest.mark.parametrize('case', ['identical', 'few distinct', 'saturated with outliers', 'random duplicates'])
+def test_kmeans_never_leaves_a_cluster_empty(case):
+    """What a trained model's gates look like: sigmoids at exactly 1.0, so many images share one gate vector
+    (the main job's osnet_x0_25: 62 distinct vectors among 142 query images). Lloyd's algorithm with a plain
+    restart emptied clusters there (IndexError in `gates`); every cluster must keep a point."""
+    g = torch.Generator().manual_seed(0)
+    x = {
+        'identical': torch.ones(20, 8),
+        'few distinct': torch.eye(3).repeat_interleave(torch.tensor([10, 1, 1]), 0),
+        'saturated with outliers': torch.cat([torch.ones(40, 16), torch.rand(3, 16, generator=g) * 100]),
+        'random duplicates': torch.rand(6, 4, generator=g)[torch.randint(6, (50,), generator=g)],
+    }[case]
+    for k in (1, 2, 5, 6):
+        for seed in range(4):
+            centres, labels = kmeans(x, k, seed=seed)
+            sizes = torch.bincount(labels, minlength=k)
+            assert len(sizes) == k and sizes.min() >= 1, (k, seed, sizes.tolist())
+            # the centres are their members' means
+            for c in range(k):
+                assert torch.allclose(centres[c], x[labels == c].double().mean(0))
+    # all points identical: k clusters of identical points, all at that point
+    if case == 'identical':
+        centres, labels = kmeans(x, 6)
+        assert torch.equal(centres, torch.ones(6, 8, dtype=torch.float64)) and labels.unique().numel() == 6
 
 
 def test_closest_to_centres_orders_members_by_distance():
@@ -164,10 +194,20 @@ def test_actmap_writes_overlays_that_follow_the_activation(data, model, tmp_path
     assert len(res['maps']) == 5
     h, w = SIZE
     with Image.open(res['maps'][0]) as im:
-        assert im.format == 'PNG' and im.size == (3 * w + 2 * 4, h)  # image | osnet | T=1, 4 px gaps
+        # image | osnet | T=1 | colour bar, 4 px gaps
+        assert im.format == 'PNG' and im.size == (3 * w + STRIP_BAR_WIDTH + 3 * 4, h)
         strip = np.asarray(im.convert('RGB')).astype(int)
+    assert np.array_equal(strip[:, -STRIP_BAR_WIDTH:], colour_bar(h, STRIP_BAR_WIDTH, vertical=True))
+    assert strip[0, -1, 0] > 100 > strip[0, -1, 2] and strip[-1, -1, 2] > 100 > strip[-1, -1, 0]  # red top, blue bottom
     with Image.open(res['grid']) as im:
-        assert im.height == 4 + 3 * (h + 4) and im.width > 4 * w  # three rows (image + 2 models), 4 columns
+        grid = np.asarray(im.convert('RGB')).astype(int)
+    # a title band, the colour scale (a jet bar), then three rows (image + 2 models) of 4 columns
+    header = title_band(grid.shape[1], 'title', ['one line']).height
+    scale_height = 16 + LINE_HEIGHT + 4
+    assert grid.shape[0] == header + scale_height + 4 + 3 * (h + 4) and grid.shape[1] > 4 * w
+    bar = min(300, grid.shape[1] - 16)  # (narrower in a narrow figure)
+    assert np.array_equal(grid[header + 2:header + 14, 6:6 + bar], colour_bar(bar, 12))
+    assert (grid[:header, :200].max(-1) < 100).sum() > 100  # the title's dark text
     picture, overlay = strip[:, :w], strip[:, w + 4:2 * w + 4]
     resized = build_test_transform(*SIZE, normalize=False)(read_image(items[0].path)).permute(1, 2, 0).numpy()
     assert np.array_equal(picture, resized)  # the first panel is the image itself, as the model saw it
@@ -199,10 +239,35 @@ def test_gates_clusters_hold_their_nearest_images(data, model, tmp_path):
     labels = torch.tensor([im['cluster'] for im in saved['images']])
     centres = torch.stack([gates[labels == c].mean(0) for c in range(3)])
     assert torch.equal(torch.cdist(gates, centres).argmin(1), labels)
+    assert 1 <= saved['distinct_gate_vectors'] <= len(items)
     with Image.open(tmp_path / 'gate_clusters.png') as im:
-        assert im.format == 'PNG' and im.height == 4 + 3 * (128 + 4)  # one row of 128 px thumbnails per cluster
+        # a title band (title + 2 lines), then one row of 128 px thumbnails per cluster, a distance under each
+        header = title_band(im.width, 'title', ['one', 'two']).height
+        assert im.format == 'PNG' and im.height == header + 4 + 3 * (128 + 4 + LINE_HEIGHT)
     with pytest.raises(ValueError, match='cannot make 30 clusters'):
         run_gates(items[:5], model, tmp_path, CPU, clusters=30)
+
+
+def test_gates_with_saturated_gates(data, tmp_path):
+    """Every gate at sigmoid = 1.0 (as a trained model's often are): one distinct gate vector for all images,
+    still one picture per cluster and no empty cluster."""
+    torch.manual_seed(0)
+    saturated = build_model('osnet_x0_25', pretrained=False)
+    with torch.no_grad():
+        saturated.conv4[-1].gate.fc2.bias.fill_(60.0)
+    items = build_dataset('synthetic', data / 'data').gallery
+    res = run_gates(items, saturated, tmp_path, CPU, clusters=4, per_cluster=3, batch_size=8, workers=0, size=SIZE)
+    assert res['distinct_gate_vectors'] == 1
+    sizes = [c['size'] for c in res['clusters']]
+    assert sizes[1:] == [1, 1, 1] and sum(sizes) == len(items)
+    assert all(n['distance'] == 0.0 for c in res['clusters'] for n in c['nearest'])
+
+
+def test_gates_uses_the_whole_split_by_default():
+    parser = get_args_parser()
+    assert parser.parse_args(['gates', '--model', 'osnet_x0_25']).max_images is None
+    assert parser.parse_args(['actmap', '--model', 'osnet_x0_25']).max_images == 32
+    assert parser.parse_args(['gates', '--model', 'osnet_x0_25', '--max-images', '5']).max_images == 5
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
@@ -222,7 +287,7 @@ def test_cli_end_to_end_and_errors(data, tmp_path):
     maps = sorted((tmp_path / 'act' / 'maps').glob('*.png'))
     assert len(maps) == 3 and (tmp_path / 'act' / 'actmaps.png').is_file() and 'wrote' in proc.stdout
     with Image.open(maps[0]) as im:
-        assert im.size == (3 * SIZE[1] + 8, SIZE[0])
+        assert im.size == (3 * SIZE[1] + STRIP_BAR_WIDTH + 3 * 4, SIZE[0])
     # gates in this process (a subprocess costs seconds of imports): the same parser and main
     result = main(['gates', '--model', 'osnet_x0_25', '--checkpoint', str(ckpt), '--dataset', 'synthetic',
                    '--split', 'gallery', '--clusters', '2', '--per-cluster', '3', '--output', str(tmp_path / 'g'),
@@ -263,9 +328,22 @@ def test_ranked_grid_draws_a_label_band(data, tmp_path):
     dist = np.random.default_rng(0).random((2, len(ds.gallery)))
     kw = dict(query_dist=dist, query_indices=[0, 1], query_items=ds.query, gallery_items=ds.gallery, topk=4)
     plain = ranked_results_grid(path=tmp_path / 'plain.png', labels=False, **kw)
-    labelled = ranked_results_grid(path=tmp_path / 'labelled.png', **kw)
+    labelled = ranked_results_grid(path=tmp_path / 'labelled.png', title='Ranked: test', distance='cosine distance',
+                                   **kw)
     with Image.open(plain) as a, Image.open(labelled) as b:
-        assert b.width == a.width and b.height == a.height + 2 * (3 * LINE_HEIGHT + 2)
+        # the legend of the labelled grid has one line more (how to read a label)
+        assert b.width == a.width and b.height == a.height + 2 * (3 * LINE_HEIGHT + 2) + LINE_HEIGHT
         px = np.asarray(b.convert('RGB'))
-    band = px[6 + 128 + 2:6 + 128 + 2 + 3 * LINE_HEIGHT]  # below the first row of pictures
+    legend = ranked_legend(px.shape[1], 'Ranked: test', 'cosine distance')
+    assert np.array_equal(px[:legend.height], np.asarray(legend))  # the legend on top
+    top = legend.height
+    band = px[top + 6 + 128 + 2:top + 6 + 128 + 2 + 3 * LINE_HEIGHT]  # below the first row of pictures
     assert (band.max(-1) < 100).sum() > 50  # dark text drawn on the white band
+
+
+def test_ranked_legend_shows_the_frame_colours():
+    legend = np.asarray(ranked_legend(700, 'title', 'squared euclidean distance'))
+    swatch_row = legend[6 + 18 + 5]  # the middle of the swatch line, under the title
+    for colour in (GREY, GREEN, RED):  # each frame colour has its square
+        assert (swatch_row == colour).all(-1).sum() >= 8, colour
+    assert (legend[6 + 18 + 12:].max(-1) < 100).sum() > 200  # and the explanation lines are written

@@ -183,7 +183,10 @@ def test_timm_registry_lists_every_tag_with_the_default_first(manifest):
         else:
             assert cfg.hf_hub_id is None and cfg.url == f"https://drive.google.com/uc?id={e.upstream['gdrive_id']}"
         assert cfg.num_classes == e.num_classes and cfg.license == 'mit'
-        assert cfg.input_size == (3, 256, 128) and cfg.crop_mode == 'squash'
+        # the ImageNet classifiers: the 224 centre crop of the 256x256 image (ICCV 2019 Sec. 4.4)
+        imagenet = e.task == 'imagenet-classification'
+        assert cfg.input_size == ((3, 224, 224) if imagenet else (3, 256, 128)) and cfg.crop_mode == 'squash'
+        assert cfg.crop_pct == (0.875 if imagenet else 1.0)
 
 
 def test_published_safetensors_are_preferred_over_the_upstream_file(manifest):

@@ -55,6 +55,11 @@ class TrainLoader:
     sampler: EpochBatches
 
     @property
+    def per_rank_batch(self) -> int:
+        """Images each rank loads per step (the global batch over the world size)."""
+        return self.sampler.per_rank_batch
+
+    @property
     def images_per_epoch(self) -> int:
         """This rank's images per epoch (whole batches only) times the world size."""
         return len(self.sampler) * self.sampler.world_size
@@ -72,8 +77,10 @@ class TrainLoader:
 def build_train_loader(items: Sequence[ReIDItem], height: int, width: int, batch_size: int,
                        augmentations: Sequence[str] = ('random_flip',), num_instances: int = 0, seed: int = 0,
                        workers: int = 0, pin_memory: bool = False) -> TrainLoader:
-    """The training loader over ``items``: ``batch_size`` images per rank and step, resized to
-    ``height`` x ``width`` with ``augmentations``; ``num_instances`` > 0 draws P×K identity batches.
+    """The training loader over ``items``: ``batch_size`` images per step over all DDP ranks (the global
+    batch, split evenly: each rank loads ``batch_size / world_size``; an indivisible size is an error naming
+    both), resized to ``height`` x ``width`` with ``augmentations``; ``num_instances`` > 0 draws P×K identity
+    batches.
 
     Workers persist across epochs (no start-up cost per epoch), which per-sample seeds make safe for exact
     resume; random patches are cut from other training images. benchmarks/bench_loader.py measures it.
@@ -82,19 +89,20 @@ def build_train_loader(items: Sequence[ReIDItem], height: int, width: int, batch
                                       normalize=False)
     sampler = EpochBatches(items, batch_size, num_instances, seed, du.get_rank(), du.get_world_size())
     if len(sampler) == 0:
-        raise ValueError(f'{len(items)} training images cannot fill one batch of {batch_size} '
-                         f'on each of {du.get_world_size()} processes; lower the batch size.')
-    loader = DataLoader(ImageDataset(items, transform, as_tensor=True), batch_size=batch_size, sampler=sampler,
-                        num_workers=workers, pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None)
+        raise ValueError(f'{len(items)} training images cannot fill one global batch of {batch_size} '
+                         f'({du.get_world_size()} processes); lower the batch size.')
+    loader = DataLoader(ImageDataset(items, transform, as_tensor=True), batch_size=sampler.per_rank_batch,
+                        sampler=sampler, num_workers=workers, pin_memory=pin_memory, drop_last=True,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
     return TrainLoader(loader, sampler)
 
 
 def device_batches(loader: DataLoader, device: torch.device, channels_last: bool = False,
-                   max_steps: int = 0) -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
+                   max_steps: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                   ) -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
     """One epoch of a training loader on ``device``: ``(images, pids)`` with the images normalised there
-    (``normalize_batch``, channels_last when asked), at most ``max_steps`` batches (0: all); and the number
-    of batches it yields."""
+    (``normalize_batch`` with ``mean`` / ``std``, channels_last when asked), at most ``max_steps`` batches
+    (0: all); and the number of batches it yields."""
     steps = len(loader) if not max_steps else min(len(loader), max_steps)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -102,7 +110,7 @@ def device_batches(loader: DataLoader, device: torch.device, channels_last: bool
         for step, batch in enumerate(loader):
             if step >= steps:
                 break
-            yield (normalize_batch(batch['image'].to(device, non_blocking=True), memory_format=memory_format),
+            yield (normalize_batch(batch['image'].to(device, non_blocking=True), mean, std, memory_format),
                    batch['pid'].to(device, non_blocking=True))
 
     return batches(), steps

@@ -69,18 +69,30 @@ class RandomIdentitySampler(Sampler[int]):
 class EpochBatches(Sampler[Tuple[int, int]]):
     """``(index, sample seed)`` pairs of this rank's share of an epoch.
 
-    The whole epoch's order is drawn from (seed, epoch) — a P×K identity order when ``num_instances`` is
-    set, else a permutation — identically on every rank; rank r then takes batches r, r+W, r+2W, ... So the
-    ranks see disjoint batches, and an epoch's order does not depend on what ran before it (exact resume).
+    ``batch_size`` is the global batch: the images of one optimisation step over all ranks. The whole
+    epoch's order is drawn from (seed, epoch) — a P×K identity order when ``num_instances`` is set, else a
+    permutation — identically on every rank; global batch b is positions ``[b*B, (b+1)*B)`` of that order, and
+    rank r takes the r-th of its ``world_size`` equal slices (``per_rank_batch`` images). So the ranks see
+    disjoint slices, one step of W processes sees the same images as one step of a single process, and an
+    epoch's order does not depend on what ran before it (exact resume).
     Each sample also gets a seed from (seed, epoch, position in the epoch's order), from which
-    ``ImageDataset`` draws its augmentation: the batches are the same whichever worker builds them, however
-    many workers there are, and whether or not the workers lived through earlier epochs.
+    ``ImageDataset`` draws its augmentation: the batches are the same whichever worker or rank builds them,
+    however many workers there are, and whether or not the workers lived through earlier epochs.
+    A global batch that ``world_size`` does not divide is a ``ValueError`` naming both numbers.
     """
 
     def __init__(self, items: Sequence[ReIDItem], batch_size: int, num_instances: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+        if batch_size % world_size:
+            raise ValueError(f'the global batch size {batch_size} cannot be split evenly over {world_size} '
+                             f'processes; use a multiple of {world_size}.')
+        self.per_rank_batch = batch_size // world_size
+        if num_instances and self.per_rank_batch % num_instances:
+            raise ValueError(f'the per-process batch {self.per_rank_batch} (global batch {batch_size} over '
+                             f'{world_size} processes) must be a multiple of num_instances ({num_instances}), '
+                             'so that every process gets whole identities.')
         self.items, self.batch_size, self.seed = items, batch_size, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.identity = RandomIdentitySampler(items, batch_size, num_instances, seed) if num_instances else None
@@ -98,12 +110,12 @@ class EpochBatches(Sampler[Tuple[int, int]]):
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         order = self._epoch_order()
-        n_batches = len(order) // self.batch_size // self.world_size  # equal count on every rank
-        for b in range(n_batches):
-            start = (b * self.world_size + self.rank) * self.batch_size
-            for pos in range(start, start + self.batch_size):
+        per = self.per_rank_batch
+        for b in range(len(order) // self.batch_size):  # whole global batches: equal count on every rank
+            start = b * self.batch_size + self.rank * per
+            for pos in range(start, start + per):
                 yield order[pos], sample_seed(self.seed, self.epoch, pos)
 
     def __len__(self) -> int:
         n = len(self.identity) if self.identity is not None else len(self.items)
-        return n // self.batch_size // self.world_size * self.batch_size
+        return n // self.batch_size * self.per_rank_batch

@@ -11,7 +11,8 @@ output). A torchreid ``.pt`` (the file tracking libraries such as boxmot load as
 Files are named ``<architecture>_<tag>.<ext>`` by default (``.onnx``, ``.torchscript``, ``.pt``): trackers
 tell the architecture from the file name. Beside the file, ``<file>.json`` holds our contract (input /
 output names, shapes, dtype, the preprocessing, the check) and ``<file>.metadata.json`` the few facts a
-tracking library needs (:data:`TRACKER_METADATA_KEYS`).
+tracking library needs (:data:`TRACKER_METADATA_KEYS`), including the keys boxmot 25.0.0 reads from that file
+(:data:`BOXMOT_METADATA_KEYS`; its loader takes them before anything in the file or its name).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
            'OUTPUT_NAME', 'TOLERANCES', 'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS',
-           'default_export_name', 'metadata_path', 'contract_path']
+           'BOXMOT_METADATA_KEYS', 'default_export_name', 'metadata_path', 'contract_path']
 
 INPUT_NAME = 'images'
 OUTPUT_NAME = 'features'
@@ -46,9 +47,15 @@ OUTPUT_NAME = 'features'
 TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
 EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt'}
 EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
+# What boxmot 25.0.0 reads from <file>.metadata.json (boxmot.reid.core.registry): the architecture it builds for
+# a .pt, the classifier size it builds it with, its crop resize ('resize' squashes the crop to the input size
+# with cv2.resize INTER_LINEAR) and model_kwargs.img_size, the [H, W] it resizes crops to (without it, 256x128
+# for OSNet names; an ONNX graph's fixed H, W override it). A schema version other than 1, or any other key
+# in model_kwargs, makes boxmot refuse the file.
+BOXMOT_METADATA_KEYS = ('model_name', 'num_classes', 'preprocess', 'model_kwargs_schema_version', 'model_kwargs')
 TRACKER_METADATA_KEYS = ('architecture', 'tag', 'format', 'file', 'input_size', 'input_shape', 'layout',
                          'channel_order', 'pixel_scale', 'mean', 'std', 'resize', 'interpolation', 'antialias',
-                         'output_dim', 'normalized', 'dtype', 'dynamic_batch')
+                         'output_dim', 'normalized', 'dtype', 'dynamic_batch') + BOXMOT_METADATA_KEYS
 
 
 class ExportCheckError(RuntimeError):
@@ -143,8 +150,8 @@ def default_export_name(architecture: str, tag: Optional[str], fmt: str) -> str:
 
 def _check_suffix(out: Path, fmt: str) -> None:
     if fmt == 'torchscript' and out.suffix in ('.pt', '.pth'):
-        raise ValueError(f'{out}: TorchScript exports end in .torchscript; tracking libraries read a .pt / .pth '
-                         'as a state dict (use --format torchreid for that).')
+        raise ValueError(f'{out}: TorchScript exports end in .torchscript; boxmot picks its backend by the suffix '
+                         'and reads a .pt as a checkpoint of tensors (use --format torchreid for that).')
     if fmt == 'torchreid' and out.suffix != '.pt':
         raise ValueError(f'{out}: a torchreid export ends in .pt (trackers pick their PyTorch backend by it).')
     if fmt == 'onnx' and out.suffix != '.onnx':
@@ -215,8 +222,8 @@ def export_model(
     (for trackers); return the contract.
 
     ``fmt``: 'onnx' (a dynamic batch unless ``dynamic_batch=False``, then ``batch_size``), 'torchscript'
-    (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` state dict in the reference key layout with a
-    ``model_name`` entry, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out`` is
+    (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` holding ``{'state_dict': <the reference key layout>,
+    'model_name': ...}``, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out`` is
     the file, or a folder (existing, or without a file suffix) that gets :func:`default_export_name`; None
     writes that name in the working directory. ``input_size`` (C, H, W) overrides the model's
     ``pretrained_cfg`` input size (the graph's spatial size is fixed).
@@ -323,8 +330,9 @@ def _preprocessing_contract(prep: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _write_metadata(out: Path, contract: Dict[str, Any], architecture: str, tag: str, prep: Dict[str, Any],
-                    dynamic: bool) -> None:
-    """Write our contract and, beside it, the tracker metadata (flat, one fact per key)."""
+                    dynamic: bool, num_classes: Optional[int] = None) -> None:
+    """Write our contract and, beside it, the tracker metadata (flat, one fact per key; ``num_classes``: the
+    classifier size a torchreid file holds, None without one)."""
     atomic_write_json(contract_path(out), contract)
     c, h, w = prep['input_size']
     metadata = {
@@ -346,6 +354,13 @@ def _write_metadata(out: Path, contract: Dict[str, Any], architecture: str, tag:
         'normalized': contract['output']['l2_normalized'],
         'dtype': contract['input']['dtype'],
         'dynamic_batch': dynamic,
+        # boxmot's keys. num_classes None: boxmot falls back to its own guess and builds a classifier that
+        # deployment never runs (it loads without one); the ONNX and TorchScript backends build no model.
+        'model_name': architecture,
+        'num_classes': num_classes,
+        'preprocess': 'resize',
+        'model_kwargs_schema_version': 1,
+        'model_kwargs': {'img_size': [h, w]},
     }
     assert tuple(metadata) == TRACKER_METADATA_KEYS
     atomic_write_json(metadata_path(out), metadata)
@@ -373,7 +388,7 @@ def _export_torchreid(model: Union[str, nn.Module], net: nn.Module, out: Path, a
         'preprocessing': _preprocessing_contract(prep),
         'check': check,
     }
-    _write_metadata(out, contract, architecture, tag, prep, dynamic=True)
+    _write_metadata(out, contract, architecture, tag, prep, dynamic=True, num_classes=written.get('num_classes'))
     if not check['passed']:
         raise ExportCheckError(f'{out}: reloading the torchreid file did not give back the weights '
                                f"(differing: {check['tensors_differing']}).")

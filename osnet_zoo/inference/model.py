@@ -22,6 +22,17 @@ _OSNET_DEFAULT_CFG = dict(input_size=(3, 256, 128), interpolation='bilinear', me
                           std=(0.229, 0.224, 0.225), crop_pct=1.0, crop_mode='squash')
 
 
+# The re-ID input of an untagged architecture whose default tag is the ImageNet classifier (osnet_ain_x0_25 ...).
+_REID_INPUT = dict(input_size=(3, 256, 128), pool_size=(16, 8), crop_pct=1.0, crop_mode='squash')
+
+
+def _default_tag(arch: str) -> Optional[str]:
+    try:
+        return timm.models.get_pretrained_cfg(arch).tag
+    except (RuntimeError, AttributeError, KeyError):
+        return None
+
+
 def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The preprocessing contract of ``model``: input_size (C, H, W), interpolation, mean, std, crop_pct,
     crop_mode — from its timm ``pretrained_cfg`` (OSNet's re-ID defaults for a bare module), then
@@ -84,13 +95,16 @@ def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained:
         if model_args and pretrained and checkpoint_path is None:
             raise ValueError(f'architecture arguments {model_args} change {arch}: give its weights with a checkpoint, '
                              'or use random weights (pretrained=False, --no-pretrained)')
+        kwargs = dict(model_args or {})
+        if (checkpoint_path is not None or not pretrained) and '.' not in model and _default_tag(arch) == 'imagenet':
+            # the untagged name is its ImageNet classifier (224 crop); weights from elsewhere make a re-ID embedding
+            kwargs['pretrained_cfg_overlay'] = _REID_INPUT
         try:
             if checkpoint_path is not None:
-                net = timm.create_model(arch if model_args else model, pretrained=False, num_classes=0,
-                                        **(model_args or {}))
+                net = timm.create_model(arch if model_args else model, pretrained=False, num_classes=0, **kwargs)
                 load_osnet_checkpoint(net, checkpoint_path, strict=False)
             else:
-                net = timm.create_model(model, pretrained=pretrained, num_classes=0, **(model_args or {}))
+                net = timm.create_model(model, pretrained=pretrained, num_classes=0, **kwargs)
         except TypeError as e:
             raise ValueError(f'{arch} does not take the arguments {model_args}: {e}') from e
     elif isinstance(model, nn.Module):

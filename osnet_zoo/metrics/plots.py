@@ -1,5 +1,6 @@
 """Pictures of an evaluation: CMC curves, and ranked results (query + top-k, true matches framed green, each
-picture labelled with its rank, identity, camera and distance to the query)."""
+picture labelled with its rank, identity, camera and distance to the query, under a title and a legend); and
+the pieces the figures share: a title band with colour swatches, a colour bar."""
 from __future__ import annotations
 
 import os
@@ -11,12 +12,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_path
 
-__all__ = ['plot_cmc', 'ranked_results_grid', 'pick_queries', 'ranked_cell_label', 'draw_text_lines',
-           'label_font', 'save_png', 'summary_line']
+__all__ = ['plot_cmc', 'ranked_results_grid', 'ranked_legend', 'pick_queries', 'ranked_cell_label',
+           'draw_text_lines', 'label_font', 'save_png', 'summary_line', 'title_band', 'colour_bar', 'stack']
 
 GREEN, RED, GREY = (0, 170, 0), (210, 0, 0), (90, 90, 90)
 TEXT = (20, 20, 20)
 LINE_HEIGHT = 12  # pixels per label line at the 10 px font
+TITLE_SIZE, TITLE_HEIGHT = 13, 18  # the title line's font size and height
 
 
 def save_png(image: Image.Image, path: Union[str, os.PathLike]) -> Path:
@@ -45,6 +47,55 @@ def draw_text_lines(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], lines: Seque
             text = text[:-2] + '…' if len(text) > 1 else ''
         offset = max(0, (width - int(draw.textlength(text, font=font))) // 2)
         draw.text((x + offset, y + i * LINE_HEIGHT), text, fill=fill, font=font)
+
+
+def title_band(width: int, title: str, lines: Sequence[str] = (),
+               swatches: Sequence[Tuple[Tuple[int, int, int], str]] = (), pad: int = 6) -> Image.Image:
+    """A white band ``width`` px wide: ``title`` (13 px), then ``swatches`` on one line (a filled square of each
+    colour followed by its text), then ``lines`` (10 px), all left-aligned; a line too long is cut with '…'."""
+    font, big = label_font(), label_font(TITLE_SIZE)
+    height = pad + TITLE_HEIGHT + (LINE_HEIGHT if swatches else 0) + LINE_HEIGHT * len(lines) + pad // 2
+    band = Image.new('RGB', (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+
+    def fit(text: str, room: int, f) -> str:
+        while text and draw.textlength(text, font=f) > room:
+            text = text[:-2] + '…' if len(text) > 1 else ''
+        return text
+
+    draw.text((pad, pad), fit(title, width - 2 * pad, big), fill=TEXT, font=big)
+    y = pad + TITLE_HEIGHT
+    if swatches:
+        x = pad
+        for colour, text in swatches:
+            draw.rectangle([x, y + 1, x + 9, y + 10], fill=colour)
+            text = fit(text, max(0, width - pad - x - 13), font)
+            draw.text((x + 13, y), text, fill=TEXT, font=font)
+            x += 13 + int(draw.textlength(text, font=font)) + 14
+        y += LINE_HEIGHT
+    for line in lines:
+        draw.text((pad, y), fit(line, width - 2 * pad, font), fill=TEXT, font=font)
+        y += LINE_HEIGHT
+    return band
+
+
+def colour_bar(length: int, thickness: int, colormap: str = 'jet', vertical: bool = False) -> np.ndarray:
+    """The colour map as a (thickness, length, 3) uint8 bar, 0 on the left and 1 on the right (``vertical``:
+    (length, thickness, 3), 1 at the top)."""
+    from matplotlib import colormaps
+    ramp = (colormaps[colormap](np.linspace(0.0, 1.0, length))[:, :3] * 255).round().astype(np.uint8)
+    bar = np.repeat(ramp[None], thickness, axis=0)
+    return np.ascontiguousarray(bar.transpose(1, 0, 2)[::-1]) if vertical else bar
+
+
+def stack(*parts: Image.Image) -> Image.Image:
+    """The pictures one below the other, left-aligned, on white."""
+    canvas = Image.new('RGB', (max(p.width for p in parts), sum(p.height for p in parts)), (255, 255, 255))
+    y = 0
+    for part in parts:
+        canvas.paste(part, (0, y))
+        y += part.height
+    return canvas
 
 
 def _format_distance(distance: float) -> str:
@@ -101,13 +152,27 @@ def pick_queries(result: Mapping, num: int = 8, seed: int = 0) -> np.ndarray:
     return order[np.linspace(0, len(order) - 1, num).round().astype(int)]
 
 
+def ranked_legend(width: int, title: str, distance: str = 'distance', labels: bool = True) -> Image.Image:
+    """The ranked grid's title band: ``title``, the frame colours, and how to read a picture's label
+    (``distance`` names the distance, e.g. 'cosine distance')."""
+    swatches = [(GREY, 'query'), (GREEN, 'same identity (a true match)'), (RED, 'another identity')]
+    lines = ['Each row: a query, then its nearest gallery images left to right (same identity on the same camera '
+             'excluded, as the protocol does).']
+    if labels:
+        lines.append(f'Under each picture: #rank and the {distance} to the query (smaller = nearer), the identity, '
+                     'the camera.')
+    return title_band(width, title, lines, swatches)
+
+
 def ranked_results_grid(query_dist: np.ndarray, query_indices: Sequence[int], query_items: Sequence,
                         gallery_items: Sequence, path: Union[str, os.PathLike], topk: int = 10,
-                        cell: tuple = (128, 64), labels: bool = True) -> Path:
+                        cell: tuple = (128, 64), labels: bool = True, title: str = 'Ranked results',
+                        distance: str = 'distance') -> Path:
     """A PNG with one row per query: the query (grey frame), then its top-``topk`` gallery images under the
     protocol (same identity and camera removed), true matches framed green, false red. With ``labels``
     each picture has a band below it: ``query`` or the rank and distance, the identity, the camera
-    (see :func:`ranked_cell_label`).
+    (see :func:`ranked_cell_label`). Above the rows, ``title`` and a legend of the colours and labels
+    (:func:`ranked_legend`; ``distance`` names the distance in it).
 
     ``query_dist[i]`` is the distance row of query ``query_indices[i]``; items are ReIDItems
     (path, pid, camid).
@@ -146,7 +211,7 @@ def ranked_results_grid(query_dist: np.ndarray, query_indices: Sequence[int], qu
             gi = gallery_items[g]
             paste(gi, col, row, GREEN if g_pids[g] == qi.pid else RED,
                   ranked_cell_label(col, gi.pid, gi.camid, float(dist[g])))
-    return save_png(canvas, path)
+    return save_png(stack(ranked_legend(canvas.width, title, distance, labels), canvas), path)
 
 
 def summary_line(name: str, res: Dict) -> str:

@@ -42,7 +42,7 @@ from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, p
 
 __all__ = [
     'OSNet', 'OmniScaleBlock', 'LiteConv3x3', 'ChannelGate', 'StaticGate', 'BLOCK_NORMS', 'IBN_BLOCK_NORMS',
-    'AIN_BLOCK_NORMS', 'CONV_TYPES', 'AGGREGATIONS', 'GATE_TYPES', 'TABLE5_MODELS', 'checkpoint_filter_fn',
+    'AIN_BLOCK_NORMS', 'CONV_TYPES', 'AGGREGATIONS', 'GATE_TYPES', 'STEMS', 'TABLE5_MODELS', 'checkpoint_filter_fn',
     'osnet_arch', 'OSNET_ARCHS', 'pretrained_fit_problem', 'MIN_INPUT_SIZE',
 ]
 
@@ -138,6 +138,7 @@ class StaticGate(nn.Module):
 CONV_TYPES = ('lite', 'standard')
 AGGREGATIONS = ('gate', 'add', 'concat')
 GATE_TYPES = ('unified', 'per_stream', 'stream_wise', 'static')
+STEMS = ('default', 'cifar')
 
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
@@ -282,6 +283,7 @@ class OSNet(nn.Module):
             aggregation: str = 'gate',
             gate_type: str = 'unified',
             feature_dim: int = 512,
+            stem: str = 'default',
             num_classes: int = 1000,
             in_chans: int = 3,
             global_pool: str = 'avg',
@@ -303,6 +305,10 @@ class OSNet(nn.Module):
             gate_type: with aggregation 'gate': 'unified', 'per_stream', 'stream_wise' or 'static'
                 (see ``OmniScaleBlock``; ``TABLE5_MODELS`` names the ablation models).
             feature_dim: size of the re-ID embedding (the ``fc`` head).
+            stem: 'default' (7x7 stride-2 conv + 3x3 stride-2 max-pool: 1/4 resolution, Table 1) or 'cifar'
+                (3x3 stride-1 conv, no max-pool) for 32x32 inputs (CIFAR, ICCV 2019 Sec. 4.3): the stages then run
+                at 32, 16 and 8 pixels, the resolutions of the CIFAR ResNets the paper compares with, instead
+                of a 2x2 conv5 map.
             num_classes: classifier outputs; 0 returns the embedding.
             in_chans: input channels.
             global_pool: 'avg', 'max', 'avgmax', or '' (no pooling and no embedding head:
@@ -317,16 +323,23 @@ class OSNet(nn.Module):
             raise ValueError(
                 f'block_norms needs one entry per block ({sum(layers)} for layers={layers}), got {len(block_norms)}.')
         stream_depths = tuple(stream_depths) if stream_depths is not None else None
+        _check_choice('stem', stem, STEMS)
         self.arch = dict(
             channels=channels, layers=layers, block_norms=block_norms, conv1_in=conv1_in, num_streams=num_streams,
             bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, conv_type=conv_type,
-            stream_depths=stream_depths, aggregation=aggregation, gate_type=gate_type, feature_dim=feature_dim)
+            stream_depths=stream_depths, aggregation=aggregation, gate_type=gate_type, feature_dim=feature_dim,
+            stem=stem)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        self.conv1 = ConvNormAct(in_chans, channels[0], 7, stride=2, padding=3, instance_norm=conv1_in)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        if stem == 'cifar':
+            self.conv1 = ConvNormAct(in_chans, channels[0], 3, stride=1, padding=1, instance_norm=conv1_in)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = ConvNormAct(in_chans, channels[0], 7, stride=2, padding=3, instance_norm=conv1_in)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        r = 1 if stem == 'cifar' else 4  # the stride before conv2
         block_kw = dict(num_streams=num_streams, bottleneck_reduction=bottleneck_reduction,
                         gate_reduction=gate_reduction, conv_type=conv_type, stream_depths=stream_depths,
                         aggregation=aggregation, gate_type=gate_type)
@@ -348,11 +361,11 @@ class OSNet(nn.Module):
         self.num_features = channels[3]
         self.head_hidden_size = feature_dim
         self.feature_info = [
-            dict(num_chs=channels[0], reduction=2, module='conv1'),
-            dict(num_chs=channels[1], reduction=4, module='conv2'),
-            dict(num_chs=channels[2], reduction=8, module='conv3'),
-            dict(num_chs=channels[3], reduction=16, module='conv4'),
-            dict(num_chs=channels[3], reduction=16, module='conv5'),
+            dict(num_chs=channels[0], reduction=max(r // 2, 1), module='conv1'),
+            dict(num_chs=channels[1], reduction=r, module='conv2'),
+            dict(num_chs=channels[2], reduction=2 * r, module='conv3'),
+            dict(num_chs=channels[3], reduction=4 * r, module='conv4'),
+            dict(num_chs=channels[3], reduction=4 * r, module='conv5'),
         ]
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self._check_pool(global_pool)
@@ -675,7 +688,7 @@ _OSNET_DEFAULTS = {n: p.default for n, p in inspect.signature(OSNet.__init__).pa
 # OSNet arguments that change the network (not only its head size, input channels or pooling): the
 # reference weights of a tag belong to the standard architecture and fit no other setting of these.
 ARCHITECTURE_ARGS = ('channels', 'layers', 'block_norms', 'conv1_in', 'num_streams', 'bottleneck_reduction',
-                     'gate_reduction', 'conv_type', 'stream_depths', 'aggregation', 'gate_type', 'feature_dim')
+                     'gate_reduction', 'conv_type', 'stream_depths', 'aggregation', 'gate_type', 'feature_dim', 'stem')
 
 
 def _loads_own_weights(pretrained_cfg: Any, overlay: Optional[Mapping[str, Any]]) -> bool:
@@ -714,6 +727,9 @@ def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNe
             raise ValueError(f'{variant}: pretrained weights belong to its own IN placement, not to a genotype.')
         g = load_genotype(genotype)
         model_kwargs.update(block_norms=tuple(g['block_norms']), conv1_in=bool(g.get('conv1_in', True)))
+    if 'layers' in kwargs and 'block_norms' not in kwargs and set(model_kwargs['block_norms']) == {'plain'}:
+        # other stage depths (the deeper 3-8-6 OSNet of the CIFAR experiments): one placement per block
+        model_kwargs['block_norms'] = ('plain',) * sum(kwargs['layers'])
     model_kwargs.update(kwargs)
     recorded_source = None
     if pretrained:
@@ -775,10 +791,22 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     }
 
 
+# The ImageNet classifiers (the ``imagenet`` tags) were trained and are scored the ImageNet way (ICCV 2019,
+# Sec. 4.4): random 224x224 crops of 256x256 images, single 224x224 centre crop of the 256x256-resized image
+# at test. timm's 'squash' crop mode does exactly that: resize to input_size / crop_pct (aspect not kept),
+# then the centre crop.
+IMAGENET_CLASSIFIER_CFG = dict(input_size=(3, 224, 224), pool_size=(14, 14), crop_pct=0.875, crop_mode='squash',
+                               interpolation='bilinear')
+
+
 def _manifest_cfgs() -> Dict[str, Dict[str, Any]]:
     # One tag per checkpoint of osnet_zoo/weights/weights_manifest.json, the default tag of each architecture
     # first (timm makes the first tag with weights the default).
-    return pretrained_cfgs(_cfg, load_manifest(PACKAGED_MANIFEST))
+    cfgs = pretrained_cfgs(_cfg, load_manifest(PACKAGED_MANIFEST))
+    for name, cfg in cfgs.items():
+        if name.endswith('.imagenet'):
+            cfg.update(IMAGENET_CLASSIFIER_CFG)
+    return cfgs
 
 
 default_cfgs = generate_default_cfgs(_manifest_cfgs())

@@ -1,12 +1,14 @@
 """Writing OSNet weights in the reference (torchreid) key layout: the inverse of ``checkpoint_filter_fn``.
 
-Tracking libraries (boxmot and the trackers built on torchreid's ``load_pretrained_weights``) take a ``.pt``
-file holding a torchreid state dict, and tell the architecture from a ``model_name`` entry in the file or,
-failing that, from the architecture name inside the file name. :func:`torchreid_checkpoint` builds that
+Tracking libraries (boxmot, and the trackers built on torchreid's ``load_pretrained_weights``) take a ``.pt``
+file holding a torchreid checkpoint: ``{'state_dict': ..., ...}``, the shape torchreid's own ``save_checkpoint``
+writes. Both unwrap ``state_dict`` and load only what is in it, so the other entries may say what the file is
+(boxmot 25.0.0 reads ``model_name`` and ``num_classes`` there; a flat state dict with a ``model_name`` string in
+it is refused by its strict deployment loader as an unexpected key). :func:`torchreid_checkpoint` builds that
 mapping for any of the nine reference variants:
 
-* the state dict in the reference layout of the variant (the classic ``osnet_x*`` / ``osnet_ibn_x1_0``
-  layout or the ``osnet_ain_x*`` one; see ``models/osnet.py``), classifier optional;
+* ``state_dict``: the tensors in the reference layout of the variant (the classic ``osnet_x*`` /
+  ``osnet_ibn_x1_0`` layout or the ``osnet_ain_x*`` one; see ``models/osnet.py``), classifier optional;
 * ``model_name``: the architecture (e.g. ``'osnet_x0_25'``);
 * ``num_classes``: the classifier size, only when the classifier is written.
 
@@ -136,18 +138,18 @@ def torchreid_checkpoint(
         architecture: Optional[str] = None,
         classifier: bool = True,
 ) -> Dict[str, Any]:
-    """The mapping a tracker loads: the reference-layout state dict, ``model_name`` and (with a classifier)
-    ``num_classes``. ``architecture`` defaults to the variant the model's structure matches."""
+    """The mapping a tracker loads: ``state_dict`` (the reference layout), ``model_name`` and (with a
+    classifier) ``num_classes``. ``architecture`` defaults to the variant the model's structure matches."""
     if not isinstance(model, OSNet):
         raise TypeError(f'torchreid_checkpoint needs an OSNet model, got {type(model).__name__}.')
     found = reference_architecture(model)
     if architecture is not None and architecture != found:
         raise ValueError(f'The model is built as {found}, not {architecture}.')
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    checkpoint: Dict[str, Any] = to_torchreid_state_dict(sd, found, classifier)
-    checkpoint['model_name'] = found
-    if classifier and 'classifier.weight' in checkpoint:
-        checkpoint['num_classes'] = int(checkpoint['classifier.weight'].shape[0])
+    state_dict = to_torchreid_state_dict(sd, found, classifier)
+    checkpoint: Dict[str, Any] = {'state_dict': state_dict, 'model_name': found}
+    if classifier and 'classifier.weight' in state_dict:
+        checkpoint['num_classes'] = int(state_dict['classifier.weight'].shape[0])
     return checkpoint
 
 
@@ -159,7 +161,7 @@ def save_torchreid_checkpoint(
 ) -> Dict[str, Any]:
     """Write :func:`torchreid_checkpoint` to ``path`` (a ``.pt`` file, atomically); return it.
 
-    The file is a plain mapping of tensors, strings and ints: ``torch.load(weights_only=True)`` reads it.
+    The file holds only tensors, strings and ints: ``torch.load(weights_only=True)`` reads it.
     """
     if not str(path).endswith('.pt'):
         raise ValueError(f'{path}: a torchreid checkpoint for trackers ends in .pt (boxmot picks its PyTorch '

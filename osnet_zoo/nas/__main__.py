@@ -1,14 +1,16 @@
 """`python -m osnet_zoo.nas`: search where instance norm goes in OSNet (the OSNet-AIN search).
 
 Each of the six omni-scale blocks picks one of four placements (plain, IN on the last 1x1 conv, IN after
-the residual add, both); 4^6 = 4,096 architectures. A supernet shares the weights between the four
-candidates; a Gumbel-softmax over per-block parameters pi mixes them, and pi is trained with the weights.
-The argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet.
-Examples::
+the residual add, both); 4^6 = 4,096 architectures. A supernet holds four separate blocks per position,
+mixed by eq. (8) of the paper (Gumbel-softmax over non-negative weights pi), trained jointly with pi. The
+argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet. With
+several seeds, `select` trains each seed's child with the cross-domain recipe and keeps the best on the
+targets. Examples::
 
     python -m osnet_zoo.nas                                # small search on synthetic data, CPU, minutes
     python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last
-    python -m osnet_zoo.nas search --preset paper --seeds 1 2 3 4 --targets market1501 ...   # keep the best
+    python -m osnet_zoo.nas search --preset quick --seeds 1 2 3 4 --output runs/nas4   # then:
+    python -m osnet_zoo.nas select --output runs/nas4 --epochs 10
     torchrun --nproc_per_node 4 -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda
     python -m osnet_zoo.nas proof --device cuda --output runs/nas_proof    # mini Table 7 on synthetic data
 
@@ -31,16 +33,20 @@ from osnet_zoo import distributed as du
 
 from .proof import run_proof
 from .search import PAPER_CONFIG, QUICK_CONFIG, Engine, StoppedEarly, resolve_config, search
+from .select import select
 from .supernet import SEARCH_MODES
 
 
 # the module docstring's command lines of each subcommand: its --help examples
 _EXAMPLE_LINES = [line for line in __doc__.splitlines() if line.startswith(('    python', '    torch'))]
-SEARCH_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' not in line)
+SEARCH_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES
+                                            if ' proof ' not in line and ' select ' not in line)
+SELECT_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES
+                                            if ' select ' in line or ' --seeds ' in line)
 PROOF_EXAMPLES = ('examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' in line)
                   + '\n    # a smoke run on the CPU in a minute\n    python -m osnet_zoo.nas proof --device cpu '
                     '--train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
-                    '--model-width 0.25 --height 64 --width 32 --batch-size 8 --output runs/nas_proof_smoke')
+                    '--model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 --output runs/nas_proof_smoke')
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -58,18 +64,19 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m osnet_zoo.nas {search,proof}``."""
+    """The parser of ``python -m osnet_zoo.nas {search,select,proof}``."""
     p = argparse.ArgumentParser(prog='python -m osnet_zoo.nas', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest='command', metavar='{search,proof}')
+    sub = p.add_subparsers(dest='command', metavar='{search,select,proof}')
     s = sub.add_parser('search', help='search the IN placement (the default command)',
                        formatter_class=cli.HelpFormatter, epilog=SEARCH_EXAMPLES,
                        description='Search the IN placement. --preset quick (default): synthetic data, width 0.25, '
                                    '128x64, batch 32, SGD lr 0.05, 6 epochs, temperature halved every epoch, '
-                                   'validated on synthetic_b; CPU-sized. --preset paper: MSMT17 (all splits), '
-                                   'width 1.0, 256x128, SGD lr 0.1, wd 5e-4, batch 512, cosine, 120 epochs, '
-                                   'temperature 10 halved every 20 epochs (floor 1), flip + colour jitter. Any '
+                                   'one seed; CPU-sized. --preset paper: MSMT17 (all splits), '
+                                   'width 1.0, 256x128, SGD lr 0.1, wd 5e-4, global batch 512, cosine, 120 epochs, '
+                                   'temperature 10 halved every 20 epochs (floor 1), flip + colour jitter, seeds '
+                                   '1 2 3 4, then the selection (see `select`) on market1501 and dukemtmcreid. Any '
                                    'option below overrides the preset.')
     s.add_argument('--preset', choices=['quick', 'paper'], default='quick', help='the settings to start from')
     cli.add_output(s, 'runs/nas', 'output folder (genotype.json, probabilities.png, seeds.json)')
@@ -79,7 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--combineall', action=argparse.BooleanOptionalAction, default=None,
                    help='train on all splits of the sources')
     g.add_argument('--targets', nargs='+',
-                   help='validation domains for choosing among seeds (cross-domain); "none" for no validation')
+                   help='cross-domain datasets on which the selection compares the seeds\' children')
     g.add_argument('--synthetic-ids', type=int, nargs=2, metavar=('TRAIN', 'TEST'),
                    help='identities of generated synthetic sets (default 100 50); a root holds one size')
     g.add_argument('--height', type=int)
@@ -88,10 +95,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = s.add_argument_group('search (default: the preset)')
     g.add_argument('--model-width', type=float, help='OSNet width multiplier beta')
     g.add_argument('--mode', choices=SEARCH_MODES,
-                   help="'all': every candidate computed and mixed (faithful); 'sampled': only the drawn one "
-                        '(memory-light)')
+                   help="'all': every candidate computed and mixed (eq. 5 and 8); 'sampled': only the drawn one, "
+                        'straight-through (a memory option, not the paper\'s)')
     g.add_argument('--samples', type=int, help='Monte-Carlo draws of the architecture per step (S)')
-    g.add_argument('--seeds', type=int, nargs='+', help='one search per seed; the best by validation is kept')
+    g.add_argument('--seeds', type=int, nargs='+', help='one search per seed (then `select` chooses among them)')
+    g.add_argument('--select', action=argparse.BooleanOptionalAction, default=None,
+                   help='after the search, run `select` on its output (the paper preset does)')
     g.add_argument('--tau-initial', type=float, help='initial Gumbel-softmax temperature')
     g.add_argument('--tau-halve-every', type=int, help='halve the temperature every N epochs')
     g.add_argument('--tau-floor', type=float, help='lowest temperature')
@@ -99,7 +108,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='BN instead of the fixed IN in conv1')
     g = s.add_argument_group('optimisation (default: the preset)')
     g.add_argument('--epochs', type=int)
-    cli.add_batch_size(g, None, help='images per batch and process')
+    cli.add_batch_size(g, None, help='images per optimisation step over all processes (the global batch; split '
+                       'evenly across torchrun processes)')
     g.add_argument('--optim', choices=['sgd', 'adam', 'adamw'])
     g.add_argument('--lr', type=float)
     g.add_argument('--momentum', type=float)
@@ -111,10 +121,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(s)
 
+    se = sub.add_parser('select', formatter_class=cli.HelpFormatter, epilog=SELECT_EXAMPLES,
+                        help='train each seed\'s child cross-domain and keep the best',
+                        description='Read the search in --output (config.json, seed_<k>/genotype.json), train each '
+                                    'seed\'s child from scratch on the search\'s sources with the cross-domain recipe '
+                                    '(--recipe; default: the search\'s, cross_domain_msmt17 for the paper preset, '
+                                    'synthetic for quick), test it on --targets, keep the best mean mAP. Writes '
+                                    'selection.json, selection.md (the table of the seeds) and genotype.json.')
+    cli.add_output(se, 'runs/nas', 'the search folder; the selection is written into it')
+    se.add_argument('--root', help="datasets root (default: the search's, from its config.json)")
+    se.add_argument('--recipe', help='training recipe of the children (name or YAML path)')
+    se.add_argument('--targets', nargs='+', help='cross-domain test datasets (default: the search\'s)')
+    se.add_argument('--epochs', type=int, help='training epochs of each child (default: the recipe\'s)')
+    cli.add_batch_size(se, None, help='global batch of the children\'s training (default: the recipe\'s)')
+    se.add_argument('--lr', type=float, help='learning rate (default: the recipe\'s)')
+    se.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
+    _engine_args(se)
+
     pr = sub.add_parser('proof', formatter_class=cli.HelpFormatter, epilog=PROOF_EXAMPLES,
                         help='mini Table 7: search on synthetic domain A, train 4 models, test on domain B',
-                        description='Mini Table 7 on synthetic data: search on domain A; train the searched child, '
-                                    'OSNet, OSNet-IBN and the published OSNet-AIN placement with the same budget; '
+                        description='Mini Table 7 on synthetic data: search on domain A once per seed; train each '
+                                    'seed\'s child and keep the best on B (the selection); train OSNet, OSNet-IBN and '
+                                    'the published OSNet-AIN placement with the same budget; '
                                     'evaluate on domain B (other camera styles). Writes OUT/proof.json and '
                                     'OUT/proof.md. The defaults are sized to finish within 8 minutes on one H100 '
                                     '(an estimate; --stop-after-epoch and --resume split a run).')
@@ -128,9 +156,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     pr.add_argument('--model-width', type=float, default=1.0, help='OSNet width multiplier beta')
     pr.add_argument('--height', type=int, default=128, help='image height')
     pr.add_argument('--width', type=int, default=64, help='image width')
-    pr.add_argument('--seeds', type=int, nargs='+', default=[1],
-                    help='several seeds: the one with the best validation on domain B is kept (then B is not unseen '
-                         'by the selection: one seed keeps the test clean)')
+    pr.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4],
+                    help='one search per seed; with several, the child with the best mAP on domain B after training '
+                         'is kept, as in the paper (B is then not unseen by the selection: one seed keeps it clean)')
     pr.add_argument('--mode', choices=SEARCH_MODES, default='all', help="the search's mode (see search --help)")
     pr.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap iterations per epoch (smoke tests)')
     _engine_args(pr)
@@ -149,7 +177,7 @@ def _engine(args: argparse.Namespace) -> Engine:
 def main(argv: Optional[List[str]] = None) -> None:
     """Run ``python -m osnet_zoo.nas``; options without a subcommand mean ``search``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ('search', 'proof', '-h', '--help'):
+    if not argv or argv[0] not in ('search', 'select', 'proof', '-h', '--help'):
         argv = ['search'] + argv  # `python -m osnet_zoo.nas [options]` means a search
     args = get_args_parser().parse_args(argv)
     engine = _engine(args)
@@ -169,6 +197,15 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
                   lr=args.lr, model_width=args.model_width, height=args.height, width=args.width,
                   seeds=args.seeds, mode=args.mode, max_steps_per_epoch=args.max_steps_per_epoch)
         return
+    if args.command == 'select':
+        result = select(Path(args.output), engine, recipe=args.recipe, root=args.root, targets=args.targets,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        max_steps_per_epoch=args.max_steps_per_epoch)
+        if du.is_main_process():
+            print(Path(args.output, 'selection.md').read_text(), end='')
+            print(f"kept seed {result['kept_seed']}: {' / '.join(result['block_norms'])}; wrote {args.output}/"
+                  'genotype.json, selection.json, selection.md')
+        return
     base = PAPER_CONFIG if args.preset == 'paper' else QUICK_CONFIG
     keys = [k for k in base if hasattr(args, k)]
     overrides = {k: getattr(args, k) for k in keys}
@@ -177,10 +214,19 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
     if args.synthetic_ids:
         overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
     cfg = resolve_config(base, **overrides)
-    genotype = search(cfg, Path(args.output), engine)
+    found = search(cfg, Path(args.output), engine)
     if du.is_main_process():
-        print(f"genotype: {' / '.join(genotype['block_norms'])} (seed {genotype['seed']})")
-        print(f'wrote {args.output}/genotype.json, {args.output}/probabilities.png, {args.output}/seeds.json')
+        for g in found:
+            print(f"seed {g['seed']}: {' / '.join(g['block_norms'])}")
+    if cfg['select']:
+        result = select(Path(args.output), engine)
+        if du.is_main_process():
+            print(Path(args.output, 'selection.md').read_text(), end='')
+            print(f"kept seed {result['kept_seed']}; wrote {args.output}/genotype.json, selection.md")
+    elif du.is_main_process():
+        print(f'wrote {args.output}/genotype.json, {args.output}/probabilities.png' if len(found) == 1 else
+              f'wrote {args.output}/seed_*/genotype.json; choose among them with '
+              f'`python -m osnet_zoo.nas select --output {args.output}`')
 
 
 if __name__ == '__main__':

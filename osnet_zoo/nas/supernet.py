@@ -1,24 +1,30 @@
-"""The search space of the OSNet-AIN paper (section 3.3) as a weight-sharing supernet.
+"""The search space of the OSNet-AIN paper (section 3.3, Fig. 5) as a supernet of separate candidate blocks.
 
-Each of the six omni-scale blocks (conv2 x2, conv3 x2, conv4 x2) is a :class:`SearchBlock`: one set of
-convolution weights and four candidates that differ only in where instance norm sits,
+Each of the six omni-scale positions (conv2 x2, conv3 x2, conv4 x2) is a :class:`SearchBlock` holding four
+complete :class:`OmniScaleBlock` s, one per IN placement, each with its own parameters (no convolution,
+norm or gate is shared between candidates):
 
     ``plain``      conv3 output -> BN,  residual add, ReLU
     ``in_in``      conv3 output -> IN,  residual add, ReLU
     ``in_out``     conv3 output -> BN,  residual add, IN, ReLU
     ``in_in_out``  conv3 output -> IN,  residual add, IN, ReLU
 
-(``osnet_zoo.models.osnet.BLOCK_NORMS``). The candidates share the IN modules too: the IN on the conv3
-output is the same module in ``in_in`` and ``in_in_out``, the output IN the same in ``in_out`` and
-``in_in_out``. So a candidate's parameters have exactly the names and shapes of the corresponding plain
-``OmniScaleBlock`` (``conv3.bn`` BN or IN, ``norm_out``), which is what makes the derived child loadable.
+(``osnet_zoo.models.osnet.BLOCK_NORMS``). A position's output is eq. (5), ``y = sum_w alpha_w * w(x)``, with
+``alpha`` drawn every step by eq. (8):
 
-A block's output is ``sum_k alpha_k * candidate_k(x)``; ``alpha`` is drawn per step from a Gumbel-softmax
-over the position's architecture parameters ``pi`` (eq. 7-8). Two modes:
+    ``alpha = softmax((log pi + z) / lambda)``,  ``z ~ Gumbel(0, 1)``,
 
-* ``'all'`` (faithful): every candidate is computed and mixed with the soft ``alpha``.
-* ``'sampled'`` (memory-light): one candidate is drawn (hard Gumbel-softmax) and only it is computed;
-  its output is scaled by the straight-through one-hot value, so ``pi`` still gets a gradient.
+where ``pi`` are non-negative weights, ``pi = relu(w)`` with ``w`` a learnable (6, 4) tensor initialised to
+ones (so ``log pi`` is ``log(relu(w) + EPS)``, finite where relu clips a weight to zero). The derived child
+takes, per position, the candidate with the largest weight, and inherits that candidate's weights as they are
+(:func:`child_state_dict`).
+
+Two modes:
+
+* ``'all'``: every candidate is computed and mixed with the soft ``alpha`` (eq. 5 and 8, as in the paper).
+* ``'sampled'``: a memory option, not the paper's: one candidate per position is drawn (the argmax of the same
+  eq. (8) sample) and only it is computed; its output is scaled by the straight-through one-hot value, so
+  ``w`` still gets a gradient (through the soft sample), as in hard Gumbel-softmax.
 """
 from __future__ import annotations
 
@@ -30,12 +36,12 @@ import torch.nn.functional as F
 
 from osnet_zoo.models.osnet import BLOCK_NORMS, OmniScaleBlock, OSNet, osnet_arch
 
-__all__ = ['CANDIDATES', 'SEARCH_MODES', 'SearchBlock', 'SuperNet', 'temperature_at', 'sample_alphas']
+__all__ = ['CANDIDATES', 'SEARCH_MODES', 'EPS', 'SearchBlock', 'SuperNet', 'temperature_at', 'gumbel_noise',
+           'eq8_alphas', 'sample_alphas', 'child_state_dict']
 
 CANDIDATES = BLOCK_NORMS  # ('plain', 'in_in', 'in_out', 'in_in_out')
 SEARCH_MODES = ('all', 'sampled')
-_IN_IN = (False, True, False, True)  # candidate k normalises the conv3 output with IN
-_IN_OUT = (False, False, True, True)  # candidate k applies IN after the residual add
+EPS = 1e-12  # log(pi + EPS): a weight clipped to zero by relu gives a very small, finite log-probability
 
 
 def temperature_at(epoch: int, initial: float = 10.0, halve_every: int = 20, floor: float = 1.0) -> float:
@@ -46,77 +52,79 @@ def temperature_at(epoch: int, initial: float = 10.0, halve_every: int = 20, flo
     return max(floor, initial * 0.5 ** (epoch // halve_every))
 
 
-def sample_alphas(pi: torch.Tensor, temperature: float, hard: bool = False) -> torch.Tensor:
-    """One Gumbel-softmax draw of the mixing weights, one row per position (same shape as ``pi``).
+def gumbel_noise(shape: Sequence[int], device: Optional[torch.device] = None) -> torch.Tensor:
+    """``z = -log(-log(u))``, ``u ~ Uniform(0, 1)`` (section 3.3), float32, from torch's global generator."""
+    u = torch.rand(tuple(shape), device=device).clamp_min(torch.finfo(torch.float32).tiny)  # rand may give 0
+    return -torch.log(-torch.log(u))
 
-    ``hard`` gives one-hot rows whose gradient is that of the soft sample (straight-through).
+
+def log_pi(weights: torch.Tensor) -> torch.Tensor:
+    """``log pi`` of eq. (8) from the learnable weights: ``pi = relu(weights)`` is non-negative."""
+    return torch.log(F.relu(weights.float()) + EPS)
+
+
+def eq8_alphas(weights: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. (8) for a given Gumbel draw ``z``: ``softmax((log pi + z) / temperature)`` over the last dim."""
+    return ((log_pi(weights) + z.float()) / temperature).softmax(-1)
+
+
+def sample_alphas(weights: torch.Tensor, temperature: float, hard: bool = False,
+                  z: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One draw of the mixing weights by eq. (8), one row per position (same shape as ``weights``).
+
+    ``z`` is the Gumbel noise (drawn when not given). ``hard`` gives one-hot rows (the argmax of the soft
+    sample) whose gradient is that of the soft sample (straight-through).
     """
-    return F.gumbel_softmax(pi.float(), tau=temperature, hard=hard, dim=-1)
+    if z is None:
+        z = gumbel_noise(weights.shape, weights.device)
+    soft = eq8_alphas(weights, z, temperature)
+    if not hard:
+        return soft
+    one_hot = F.one_hot(soft.detach().argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return one_hot - soft.detach() + soft
 
 
 class SearchBlock(nn.Module):
-    """An omni-scale block whose IN placement is one of four candidates mixed by ``alpha``.
+    """One searchable position: four separate :class:`OmniScaleBlock` s (``candidates[k]`` has the IN
+    placement ``CANDIDATES[k]``), mixed by ``alpha``.
 
-    Built from a plain :class:`OmniScaleBlock`, whose modules it keeps under the same names (``conv1``,
-    ``streams``, ``gate``, ``conv3``, ``downsample``); it adds ``in_in`` (IN on the conv3 output) and
-    ``norm_out`` (IN after the residual add).
+    ``block_kwargs`` are those of ``OmniScaleBlock`` (streams, reductions, ablation design), the same for
+    every candidate.
     """
 
-    def __init__(self, block: OmniScaleBlock):
+    def __init__(self, in_chs: int, out_chs: int, **block_kwargs: Any):
         super().__init__()
-        if block.norm != 'plain':
-            raise ValueError(f'SearchBlock wraps a plain OmniScaleBlock, got norm={block.norm!r}.')
-        out_chs = block.conv3.conv.out_channels
-        self.conv1, self.streams, self.gate = block.conv1, block.streams, block.gate
-        self.conv3, self.downsample, self.act = block.conv3, block.downsample, block.act
-        self.in_in = nn.InstanceNorm2d(out_chs, affine=True)
-        self.norm_out = nn.InstanceNorm2d(out_chs, affine=True)
+        self.candidates = nn.ModuleList(
+            [OmniScaleBlock(in_chs, out_chs, norm=c, **block_kwargs) for c in CANDIDATES])
         self.mode = 'all'
         self.alpha: Optional[torch.Tensor] = None  # (4,) weights for the next forward, set by SuperNet
 
-    def _trunk(self, x: torch.Tensor):
-        shortcut = self.downsample(x)
-        x = self.conv1(x)
-        y = None
-        for stream in self.streams:
-            g = self.gate(stream(x))
-            y = g if y is None else y + g
-        return self.conv3.conv(y), shortcut
-
-    def candidate(self, k: int, z: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """Candidate ``k``'s output from the conv3 output ``z`` (before its norm) and the shortcut."""
-        y = (self.in_in(z) if _IN_IN[k] else self.conv3.bn(z)) + shortcut
-        return self.act(self.norm_out(y) if _IN_OUT[k] else y)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chs, H, W) -> (B, out_chs, H, W): the candidates mixed by ``alpha`` (in the
-        ``'sampled'`` mode only the drawn one is computed)."""
+        """(B, in_chs, H, W) -> (B, out_chs, H, W): eq. (5) with ``alpha``. In the ``'sampled'`` mode, or
+        when ``alpha`` is an exact one-hot without a gradient (the derived child at evaluation), only the chosen
+        candidate is computed."""
         alpha = self.alpha
         if alpha is None:
             raise RuntimeError('SearchBlock.alpha is unset: run the block through SuperNet, which draws it.')
-        z, shortcut = self._trunk(x)
-        alpha = alpha.to(z.dtype)
-        if self.mode == 'sampled':
+        if self.mode == 'sampled' or (not alpha.requires_grad and int((alpha != 0).sum()) == 1):
             k = int(alpha.detach().argmax())
-            # alpha[k] is 1 in value; its straight-through gradient reaches every pi of the position
-            return alpha[k] * self.candidate(k, z, shortcut)
-        # faithful mode: BN / IN of z and the two sums are shared between candidates
-        bn_z, in_z = self.conv3.bn(z), self.in_in(z)
-        pre = (bn_z + shortcut, in_z + shortcut)
+            # alpha[k] is 1 in value; its straight-through gradient reaches every weight of the position
+            return alpha[k].to(x.dtype) * self.candidates[k](x)
         out = 0
-        for k in range(len(CANDIDATES)):
-            y = pre[int(_IN_IN[k])]
-            out = out + alpha[k] * F.relu(self.norm_out(y) if _IN_OUT[k] else y)
+        for k, block in enumerate(self.candidates):
+            out = out + alpha[k].to(x.dtype) * block(x)
         return out
 
 
 class SuperNet(nn.Module):
-    """OSNet whose six blocks are :class:`SearchBlock` s, with architecture parameters ``pi`` (6 x 4).
+    """OSNet whose six blocks are :class:`SearchBlock` s, with the architecture weights ``arch_weights``
+    (``w``, 6 x 4, initialised to ones; ``pi = relu(w)``).
 
-    In training mode every forward draws ``alpha`` by Gumbel-softmax at ``temperature`` (``hard`` in the
-    ``'sampled'`` mode); in eval mode each position uses its argmax candidate (the derived child), unless
-    ``fixed_alphas`` is set, which is then used in both modes. ``forward_features`` / ``forward_head`` /
-    ``get_classifier`` follow ``OSNet``, so the training and evaluation helpers take it as they are.
+    In training mode every forward draws ``alpha`` by eq. (8) at ``temperature`` (one-hot straight-through in
+    the ``'sampled'`` mode); in eval mode each position uses its argmax candidate (the derived child), unless
+    ``fixed_alphas`` is set, which is then used in both modes. The last draw is kept in ``last_alphas``.
+    ``forward_features`` / ``forward_head`` / ``get_classifier`` follow ``OSNet``, so the training and
+    evaluation helpers take it as they are.
     """
 
     def __init__(self, width: float = 1.0, num_classes: int = 1000, conv1_in: bool = True, mode: str = 'all',
@@ -126,18 +134,23 @@ class SuperNet(nn.Module):
             raise ValueError(f'Unknown search mode {mode!r}; expected one of {SEARCH_MODES}.')
         arch = osnet_arch(width, 'osnet', conv1_in=conv1_in, **osnet_kwargs)
         self.net = OSNet(num_classes=num_classes, **arch)
+        a = self.net.arch
+        block_kw = {k: a[k] for k in ('num_streams', 'bottleneck_reduction', 'gate_reduction', 'conv_type',
+                                      'stream_depths', 'aggregation', 'gate_type')}
         self.positions: List[str] = []
-        self.blocks = []  # plain list: the modules are registered inside self.net
-        for stage in ('conv2', 'conv3', 'conv4'):
+        self.blocks: List[SearchBlock] = []  # plain list: the modules are registered inside self.net
+        for s, stage in enumerate(('conv2', 'conv3', 'conv4')):
             seq = getattr(self.net, stage)
             for i in range(len(seq)):
-                seq[i] = SearchBlock(seq[i])
+                in_chs = a['channels'][s] if i == 0 else a['channels'][s + 1]
+                seq[i] = SearchBlock(in_chs, a['channels'][s + 1], **block_kw)
                 self.blocks.append(seq[i])
                 self.positions.append(f'{stage}.{i}')
-        self.net._init_weights()  # the added IN modules get the same initialisation as the rest
-        self.pi = nn.Parameter(torch.zeros(len(self.blocks), len(CANDIDATES)))
+        self.net._init_weights()  # every candidate gets OSNet's initialisation, each its own random draw
+        self.arch_weights = nn.Parameter(torch.ones(len(self.blocks), len(CANDIDATES)))
         self.temperature = 10.0
         self.fixed_alphas: Optional[torch.Tensor] = None
+        self.last_alphas: Optional[torch.Tensor] = None
         self.set_mode(mode)
 
     @property
@@ -154,28 +167,41 @@ class SuperNet(nn.Module):
             b.mode = mode
 
     def weight_parameters(self) -> List[nn.Parameter]:
-        """Network weights (everything but ``pi``)."""
+        """Network weights (everything but the architecture weights)."""
         return list(self.net.parameters())
 
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """The architecture weights ``w`` (``pi = relu(w)``)."""
+        return [self.arch_weights]
+
+    @property
+    def pi(self) -> torch.Tensor:
+        """The paper's non-negative architecture weights ``pi = relu(w)``, (6, 4), detached."""
+        return F.relu(self.arch_weights.detach().float())
+
     def probabilities(self) -> torch.Tensor:
-        """softmax(pi) per position, (6, 4)."""
-        return self.pi.detach().float().softmax(-1)
+        """The categorical distribution that eq. (8) relaxes, ``pi / sum(pi)`` per position (6, 4): the
+        probability that a position's Gumbel draw picks each candidate as the temperature goes to 0."""
+        return log_pi(self.arch_weights.detach()).softmax(-1)
 
     def choices(self) -> List[str]:
-        """The derived child: argmax pi per position, as block-norm names."""
-        return [CANDIDATES[int(k)] for k in self.pi.detach().argmax(-1)]
+        """The derived child (section 3.3, "Search Outcome"): the candidate with the largest weight per
+        position, as block-norm names (the argmax of ``w``, which is that of ``pi`` unless relu clips a
+        whole row to zero, where ``w`` still breaks the tie)."""
+        return [CANDIDATES[int(k)] for k in self.arch_weights.detach().argmax(-1)]
 
     def _draw(self) -> torch.Tensor:
         if self.fixed_alphas is not None:
-            return self.fixed_alphas.to(self.pi.device)
+            return self.fixed_alphas.to(self.arch_weights.device)
         if not self.training:
-            return F.one_hot(self.pi.detach().argmax(-1), len(CANDIDATES)).float()
-        return sample_alphas(self.pi, self.temperature, hard=self._mode == 'sampled')
+            return F.one_hot(self.arch_weights.detach().argmax(-1), len(CANDIDATES)).float()
+        return sample_alphas(self.arch_weights, self.temperature, hard=self._mode == 'sampled')
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Draw ``alpha`` for every block, then images (B, 3, H, W) -> the conv5 map
         (B, C, H/16, W/16)."""
         alphas = self._draw()
+        self.last_alphas = alphas.detach()
         for b, a in zip(self.blocks, alphas):
             b.alpha = a
         return self.net.forward_features(x)
@@ -194,26 +220,20 @@ class SuperNet(nn.Module):
 
 
 def child_state_dict(supernet: SuperNet, choices: Sequence[str]) -> Dict[str, torch.Tensor]:
-    """The supernet's weights renamed for the plain ``OSNet`` with ``block_norms=choices`` (inherit weights):
-    a block choosing ``in_in`` takes ``in_in`` as its ``conv3.bn``; ``norm_out`` exists only where chosen."""
+    """The supernet's weights for the plain ``OSNet`` with ``block_norms=choices``: each position's chosen
+    candidate, renamed from ``<position>.candidates.<k>.`` to ``<position>.``, its tensors as they are; the
+    other candidates are dropped. Everything outside the positions is copied unchanged."""
+    if len(choices) != len(supernet.positions) or any(c not in CANDIDATES for c in choices):
+        raise ValueError(f'choices must name one of {CANDIDATES} for each of the {len(supernet.positions)} '
+                         f'positions, got {list(choices)}.')
+    keep = {f'{p}.candidates.{CANDIDATES.index(c)}.': f'{p}.' for p, c in zip(supernet.positions, choices)}
+    positions = tuple(f'{p}.candidates.' for p in supernet.positions)
     out: Dict[str, torch.Tensor] = {}
-    prefixes = {f'{p}.': c for p, c in zip(supernet.positions, choices)}
     for key, value in supernet.net.state_dict().items():
-        block = next((p for p in prefixes if key.startswith(p)), None)
-        if block is None:
+        if not key.startswith(positions):
             out[key] = value
             continue
-        choice, rest = prefixes[block], key[len(block):]
-        uses_in_in, uses_out = choice in ('in_in', 'in_in_out'), choice in ('in_out', 'in_in_out')
-        if rest.startswith('in_in.'):
-            if uses_in_in:
-                out[block + 'conv3.bn.' + rest[len('in_in.'):]] = value
-        elif rest.startswith('conv3.bn.'):
-            if not uses_in_in:
-                out[key] = value
-        elif rest.startswith('norm_out.'):
-            if uses_out:
-                out[key] = value
-        else:
-            out[key] = value
+        prefix = next((k for k in keep if key.startswith(k)), None)
+        if prefix is not None:
+            out[keep[prefix] + key[len(prefix):]] = value
     return out

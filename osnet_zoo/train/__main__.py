@@ -7,6 +7,10 @@ and prints Rank-1 / mAP. The papers' recipes ship with the package::
     python -m osnet_zoo.train --recipe imagenet_finetune --root ~/datasets --sources market1501
     python -m osnet_zoo.train --recipe cross_domain_msmt17 --root ~/datasets --device cuda --precision bf16
     python -m osnet_zoo.train --recipe mix4 --root ~/datasets --device cuda --output runs/mix4
+    python -m osnet_zoo.train --recipe attributes_pa100k --root ~/datasets --device cuda --output runs/pa100k
+    python -m osnet_zoo.train --recipe cifar10 --root ~/datasets --device cuda \
+        --model-args layers=[3,8,6] stem=cifar num_streams=1 aggregation=add
+    python -m osnet_zoo.train --model resnet50 --pretrained none --sources market1501 --root ~/datasets
     python -m osnet_zoo.train --recipe small_finetune --sources viper --targets viper --split-id 3 \
         --init-checkpoint runs/mix4 --root ~/datasets --output runs/viper/split_03
     torchrun --nproc_per_node 8 -m osnet_zoo.train --recipe scratch --root ~/datasets --device cuda
@@ -31,18 +35,19 @@ from tqdm import tqdm
 
 from osnet_zoo import cli
 from osnet_zoo import distributed as du
-from osnet_zoo.data import IMAGENET_MEAN, IMAGENET_STD, build_train_loader, device_batches, load_datasets
-from osnet_zoo.data.datasets import DATASETS, PROTOCOLS
+from osnet_zoo.data import build_train_loader, device_batches, load_datasets
+from osnet_zoo.data.datasets import DATASETS, LABELLED_DATASETS, PROTOCOLS
 from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits, results_document
 from osnet_zoo.models.embedding import Embedder
 from osnet_zoo.train.checkpoint import (RunFolder, load_training_state, rng_state, seed_everything, set_rng_state,
                                        training_labels_digest)
 from osnet_zoo.train.curves import plot_curves
-from osnet_zoo.train.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss
+from osnet_zoo.train.final import save_model_folder
+from osnet_zoo.train.labelled import is_labelled_run, train_labelled
+from osnet_zoo.train.losses import CrossEntropyLabelSmooth, HardTripletLoss, mutual_learning_loss, prediction_entropy
 from osnet_zoo.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from osnet_zoo.train.recipes import TrainConfig, list_recipes, resolve_config, resume_config
-from osnet_zoo.files import atomic_save_safetensors, atomic_write_json
-from osnet_zoo.weights.convert import convert_checkpoint
+from osnet_zoo.files import atomic_write_json
 from osnet_zoo.weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,11 +68,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--width', type=int, help='input width')
     g.add_argument('--transforms', nargs='+', help='random_flip random_crop random_patch color_jitter random_erase')
     g.add_argument('--split-id', type=int, help=f'split of the multi-split benchmarks {sorted(PROTOCOLS)} (0..9)')
+    g.add_argument('--mean', type=float, nargs=3, metavar=('R', 'G', 'B'),
+                   help="pixel mean (0..1; default ImageNet's; python -m osnet_zoo.data stats computes a dataset's)")
+    g.add_argument('--std', type=float, nargs=3, metavar=('R', 'G', 'B'), help="pixel std (default ImageNet's)")
     g.add_argument('--dataset-option', dest='dataset_options', nargs='+', metavar='KEY=VALUE',
                    help="other options of those readers, e.g. VIPeR's direction=b2a (cam_b queries)")
     cli.add_workers(g)
     g = p.add_argument_group('model')
-    cli.add_model(g, default=None, help='timm model name, e.g. osnet_x1_0, osnet_ain_x1_0 (default: the recipe\'s)')
+    cli.add_model(g, default=None, help='timm model name, e.g. osnet_x1_0, osnet_ain_x1_0, or any timm backbone '
+                                        '(resnet50, mobilenetv2_100: its pooled features; default: the recipe\'s)')
     g.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     g.add_argument('--pretrained', help="pretrained tag to start from (e.g. 'imagenet'); 'none' for random")
     g.add_argument('--init-checkpoint', metavar='PATH',
@@ -78,7 +87,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='extra timm.create_model arguments, e.g. num_streams=1 (the T = 1 baseline)')
     g = p.add_argument_group('optimisation (default: the recipe\'s)')
     g.add_argument('--epochs', type=int)
-    cli.add_batch_size(g, None, help='images per batch and process')
+    cli.add_batch_size(g, None, help='images per optimisation step over all processes (the global batch; split '
+                       'evenly across torchrun processes)')
     g.add_argument('--optim', choices=OPTIMIZERS)
     g.add_argument('--lr', type=float)
     g.add_argument('--weight-decay', type=float)
@@ -87,6 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--gamma', type=float, help='multistep decay factor')
     g.add_argument('--fixbase-epochs', type=int, help='first epochs train only the classifier')
     g.add_argument('--label-smooth', type=float)
+    g.add_argument('--entropy-weight', type=float,
+                   help='entropy maximisation: subtract this times the entropy of the predictions (0: off)')
     g.add_argument('--triplet-weight', type=float, help='weight of the hard-mining triplet loss (0: off)')
     g.add_argument('--margin', type=float, help='triplet margin')
     g.add_argument('--num-instances', type=int, help='images per identity in a batch (identity sampler)')
@@ -122,18 +134,19 @@ def given_options(argv: Optional[List[str]]) -> List[str]:
 def validate_config(cfg: TrainConfig) -> None:
     """Refuse a bad setting before any work (not after all epochs), naming the option."""
     for option, names in (('--sources', cfg.sources), ('--targets', cfg.targets)):
-        unknown = [n for n in names if n not in DATASETS]
+        unknown = [n for n in names if n not in DATASETS and n not in LABELLED_DATASETS]
         if unknown:
-            raise ValueError(f'{option} {unknown[0]!r}: unknown dataset; available: {", ".join(sorted(DATASETS))}.')
+            raise ValueError(f'{option} {unknown[0]!r}: unknown dataset; available: '
+                             f'{", ".join(sorted(DATASETS) + sorted(LABELLED_DATASETS))}.')
     for option, value, low in (('--epochs', cfg.epochs, 1), ('--batch-size', cfg.batch_size, 1),
                                ('--eval-freq', cfg.eval_freq, 0),
                                ('--max-steps-per-epoch', cfg.max_steps_per_epoch, 0)):
         if value < low:
             raise ValueError(f'{option} must be >= {low}, got {value}.')
     arch = cfg.model.split('.')[0]
-    if arch not in timm.list_models('osnet*'):
-        raise ValueError(f'--model {cfg.model!r} is not an OSNet; '
-                         f'choose one of {", ".join(timm.list_models("osnet*"))}.')
+    if not timm.is_model(arch):
+        raise ValueError(f'--model {cfg.model!r} is not a timm model; choose an OSNet '
+                         f'({", ".join(timm.list_models("osnet*"))}) or any timm backbone (resnet50, mobilenetv2_100).')
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f'--output {out} is a file, not a folder: pass a folder for the run.')
@@ -211,12 +224,14 @@ def dataset_options(cfg: TrainConfig) -> Dict[str, Dict[str, Any]]:
 def set_fixbase(models: Sequence[nn.Module], frozen: bool) -> None:
     """While ``frozen``, only the classifier trains; the backbone is frozen and kept in eval mode."""
     for model in models:
+        head = model.pretrained_cfg.get('classifier', 'classifier') if hasattr(model, 'pretrained_cfg') \
+            else 'classifier'  # timm models name it: classifier, fc, head.fc, ...
         for name, p in model.named_parameters():
-            p.requires_grad_(not frozen or name.startswith('classifier.'))
+            p.requires_grad_(not frozen or name.startswith(head + '.'))
         model.train()
         if frozen:
-            for name, m in model.named_children():
-                if name != 'classifier':
+            for name, m in model.named_modules():
+                if name and not (name == head or name.startswith(head + '.') or head.startswith(name + '.')):
                     m.eval()
 
 
@@ -234,7 +249,7 @@ def train_one_epoch(
         sums['loss_triplet'] = 0.0
     if len(nets) == 2:
         sums['loss_dml'] = 0.0
-    batches, steps = device_batches(loader, device, cfg.channels_last, cfg.max_steps_per_epoch)
+    batches, steps = device_batches(loader, device, cfg.channels_last, cfg.max_steps_per_epoch, cfg.mean, cfg.std)
     bar = tqdm(batches, total=steps, desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not du.is_main_process(),
                leave=False, dynamic_ncols=True)
     step = 0
@@ -245,6 +260,10 @@ def train_one_epoch(
         for i, (emb, logits) in enumerate(outputs):
             loss_ce = ce(logits, pids)
             loss = loss_ce
+            if cfg.entropy_weight:  # entropy maximisation (ICCV 2019 supplementary, Table 12c)
+                entropy = prediction_entropy(logits)
+                loss = loss - cfg.entropy_weight * entropy
+                sums['loss_entropy'] = sums.get('loss_entropy', 0.0) + entropy.item() / len(nets)
             sums['loss_ce'] += loss_ce.item() / len(nets)
             if triplet is not None:
                 loss_tri = triplet(emb, pids)
@@ -289,7 +308,8 @@ def evaluate(models: Sequence[nn.Module], splits, cfg: TrainConfig, device: torc
              epoch: int) -> Dict[str, Any]:
     """Rank-1 / mAP of the models' (concatenated) features on every target, at the training size."""
     return evaluate_models(models, splits, device, metric=cfg.metric, size=(cfg.height, cfg.width),
-                           batch_size=max(cfg.batch_size, 64), workers=cfg.workers, precision=cfg.precision,
+                           mean=cfg.mean, std=cfg.std, batch_size=max(cfg.batch_size, 64), workers=cfg.workers,
+                           precision=cfg.precision,
                            epoch=epoch)
 
 
@@ -351,6 +371,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             import tensorboard  # noqa: F401  (optional dependency: fail before any work, not at the first log)
         except ImportError:
             raise ValueError('--tensorboard needs the tensorboard package: pip install "osnet-zoo[tensorboard]"')
+    if is_labelled_run(cfg):  # attributes / categories (PA-100K, CIFAR, ImageNet): osnet_zoo.train.labelled
+        return train_labelled(cfg, state, checkpoint if state is not None else None, create_models)
     device = du.init_distributed(cfg.device)
     out = Path(cfg.output)
     run = RunFolder(out, writer=du.is_main_process())
@@ -375,7 +397,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if state is not None:
         resume_checks(state, cfg, checkpoint, num_classes, identities)
     if du.is_main_process():
-        atomic_write_json(out / 'config.json', cfg.to_dict())  # what this run actually uses
+        # what this run actually uses; the global batch is split over the processes as recorded
+        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), world_size=du.get_world_size(),
+                                                    batch_size_per_rank=train.per_rank_batch))
     models = create_models(cfg, num_classes)
     for model in models:
         model.to(device)
@@ -518,18 +542,11 @@ def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path,
     """The trained model in the Hub format of ``python -m osnet_zoo.weights convert``: model.safetensors,
     config.json (architecture, ``--model-args``, the input size, mean/std and distance it was trained and
     evaluated with) and a model card with ``results``, verified by a forward pass after the round trip."""
-    raw = out_dir.parent / f'{out_dir.name}_state.safetensors'
-    atomic_save_safetensors({k: v.detach().contiguous() for k, v in model.state_dict().items()}, raw)
-    try:
-        # the card names the run's files, not the temporary state file it was converted from
-        origin = (f'the osnet-zoo training run `{out_dir.parent}` (`python -m osnet_zoo.train`; its `config.json`, '
-                  '`metrics.jsonl` and `results.json` are in that folder)')
-        convert_checkpoint(raw, cfg.model, 'trained', out_dir, check_size=(cfg.height, cfg.width),
-                           input_size=(cfg.height, cfg.width), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                           distance=cfg.metric, model_args=cfg.model_args, results=results, notes=notes,
-                           origin=origin)
-    finally:
-        raw.unlink()
+    # the card names the run's files, not the temporary state file it was converted from
+    origin = (f'the osnet-zoo training run `{out_dir.parent}` (`python -m osnet_zoo.train`; its `config.json`, '
+              '`metrics.jsonl` and `results.json` are in that folder)')
+    save_model_folder(model, cfg.model, out_dir, (cfg.height, cfg.width), cfg.mean, cfg.std, model_args=cfg.model_args,
+                      distance=cfg.metric, results=results, notes=notes, origin=origin)
 
 
 def save_final_models(models: Sequence[nn.Module], cfg: TrainConfig, out: Path, results: Dict[str, Any],

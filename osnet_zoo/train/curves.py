@@ -1,4 +1,5 @@
-"""The training curves picture: loss, accuracy and Rank-1 / mAP per epoch, from ``metrics.jsonl``."""
+"""The training curves picture: loss, accuracy and the evaluation (Rank-1 / mAP, or the task's metrics) per
+epoch, from ``metrics.jsonl``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,9 +30,12 @@ def plot_curves(records: List[Dict[str, Any]], out_png: Union[str, Path]) -> Non
     axes[1].set(title='training accuracy (%)', xlabel='epoch')
     for target in sorted({r['target'] for r in evals}):
         rs = [r for r in evals if r['target'] == target]
-        axes[2].plot([r['epoch'] for r in rs], [100 * r['rank1'] for r in rs], marker='o', label=f'{target} R1')
-        axes[2].plot([r['epoch'] for r in rs], [100 * r['mAP'] for r in rs], marker='s', ls='--',
-                     label=f'{target} mAP')
+        # re-ID runs log rank1/mAP; the attribute and classification runs their own metrics
+        for key, marker, style in (('rank1', 'o', '-'), ('mAP', 's', '--'), ('mA', 'o', '-'), ('f1', 's', '--'),
+                                   ('top1', 'o', '-'), ('top5', 's', '--')):
+            if key in rs[0]:
+                axes[2].plot([r['epoch'] for r in rs], [100 * r[key] for r in rs], marker=marker, ls=style,
+                             label=f'{target} {"R1" if key == "rank1" else key}')
     axes[2].set(title='evaluation (%)', xlabel='epoch')
     if evals:
         axes[2].legend()

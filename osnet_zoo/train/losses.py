@@ -1,11 +1,13 @@
-"""Re-ID training losses: label-smoothed cross-entropy, batch-hard triplet, deep mutual learning."""
+"""Training losses: label-smoothed cross-entropy, batch-hard triplet, deep mutual learning, the entropy
+maximisation regulariser (re-ID), and the weighted multi-label loss (attributes)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['CrossEntropyLabelSmooth', 'HardTripletLoss', 'mutual_learning_loss']
+__all__ = ['CrossEntropyLabelSmooth', 'HardTripletLoss', 'mutual_learning_loss', 'prediction_entropy',
+           'WeightedMultiLabelLoss']
 
 
 class CrossEntropyLabelSmooth(nn.Module):
@@ -54,3 +56,36 @@ def mutual_learning_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torc
     log_pa = F.log_softmax(logits_a.float(), dim=1)
     pb = F.softmax(logits_b.detach().float(), dim=1)
     return F.kl_div(log_pa, pb, reduction='batchmean')
+
+
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The mean entropy -sum_c p_c log p_c of the softmax predictions (B, C), a float32 scalar.
+
+    The OSNet paper's supplementary (Table 12c) trains with L_ID - lambda_e * L_Entropy: subtracting it
+    (``--entropy-weight lambda_e``) penalises confident predictions."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(log_p.exp() * log_p).sum(1).mean()
+
+
+class WeightedMultiLabelLoss(nn.Module):
+    """Weighted sigmoid cross-entropy over attributes (DeepMAR: Li, Chen and Huang, "Multi-attribute learning
+    for pedestrian attribute recognition in surveillance scenarios", ACPR 2015), the loss the OSNet paper uses
+    on PA-100K (Sec. 4.2).
+
+    Attribute l has weight w_l = exp(-p_l / sigma^2), p_l its fraction of positive training images
+    (sigma = 1, as DeepMAR): rare attributes weigh more. The loss is the mean of
+    w_l * BCE(logit, label) over images and attributes (torchreid's attribute recognition, on which the
+    paper's code is based, averages over both).
+    """
+
+    def __init__(self, positive_ratio: torch.Tensor, sigma: float = 1.0):
+        super().__init__()
+        ratio = torch.as_tensor(positive_ratio, dtype=torch.float32)
+        if ratio.ndim != 1 or bool(((ratio < 0) | (ratio > 1)).any()):
+            raise ValueError('WeightedMultiLabelLoss: positive_ratio must be one fraction in [0, 1] per attribute')
+        self.register_buffer('weight', torch.exp(-ratio / sigma ** 2))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Logits and 0/1 targets (B, A) -> the mean weighted loss, a float32 scalar."""
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(),
+                                                  weight=self.weight.expand_as(logits))

@@ -16,12 +16,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from ..cli import PRECISIONS
-from ..data.transforms import TRAIN_AUGMENTATIONS
+from ..data.labelled import LABELLED_AUGMENTATIONS
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_AUGMENTATIONS
 from ..models.osnet import MIN_INPUT_SIZE
 from .optim import OPTIMIZERS, SCHEDULERS
 
 __all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
-           'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE']
+           'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE', 'check_channel_values']
 
 RECIPES_DIR = Path(__file__).parent / 'recipes'
 
@@ -64,6 +65,12 @@ class TrainConfig:
     dml: bool = False
     eval_freq: int = 0
     metric: str = 'euclidean'
+    # pixel normalisation (ICCV 2019 supplementary, Table 12a): ImageNet's statistics, or a dataset's own
+    # (python -m osnet_zoo.data stats --dataset NAME --root ROOT computes them)
+    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # entropy maximisation (Table 12c): the loss is L_ID - entropy_weight * entropy of the predictions
+    entropy_weight: float = 0.0
     source: Optional[str] = None
     # --- engineering (command line only)
     recipe: str = 'synthetic'
@@ -99,7 +106,10 @@ _SCHEMA: Dict[str, tuple] = {
     'width': ('int', MIN_INPUT_SIZE), 'epochs': ('int', 1), 'batch_size': ('int', 1), 'optim': ('str', OPTIMIZERS),
     'amsgrad': ('bool', None), 'momentum': ('float', 0), 'lr': ('float', 0), 'weight_decay': ('float', 0),
     'lr_scheduler': ('str', SCHEDULERS), 'stepsize': ('ints', 1), 'gamma': ('float', 0),
-    'fixbase_epochs': ('int', 0), 'transforms': ('names', TRAIN_AUGMENTATIONS), 'label_smooth': ('float', 0),
+    'fixbase_epochs': ('int', 0), 'label_smooth': ('float', 0),
+    # the re-ID augmentations, and those of the attribute / classification runs (osnet_zoo.data.labelled)
+    'transforms': ('names', tuple(dict.fromkeys(TRAIN_AUGMENTATIONS + LABELLED_AUGMENTATIONS))),
+    'mean': ('rgb', 0), 'std': ('rgb', 0), 'entropy_weight': ('float', 0),
     'triplet_weight': ('float', 0), 'margin': ('float', 0), 'num_instances': ('int', 1), 'dml': ('bool', None),
     'eval_freq': ('int', 0), 'metric': ('str', ('euclidean', 'cosine')), 'source': ('str?', None),
     'recipe': ('str', None), 'root': ('str?', None), 'workers': ('int', 0), 'device': ('str', None),
@@ -109,7 +119,7 @@ _SCHEMA: Dict[str, tuple] = {
 }
 _EXPECTED = {'str': 'a string', 'str?': 'a string (or null)', 'names': 'a list of names', 'int': 'an integer',
              'int?': 'an integer (or null)', 'ints': 'a list of integers (epochs)', 'float': 'a number',
-             'bool': 'true or false', 'dict': 'a mapping of KEY: VALUE'}
+             'bool': 'true or false', 'dict': 'a mapping of KEY: VALUE', 'rgb': 'three numbers (R, G, B) in 0..1'}
 
 
 def _is_int(value: Any) -> bool:
@@ -129,7 +139,9 @@ def _checked(key: str, value: Any) -> Any:
           'int': _is_int, 'int?': lambda v: v is None or _is_int(v),
           'ints': lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
           'float': lambda v: isinstance(v, float) and v == v, 'bool': lambda v: isinstance(v, bool),
-          'dict': lambda v: isinstance(v, dict)}[kind](value)
+          'dict': lambda v: isinstance(v, dict),
+          'rgb': lambda v: isinstance(v, (list, tuple)) and len(v) == 3
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in v)}[kind](value)
     where = f'option {key!r} ({_option(key)})'
     if not ok:
         raise ValueError(f'{where}: expected {_EXPECTED[kind]}, got {value!r} ({type(value).__name__}).')
@@ -141,6 +153,8 @@ def _checked(key: str, value: Any) -> Any:
         bad = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v < limit]
         if bad:
             raise ValueError(f'{where} must be >= {limit}, got {bad[0]!r}.')
+    if kind == 'rgb':
+        value = [float(v) for v in value]
     if kind in ('ints', 'names'):
         value = list(value)
         if kind == 'names' and not value and key != 'transforms':
@@ -224,10 +238,28 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for key in ('pretrained', 'init_checkpoint'):
         if values.get(key) in ('none', ''):
             values[key] = None
+    for key in ('mean', 'std'):
+        values[key] = check_channel_values(values.get(key, getattr(TrainConfig, key, None)), key)
     try:
         return TrainConfig(**values)
     except ValueError as e:
         raise ValueError(f'{e} (from the recipe {args.recipe!r} or the command line)') from None
+
+
+def check_channel_values(value: Any, key: str) -> List[float]:
+    """A recipe's or the command line's ``mean`` / ``std``: three numbers (RGB, on the 0..1 scale; std
+    positive), else a ValueError naming the option."""
+    if value is None:
+        return list(TrainConfig.__dataclass_fields__[key].default_factory())
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 3 or (key == 'std' and min(numbers) <= 0) or not all(0 <= v <= 1 for v in numbers):
+        raise ValueError(f'--{key} {value!r}: expected three numbers (R G B) in 0..1'
+                         + (', each above 0' if key == 'std' else '')
+                         + ' (python -m osnet_zoo.data stats computes a dataset\'s).')
+    return numbers
 
 
 # On --resume, where this process runs always comes from the current command line (or its defaults) ...

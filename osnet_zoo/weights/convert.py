@@ -72,9 +72,13 @@ def _build(architecture: str, tag: str, num_classes: int, entry: Optional[Weight
     if entry is not None:
         return timm.create_model(entry.name, num_classes=num_classes)
     # a tag of your own: the architecture's data config, renamed, without the default tag's source and
-    # description (which describe the reference checkpoint, not these weights)
-    return timm.create_model(architecture, num_classes=num_classes, **(model_args or {}), pretrained_cfg_overlay=dict(
-        tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None))
+    # description (which describe the reference checkpoint, not these weights); re-ID input (256x128 squash)
+    # where the default tag is the ImageNet classifier (osnet_ain_x0_25 ...), whose 224 crop is not these weights'
+    overlay = dict(tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None)
+    if timm.models.get_pretrained_cfg(architecture).tag == 'imagenet':
+        overlay.update(input_size=(3, 256, 128), pool_size=(16, 8), crop_pct=1.0, crop_mode='squash')
+    return timm.create_model(architecture, num_classes=num_classes, **(model_args or {}),
+                             pretrained_cfg_overlay=overlay)
 
 
 def _probe(model: torch.nn.Module, input_size: tuple) -> Dict[str, torch.Tensor]:

@@ -164,6 +164,13 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
                 f'Refusing to load {path}: {_refusal_reason(msg)}, which is not on the allowlist of tensors '
                 'and plain values, so it was refused for safety (unpickling it could run code). Convert the '
                 'checkpoint to safetensors in an environment you trust, or save only its state_dict.') from None
+        if 'Weights only load failed' in msg and 'WeightsUnpickler error:' in msg:
+            # a pickle the weights-only reader cannot follow (an opcode or a call it does not allow): refused,
+            # with torch's own reason but never its advice to pass weights_only=False
+            reason = ' '.join(msg.split('WeightsUnpickler error:', 1)[1].split('Check the documentation')[0].split())
+            raise CheckpointError(
+                f'Refusing to load {path}: it is not a plain tensor checkpoint (the weights-only reader stopped at: '
+                f'{reason[:200]}), so it was refused for safety (unpickling it could run code).') from None
         # anything else (a damaged archive, a malformed tensor record): torch's text, without its advice to
         # pass weights_only=False and without terminal colour codes
         detail = re.sub(r'\x1b\[[0-9;]*m', '', msg.split('Please file an issue')[0])

@@ -9,9 +9,13 @@ from .base import (
 )
 from .cuhk01 import cuhk01, extract_cuhk01_zip
 from .cuhk03 import cuhk03, extract_cuhk03_images
+from .cifar import cifar10, cifar100
 from .grid import grid
+from .imagenet import imagenet
+from .labelled import TASKS, LabelledDataset, LabelledSplit
 from .market1501 import dukemtmcreid, market1501
 from .msmt17 import msmt17
+from .pa100k import pa100k
 from .protocols import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
 from .viper import viper
 # the generator writes the Market1501 layout with the readers above (a module below data/, not a circle)
@@ -20,7 +24,8 @@ from ..synthetic import synthetic_reid  # noqa: E402
 __all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'SplitFileError',
            'market1501', 'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'viper', 'grid', 'cuhk01',
            'extract_cuhk01_zip', 'PROTOCOLS', 'ProtocolRun', 'protocol_runs', 'aggregate_runs', 'format_aggregate',
-           'relabel', 'find_dataset_dir', 'IMAGE_EXTENSIONS']
+           'relabel', 'find_dataset_dir', 'IMAGE_EXTENSIONS', 'LABELLED_DATASETS', 'LabelledDataset', 'LabelledSplit',
+           'TASKS', 'pa100k', 'cifar10', 'cifar100', 'imagenet']
 
 
 def _synthetic(domain: int) -> Callable[..., ReIDDataset]:
@@ -42,6 +47,14 @@ DATASETS: Dict[str, Callable[..., ReIDDataset]] = {
     'cuhk01': cuhk01,
     'synthetic': _synthetic(0),
     'synthetic_b': _synthetic(1),
+}
+
+# The other tasks of the OSNet paper (ICCV 2019 Secs. 4.2-4.4): attributes and category recognition.
+LABELLED_DATASETS: Dict[str, Callable[..., LabelledDataset]] = {
+    'pa100k': pa100k,
+    'cifar10': cifar10,
+    'cifar100': cifar100,
+    'imagenet': imagenet,
 }
 
 

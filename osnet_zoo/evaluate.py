@@ -48,8 +48,9 @@ from .data.datasets import LABELLED_DATASETS
 from .evaluation import embed_sharded, results_document, target_metrics
 from .evaluation_labelled import score_labelled
 from .files import atomic_save_safetensors, atomic_write_json
-from .inference import apply_run_record, build_embedding_model
-from .weights import load_osnet_checkpoint, read_checkpoint
+from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
+from .inference.backend import BACKEND_HELP, BACKENDS
+from .weights import load_osnet_checkpoint, model_digest, read_checkpoint
 from .weights.io import unwrap_state_dict
 from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
@@ -74,22 +75,14 @@ def load_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
                          f'{arch}.msmt17_combineall, or --checkpoint PATH') from None
 
 
-def model_digest(model: torch.nn.Module) -> str:
-    """sha256 of a model's state dict (names, dtypes, shapes, values): what its weights are, wherever they came
-    from (a checkpoint file, a pretrained tag)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f'{name}\0{t.dtype}\0{tuple(tensor.shape)}\0'.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return h.hexdigest()
-
-
-def features_key(items: Sequence, weights_digest: str, preprocessing: Dict, flip: bool, precision: str) -> str:
+def features_key(items: Sequence, weights_digest: str, preprocessing: Dict, flip: bool, precision: str,
+                 backend: str = 'torch') -> str:
     """The cache key of a split's features: every image's path, size and mtime_ns, the model weights, the
-    preprocessing (input size, mean, std, resize), flip and precision: anything that changes the features."""
+    preprocessing (input size, mean, std, resize), flip, precision and the backend that ran the model
+    (``BackendPlan.describe()``): anything that changes the features."""
     h = hashlib.sha256(json.dumps(dict(weights=weights_digest, preprocessing=preprocessing, flip=bool(flip),
-                                       precision=precision, version=_CACHE_VERSION), sort_keys=True).encode())
+                                       precision=precision, backend=backend, version=_CACHE_VERSION),
+                                  sort_keys=True).encode())
     for it in items:
         try:
             st = os.stat(it.path)
@@ -224,6 +217,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='CUHK03 classic single-gallery-shot CMC (10 seeded draws)')
     cli.add_device(p)
     cli.add_precision(p, help='feature extraction precision: fp32, or bf16 / fp16 autocast')
+    p.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
     cli.add_batch_size(p, 128)
     cli.add_workers(p, 2, help='data-loading worker processes (default: 2)')
     p.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg or run record, 256)")
@@ -269,8 +263,14 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     mean, std = cfg.get('mean') or IMAGENET_MEAN, cfg.get('std') or IMAGENET_STD
     options = dict(size=(args.height, args.width), mean=mean, std=std, batch_size=args.batch_size,
                    workers=args.workers, precision=args.precision, flip=args.flip)
+    # every batch but a split's last has --batch-size: on CUDA a graph for it is safe
+    plan = select_backend(args.backend, device, args.precision, fixed_batch=True)
+    runtime = model
+    if plan.backend != 'torch' or plan.optimize:  # the plain model runs as before, under autocast
+        runtime, plan = build_runtime(model, plan, device, args.precision, args.batch_size,
+                                      (3, args.height, args.width))
     key_parts = dict(weights_digest=model_digest(model) if main_rank else '', flip=args.flip,
-                     precision=args.precision,
+                     precision=args.precision, backend=plan.describe(),
                      preprocessing=dict(input_size=[args.height, args.width], mean=list(mean), std=list(std),
                                         resize='bilinear-antialias'))
     out = Path(args.output)
@@ -278,7 +278,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         out.mkdir(parents=True, exist_ok=True)
         print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
               f', input {args.height}x{args.width}, metric {args.metric}' + (', re-ranking' if args.rerank else '') +
-              (', flip' if args.flip else '') + f', {args.precision}, device {device}' +
+              (', flip' if args.flip else '') + f', {args.precision}, device {device}, {plan.describe()}' +
               (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
 
     results: Dict[str, Dict] = {}
@@ -292,7 +292,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         if main_rank:
             print(ds.summary())
         feats = {split: _split_features(out / f'features_{name}_{split}.safetensors', getattr(ds, split), key_parts,
-                                        model, device, options, desc=f'{name} {split}')
+                                        runtime, device, options, desc=f'{name} {split}')
                  for split in ('query', 'gallery')}
         if not main_rank:
             continue

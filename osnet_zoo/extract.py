@@ -28,6 +28,7 @@ from . import distributed as du
 from .data import IMAGE_EXTENSIONS, ImageReadError, build_dataset, data_root, read_image
 from .files import atomic_save_safetensors, atomic_write_text
 from .inference import DEFAULT_MODEL, FeatureExtractor, apply_run_record
+from .inference.backend import BACKEND_HELP, BACKENDS
 
 __all__ = ['find_images', 'extract_features', 'load_features', 'main', 'IMAGE_EXTENSIONS']
 
@@ -184,7 +185,7 @@ def extract_features(
         workers: int = 4,
         max_shards: Optional[int] = None,
         optimize: bool = False,
-        backend: str = 'torch',
+        backend: str = 'auto',
         progress: bool = True,
 ) -> bool:
     """Extract features of the images in ``sources`` into ``out`` (resumable; see the module docstring).
@@ -235,7 +236,8 @@ def extract_features(
                 torch.manual_seed(0)  # random weights, but the same on every rank and in a resumed run
             extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
                                          normalize=normalize, pretrained=pretrained,
-                                         checkpoint_path=checkpoint_path, optimize=optimize, backend=backend)
+                                         checkpoint_path=checkpoint_path, optimize=optimize, backend=backend,
+                                         fixed_batch=True)
     if du.is_main_process() and not state_file.is_file():
         parts.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state_file, json.dumps(dict(key=key, num_images=len(paths), **settings), indent=1))
@@ -368,8 +370,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip unreadable images (listed in the metadata) instead of stopping with an error')
     parser.add_argument('--optimize', action='store_true', help='run the model through optimize_for_inference')
-    parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime'],
-                        help='onnxruntime: export to ONNX and run it on the CPU (fastest on CPUs; fp32)')
+    parser.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
     parser.add_argument('--max-shards', type=int, default=None,
                         help='stop after this many new shards (the run stays resumable)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing complete --output file')

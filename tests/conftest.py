@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -8,6 +9,10 @@ import pytest
 # The tests never read or write the user's osnet-zoo weights cache (~/.cache/osnet_zoo): a fresh one per session
 # (for module-scoped fixtures and subprocesses), and a fresh one per test (below).
 os.environ.setdefault('OSNET_ZOO_CACHE', tempfile.mkdtemp(prefix='osnet_zoo_cache_'))
+# ... except its onnx/ folder: the default backend on the CPU exports each model to ONNX once and keeps the checked
+# file there; one folder per session (per xdist worker), linked into every test's cache, so each model is exported
+# once per session and the subprocesses a test starts find it too.
+SESSION_ONNX_CACHE = tempfile.mkdtemp(prefix='osnet_zoo_onnx_cache_')
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get('OSNET_ZOO_FIXTURES', REPO.parent / 'shared' / 'fixtures' / 'torchreid'))
@@ -33,7 +38,9 @@ def reference_fixture(name: str) -> Path:
 @pytest.fixture(autouse=True)
 def _empty_weights_cache(tmp_path_factory, monkeypatch):
     """Each test starts with an empty osnet-zoo weights cache (OSNET_ZOO_CACHE), so none sees another's downloads."""
-    monkeypatch.setenv('OSNET_ZOO_CACHE', str(tmp_path_factory.mktemp('osnet_zoo_cache')))
+    cache = tmp_path_factory.mktemp('osnet_zoo_cache')
+    (cache / 'onnx').symlink_to(SESSION_ONNX_CACHE, target_is_directory=True)
+    monkeypatch.setenv('OSNET_ZOO_CACHE', str(cache))
 
 
 @pytest.fixture(scope='session')
@@ -54,6 +61,10 @@ def pytest_configure(config):
     # ~10x slower when several processes shared the cores. Subprocesses get OMP_NUM_THREADS=1 for the same reason.
     import torch
     torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_ONNX_CACHE, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):

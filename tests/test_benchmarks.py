@@ -40,11 +40,15 @@ def test_bench_inference(tmp_path):
 
 def test_bench_extractor(tmp_path):
     out = tmp_path / 'extractor.json'
-    _bench('bench_extractor.py', '--models', 'osnet_x0_25', '--crops', 3, '--rounds', 1, '--iters', 1,
-           '--threads', 1, '--variants', 'baseline,extractor,onnxruntime', '--json', out)
+    _bench('bench_extractor.py', '--models', 'osnet_x0_25', '--crops', '1,3', '--rounds', 1, '--iters', 1,
+           '--threads', 1, '--variants', 'baseline,extractor,onnxruntime,default', '--json', out)
     rows = json.loads(out.read_text())['rows']
-    assert [r['variant'] for r in rows] == ['baseline', 'extractor', 'onnxruntime']
+    assert [(r['crops'], r['variant']) for r in rows] == [(n, v) for n in (1, 3)
+                                                          for v in ('baseline', 'extractor', 'onnxruntime', 'default')]
     assert all(r['min_cosine_vs_first'] > 0.999 and r['frame_ms_median'] > 0 for r in rows)
+    default = [r for r in rows if r['variant'] == 'default']
+    assert all(r['backend'] == 'onnxruntime' and r['min_cosine_vs_eager'] >= 0.99999 for r in default)
+    assert all(r['ratio_to_fastest'] >= 1.0 for r in rows if r['variant'] != 'baseline')
 
 
 def test_bench_train(tmp_path):

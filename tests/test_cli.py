@@ -8,12 +8,24 @@ import pytest
 
 
 def test_summary_command():
-    out = subprocess.run([sys.executable, '-m', 'osnet_zoo', '--batch-size', '2', '--height', '128', '--width', '64'],
-                         capture_output=True, text=True, timeout=600, check=True).stdout
+    out = subprocess.run([sys.executable, '-m', 'osnet_zoo', '--batch-size', '2', '--height', '128', '--width', '64',
+                          '--runs', '3'], capture_output=True, text=True, timeout=600, check=True).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith('osnet_')}
     assert len(rows) == 9
     assert rows['osnet_x1_0'][1] == '2.170' and rows['osnet_x1_0'][2] == '244.9'  # β=1 at 128x64
     assert rows['osnet_x0_25'][3] == '512-d'
+    assert all(float(r[4]) > 0 and r[5].endswith('%') for r in rows.values())  # median ms/img, spread
+    assert 'median of 3 run(s) per model after a warm-up' in out
+
+
+def test_summary_says_when_the_timings_are_noise():
+    from osnet_zoo.__main__ import noise_warning
+    quiet = {'osnet_x1_0': [10.0, 10.4, 10.2], 'osnet_x0_5': [4.0, 4.1, 4.05]}
+    assert noise_warning(quiet, load_average=0.5, cpus=2) is None
+    noisy = {**quiet, 'osnet_x0_5': [4.0, 12.0, 4.1]}  # one slow moment: 195% of the median
+    assert 'the runs of osnet_x0_5 varied by 195%' in noise_warning(noisy, load_average=0.5, cpus=2)
+    assert 'load average 7.5 on 2 CPUs' in noise_warning(quiet, load_average=7.5, cpus=2)
+    assert noise_warning({'osnet_x1_0': [10.0]}, load_average=None, cpus=2) is None  # one run: no spread
 
 
 def test_help():

@@ -51,6 +51,7 @@ def test_end_to_end_outputs_and_consistent_numbers(setup):
     summary = json.loads((out / 'results.json').read_text())
     res = summary['targets']['synthetic']
     assert summary['model'] == 'osnet_x0_25' and summary['flip'] and summary['input_size'] == [128, 64]
+    assert 'device cpu, onnxruntime' in proc.stdout  # the default on the CPU, fp32
     cmc = np.array(res['cmc'])
     assert len(cmc) == 50 and np.all(np.diff(cmc) >= 0) and cmc[-1] <= 1
     assert res['rank1'] == cmc[0] and res['rank10'] == cmc[9] and 0 < res['mINP'] <= res['mAP'] <= 1
@@ -83,6 +84,15 @@ def test_end_to_end_outputs_and_consistent_numbers(setup):
     assert rerank == json.loads((out / 'results.json').read_text())
     assert rerank['rerank'] and rerank['metric'] == 'euclidean'
     assert 0 < rerank['targets']['synthetic']['mAP'] <= 1
+
+    # the PyTorch model, asked for: its own cached features (the backend is part of the key), the same numbers
+    eager = main(['--model', 'osnet_x0_25', '--checkpoint', str(ckpt), '--dataset', 'synthetic', '--root',
+                  str(tmp / 'data'), '--output', str(out), '--height', '128', '--width', '64', '--flip',
+                  '--workers', '0', '--device', 'cpu', '--backend', 'torch'])
+    assert (out / 'features_synthetic_query.safetensors').stat().st_mtime_ns != stamp
+    eager_qf = next(iter(load_file(str(out / 'features_synthetic_query.safetensors')).values()))
+    assert (eager_qf - qf).abs().max() < 1e-4
+    assert eager['targets']['synthetic']['mAP'] == pytest.approx(res['mAP'], abs=1e-6)
 
 
 def test_clear_errors(setup, capsys):

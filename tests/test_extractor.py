@@ -30,7 +30,14 @@ def model():
 
 @pytest.fixture(scope='module')
 def extractor(model):
+    """The default extractor: what users get (on the CPU, onnxruntime)."""
     return FeatureExtractor(model, device='cpu', batch_size=3)
+
+
+@pytest.fixture(scope='module')
+def eager(model):
+    """The plain fp32 PyTorch model: the reference every backend must reproduce."""
+    return FeatureExtractor(model, device='cpu', batch_size=3, backend='torch')
 
 
 @pytest.fixture(scope='module')
@@ -167,9 +174,9 @@ def test_model_by_name_checkpoint_and_classifier(model, crop, tmp_path):
         FeatureExtractor(model, checkpoint_path=ckpt)
 
 
-def test_optimized_and_half_precision_extractors(model, extractor, crop):
+def test_optimized_and_half_precision_extractors(model, eager, crop):
     images = [crop, crop[10:80, 5:35], np.ascontiguousarray(crop[::-1])]
-    ref = extractor(images)
+    ref = eager(images)
     fast = FeatureExtractor(model, device='cpu', batch_size=3, optimize=True)
     assert (fast(images) - ref).abs().max() < 1e-5
     bf16 = FeatureExtractor(model, device='cpu', batch_size=3, precision='bf16', optimize=True)
@@ -180,13 +187,14 @@ def test_optimized_and_half_precision_extractors(model, extractor, crop):
         FeatureExtractor(model, device='cpu', cuda_graph=True)
 
 
-def test_onnxruntime_backend(model, extractor, crop):
+def test_onnxruntime_backend(model, eager, crop):
     images = [crop, crop[10:80, 5:35], np.ascontiguousarray(crop[::-1]), crop[::2, ::2]]
     ort_extractor = FeatureExtractor(model, device='cpu', batch_size=3, backend='onnxruntime', threads=1)
-    assert ort_extractor.model.contract['check']['passed']
+    assert ort_extractor.model.contract['check']['passed'] and ort_extractor.plan.requested == 'onnxruntime'
     options = ort_extractor.model.session.get_session_options()
     assert options.get_session_config_entry('session.intra_op.allow_spinning') == '0'  # preprocessing interleaves
-    got, ref = ort_extractor(images, normalize=False), extractor(images, normalize=False)
+    assert options.intra_op_num_threads == 1
+    got, ref = ort_extractor(images, normalize=False), eager(images, normalize=False)
     assert got.shape == (4, 512) and ref.abs().max() > 0.05
     assert (got - ref).abs().max() < 1e-4  # chunks of 3 and 1: the dynamic batch works
     with pytest.raises(ValueError, match='onnxruntime'):

@@ -1,4 +1,5 @@
 """Deployment: batched feature extraction, inference-time optimisation and export of OSNet."""
+from .backend import BACKENDS, BackendPlan, build_runtime, select_backend
 from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
 from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
@@ -9,8 +10,8 @@ from .optimize import (
 )
 
 __all__ = [
-    'FeatureExtractor', 'build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL', 'RunRecord',
-    'read_run_record', 'apply_run_record', 'export_model', 'check_export',
-    'ExportCheckError', 'optimize_for_inference',
+    'FeatureExtractor', 'BACKENDS', 'BackendPlan', 'select_backend', 'build_runtime', 'build_embedding_model',
+    'resolve_preprocessing', 'DEFAULT_MODEL', 'RunRecord', 'read_run_record', 'apply_run_record', 'export_model',
+    'check_export', 'ExportCheckError', 'optimize_for_inference',
     'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner', 'StreamBatchedOmniScaleBlock',
 ]

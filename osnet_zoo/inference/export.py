@@ -21,7 +21,7 @@ import datetime
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -63,7 +63,7 @@ class ExportCheckError(RuntimeError):
 
 
 def _ort_run(path: Path, x: torch.Tensor) -> torch.Tensor:
-    import onnxruntime as ort  # optional dependency (the export extra)
+    import onnxruntime as ort  # optional dependency: loaded only when an ONNX file is checked
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
@@ -93,7 +93,7 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
         scale = max(scale, expected.abs().max().item())
     precision = 'fp16' if dtype == torch.float16 else 'fp32'
     if fmt == 'onnx':
-        import onnxruntime  # optional dependency (the export extra)
+        import onnxruntime  # optional dependency: loaded only when an ONNX file is checked
         runtime = f'onnxruntime {onnxruntime.__version__}'
     else:
         runtime = f'torch.jit {torch.__version__}'
@@ -216,6 +216,7 @@ def export_model(
         opset: int = 17,
         fold_bn: bool = True,
         with_classifier: bool = False,
+        input_size: Optional[Tuple[int, int, int]] = None,
 ) -> Dict[str, Any]:
     """Export ``model`` to ``out``, check it, write ``<out>.json`` (our contract) and ``<out>.metadata.json``
     (for trackers); return the contract.
@@ -224,7 +225,8 @@ def export_model(
     (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` holding ``{'state_dict': <the reference key layout>,
     'model_name': ...}``, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out`` is
     the file, or a folder (existing, or without a file suffix) that gets :func:`default_export_name`; None
-    writes that name in the working directory.
+    writes that name in the working directory. ``input_size`` (C, H, W) overrides the model's
+    ``pretrained_cfg`` input size (the graph's spatial size is fixed).
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
     """
     if fmt not in EXPORT_FORMATS:
@@ -246,7 +248,7 @@ def export_model(
     # a folder (an existing one, or a path without a file suffix) receives the file under its default name
     out = Path(name) if out is None else Path(out) / name if Path(out).is_dir() or not Path(out).suffix else Path(out)
     _check_suffix(out, fmt)
-    prep = resolve_preprocessing(net)
+    prep = resolve_preprocessing(net, {'input_size': input_size} if input_size is not None else None)
     reference = Embedder(net, normalize=normalize).eval()
     if fmt == 'torchreid':
         return _export_torchreid(model, net, out, architecture, tag, prep, pretrained, checkpoint_path,
@@ -265,7 +267,7 @@ def export_model(
                 torch.onnx.export(exported, (example.to(dtype),), str(tmp), input_names=[INPUT_NAME],
                                   output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
                                   do_constant_folding=True, dynamo=False)
-            import onnx  # optional dependency (the export extra)
+            import onnx  # optional dependency: loaded only when exporting to ONNX
             onnx.checker.check_model(str(tmp))
         else:
             try:

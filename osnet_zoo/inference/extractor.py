@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 
 from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tensor
-from .onnx_runtime import OnnxRuntimeModel
+from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
-from .optimize import InferenceModel, optimize_for_inference, resolve_dtype
+from .optimize import resolve_dtype
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -76,9 +76,10 @@ class FeatureExtractor:
             optimize: bool = False,
             compile: Union[bool, str] = False,
             cuda_graph: bool = False,
-            backend: str = 'torch',
+            backend: str = 'auto',
             threads: Optional[int] = None,
             preprocessing: Optional[Dict[str, Any]] = None,
+            fixed_batch: bool = False,
     ):
         """
         Args:
@@ -96,15 +97,21 @@ class FeatureExtractor:
                 the named model with ``load_osnet_checkpoint(strict=False)`` instead of pretrained weights; a
                 training run (its folder, final/ or final/model.safetensors) also gives the architecture (when
                 ``model`` is None) and the input size and mean/std it was trained with.
-            optimize: run ``optimize_for_inference`` (BN folding, stream batching where it pays, channels_last).
+            optimize: run the PyTorch model through ``optimize_for_inference`` (BN folding, stream batching
+                where it pays, channels_last).
             compile: also ``torch.compile`` (True or a mode string); implies ``optimize``.
             cuda_graph: on CUDA, capture a graph for ``batch_size`` (the last partial chunk is padded);
                 implies ``optimize``.
-            backend: 'torch', or 'onnxruntime' (CPU, fp32): the model is exported to ONNX (checked against
-                PyTorch) and run by onnxruntime — the fastest CPU path we measured (needs the
-                ``export`` extra: onnx, onnxruntime).
-            threads: onnxruntime intra-op threads (default: one per physical core).
+            backend: 'auto' (default): the fastest path measured for the device and precision — on the CPU
+                in fp32 onnxruntime (the model exported to ONNX, checked against PyTorch once and cached
+                on disk, ``$OSNET_ZOO_CACHE``), elsewhere the optimised PyTorch model (see
+                ``osnet_zoo.inference.backend``); ``optimize`` / ``compile`` / ``cuda_graph`` ask for the
+                PyTorch path. 'torch': the PyTorch model (plain unless ``optimize``). 'onnxruntime': force
+                onnxruntime (CPU, fp32). ``self.plan`` says what runs and why.
+            threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``).
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
+            fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
+                may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
@@ -122,27 +129,15 @@ class FeatureExtractor:
         self.model_name = (model if isinstance(model, str) else type(model).__name__ if model is not None
                            else net.pretrained_cfg.get('architecture', type(net).__name__))
         self.feature_dim = int(getattr(net, 'head_hidden_size', 0) or getattr(net, 'num_features', 0)) or None
-        optimize = optimize or bool(compile) or cuda_graph
-        if cuda_graph and self.device.type != 'cuda':
-            raise ValueError(f'cuda_graph=True needs a CUDA device, got {self.device}.')
-        if backend not in ('torch', 'onnxruntime'):
-            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}.")
-        self.backend = backend
-        self.model: Any  # an nn.Module, an InferenceModel or an OnnxRuntimeModel
-        if backend == 'onnxruntime':
-            if self.device.type != 'cpu' or self.dtype != torch.float32 or optimize:
-                raise ValueError("backend='onnxruntime' runs on the CPU in fp32, without optimize / compile / "
-                                 'cuda_graph (onnxruntime does its own graph optimisation).')
-            # preprocessing runs between the calls: spinning onnxruntime threads would slow it down
-            self.model = OnnxRuntimeModel(net, threads=threads, spinning=False)
-        elif optimize:
-            self.model = optimize_for_inference(
-                net, precision=self.dtype, device=self.device, compile=compile,
-                cuda_graph_batch_sizes=(self.batch_size,) if cuda_graph else (),
-                input_size=self.preprocessing['input_size'])
-        else:
-            self.model = net.to(device=self.device, dtype=self.dtype).eval()
-        self.cuda_graph = cuda_graph
+        plan = select_backend(backend, self.device, precision, optimize, compile, cuda_graph, fixed_batch)
+        # an nn.Module, an InferenceModel or an OnnxRuntimeModel; the plan can change when onnxruntime
+        # was chosen automatically and the model could not be exported
+        self.model, self.plan = build_runtime(
+            net, plan, self.device, precision, self.batch_size, self.preprocessing['input_size'],
+            threads=threads, spinning=False,  # preprocessing runs between the calls: spinning would slow it
+            compile=compile)
+        self.backend = self.plan.backend
+        self.cuda_graph = self.plan.cuda_graph
         self._mean = torch.tensor(self.preprocessing['mean'], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(self.preprocessing['std'], device=self.device).view(1, 3, 1, 1) * 255
 
@@ -193,7 +188,7 @@ class FeatureExtractor:
         if self.cuda_graph and n < self.batch_size:  # the graph has a fixed batch: pad the last chunk
             pad = batch[-1:].expand(self.batch_size - n, *batch.shape[1:])
             batch = torch.cat([batch, pad])
-        if isinstance(self.model, nn.Module) and not isinstance(self.model, InferenceModel):
+        if self.plan.backend == 'torch' and not self.plan.optimize:
             out = self.model(batch.to(self.dtype))
         else:  # InferenceModel / OnnxRuntimeModel take the float32 batch
             out = self.model(batch)
@@ -269,5 +264,5 @@ class FeatureExtractor:
     def __repr__(self) -> str:
         c, h, w = self.preprocessing['input_size']
         return (f'FeatureExtractor(model={self.model_name!r}, device={str(self.device)!r}, '
-                f'precision={self.precision!r}, backend={self.backend!r}, batch_size={self.batch_size}, '
+                f'precision={self.precision!r}, backend={self.plan.describe()!r}, batch_size={self.batch_size}, '
                 f'input={h}x{w}, channel_order={self.channel_order!r}, normalize={self.normalize})')

@@ -4,7 +4,7 @@ Import order matters here: ``io``, ``manifest`` and ``hub`` import nothing from 
 builds its timm registry from them); ``loading`` imports ``models.osnet``. ``osnet_zoo/__init__.py`` imports
 this package before ``osnet_zoo.models`` for that reason.
 """
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
+from .io import CheckpointError, file_sha256, model_digest, read_checkpoint, unwrap_state_dict
 from .manifest import (
     PACKAGED_MANIFEST, HubFile, ManifestError, WeightsEntry, WeightsManifest, active_manifest_path, load_manifest,
 )

@@ -9,6 +9,7 @@ Layout of ``$OSNET_ZOO_CACHE`` (default ``~/.cache/osnet_zoo``)::
     ARCH.TAG/source.json          what it was converted from (written last: its presence marks a complete entry)
     ARCH.TAG/original/FILE        the downloaded file, for ``weights mirror`` (dropped with
                                   OSNET_ZOO_KEEP_ORIGINALS=0)
+    onnx/                         the onnxruntime backend's checked ONNX exports (osnet_zoo.inference.onnx_runtime)
 
 Every file is written through the package's atomic writer; a tag is downloaded under an exclusive lock
 (``ARCH.TAG/.download.flock``), which also clears what a killed process left (temporary files). A loaded

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-__all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256', 'check_declared_size',
-           'check_regular_file', 'file_kind', 'MAX_EXPANSION', 'MIN_SIZE_LIMIT']
+__all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256', 'model_digest',
+           'check_declared_size', 'check_regular_file', 'file_kind', 'MAX_EXPANSION', 'MIN_SIZE_LIMIT']
 
 # A .pth archive's entries may declare at most this many times the file's size (torch.save stores tensors
 # uncompressed, so a real checkpoint declares about its own size), and at least MIN_SIZE_LIMIT is allowed:
@@ -233,3 +233,14 @@ def file_sha256(path: Union[str, os.PathLike], progress: bool = False, size: Opt
     if bar is not None:
         bar.close()
     return digest.hexdigest()
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state dict (names, dtypes, shapes, values): what its weights are, wherever they came
+    from (a checkpoint file, a pretrained tag)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f'{name}\0{t.dtype}\0{tuple(tensor.shape)}\0'.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()

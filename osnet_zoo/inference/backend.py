@@ -1,0 +1,142 @@
+"""Which inference path runs the model: ``backend='auto'``, the default of ``FeatureExtractor``,
+``python -m osnet_zoo.extract`` and ``python -m osnet_zoo.evaluate``, picks the fastest one measured for the
+device and precision (benchmarks/RESULTS.md), so that users get it without reading the options:
+
+* CPU, fp32: onnxruntime, running the BN-folded ONNX export of the model (checked against PyTorch once,
+  then cached on disk: :mod:`osnet_zoo.inference.onnx_runtime`). Without the onnx / onnxruntime packages,
+  or when the model cannot be exported, the optimised PyTorch model, with a one-line notice.
+* CPU, bf16 / fp16: the optimised PyTorch model (onnxruntime runs fp32 here).
+* CUDA: the optimised PyTorch model (BN folded, channels_last; ``optimize_for_inference``), with a CUDA
+  graph captured for the batch size where the caller sends full batches of it (``fixed_batch``: a folder,
+  a dataset); never a graph for the varying batches of a tracker's frames.
+* other devices: the plain PyTorch model.
+
+``backend='torch'`` (with ``optimize`` / ``compile`` / ``cuda_graph`` as asked) and ``backend='onnxruntime'``
+choose explicitly; ``optimize``, ``compile`` or ``cuda_graph`` with ``'auto'`` mean the PyTorch path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .onnx_runtime import OnnxRuntimeModel
+from .optimize import optimize_for_inference, resolve_dtype
+
+__all__ = ['BACKENDS', 'BACKEND_HELP', 'BackendPlan', 'select_backend', 'build_runtime', 'missing_onnx_packages']
+
+_logger = logging.getLogger(__name__)
+
+BACKENDS = ('auto', 'torch', 'onnxruntime')
+BACKEND_HELP = ('auto (default): the fastest path measured for the device: onnxruntime on the CPU in fp32 (the '
+                'ONNX export is checked against PyTorch once and cached in $OSNET_ZOO_CACHE, ~/.cache/osnet_zoo), '
+                'the optimised PyTorch model on CUDA and in bf16 / fp16; torch: the PyTorch model as it is; '
+                'onnxruntime: onnxruntime on the CPU (fp32)')
+_notices_given = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendPlan:
+    """What runs the model: ``backend`` 'torch' or 'onnxruntime'; for torch, ``optimize``
+    (``optimize_for_inference``) and ``cuda_graph`` (a graph for the batch size); ``requested`` is the
+    ``backend=`` asked for, ``reason`` why this plan, in words."""
+    requested: str
+    backend: str
+    optimize: bool = False
+    cuda_graph: bool = False
+    reason: str = ''
+
+    def describe(self) -> str:
+        """'onnxruntime', 'torch (optimized)', 'torch (optimized, CUDA graph)' or 'torch'."""
+        if self.backend != 'torch' or not self.optimize:
+            return self.backend
+        return 'torch (optimized, CUDA graph)' if self.cuda_graph else 'torch (optimized)'
+
+
+def missing_onnx_packages() -> List[str]:
+    """Which of onnx and onnxruntime cannot be imported (the onnxruntime backend needs both)."""
+    return [name for name in ('onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
+
+
+def _notice(message: str) -> None:
+    """One line on stderr (through logging), once per process and message."""
+    if message not in _notices_given:
+        _notices_given.add(message)
+        _logger.warning(message)
+
+
+def select_backend(backend: str = 'auto', device: Union[str, torch.device] = 'cpu', precision: str = 'fp32',
+                   optimize: bool = False, compile: Union[bool, str] = False, cuda_graph: bool = False,
+                   fixed_batch: bool = False) -> BackendPlan:
+    """The plan for ``backend`` ('auto', 'torch' or 'onnxruntime') on ``device`` in ``precision`` (see the
+    module docstring); ``fixed_batch``: the caller sends full batches of one size (a CUDA graph is safe).
+    Raises ValueError for a combination that cannot run."""
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {", ".join(map(repr, BACKENDS))}, got {backend!r}.')
+    device = torch.device(device)
+    dtype = resolve_dtype(precision)
+    if cuda_graph and device.type != 'cuda':
+        raise ValueError(f'cuda_graph=True needs a CUDA device, got {device}.')
+    torch_options = bool(optimize or compile or cuda_graph)
+    if backend == 'onnxruntime':
+        if device.type != 'cpu' or dtype != torch.float32 or torch_options:
+            raise ValueError("backend='onnxruntime' runs on the CPU in fp32, without optimize / compile / "
+                             'cuda_graph (onnxruntime does its own graph optimisation).')
+        missing = missing_onnx_packages()
+        if missing:
+            raise ValueError(f"backend='onnxruntime' needs the {' and '.join(missing)} package(s): "
+                             f"pip install {' '.join(missing)}.")
+        return BackendPlan(backend, 'onnxruntime', reason='asked for')
+    if backend == 'torch' or torch_options:
+        return BackendPlan(backend, 'torch', optimize=torch_options, cuda_graph=cuda_graph,
+                           reason='asked for' if backend == 'torch' else 'optimize / compile / cuda_graph asked for')
+    if device.type == 'cpu' and dtype == torch.float32:
+        missing = missing_onnx_packages()
+        if not missing:
+            return BackendPlan(backend, 'onnxruntime', reason='CPU, fp32: onnxruntime measured fastest')
+        _notice(f"osnet_zoo: {' and '.join(missing)} not installed, so the optimised PyTorch model runs instead "
+                f"of onnxruntime (the fastest CPU path): pip install {' '.join(missing)}")
+        return BackendPlan(backend, 'torch', optimize=True, reason=f"{' and '.join(missing)} not installed")
+    if device.type == 'cpu':
+        return BackendPlan(backend, 'torch', optimize=True, reason=f'CPU, {precision}: onnxruntime runs fp32')
+    if device.type == 'cuda':
+        return BackendPlan(backend, 'torch', optimize=True, cuda_graph=fixed_batch,
+                           reason='CUDA: BN folded, channels_last' + (', a CUDA graph for the batch size'
+                                                                      if fixed_batch else ''))
+    return BackendPlan(backend, 'torch', reason=f'{device.type}: no faster path measured')
+
+
+def build_runtime(net: nn.Module, plan: BackendPlan, device: Union[str, torch.device], precision: str = 'fp32',
+                  batch_size: int = 64, input_size: Optional[Tuple[int, int, int]] = None,
+                  threads: Optional[int] = None, spinning: bool = False,
+                  compile: Union[bool, str] = False) -> Tuple[nn.Module, BackendPlan]:
+    """The module that runs ``net`` (an eval-mode embedding model) under ``plan``, and the plan it runs
+    (another one when an automatic onnxruntime plan fell back to PyTorch because the model could not be
+    exported or failed the check; a one-line notice says so). Call the module with a float32 NCHW batch.
+
+    ``batch_size`` / ``input_size`` size the CUDA graph; ``threads`` and ``spinning`` configure onnxruntime
+    (spinning threads slow down CPU work between the calls, such as preprocessing); ``compile`` is passed to
+    ``optimize_for_inference``. The optimised and onnxruntime paths leave ``net`` as it is; the plain torch
+    path moves ``net`` itself to the device and dtype (callers pass their own copy).
+    """
+    device = torch.device(device)
+    dtype = resolve_dtype(precision)
+    if plan.backend == 'onnxruntime':
+        try:
+            return OnnxRuntimeModel(net, threads=threads, spinning=spinning, input_size=input_size), plan
+        except Exception as e:  # the exporter and onnxruntime raise many types; the PyTorch model still runs
+            if plan.requested != 'auto':
+                raise
+            reason = ' '.join(str(e).split())[:200]
+            _notice(f'osnet_zoo: {type(net).__name__} could not run through onnxruntime ({type(e).__name__}: '
+                    f'{reason}); running the optimised PyTorch model instead.')
+            plan = dataclasses.replace(plan, backend='torch', optimize=True, reason=f'ONNX export failed: {reason}')
+    if plan.optimize:
+        return optimize_for_inference(net, precision=dtype, device=device, compile=compile,
+                                      cuda_graph_batch_sizes=(batch_size,) if plan.cuda_graph else (),
+                                      input_size=input_size), plan
+    return net.to(device=device, dtype=dtype).eval(), plan

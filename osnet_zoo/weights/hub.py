@@ -335,14 +335,22 @@ def fetch_pretrained(entry: WeightsEntry, manifest: WeightsManifest, cache_dir: 
     raise WeightsUnavailableError(_unavailable_message(entry.name, tried, entry, why_not, cache_dir))
 
 
+def _hub_file_in_cache(source: WeightsSource, cache_dir: Any,
+                       tried: List[Tuple[WeightsSource, str]]) -> Optional[Path]:
+    """The source's Hub file from the local Hugging Face cache (no request), or None with the reason in ``tried``."""
+    try:
+        return fetch_hub_file(source.file, cache_dir, local_only=True)
+    except _Missing as e:
+        tried.append((source, str(e)))
+        return None
+
+
 def _cached_source(entry: WeightsEntry, source: WeightsSource, root: Path, cache_dir: Any,
                    manifest: WeightsManifest, check: Optional[FitCheck],
                    tried: List[Tuple[WeightsSource, str]]) -> Optional[Fetched]:
     if source.kind == 'osnet-zoo':
-        try:
-            path = fetch_hub_file(source.file, cache_dir, local_only=True)
-        except _Missing as e:
-            tried.append((source, str(e)))
+        path = _hub_file_in_cache(source, cache_dir, tried)
+        if path is None:
             return None
         return Fetched(entry.name, source, path, check_file(path, source.file, entry.name, manifest.path),
                        'verified', downloaded=False)
@@ -350,10 +358,8 @@ def _cached_source(entry: WeightsEntry, source: WeightsSource, root: Path, cache
     if found is not None:
         return found
     if source.kind == 'hub':
-        try:
-            path = fetch_hub_file(source.file, cache_dir, local_only=True)
-        except _Missing as e:
-            tried.append((source, str(e)))
+        path = _hub_file_in_cache(source, cache_dir, tried)
+        if path is None:
             return None
         digest = check_file(path, source.file, entry.name, manifest.path)
         return _cache_hub_file(entry, source, path, digest, root, check, downloaded=False)

@@ -1,8 +1,8 @@
 """The command-line vocabulary shared by every ``python -m osnet_zoo.<verb>``.
 
 Every verb names the same things the same way: ``--output``, ``--device``, ``--precision {fp32,bf16,fp16}``,
-``--batch-size``, ``--workers``, ``--model``, ``--root``. The spellings of earlier releases (``--out``,
-``--amp``, ``--half``, ``--arch``) still work for one release and print a deprecation warning.
+``--batch-size``, ``--workers``, ``--model``, ``--root``; options of the form KEY=VALUE are read by
+:func:`parse_key_values`.
 
 :func:`run` is the entry point of each ``__main__``: a bad input (a missing file, an unknown dataset, a
 corrupt checkpoint) is printed as one ``error: ...`` line with a non-zero exit status, never a traceback.
@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import yaml
 
 __all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
            'add_precision',
-           'add_batch_size', 'add_workers', 'add_model', 'add_root', 'deprecated_alias', 'resolve_workers',
+           'add_batch_size', 'add_workers', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
            'check_at_least', 'error_message', 'run']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -52,27 +53,9 @@ def default_device() -> str:
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
-def deprecated_alias(new_option: str, mapping: Optional[Dict[Any, Any]] = None) -> type:
-    """An argparse action for an old option spelling: stores into the new option's ``dest`` (values
-    translated through ``mapping``) and warns once that ``new_option`` replaces it."""
-
-    class _Deprecated(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            value = values if self.nargs != 0 else self.const
-            if mapping is not None:
-                value = mapping.get(value, value)
-            shown = f'{new_option} {value}' if self.nargs != 0 or mapping is not None else new_option
-            print(f'warning: {option_string} is deprecated and will be removed in the next release; use {shown}',
-                  file=sys.stderr)
-            setattr(namespace, self.dest, value)
-
-    return _Deprecated
-
-
 def add_output(parser: argparse.ArgumentParser, default: Optional[str], help: str) -> None:
-    """``--output`` (old spelling ``--out``)."""
+    """``--output``; a ``default`` other than None is shown in the help."""
     parser.add_argument('--output', default=default, help=help + ('' if default is None else f' (default: {default})'))
-    parser.add_argument('--out', dest='output', action=deprecated_alias('--output'), help=argparse.SUPPRESS)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -83,14 +66,8 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_precision(parser: argparse.ArgumentParser, choices: Sequence[str] = PRECISIONS, default: str = 'fp32',
                   help: str = 'numeric precision: fp32, or bf16 / fp16 mixed precision') -> None:
-    """``--precision {fp32,bf16,fp16}``; the old ``--amp {none,bf16,fp16}`` / bare ``--amp`` and ``--half``
-    spellings map onto it."""
+    """``--precision {fp32,bf16,fp16}``."""
     parser.add_argument('--precision', default=default, choices=list(choices), help=f'{help} (default: {default})')
-    parser.add_argument('--amp', dest='precision', nargs='?', const='bf16',
-                        action=deprecated_alias('--precision', {'none': 'fp32'}), help=argparse.SUPPRESS)
-    if 'fp16' in choices:
-        parser.add_argument('--half', dest='precision', nargs=0, const='fp16',
-                            action=deprecated_alias('--precision fp16'), help=argparse.SUPPRESS)
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: Optional[int], help: str = 'images per batch') -> None:
@@ -113,6 +90,28 @@ def resolve_workers(workers: Optional[int], device: str) -> int:
             raise ValueError(f'--workers must be >= 0, got {workers}.')
         return workers
     return 0 if str(device).startswith('cpu') else min(8, os.cpu_count() or 1)
+
+
+def parse_key_values(items: Union[Sequence[str], Mapping[str, Any], None], option: str) -> Dict[str, Any]:
+    """``['num_streams=1', 'direction=b2a']`` -> ``{'num_streams': 1, 'direction': 'b2a'}``; each value is
+    read as a YAML scalar (``1`` an int, ``true`` a bool, ``[1, 2]`` a list, anything else a string).
+    A mapping (from a recipe) is returned as a dict; an item without ``=`` is an error naming ``option``."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    if isinstance(items, str):
+        items = [items]
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition('=')
+        if not sep or not key.strip():
+            raise ValueError(f'{option}: expected KEY=VALUE, got {item!r}')
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ''
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
 
 
 def check_at_least(**options: Tuple[Optional[int], int]) -> None:

@@ -43,7 +43,6 @@ the centre, and each cluster's nearest images); ``attributes`` writes ``attribut
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -192,19 +191,6 @@ def closest_to_centres(x: torch.Tensor, centres: torch.Tensor, labels: torch.Ten
 
 
 # ------------------------------------------------------------------------------------------ models, data
-
-def _parse_model_args(pairs: Sequence[str], option: str) -> Dict[str, Any]:
-    kwargs = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition('=')
-        if not sep or not key:
-            raise ValueError(f'{option}: expected KEY=VALUE (e.g. num_streams=1), got {pair!r}')
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value  # a bare word is a string
-    return kwargs
-
 
 def build_model(name: str, checkpoint: Optional[str] = None, pretrained: bool = True,
                 model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -586,8 +572,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                        grid_images=(getattr(args, 'grid_images', None), 1),
                        clusters=(getattr(args, 'clusters', None), 1),
                        per_cluster=(getattr(args, 'per_cluster', None), 1))
-    model_args = _parse_model_args(args.model_args, '--model-args')
-    compare_args = _parse_model_args(getattr(args, 'compare_args', []), '--compare-args')
+    model_args = cli.parse_key_values(args.model_args, '--model-args')
+    compare_args = cli.parse_key_values(getattr(args, 'compare_args', []), '--compare-args')
     out = Path(args.output or f'runs/visualize/{args.command}')
     if out.exists() and not out.is_dir():  # before any model runs: the figures could not be written there
         raise NotADirectoryError(f'--output {out} is a file, not a folder.')

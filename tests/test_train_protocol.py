@@ -17,7 +17,6 @@ from osnet_zoo.train import resolve_config
 from osnet_zoo.train import protocol
 from osnet_zoo.train.__main__ import get_args_parser
 from osnet_zoo.train.__main__ import main as train_main
-from osnet_zoo.train.recipes import parse_key_values
 
 TINY = ['--model', 'osnet_x0_25', '--epochs', '1', '--height', '64', '--width', '32', '--batch-size', '4',
         '--max-steps-per-epoch', '1', '--fixbase-epochs', '0', '--device', 'cpu', '--workers', '0']
@@ -145,10 +144,6 @@ def test_model_args_recorded_and_built(root, tmp_path):
 
 
 def test_option_parsing_and_errors(root, tmp_path):
-    assert parse_key_values(['num_streams=1', 'gate=static', 'flag=true'], '--model-args') == {
-        'num_streams': 1, 'gate': 'static', 'flag': True}
-    with pytest.raises(ValueError, match='--model-args: expected KEY=VALUE'):
-        parse_key_values(['num_streams'], '--model-args')
     cfg = resolve_config(get_args_parser().parse_args(['--recipe', 'mix4']))
     assert cfg.sources == ['market1501', 'cuhk03', 'dukemtmcreid', 'msmt17'] and cfg.source
     cfg = resolve_config(get_args_parser().parse_args(['--recipe', 'small_finetune']))

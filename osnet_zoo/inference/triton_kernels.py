@@ -16,7 +16,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-__all__ = ['depthwise3x3_bias_relu', 'depthwise3x3_bias_relu_reference', 'triton_available']
+__all__ = ['depthwise3x3_bias_relu', 'depthwise3x3_bias_relu_reference']
 
 try:
     import triton
@@ -25,11 +25,6 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
-
-
-def triton_available() -> bool:
-    """True when Triton imported; the kernel still falls back to PyTorch where it does not apply."""
-    return triton is not None
 
 
 def depthwise3x3_bias_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

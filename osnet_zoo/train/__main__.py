@@ -77,7 +77,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('model')
     cli.add_model(g, default=None, help='timm model name, e.g. osnet_x1_0, osnet_ain_x1_0, or any timm backbone '
                                         '(resnet50, mobilenetv2_100: its pooled features; default: the recipe\'s)')
-    g.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     g.add_argument('--pretrained', help="pretrained tag to start from (e.g. 'imagenet'); 'none' for random")
     g.add_argument('--init-checkpoint', metavar='PATH',
                    help='start from these weights: a training run folder (its final/model.safetensors, else its '

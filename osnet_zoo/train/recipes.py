@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from .. import cli
 from ..cli import PRECISIONS
 from ..data.labelled import LABELLED_AUGMENTATIONS
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_AUGMENTATIONS
@@ -22,7 +22,7 @@ from ..models.osnet import MIN_INPUT_SIZE
 from .optim import OPTIMIZERS, SCHEDULERS
 
 __all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
-           'parse_key_values', 'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE', 'check_channel_values']
+           'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE', 'check_channel_values']
 
 RECIPES_DIR = Path(__file__).parent / 'recipes'
 
@@ -172,7 +172,6 @@ def check_config(cfg: 'TrainConfig') -> None:
 _ENGINEERING_START = 'recipe'
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)[
     :[f.name for f in dataclasses.fields(TrainConfig)].index(_ENGINEERING_START)])
-_RENAMED_KEYS = {'arch': 'model'}  # recipe keys of earlier releases
 
 
 def list_recipes() -> List[str]:
@@ -195,10 +194,6 @@ def load_recipe(name_or_path: str) -> Dict[str, Any]:
         raise ValueError(f'Recipe {path} is not valid YAML: {" ".join(str(e).split())}') from None
     if not isinstance(recipe, dict):
         raise ValueError(f'Recipe {path} must be a YAML mapping of option: value, got {type(recipe).__name__}.')
-    for old, new in _RENAMED_KEYS.items():
-        if old in recipe:
-            print(f'warning: recipe {path}: option {old!r} is now {new!r}', file=sys.stderr)
-            recipe[new] = recipe.pop(old)
     unknown = set(recipe) - set(RECIPE_KEYS)
     if unknown:
         raise ValueError(f'Recipe {name_or_path!r} has unknown options {sorted(unknown)}; '
@@ -206,35 +201,13 @@ def load_recipe(name_or_path: str) -> Dict[str, Any]:
     return recipe
 
 
-def parse_key_values(items: Union[Sequence[str], Mapping[str, Any], None], option: str) -> Dict[str, Any]:
-    """``['num_streams=1', 'direction=b2a']`` -> ``{'num_streams': 1, 'direction': 'b2a'}``; each value is
-    read as a YAML scalar (``1`` an int, ``true`` a bool, ``[1, 2]`` a list, anything else a string).
-    A mapping (from a recipe) is returned as a dict; an item without ``=`` is an error naming ``option``."""
-    if items is None:
-        return {}
-    if isinstance(items, Mapping):
-        return dict(items)
-    if isinstance(items, str):
-        items = [items]
-    out: Dict[str, Any] = {}
-    for item in items:
-        key, sep, value = str(item).partition('=')
-        if not sep or not key.strip():
-            raise ValueError(f'{option}: expected KEY=VALUE, got {item!r}')
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ''
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the recipe's values, then every option given on the command line (not None)."""
     values = dict(load_recipe(args.recipe))
     values.update({k: v for k, v in vars(args).items()
                    if k in TrainConfig.__dataclass_fields__ and v is not None})
-    values['model_args'] = parse_key_values(values.get('model_args'), '--model-args')
-    values['dataset_options'] = parse_key_values(values.get('dataset_options'), '--dataset-option')
+    values['model_args'] = cli.parse_key_values(values.get('model_args'), '--model-args')
+    values['dataset_options'] = cli.parse_key_values(values.get('dataset_options'), '--dataset-option')
     for key in ('pretrained', 'init_checkpoint'):
         if values.get(key) in ('none', ''):
             values[key] = None

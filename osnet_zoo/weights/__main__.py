@@ -454,7 +454,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('list', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['list'],
                        help='print the weights manifest as a table')
     cli.add_model(p, default=None, help='only this architecture, e.g. osnet_x1_0')
-    p.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     p.add_argument('--markdown', action='store_true', help="print the README's zoo table (Markdown) instead")
     _manifest_arg(p)
     p.set_defaults(func=cmd_list)
@@ -481,7 +480,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                     'Prints the sha256 and size of the weights.')
     p.add_argument('checkpoint', type=Path, help='the checkpoint file (.pth, .pth.tar, .safetensors)')
     cli.add_model(p, default=None, help='architecture, e.g. osnet_x1_0 or osnet_ain_x1_0 (required)')
-    p.add_argument('--arch', dest='model', action=cli.deprecated_alias('--model'), help=argparse.SUPPRESS)
     p.add_argument('--tag', default=None,
                    help='pretrained tag, e.g. market1501 (see `list`); any name for your own (required for --to hub)')
     p.add_argument('--to', choices=['hub', 'torchreid'], default='hub',

@@ -253,11 +253,6 @@ class WeightsManifest:
         known = [e.name for e in self if e.architecture == arch] or sorted({e.architecture for e in self})
         raise KeyError(f'{name!r} is not in the weights manifest {self.path}; known: {known}')
 
-    def default_entry(self, architecture: str) -> Optional[WeightsEntry]:
-        """The entry of ``architecture``'s default tag, or None when it has none."""
-        tag = self.data['default_tags'].get(architecture)
-        return self.entries.get(f'{architecture}.{tag}') if tag else None
-
     def most_pinned_revision(self, repo_id: str) -> Optional[str]:
         """The revision of ``repo_id`` that most entries pin (where an unpinned file of that repo is looked
         for first), or None when none is pinned."""

@@ -11,7 +11,7 @@ Examples::
 
 A training run (its folder, ``final/`` or ``final/model.safetensors``) describes itself: the architecture,
 input size, mean/std and distance come from its ``final/config.json``; an explicit ``--model``, ``--height``,
-``--width`` or ``--metric`` overrides them, and the command says so.
+``--width`` or ``--distance`` overrides them, and the command says so.
 
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
 every query under the dataset's protocol, prints R1/R5/R10/R20, mAP and mINP, and writes to ``--output``:
@@ -163,7 +163,7 @@ def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dic
     out = Path(args.output)
     targets: Dict[str, Dict] = {}
     # the results.json of every command (evaluation.results_document); a classifier has no distance
-    summary = results_document(targets, model=args.model, checkpoint=args.checkpoint, metric=None, input_size=size,
+    summary = results_document(targets, model=args.model, checkpoint=args.checkpoint, distance=None, input_size=size,
                                precision=args.precision, task=args.task, crop_pct=cfg.get('crop_pct', 1.0),
                                device=str(device))
     for name in args.dataset:
@@ -209,7 +209,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '
                         'cuhk03_labeled, synthetic, synthetic_b (default: synthetic)')
     cli.add_root(p)
-    p.add_argument('--metric', default=None, choices=['cosine', 'euclidean'],
+    p.add_argument('--distance', default=None, choices=['cosine', 'euclidean'],
                    help="distance: cosine or squared euclidean (default: a training run's own, else cosine)")
     p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)')
     p.add_argument('--flip', action='store_true', help='average the features of each image and its mirror')
@@ -255,7 +255,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     (the other ranks return ``{}``)."""
     main_rank = du.is_main_process()
     apply_run_record(args, log=print if main_rank else None)  # a training run: its architecture, size, distance
-    args.metric = args.metric or 'cosine'
+    args.distance = args.distance or 'cosine'
     model = load_model(args.model, args.checkpoint).eval().to(device)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))
@@ -277,7 +277,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
-              f', input {args.height}x{args.width}, metric {args.metric}' + (', re-ranking' if args.rerank else '') +
+              f', input {args.height}x{args.width}, distance {args.distance}' + (', re-ranking' if args.rerank else '') +
               (', flip' if args.flip else '') + f', {args.precision}, device {device}, {plan.describe()}' +
               (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
 
@@ -301,11 +301,11 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         t0 = time.perf_counter()
         single_shot = dict(single_gallery_shot=args.cuhk03_single_shot and name.startswith('cuhk03'))
         if args.rerank:
-            dist = re_ranking(feats['query'], feats['gallery'], metric=args.metric, device=device)
+            dist = re_ranking(feats['query'], feats['gallery'], distance=args.distance, device=device)
             res = evaluate_rank(dist, *ids, max_rank=args.max_rank, **single_shot)
         else:
             dist = None
-            res = evaluate_features(feats['query'], feats['gallery'], *ids, metric=args.metric, device=device,
+            res = evaluate_features(feats['query'], feats['gallery'], *ids, distance=args.distance, device=device,
                                     max_rank=args.max_rank, **single_shot)
         elapsed = time.perf_counter() - t0
         print(summary_line(name, res) + f'  [{elapsed:.2f} s]')
@@ -313,14 +313,14 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
         metrics[name] = target_metrics(res, len(ds.gallery), ids[1])
         picks = pick_queries(res)
         rows = dist[picks].numpy() if dist is not None else pairwise_distance(
-            feats['query'][picks], feats['gallery'], args.metric).numpy()
+            feats['query'][picks], feats['gallery'], args.distance).numpy()
         ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png',
                             title=f'Ranked results: {args.model} on {name} (queries from the best to the worst AP)',
-                            distance=('squared ' if args.metric == 'euclidean' else '') + f'{args.metric} distance'
+                            distance=('squared ' if args.distance == 'euclidean' else '') + f'{args.distance} distance'
                             + (' after re-ranking' if args.rerank else ''))
     if not main_rank:
         return {}
-    summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, metric=args.metric,
+    summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, distance=args.distance,
                                input_size=(args.height, args.width), precision=args.precision, flip=args.flip,
                                rerank=args.rerank)
     atomic_write_json(out / 'results.json', summary, indent=1)

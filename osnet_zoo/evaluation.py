@@ -144,18 +144,18 @@ def target_metrics(result: Dict[str, Any], num_gallery: int, gallery_pids: Seque
 
 
 def results_document(targets: Dict[str, Dict[str, Any]], model: Optional[str], checkpoint: Optional[str],
-                     metric: str, input_size: Sequence[int], precision: str, flip: bool = False,
+                     distance: str, input_size: Sequence[int], precision: str, flip: bool = False,
                      rerank: bool = False, **extra: Any) -> Dict[str, Any]:
     """The ``results.json`` of train, evaluate and each train.protocol evaluation: how the features were made
-    (model, checkpoint, metric, input_size [H, W], precision, flip, rerank, and any ``extra``), then
+    (model, checkpoint, distance, input_size [H, W], precision, flip, rerank, and any ``extra``), then
     ``targets``: {dataset: :func:`target_metrics`}."""
-    return dict(model=model, checkpoint=None if checkpoint is None else str(checkpoint), metric=metric,
+    return dict(model=model, checkpoint=None if checkpoint is None else str(checkpoint), distance=distance,
                 input_size=[int(v) for v in input_size], precision=precision, flip=bool(flip), rerank=bool(rerank),
                 **extra, targets=targets)
 
 
 def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], device: torch.device,
-                    metric: str = 'euclidean', size: Tuple[int, int] = (256, 128),
+                    distance: str = 'euclidean', size: Tuple[int, int] = (256, 128),
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, batch_size: int = 64,
                     workers: int = 0, precision: str = 'fp32', flip: bool = False,
                     epoch: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
@@ -176,7 +176,7 @@ def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], devic
                 continue
             q_pids, g_pids = torch.tensor([it.pid for it in query]), torch.tensor([it.pid for it in gallery])
             q_cams, g_cams = torch.tensor([it.camid for it in query]), torch.tensor([it.camid for it in gallery])
-            r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, device=device)
+            r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, distance=distance, device=device)
             results[target] = target_metrics(r, len(gallery), g_pids.tolist(), epoch=epoch)
     finally:
         for m, mode in zip(models, modes):

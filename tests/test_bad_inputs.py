@@ -711,7 +711,7 @@ def test_metrics_take_string_labels(case):
     else:
         qc, gc = [f'c{i}' for i in qc], [f'c{i}' for i in gc]
     got = evaluate_rank(dist, qp, gp, qc, gc, max_rank=5)
-    got_f = evaluate_features(qf, gf, qp, gp, qc, gc, metric='euclidean', max_rank=5)
+    got_f = evaluate_features(qf, gf, qp, gp, qc, gc, distance='euclidean', max_rank=5)
     for r in (got, got_f):
         assert r['mAP'] == pytest.approx(reference['mAP']) and np.allclose(r['cmc'], reference['cmc'])
 

@@ -36,7 +36,7 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.train --output runs/demo --deterministic --seed 1 --resume': TINY_TRAIN,
     'python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic': TINY_EVAL,
     'python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint runs/osnet/final/model.safetensors '
-    '--dataset synthetic --flip --rerank --metric euclidean --device cpu --batch-size 64': TINY_EVAL,
+    '--dataset synthetic --flip --rerank --distance euclidean --device cpu --batch-size 64': TINY_EVAL,
     'python -m osnet_zoo.visualize actmap --checkpoint runs/osnet --max-images 8 --output runs/actmap': TINY_EVAL,
     'python -m osnet_zoo.export --checkpoint runs/osnet --output runs/export': '',
     'python -m osnet_zoo.export --checkpoint runs/osnet --format torchscript --output runs/export': '',

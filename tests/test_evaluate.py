@@ -79,10 +79,10 @@ def test_end_to_end_outputs_and_consistent_numbers(setup):
     stamp = (out / 'features_synthetic_query.safetensors').stat().st_mtime_ns
     rerank = main(['--model', 'osnet_x0_25', '--checkpoint', str(ckpt), '--dataset', 'synthetic', '--root',
                    str(tmp / 'data'), '--output', str(out), '--height', '128', '--width', '64', '--flip', '--rerank',
-                   '--workers', '0', '--metric', 'euclidean', '--device', 'cpu'])
+                   '--workers', '0', '--distance', 'euclidean', '--device', 'cpu'])
     assert (out / 'features_synthetic_query.safetensors').stat().st_mtime_ns == stamp
     assert rerank == json.loads((out / 'results.json').read_text())
-    assert rerank['rerank'] and rerank['metric'] == 'euclidean'
+    assert rerank['rerank'] and rerank['distance'] == 'euclidean'
     assert 0 < rerank['targets']['synthetic']['mAP'] <= 1
 
     # the PyTorch model, asked for: its own cached features (the backend is part of the key), the same numbers

@@ -135,20 +135,20 @@ def test_distances_match_their_definitions():
     np.testing.assert_allclose(pairwise_distance(x, y, 'cosine', chunk_rows=4).numpy(), 1 - xn @ yn.T, atol=1e-6)
     sq = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
     np.testing.assert_allclose(pairwise_distance(x, y, 'euclidean', chunk_rows=2).numpy(), sq, rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match='unknown metric'):
+    with pytest.raises(ValueError, match='unknown distance'):
         pairwise_distance(x, y, 'manhattan')
 
 
-@pytest.mark.parametrize('metric', ['cosine', 'euclidean'])
-def test_evaluate_features_equals_ranking_the_full_matrix(metric):
+@pytest.mark.parametrize('distance', ['cosine', 'euclidean'])
+def test_evaluate_features_equals_ranking_the_full_matrix(distance):
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((40, 32))
     q_pids, g_pids = rng.integers(0, 40, 150), rng.integers(0, 40, 700)
     qf = (centres[q_pids] + 0.9 * rng.standard_normal((150, 32))).astype(np.float32)
     gf = (centres[g_pids] + 0.9 * rng.standard_normal((700, 32))).astype(np.float32)
     q_cams, g_cams = rng.integers(0, 4, 150), rng.integers(0, 4, 700)
-    full = evaluate_rank(pairwise_distance(qf, gf, metric, chunk_rows=64).numpy(), q_pids, g_pids, q_cams, g_cams)
-    fused = evaluate_features(torch.from_numpy(qf), gf, q_pids, g_pids, q_cams, g_cams, metric=metric,
+    full = evaluate_rank(pairwise_distance(qf, gf, distance, chunk_rows=64).numpy(), q_pids, g_pids, q_cams, g_cams)
+    fused = evaluate_features(torch.from_numpy(qf), gf, q_pids, g_pids, q_cams, g_cams, distance=distance,
                               chunk_rows=64, num_workers=2)
     assert _same(fused, full)
     assert 0.2 < fused['mAP'] < 0.95  # a real ranking problem, neither trivial nor hopeless

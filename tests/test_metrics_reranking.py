@@ -47,17 +47,17 @@ def _clustered(rng, n, centres, noise=0.6):
     return (centres[pids] + noise * rng.standard_normal((n, centres.shape[1]))).astype(np.float32), pids
 
 
-@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+@pytest.mark.parametrize('distance', ['euclidean', 'cosine'])
 @pytest.mark.parametrize('k1,k2,nq,ng', [(20, 6, 15, 80), (7, 1, 6, 25), (9, 3, 10, 40), (20, 6, 4, 8)])
-def test_matches_published_algorithm(metric, k1, k2, nq, ng):
+def test_matches_published_algorithm(distance, k1, k2, nq, ng):
     rng = np.random.default_rng(k1 * 100 + nq)
     centres = rng.standard_normal((12, 16))
     qf, _ = _clustered(rng, nq, centres)
     gf, _ = _clustered(rng, ng, centres)
-    ref, expanded = dense_reference_re_ranking(pairwise_distance(qf, gf, metric).numpy(),
-                                               pairwise_distance(qf, qf, metric).numpy(),
-                                               pairwise_distance(gf, gf, metric).numpy(), k1, k2)
-    ours = re_ranking(qf, gf, k1=k1, k2=k2, metric=metric, chunk_rows=7).numpy()
+    ref, expanded = dense_reference_re_ranking(pairwise_distance(qf, gf, distance).numpy(),
+                                               pairwise_distance(qf, qf, distance).numpy(),
+                                               pairwise_distance(gf, gf, distance).numpy(), k1, k2)
+    ours = re_ranking(qf, gf, k1=k1, k2=k2, distance=distance, chunk_rows=7).numpy()
     assert ours.shape == (nq, ng)
     np.testing.assert_allclose(ours, ref, atol=2e-6, rtol=0)
     if (k1, nq) == (20, 15):
@@ -71,5 +71,5 @@ def test_reranking_helps_on_clustered_data():
     gf, g_pids = _clustered(rng, 400, centres, 1.0)
     q_cams, g_cams = np.zeros(60, int), np.ones(400, int)
     plain = evaluate_rank(pairwise_distance(qf, gf).numpy(), q_pids, g_pids, q_cams, g_cams)
-    rer = evaluate_rank(re_ranking(qf, gf, metric='cosine'), q_pids, g_pids, q_cams, g_cams)
+    rer = evaluate_rank(re_ranking(qf, gf, distance='cosine'), q_pids, g_pids, q_cams, g_cams)
     assert rer['mAP'] > plain['mAP'] + 0.02

@@ -21,14 +21,14 @@ def test_recipe_cites_a_section_and_the_papers_distance(name):
     if name == 'synthetic':
         assert 'not a paper recipe' in open(f'osnet_zoo/train/recipes/{name}.yaml').read().lower()
         return
-    assert 'Sec.' in cfg.source, f'{name}: the source must name the section it follows'
+    assert 'Sec.' in cfg.citation, f'{name}: the source must name the section it follows'
     # the first paper a recipe cites is the one it follows
-    if cfg.source.startswith('OSNet-AIN, TPAMI') or 'supplementary Sec. B' in cfg.source:
-        assert cfg.metric == 'cosine', name
+    if cfg.citation.startswith('OSNet-AIN, TPAMI') or 'supplementary Sec. B' in cfg.citation:
+        assert cfg.distance == 'cosine', name
     elif cfg.sources[0] in ('pa100k', 'cifar10', 'cifar100', 'imagenet'):
         assert load_recipe(name)['targets'] == cfg.sources  # scored on their own test split
     else:
-        assert cfg.source.startswith('OSNet, ICCV 2019') and cfg.metric == 'euclidean', name
+        assert cfg.citation.startswith('OSNet, ICCV 2019') and cfg.distance == 'euclidean', name
 
 
 def test_cross_domain_ibn_and_mix4_settings():
@@ -38,7 +38,7 @@ def test_cross_domain_ibn_and_mix4_settings():
     assert ibn.lr_scheduler == 'multistep' and ibn.stepsize == [60, 120] and ibn.fixbase_epochs == 10
     assert ibn.transforms == ['random_flip', 'color_jitter'] and ibn.batch_size == 64 and ibn.weight_decay == 5e-4
     ain = _cfg('cross_domain')
-    assert ain.lr_scheduler == 'cosine' and ain.epochs == 100 and ain.metric == 'cosine'  # TPAMI, not the same
+    assert ain.lr_scheduler == 'cosine' and ain.epochs == 100 and ain.distance == 'cosine'  # TPAMI, not the same
     mix4 = _cfg('mix4')
     assert mix4.pretrained is None and mix4.optim == 'sgd' and mix4.lr == 0.065  # from scratch (ICCV Sec. 4.1)
     assert mix4.stepsize == [150, 225, 300] and mix4.sources == ['market1501', 'cuhk03', 'dukemtmcreid', 'msmt17']
@@ -57,4 +57,4 @@ def test_cross_domain_ibn_recipe_runs_from_source_to_target(tmp_path):
                           '--batch-size', '8', '--max-steps-per-epoch', '1', '--output', str(out)])
     assert set(results) == {'dukemtmcreid'}
     config = json.loads((out / 'config.json').read_text())
-    assert config['model'] == 'osnet_ibn_x1_0' and config['metric'] == 'euclidean' and config['stepsize'] == [60, 120]
+    assert config['model'] == 'osnet_ibn_x1_0' and config['distance'] == 'euclidean' and config['stepsize'] == [60, 120]

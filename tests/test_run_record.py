@@ -56,7 +56,7 @@ def test_readme_train_then_evaluate_gives_the_same_figures(tmp_path):
     for key in ('rank1', 'mAP', 'mINP'):
         assert e[key] == pytest.approx(t[key], abs=1e-6), key
     assert 0 < t['mAP'] <= 1 and t['num_query'] == e['num_query'] > 0
-    assert (trained['metric'], trained['input_size']) == (evaluated['metric'], evaluated['input_size']) == (
+    assert (trained['distance'], trained['input_size']) == (evaluated['distance'], evaluated['input_size']) == (
         'euclidean', [64, 32])
     # the model card of the run names files that exist, and no Hub repository
     card = (tmp_path / 'runs' / 'osnet' / 'final' / 'README.md').read_text()
@@ -72,7 +72,7 @@ def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('data')
     make_synthetic_reid(root / 'synthetic_reid', **TINY_DATA)
     out = tmp_path_factory.mktemp('run') / 'osnet'
-    train_main(['--root', str(root), '--output', str(out), '--metric', 'cosine', '--model-args', 'num_streams=2',
+    train_main(['--root', str(root), '--output', str(out), '--distance', 'cosine', '--model-args', 'num_streams=2',
                 *shlex.split(TINY_TRAIN)])
     return out
 
@@ -122,16 +122,16 @@ def test_builder_and_extractor_use_the_recorded_model(run):
 
 def test_explicit_options_override_the_record_and_say_so(run):
     lines = []
-    args = argparse.Namespace(model=None, checkpoint=str(run), height=None, width=None, metric=None)
+    args = argparse.Namespace(model=None, checkpoint=str(run), height=None, width=None, distance=None)
     record = apply_run_record(args, log=lines.append)
-    assert (args.model, args.height, args.width, args.metric) == ('osnet_x0_25', 64, 32, 'cosine')
+    assert (args.model, args.height, args.width, args.distance) == ('osnet_x0_25', 64, 32, 'cosine')
     assert args.checkpoint == str(record.weights) and 'overridden' not in lines[-1]
     args = argparse.Namespace(model='osnet_x0_25', checkpoint=str(run / 'final'), height=128, width=32,
-                              metric='euclidean', model_args=['num_streams=2'])
+                              distance='euclidean', model_args=['num_streams=2'])
     apply_run_record(args, log=lines.append)
     assert len(lines) == 2 and lines[-1].endswith(
-        'overridden by --height 128 (recorded: 64), --metric euclidean (recorded: cosine)')
-    assert (args.height, args.width, args.metric) == (128, 32, 'euclidean')
+        'overridden by --height 128 (recorded: 64), --distance euclidean (recorded: cosine)')
+    assert (args.height, args.width, args.distance) == (128, 32, 'euclidean')
     # without a record: the command's default model, or an error saying what is missing
     args = argparse.Namespace(model=None, checkpoint=None)
     assert apply_run_record(args, default_model='osnet_x1_0') is None and args.model == 'osnet_x1_0'

@@ -50,7 +50,7 @@ def test_recipes_ship_with_sources_and_override():
     for name in list_recipes():
         args = get_args_parser().parse_args(['--recipe', name])
         cfg = resolve_config(args)
-        assert cfg.source, f'recipe {name} must cite its source'
+        assert cfg.citation, f'recipe {name} must cite its source'
     scratch = resolve_config(get_args_parser().parse_args(['--recipe', 'scratch', '--lr', '0.01']))
     assert scratch.lr == 0.01 and scratch.stepsize == [150, 225, 300] and scratch.optim == 'sgd'
     ft = resolve_config(get_args_parser().parse_args(['--recipe', 'imagenet_finetune']))
@@ -101,7 +101,7 @@ def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
     from osnet_zoo.evaluation import evaluate_models, load_eval_splits
     out = tmp_path / 'dml2'
     r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '1', '--max-steps-per-epoch', '2',
-                '--dml', '--metric', 'cosine', '--model-args', 'num_streams=2', *TINY])
+                '--dml', '--distance', 'cosine', '--model-args', 'num_streams=2', *TINY])
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads((out / 'results.json').read_text())
     dml = results['dml']
@@ -118,10 +118,10 @@ def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
         model = timm.create_model(f'local-dir:{out / folder}', pretrained=True)  # rebuilt from config.json alone
         assert model.arch['num_streams'] == 2 and tuple(model.pretrained_cfg['input_size']) == (3, 64, 32)
         nets.append(model)
-        alone = evaluate_models([model], splits, torch.device('cpu'), metric='cosine', size=(64, 32))
+        alone = evaluate_models([model], splits, torch.device('cpu'), distance='cosine', size=(64, 32))
         assert alone['market1501']['mAP'] == pytest.approx(dml['networks'][folder]['market1501']['mAP'], abs=1e-6)
     # the ensemble is rebuilt as results.json says: both networks' features, concatenated
-    ensemble = evaluate_models(nets, splits, torch.device('cpu'), metric='cosine', size=(64, 32))
+    ensemble = evaluate_models(nets, splits, torch.device('cpu'), distance='cosine', size=(64, 32))
     assert ensemble['market1501']['mAP'] == pytest.approx(results['targets']['market1501']['mAP'], abs=1e-6)
 
 

@@ -145,9 +145,9 @@ def test_model_args_recorded_and_built(root, tmp_path):
 
 def test_option_parsing_and_errors(root, tmp_path):
     cfg = resolve_config(get_args_parser().parse_args(['--recipe', 'mix4']))
-    assert cfg.sources == ['market1501', 'cuhk03', 'dukemtmcreid', 'msmt17'] and cfg.source
+    assert cfg.sources == ['market1501', 'cuhk03', 'dukemtmcreid', 'msmt17'] and cfg.citation
     cfg = resolve_config(get_args_parser().parse_args(['--recipe', 'small_finetune']))
-    assert cfg.init_checkpoint == 'runs/mix4' and cfg.source
+    assert cfg.init_checkpoint == 'runs/mix4' and cfg.citation
     with pytest.raises(ValueError, match='--split-id / --dataset-option apply to'):
         train_main(['--split-id', '1', '--output', str(tmp_path / 'a'), *TINY])
     with pytest.raises(ValueError, match='--dataset-option colour'):

@@ -134,7 +134,7 @@ _RECORDED_OPTIONS: Dict[str, Tuple[str, Callable[[RunRecord], Any]]] = {
     '--model-args': ('model_args', lambda r: r.model_args),
     '--height': ('height', lambda r: r.input_hw[0] if r.input_hw else None),
     '--width': ('width', lambda r: r.input_hw[1] if r.input_hw else None),
-    '--metric': ('metric', lambda r: r.distance),
+    '--distance': ('distance', lambda r: r.distance),
 }
 
 
@@ -151,7 +151,7 @@ def apply_run_record(args: argparse.Namespace, default_model: Optional[str] = No
                      log: Optional[Callable[[str], None]] = print) -> Optional[RunRecord]:
     """For a command line: when ``args.checkpoint`` names a trained model with a record (a run folder, its
     ``final/`` or ``final/model.safetensors``), take the options the user left out (``--model``,
-    ``--model-args``, ``--height``, ``--width``, ``--metric``, where the command has them) from the record, point
+    ``--model-args``, ``--height``, ``--width``, ``--distance``, where the command has them) from the record, point
     ``args.checkpoint`` at the weights file, and ``log`` one line: what the record says and which explicit
     options override it. Without a record, a missing ``--model`` becomes ``default_model``, or is an error
     when there is none. Returns the record (None without one)."""

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['METRICS', 'pairwise_distance', 'iter_distance_chunks', 'as_feature_tensor']
+__all__ = ['DISTANCES', 'pairwise_distance', 'iter_distance_chunks', 'as_feature_tensor']
 
-METRICS = ('cosine', 'euclidean')
+DISTANCES = ('cosine', 'euclidean')
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -39,13 +39,13 @@ def as_feature_tensor(x: ArrayLike, name: str, device: Optional[Union[str, torch
     return t.to(device=device if device is not None else t.device, dtype=torch.float32)
 
 
-def _prepare(x: torch.Tensor, y: torch.Tensor, metric: str
+def _prepare(x: torch.Tensor, y: torch.Tensor, distance: str
              ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    if metric == 'cosine':
+    if distance == 'cosine':
         return F.normalize(x, dim=1), F.normalize(y, dim=1), None
-    if metric == 'euclidean':
+    if distance == 'euclidean':
         return x, y, y.pow(2).sum(dim=1)
-    raise ValueError(f'unknown metric {metric!r}; expected one of {METRICS}')
+    raise ValueError(f'unknown distance {distance!r}; expected one of {DISTANCES}')
 
 
 def default_chunk_rows(num_cols: int, device: torch.device) -> int:
@@ -57,7 +57,7 @@ def default_chunk_rows(num_cols: int, device: torch.device) -> int:
 
 
 def iter_distance_chunks(
-        x: ArrayLike, y: ArrayLike, metric: str = 'cosine', chunk_rows: Optional[int] = None,
+        x: ArrayLike, y: ArrayLike, distance: str = 'cosine', chunk_rows: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
 ) -> Iterator[Tuple[int, int, torch.Tensor]]:
     """Yield ``(start, stop, distances[start:stop])`` over the rows of ``x`` against all of ``y``.
@@ -68,7 +68,7 @@ def iter_distance_chunks(
     y = as_feature_tensor(y, 'y', x.device)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f'feature dimensions differ: {x.shape[1]} vs {y.shape[1]}')
-    xp, yp, y_sq = _prepare(x, y, metric)
+    xp, yp, y_sq = _prepare(x, y, distance)
     rows = chunk_rows or default_chunk_rows(len(yp), x.device)
     on_cpu = x.device.type == 'cpu'
     if on_cpu:  # numpy's OpenBLAS runs these products ~2x faster than torch's MKL on AMD CPUs
@@ -81,14 +81,14 @@ def iter_distance_chunks(
         xc = xp[start:stop]
         if on_cpu:
             d = np.matmul(xc, yt)
-            if metric == 'cosine':
+            if distance == 'cosine':
                 np.subtract(np.float32(1), d, out=d)
             else:
                 d *= np.float32(-2)
                 d += np.square(xc).sum(axis=1, keepdims=True)
                 d += y_sq
             yield start, stop, torch.from_numpy(d)
-        elif metric == 'cosine':
+        elif distance == 'cosine':
             yield start, stop, torch.mm(xc, yt).neg_().add_(1.0)
         else:
             yield start, stop, torch.addmm(xc.pow(2).sum(dim=1, keepdim=True) + y_sq, xc, yt, beta=1, alpha=-2)
@@ -96,19 +96,19 @@ def iter_distance_chunks(
 
 @torch.inference_mode()
 def pairwise_distance(
-        x: ArrayLike, y: ArrayLike, metric: str = 'cosine', device: Optional[Union[str, torch.device]] = None,
+        x: ArrayLike, y: ArrayLike, distance: str = 'cosine', device: Optional[Union[str, torch.device]] = None,
         chunk_rows: Optional[int] = None,
 ) -> torch.Tensor:
     """The full (len(x), len(y)) float32 distance matrix, computed in chunks, returned on the CPU.
 
     Args:
         x, y: (N, D) and (M, D) features (torch tensors or numpy arrays).
-        metric: ``'cosine'`` or ``'euclidean'`` (squared).
+        distance: ``'cosine'`` or ``'euclidean'`` (squared).
         device: where to compute (default: where ``x`` is); the result always comes back to the CPU.
         chunk_rows: rows of ``x`` per chunk (default: a memory-friendly size for the device).
     """
     x_t = torch.as_tensor(x)
     out = torch.empty(len(x_t), len(torch.as_tensor(y)), dtype=torch.float32)
-    for start, stop, d in iter_distance_chunks(x_t, y, metric, chunk_rows, device):
+    for start, stop, d in iter_distance_chunks(x_t, y, distance, chunk_rows, device):
         out[start:stop].copy_(d)
     return out

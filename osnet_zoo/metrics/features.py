@@ -23,7 +23,7 @@ def evaluate_features(
         g_pids: ArrayLike,
         q_camids: ArrayLike,
         g_camids: ArrayLike,
-        metric: str = 'cosine',
+        distance: str = 'cosine',
         device: Optional[Union[str, torch.device]] = None,
         max_rank: int = 50,
         *,
@@ -35,7 +35,7 @@ def evaluate_features(
 ) -> Dict[str, Any]:
     """CMC, mAP and mINP straight from query and gallery embeddings (Market1501 protocol).
 
-    Distances (``metric``: ``'cosine'`` or squared ``'euclidean'``) are computed chunk by chunk on
+    Distances (``distance``: ``'cosine'`` or squared ``'euclidean'``) are computed chunk by chunk on
     ``device`` (default: where ``query_features`` lives; ``'cuda'`` runs everything on the GPU) and each
     chunk is ranked as soon as it exists, so the full matrix never needs to fit in memory. The numbers are
     those of :func:`osnet_zoo.metrics.evaluate_rank` on :func:`osnet_zoo.metrics.pairwise_distance` of the
@@ -46,7 +46,7 @@ def evaluate_features(
     q_pids, g_pids, q_camids, g_camids = _validate((len(qf), len(gf)), q_pids, g_pids, q_camids, g_camids,
                                                    max_rank, what='(query, gallery) features')
     if single_gallery_shot:  # needs whole rows for the random draws: rank the full matrix
-        return evaluate_rank(pairwise_distance(qf, gf, metric, chunk_rows=chunk_rows), q_pids, g_pids, q_camids,
+        return evaluate_rank(pairwise_distance(qf, gf, distance, chunk_rows=chunk_rows), q_pids, g_pids, q_camids,
                              g_camids, max_rank, single_gallery_shot=True, num_repeats=num_repeats, seed=seed,
                              num_workers=num_workers)
     matches = MatchLists.build(q_pids, g_pids, q_camids, g_camids)
@@ -56,14 +56,14 @@ def evaluate_features(
     # the distance chunks of pairwise_distance (same numbers), ranked in cache-sized pieces on the CPU
     dist_rows = chunk_rows or default_chunk_rows(len(gf), qf.device)
     if on_gpu:
-        for start, stop, dist in iter_distance_chunks(qf, gf, metric, dist_rows):
+        for start, stop, dist in iter_distance_chunks(qf, gf, distance, dist_rows):
             acc.add(start, *chunk_good_ranks(dist, matches, start, stop))
         return acc.result()
 
     workers = num_workers or default_workers()
     pending: deque = deque()
     with ThreadPoolExecutor(workers) as pool:
-        for start, stop, dist in iter_distance_chunks(qf, gf, metric, dist_rows):
+        for start, stop, dist in iter_distance_chunks(qf, gf, distance, dist_rows):
             dist_np = dist.numpy()
             for a in range(start, stop, rank_rows):
                 b = min(a + rank_rows, stop)

@@ -80,7 +80,7 @@ def re_ranking(
         k1: int = 20,
         k2: int = 6,
         lambda_value: float = 0.3,
-        metric: str = 'euclidean',
+        distance: str = 'euclidean',
         device: Optional[Union[str, torch.device]] = None,
         chunk_rows: int = 1024,
 ) -> torch.Tensor:
@@ -89,7 +89,7 @@ def re_ranking(
     Args:
         query_features, gallery_features: (Q, D) and (G, D) embeddings.
         k1, k2, lambda_value: the paper's parameters (defaults 20, 6, 0.3).
-        metric: the base distance (``'euclidean'``: squared euclidean, or ``'cosine'``), which the algorithm
+        distance: the base distance (``'euclidean'``: squared euclidean, or ``'cosine'``), which the algorithm
             then squares, as the published implementation does with the matrices it is given.
         device: where to compute (``'cuda'`` is much faster; default: where the query features are).
         chunk_rows: rows per chunk of the N x N distance pass and of the Jaccard pass.
@@ -108,7 +108,7 @@ def re_ranking(
     nn = torch.empty(n, k, dtype=torch.int64, device=dev)
     row_max = torch.empty(n, device=dev)
     final = torch.empty(num_q, num_g, dtype=torch.float32)
-    for start, stop, d in iter_distance_chunks(x, x, metric, chunk_rows):
+    for start, stop, d in iter_distance_chunks(x, x, distance, chunk_rows):
         sq = d.square_()
         nn[start:stop] = torch.topk(sq, k, dim=1, largest=False, sorted=True).indices
         row_max[start:stop] = sq.amax(1)
@@ -116,7 +116,7 @@ def re_ranking(
             q_stop = min(stop, num_q)
             block = sq[:q_stop - start, num_q:] / row_max[start:q_stop, None]
             final[start:q_stop] = block.mul_(lambda_value).cpu()
-    if metric == 'cosine':
+    if distance == 'cosine':
         xp, sq_norm = torch.nn.functional.normalize(x, dim=1), None
     else:
         xp, sq_norm = x, x.pow(2).sum(1)

@@ -67,7 +67,7 @@ PAPER_CONFIG: Dict[str, Any] = dict(
     epochs=120, batch_size=512, optim='sgd', lr=0.1, momentum=0.9, weight_decay=5e-4, lr_scheduler='cosine',
     arch_lr=None, arch_weight_decay=0.0, transforms=['random_flip', 'color_jitter'], label_smooth=0.1,
     mode='all', samples=1, tau_initial=10.0, tau_halve_every=20, tau_floor=1.0, seeds=[1, 2, 3, 4],
-    metric='euclidean', max_steps_per_epoch=0, select=True, select_recipe='cross_domain_msmt17',
+    distance='euclidean', max_steps_per_epoch=0, select=True, select_recipe='cross_domain_msmt17',
 )
 # The default of `python -m osnet_zoo.nas`: a small search on the synthetic set that a CPU finishes in minutes.
 QUICK_CONFIG: Dict[str, Any] = dict(
@@ -110,7 +110,7 @@ def cross_domain_eval(model: nn.Module, targets: Sequence[str], cfg: Dict[str, A
     """Rank-1 / mAP of ``model``'s embedding on each target's query/gallery (a SuperNet evaluates its
     argmax child). Runs on every rank; results on the main process."""
     splits = load_eval_splits(targets, cfg.get('root'), **(cfg.get('dataset_options') or {}))
-    return evaluate_models([model], splits, engine.device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),
+    return evaluate_models([model], splits, engine.device, distance=cfg['distance'], size=(cfg['height'], cfg['width']),
                            batch_size=max(cfg['batch_size'], 64), workers=engine.workers,
                            precision=engine.precision, epoch=epoch)
 

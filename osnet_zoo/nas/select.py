@@ -31,7 +31,7 @@ __all__ = ['RECIPE_KEYS', 'selection_config', 'select', 'selection_markdown']
 
 # What the selection takes from the training recipe; data, input size, width and sources stay the search's.
 RECIPE_KEYS = ('epochs', 'batch_size', 'optim', 'lr', 'momentum', 'weight_decay', 'lr_scheduler', 'transforms',
-               'label_smooth', 'metric')
+               'label_smooth', 'distance')
 TRAIN_SEED = 1  # every child starts from the same RNG state: only the placement differs between them
 
 

@@ -105,7 +105,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='deep mutual learning of two networks; test features concatenate both')
     g = p.add_argument_group('evaluation')
     g.add_argument('--eval-freq', type=int, help='evaluate every N epochs (0: only at the end)')
-    g.add_argument('--metric', choices=['euclidean', 'cosine'])
+    g.add_argument('--distance', choices=['euclidean', 'cosine'])
     g = p.add_argument_group('engineering')
     cli.add_device(g)
     cli.add_precision(g)
@@ -306,7 +306,7 @@ def train_one_epoch(
 def evaluate(models: Sequence[nn.Module], splits, cfg: TrainConfig, device: torch.device,
              epoch: int) -> Dict[str, Any]:
     """Rank-1 / mAP of the models' (concatenated) features on every target, at the training size."""
-    return evaluate_models(models, splits, device, metric=cfg.metric, size=(cfg.height, cfg.width),
+    return evaluate_models(models, splits, device, distance=cfg.distance, size=(cfg.height, cfg.width),
                            mean=cfg.mean, std=cfg.std, batch_size=max(cfg.batch_size, 64), workers=cfg.workers,
                            precision=cfg.precision,
                            epoch=epoch)
@@ -545,7 +545,7 @@ def save_final_model(model: nn.Module, cfg: TrainConfig, out_dir: Path,
     origin = (f'the osnet-zoo training run `{out_dir.parent}` (`python -m osnet_zoo.train`; its `config.json`, '
               '`metrics.jsonl` and `results.json` are in that folder)')
     save_model_folder(model, cfg.model, out_dir, (cfg.height, cfg.width), cfg.mean, cfg.std, model_args=cfg.model_args,
-                      distance=cfg.metric, results=results, notes=notes, origin=origin)
+                      distance=cfg.distance, results=results, notes=notes, origin=origin)
 
 
 def save_final_models(models: Sequence[nn.Module], cfg: TrainConfig, out: Path, results: Dict[str, Any],
@@ -560,7 +560,7 @@ def save_final_models(models: Sequence[nn.Module], cfg: TrainConfig, out: Path, 
             ensemble=DML_ENSEMBLE, folders=[f.name for f in folders],
             networks={f.name: net for f, net in zip(folders, networks)})
     summary = results_document(results, model=cfg.model, checkpoint=str(folders[0] / 'model.safetensors'),
-                               metric=cfg.metric, input_size=(cfg.height, cfg.width), precision=cfg.precision,
+                               distance=cfg.distance, input_size=(cfg.height, cfg.width), precision=cfg.precision,
                                **extra)
     atomic_write_json(out / 'results.json', summary, indent=2)
     for i in reversed(range(len(models))):

@@ -226,7 +226,7 @@ def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]], checkpoint
         results = {dataset.name: result}
         # the results.json schema of every command (evaluation.results_document); a classifier has no distance
         atomic_write_json(out / 'results.json', results_document(
-            results, model=cfg.model, checkpoint=str(out / 'final' / 'model.safetensors'), metric=None,
+            results, model=cfg.model, checkpoint=str(out / 'final' / 'model.safetensors'), distance=None,
             input_size=(cfg.height, cfg.width), precision=cfg.precision, task=dataset.task), indent=2)
         plot_curves(run.records(), out / 'curves.png')
         save_model_folder(model, cfg.model, out / 'final', (cfg.height, cfg.width), cfg.mean, cfg.std,

@@ -72,23 +72,23 @@ def _finished(folder: Path) -> bool:
 def evaluate_run(folder: Path, dataset: str, run: ProtocolRun, root: Optional[str], device: torch.device,
                  precision: str, workers: int) -> Dict[str, Any]:
     """The results (:func:`osnet_zoo.evaluation.results_document`, plus ``split_id`` and ``options``) of a
-    finished training run's final model on one evaluation of the protocol, at the run's input size and metric
+    finished training run's final model on one evaluation of the protocol, at the run's input size and distance
     (from its config.json)."""
     cfg = json.loads((folder / 'config.json').read_text())
     model = build_embedding_model(cfg['model'], pretrained=False,
                                   checkpoint_path=folder / 'final' / 'model.safetensors',
                                   model_args=cfg.get('model_args')).to(device)
     splits = load_eval_splits([dataset], root, per_dataset={dataset: {'split_id': run.split_id, **run.options}})
-    results = evaluate_models([model], splits, device, metric=cfg['metric'], size=(cfg['height'], cfg['width']),
+    results = evaluate_models([model], splits, device, distance=cfg['distance'], size=(cfg['height'], cfg['width']),
                               batch_size=max(cfg['batch_size'], 64), workers=workers, precision=precision)
     return results_document(results, model=cfg['model'], checkpoint=str(folder / 'final' / 'model.safetensors'),
-                            metric=cfg['metric'], input_size=(cfg['height'], cfg['width']), precision=precision,
+                            distance=cfg['distance'], input_size=(cfg['height'], cfg['width']), precision=precision,
                             split_id=run.split_id, options=run.options)
 
 
 def read_result(path: Path, dataset: str) -> Optional[Dict[str, Any]]:
     """The result document an earlier call wrote to ``path``; None when there is none or it is not one of this
-    release (truncated, ``{}``, ``[]``, flat, a metric of ``dataset`` that is not a number)."""
+    release (truncated, ``{}``, ``[]``, flat, a distance of ``dataset`` that is not a number)."""
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):

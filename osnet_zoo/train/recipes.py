@@ -64,14 +64,14 @@ class TrainConfig:
     num_instances: int = 4
     dml: bool = False
     eval_freq: int = 0
-    metric: str = 'euclidean'
+    distance: str = 'euclidean'
     # pixel normalisation (ICCV 2019 supplementary, Table 12a): ImageNet's statistics, or a dataset's own
     # (python -m osnet_zoo.data stats --dataset NAME --root ROOT computes them)
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
     # entropy maximisation (Table 12c): the loss is L_ID - entropy_weight * entropy of the predictions
     entropy_weight: float = 0.0
-    source: Optional[str] = None
+    citation: Optional[str] = None
     # --- engineering (command line only)
     recipe: str = 'synthetic'
     root: Optional[str] = None
@@ -111,7 +111,7 @@ _SCHEMA: Dict[str, tuple] = {
     'transforms': ('names', tuple(dict.fromkeys(TRAIN_AUGMENTATIONS + LABELLED_AUGMENTATIONS))),
     'mean': ('rgb', 0), 'std': ('rgb', 0), 'entropy_weight': ('float', 0),
     'triplet_weight': ('float', 0), 'margin': ('float', 0), 'num_instances': ('int', 1), 'dml': ('bool', None),
-    'eval_freq': ('int', 0), 'metric': ('str', ('euclidean', 'cosine')), 'source': ('str?', None),
+    'eval_freq': ('int', 0), 'distance': ('str', ('euclidean', 'cosine')), 'citation': ('str?', None),
     'recipe': ('str', None), 'root': ('str?', None), 'workers': ('int', 0), 'device': ('str', None),
     'precision': ('str', PRECISIONS), 'channels_last': ('bool', None), 'compile': ('bool', None),
     'output': ('str', None), 'resume': ('str?', None), 'seed': ('int', 0), 'deterministic': ('bool', None),

@@ -19,7 +19,6 @@ from safetensors.torch import load_file
 from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_text
-from ..models.osnet import OSNET_ARCHS
 from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
 from .loading import load_osnet_checkpoint
 from .manifest import DATASET_NAMES, WeightsEntry, WeightsManifest, load_manifest, write_manifest
@@ -132,9 +131,10 @@ def convert_checkpoint(
         CheckpointError: the checkpoint cannot be read, does not fit the architecture or the manifest entry,
             or the forward check fails.
     """
-    if architecture not in OSNET_ARCHS:
-        raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(OSNET_ARCHS)}.')
     manifest = manifest or load_manifest()
+    architectures = manifest.data['default_tags']  # the zoo's architectures, one default tag each
+    if architecture not in architectures:
+        raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(architectures)}.')
     entry = manifest.get(f'{architecture}.{tag}')
     if entry is not None and model_args:
         raise CheckpointError(f'{entry.name} is a checkpoint of the standard {architecture}; weights built with '

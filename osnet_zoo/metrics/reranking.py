@@ -54,7 +54,9 @@ def _pair_sq_dist(x: torch.Tensor, sq_norm: Optional[torch.Tensor], rows: torch.
 def _expansion_sets(nn: torch.Tensor, k1: int, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """R*(i) for the given rows, padded: (indices (B, L), valid mask (B, L)), entries unique per row."""
     n = nn.shape[0]
-    half = int(round(k1 / 2)) + 1  # numpy's round-half-even, as the published code's np.around
+    # numpy's round-half-even, as the published code's np.around; cut at the neighbour list's length (a set
+    # smaller than k1 + 1 images), as slicing a full argsort would
+    half = min(int(round(k1 / 2)) + 1, nn.shape[1])
     r_idx = nn[rows, :k1 + 1]
     r_mask = _reciprocal(nn, k1 + 1, rows)  # R(i)
     cand = r_idx  # candidates c in R(i) (masked by r_mask)

@@ -5,7 +5,9 @@ import ast
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
-PACKAGE = Path(__file__).resolve().parents[1] / 'osnet_zoo'
+from conftest import REPO
+
+PACKAGE = REPO / 'osnet_zoo'
 
 
 def _module_name(path: Path) -> str:

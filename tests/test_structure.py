@@ -7,16 +7,15 @@ only the import-order test imports the package (in fresh subprocesses).
 ``python tests/test_structure.py`` prints the package graph: each subpackage (or top-level module) and the
 subpackages it imports, a ``X.__main__`` counted as the CLI layer, apart from ``X``."""
 import ast
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / 'osnet_zoo'
+from conftest import REPO, run_python
+
+PACKAGE = REPO / 'osnet_zoo'
 
 
 def _module_name(path: Path) -> str:
@@ -240,9 +239,7 @@ for target in sys.argv[2:]:
 
 
 def test_each_package_imports_first():
-    env = {**os.environ, 'PYTHONPATH': str(PACKAGE.parent), 'OMP_NUM_THREADS': '1'}
-    child = subprocess.run([sys.executable, '-c', _IMPORT_FIRST, str(PACKAGE), *FIRST_IMPORTS], env=env,
-                           capture_output=True, text=True, timeout=300)
+    child = run_python('-c', _IMPORT_FIRST, PACKAGE, *FIRST_IMPORTS)
     assert child.returncode == 0, child.stderr[-2000:]
     assert not child.stdout.strip(), 'imported first, these fail:\n' + child.stdout
 

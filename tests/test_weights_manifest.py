@@ -1,7 +1,6 @@
 """weights_manifest.json: schema, facts and their sources, the timm registry generated from it, `list`."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import timm
@@ -14,8 +13,8 @@ from osnet_zoo.weights.manifest import (
     PACKAGED_MANIFEST, ManifestError, dumps_manifest, load_manifest, parse_manifest, pretrained_cfgs, repo_root_copy,
     validate_manifest_schema, write_manifest,
 )
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 WIDTHS = ['osnet_x1_0', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25']
 
 

@@ -5,10 +5,8 @@ class counts the manifest entries record, under the names they circulate with. N
 Hub is never contacted (the push path is tested up to the operations handed to ``create_commit``).
 """
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,9 +23,9 @@ from osnet_zoo.weights.__main__ import main as weights_cli
 from osnet_zoo.weights.convert import HUB_FILES, plan_push
 from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest, write_manifest
 from osnet_zoo.weights.mirror import STATE_FILE, commit_operations, hf_snapshot_of, identify_file
+from conftest import child_env, run_module, start_python
 from test_weights_hub import offline, reference_state, save_reference, seed_hf_cache
 
-REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT_REV = '0123456789abcdef0123456789abcdef01234567'
 # file (relative to the download folder) -> (entry it is, how the manifest identifies it)
 FILES = {
@@ -69,12 +67,6 @@ def refs(tmp_path_factory, torchreid_fixtures):
     manifest_path = root / 'manifest.json'
     write_manifest(manifest, manifest_path)
     return SimpleNamespace(root=root, dl=dl, paths=paths, manifest=manifest_path, shapes=shapes)
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', HF_HUB_OFFLINE='1')
-    env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-    return env
 
 
 def test_files_are_identified_by_digest_else_name_classes_and_keys(refs):
@@ -147,9 +139,9 @@ def test_record_from_hf_cache_pins_an_unpinned_hub_tag_which_then_loads(refs, tm
 def test_mirror_dry_run_end_to_end_interrupted_and_resumed(refs, tmp_path, capsys):
     work = tmp_path / 'work'
     before = refs.manifest.read_bytes()
-    cmd = [sys.executable, '-m', 'osnet_zoo.weights', 'mirror', str(refs.dl), '--dry-run', '--output', str(work),
-           '--manifest', str(refs.manifest)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_python('-m', 'osnet_zoo.weights', 'mirror', refs.dl, '--dry-run', '--output', work, '--manifest',
+                        refs.manifest, env=child_env(HF_HUB_OFFLINE='1'), stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
     state_path = work / STATE_FILE
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -211,9 +203,8 @@ def test_push_operations_are_the_folder_files_with_their_digests(refs, tmp_path)
 
 def test_mirror_refuses_a_missing_folder(tmp_path):
     """The command as a user runs it: exit status 1 and one ``error:`` line naming the folder, no traceback."""
-    cmd = [sys.executable, '-m', 'osnet_zoo.weights', 'mirror', str(tmp_path / 'nope'), '--dry-run',
-           '--output', str(tmp_path / 'w')]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = run_module('osnet_zoo.weights', 'mirror', tmp_path / 'nope', '--dry-run', '--output', tmp_path / 'w',
+                      env=child_env(HF_HUB_OFFLINE='1'))
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stderr.splitlines() == [f'error: mirror: {tmp_path / "nope"} is not a folder of downloaded reference '
                                         'files.']

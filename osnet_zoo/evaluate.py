@@ -1,5 +1,8 @@
 """`python -m osnet_zoo.evaluate`: evaluate an OSNet on re-ID benchmarks (CMC, mAP, mINP), with pictures.
 
+The command line only: the CLI of osnet_zoo.evaluation (features, metrics, the results.json schema, the feature
+cache) and osnet_zoo.evaluation_labelled (--task classification / attributes).
+
 Examples::
 
     python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall \\

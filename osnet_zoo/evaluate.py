@@ -36,19 +36,18 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from . import cli
 from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, data_root
 from .data.datasets import LABELLED_DATASETS
-from .evaluation import cached_split_features, results_document, target_metrics
+from .evaluation import cached_split_features, rank_split, results_document, target_metrics
 from .evaluation_labelled import load_classifier, score_labelled
 from .files import atomic_write_json
 from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
 from .inference.backend import BACKEND_HELP, BACKENDS
-from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
+from .metrics import pairwise_distance
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 from .models.osnet import MIN_INPUT_SIZE
 from .weights import model_digest
@@ -218,17 +217,9 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
 def _score(args: argparse.Namespace, name: str, ds, feats: Dict[str, torch.Tensor], device: torch.device,
            out: Path) -> Dict:
     """CMC / mAP / mINP of one dataset under its protocol (printed), and its ranked-results picture."""
-    ids = [np.array([getattr(it, f) for it in getattr(ds, s)]) for s, f in
-           (('query', 'pid'), ('gallery', 'pid'), ('query', 'camid'), ('gallery', 'camid'))]
     t0 = time.perf_counter()
-    single_shot = dict(single_gallery_shot=args.cuhk03_single_shot and name.startswith('cuhk03'))
-    if args.rerank:
-        dist = re_ranking(feats['query'], feats['gallery'], distance=args.distance, device=device)
-        res = evaluate_rank(dist, *ids, max_rank=args.max_rank, **single_shot)
-    else:
-        dist = None
-        res = evaluate_features(feats['query'], feats['gallery'], *ids, distance=args.distance, device=device,
-                                max_rank=args.max_rank, **single_shot)
+    res, dist = rank_split(feats['query'], feats['gallery'], ds.query, ds.gallery, args.distance, device,
+                           args.max_rank, args.rerank, args.cuhk03_single_shot and name.startswith('cuhk03'))
     print(summary_line(name, res) + f'  [{time.perf_counter() - t0:.2f} s]')
     picks = pick_queries(res)
     rows = dist[picks].numpy() if dist is not None else pairwise_distance(

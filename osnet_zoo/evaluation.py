@@ -35,11 +35,11 @@ from .data import (
     IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch,
 )
 from .files import atomic_save_safetensors
-from .metrics import evaluate_features
+from .metrics import evaluate_features, evaluate_rank, re_ranking
 from .models.embedding import Embedder
 
 __all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'features_key', 'cached_split_features', 'load_eval_splits',
-           'evaluate_models', 'Split', 'target_metrics', 'results_document', 'METRIC_KEYS']
+           'rank_split', 'evaluate_models', 'Split', 'target_metrics', 'results_document', 'METRIC_KEYS']
 
 Split = Tuple[List[ReIDItem], List[ReIDItem]]
 _AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -216,6 +216,22 @@ def results_document(targets: Dict[str, Dict[str, Any]], model: Optional[str], c
                 **extra, targets=targets)
 
 
+def rank_split(query_features: torch.Tensor, gallery_features: torch.Tensor, query: Sequence[ReIDItem],
+               gallery: Sequence[ReIDItem], distance: str, device: torch.device, max_rank: int = 50,
+               rerank: bool = False, single_gallery_shot: bool = False
+               ) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+    """CMC / mAP / mINP of the query features against the gallery features, identities and cameras from the
+    items (Market1501 protocol; ``single_gallery_shot``: CUHK03's classic CMC). ``rerank``: k-reciprocal
+    re-ranking of the whole distance matrix first. Returns ``(result, the re-ranked distances or None)``."""
+    ids = [torch.tensor([getattr(it, field) for it in items]) for items, field in
+           ((query, 'pid'), (gallery, 'pid'), (query, 'camid'), (gallery, 'camid'))]
+    if not rerank:
+        return evaluate_features(query_features, gallery_features, *ids, distance=distance, device=device,
+                                 max_rank=max_rank, single_gallery_shot=single_gallery_shot), None
+    dist = re_ranking(query_features, gallery_features, distance=distance, device=device)
+    return evaluate_rank(dist, *ids, max_rank=max_rank, single_gallery_shot=single_gallery_shot), dist
+
+
 def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], device: torch.device,
                     distance: str = 'euclidean', size: Tuple[int, int] = (256, 128),
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, batch_size: int = 64,
@@ -236,10 +252,8 @@ def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], devic
             gf = embed_sharded(models, gallery, device, **options)
             if not du.is_main_process():
                 continue
-            q_pids, g_pids = torch.tensor([it.pid for it in query]), torch.tensor([it.pid for it in gallery])
-            q_cams, g_cams = torch.tensor([it.camid for it in query]), torch.tensor([it.camid for it in gallery])
-            r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, distance=distance, device=device)
-            results[target] = target_metrics(r, len(gallery), g_pids.tolist(), epoch=epoch)
+            r, _ = rank_split(qf, gf, query, gallery, distance, device)
+            results[target] = target_metrics(r, len(gallery), [it.pid for it in gallery], epoch=epoch)
     finally:
         for m, mode in zip(models, modes):
             m.train(mode)

@@ -20,6 +20,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import save_file
 
+from osnet_zoo import cli
 from osnet_zoo.weights import (
     CheckpointError, WeightsIntegrityError, WeightsUnavailableError, file_sha256, load_osnet_checkpoint,
 )
@@ -424,11 +425,12 @@ def test_convert_own_checkpoint_writes_what_timm_reads(torchreid_fixtures, tmp_p
 
 def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, capsys):
     src = torchreid_fixtures / 'osnet_ain_x0_25.safetensors'
-    assert weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x',
-                        '--output', str(tmp_path / 'a')]) == 1
+    assert cli.run(lambda: weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x',
+                                        '--output', str(tmp_path / 'a')])) == 1
     assert 'does not fit this model' in capsys.readouterr().err
-    assert weights_cli(['convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--model', 'osnet_x0_25',
-                        '--tag', 'msmt17_combineall', '--output', str(tmp_path / 'b')]) == 1
+    assert cli.run(lambda: weights_cli([
+        'convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--model', 'osnet_x0_25',
+        '--tag', 'msmt17_combineall', '--output', str(tmp_path / 'b')])) == 1
     assert 'classifier has 11 classes but the manifest entry osnet_x0_25.msmt17_combineall records 4101' in \
         capsys.readouterr().err
     # --update-manifest refuses a file that is not the manifest's reference file, unless --force
@@ -436,7 +438,7 @@ def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, ca
     write_manifest(load_manifest(PACKAGED_MANIFEST), manifest)
     args = ['convert', str(zoo.sources[X0_25_ALL]), '--model', 'osnet_x0_25', '--tag', 'msmt17_combineall',
             '--output', str(tmp_path / 'c'), '--check-size', '64x32', '--update-manifest', '--manifest', str(manifest)]
-    assert weights_cli(args) == 1
+    assert cli.run(lambda: weights_cli(args)) == 1
     assert ('Refusing to record' in capsys.readouterr().err
             and load_manifest(manifest).entry(X0_25_ALL).hub['sha256'] is None)
     assert weights_cli(args + ['--force']) == 0
@@ -479,7 +481,7 @@ def test_model_cards_parse_with_huggingface_hub_and_round_trip_the_results(zoo, 
 
 def test_push_plan_checks_the_folder(zoo, tmp_path, capsys):
     (tmp_path / 'model.safetensors').write_bytes((zoo.out['osnet_x0_5.msmt17'] / 'model.safetensors').read_bytes())
-    assert weights_cli(['push', str(tmp_path), '--dry-run']) == 1
+    assert cli.run(lambda: weights_cli(['push', str(tmp_path), '--dry-run'])) == 1
     assert "missing ['config.json', 'README.md']" in capsys.readouterr().err
     entry = load_manifest(zoo.manifest).entry('osnet_x0_5.msmt17')
     with pytest.raises(CheckpointError, match='the pushed model.safetensors has sha256 ' + '0' * 64):

@@ -19,6 +19,7 @@ import torch
 from huggingface_hub import CommitOperationAdd, ModelCard
 from safetensors.torch import load_file
 
+from osnet_zoo import cli
 from osnet_zoo.weights import file_sha256, load_osnet_checkpoint
 from osnet_zoo.weights.__main__ import main as weights_cli
 from osnet_zoo.weights.convert import HUB_FILES, plan_push
@@ -97,12 +98,12 @@ def test_record_refuses_what_does_not_fit_naming_file_and_entry(refs, tmp_path, 
     write_manifest(load_manifest(refs.manifest), manifest)
     before = manifest.read_bytes()
     wrong_keys = refs.dl / 'osnet_x0_25_duke.pth'
-    assert weights_cli(['verify', '--record', str(wrong_keys), '--manifest', str(manifest)]) == 1
+    assert cli.run(lambda: weights_cli(['verify', '--record', str(wrong_keys), '--manifest', str(manifest)])) == 1
     err = capsys.readouterr().err
     assert err.startswith('error: ') and str(wrong_keys) in err and 'osnet_x0_25.dukemtmcreid' in err and 'keys' in err
     wrong_classes = refs.paths['a/osnet_x0_25_msmt17.pt']
-    assert weights_cli(['verify', '--record', str(wrong_classes), '--tag', 'osnet_x0_25.market1501',
-                        '--manifest', str(manifest)]) == 1
+    assert cli.run(lambda: weights_cli(['verify', '--record', str(wrong_classes), '--tag', 'osnet_x0_25.market1501',
+                                        '--manifest', str(manifest)])) == 1
     err = capsys.readouterr().err
     assert str(wrong_classes) in err and '1041 classes' in err and 'osnet_x0_25.market1501 has 751' in err
     assert manifest.read_bytes() == before  # nothing written
@@ -138,7 +139,8 @@ def test_record_from_hf_cache_pins_an_unpinned_hub_tag_which_then_loads(refs, tm
     assert 'recorded: nothing new' in capsys.readouterr().out
     other = save_reference(tmp_path / 'other' / entry.upstream['filename'],
                            _state(refs.shapes, 'osnet_x0_75', 4101, seed=6), trainer=True)
-    assert weights_cli(['verify', '--record', str(other), '--tag', name, '--manifest', str(manifest_path)]) == 1
+    assert cli.run(lambda: weights_cli(['verify', '--record', str(other), '--tag', name,
+                                        '--manifest', str(manifest_path)])) == 1
     assert 'sha256' in capsys.readouterr().err
 
 
@@ -207,6 +209,11 @@ def test_push_operations_are_the_folder_files_with_their_digests(refs, tmp_path)
     assert 'hf-hub:me/osnet_x0_25.msmt17' in (folder / 'README.md').read_text()
 
 
-def test_mirror_refuses_a_missing_folder(tmp_path, capsys):
-    assert weights_cli(['mirror', str(tmp_path / 'nope'), '--dry-run', '--output', str(tmp_path / 'w')]) == 1
-    assert 'nope is not a folder' in capsys.readouterr().err
+def test_mirror_refuses_a_missing_folder(tmp_path):
+    """The command as a user runs it: exit status 1 and one ``error:`` line naming the folder, no traceback."""
+    cmd = [sys.executable, '-m', 'osnet_zoo.weights', 'mirror', str(tmp_path / 'nope'), '--dry-run',
+           '--output', str(tmp_path / 'w')]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [f'error: mirror: {tmp_path / "nope"} is not a folder of downloaded reference '
+                                        'files.']

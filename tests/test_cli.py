@@ -65,8 +65,7 @@ def test_every_cli_ends_with_cli_run():
     import ast
     import importlib.util
 
-    # weights.__main__ switches to cli.run in its own change (issue 21)
-    for name in [v for v in VERBS if v != 'osnet_zoo.weights.__main__'] + ['osnet_zoo.train.protocol']:
+    for name in VERBS + ['osnet_zoo.train.protocol']:
         source = Path(importlib.util.find_spec(name).origin).read_text()
         guards = [n for n in ast.parse(source).body if isinstance(n, ast.If) and '__name__' in ast.unparse(n.test)]
         assert len(guards) == 1 and len(guards[0].body) == 1, name

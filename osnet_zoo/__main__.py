@@ -87,8 +87,7 @@ def noise_warning(times: Dict[str, List[float]], load_average: Optional[float], 
 def main(argv: list[str] | None = None) -> None:
     """Run ``python -m osnet_zoo``: print each registered OSNet's params, mult-adds, embedding size and ms/img."""
     args = get_args_parser().parse_args(argv)
-    if args.runs < 1:
-        raise SystemExit(f'error: --runs must be >= 1, got {args.runs}')
+    cli.check_at_least(runs=(args.runs, 1), batch_size=(args.batch_size, 1))
     device = torch.device(args.device)
 
     print(f'osnet-zoo {osnet_zoo.__version__} (timm {timm.__version__}, torch {torch.__version__})')

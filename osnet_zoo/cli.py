@@ -14,13 +14,14 @@ import os
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import timm
 import torch
 import yaml
 
 __all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
            'add_precision',
            'add_batch_size', 'add_workers', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
-           'check_at_least', 'error_message', 'run']
+           'check_at_least', 'check_osnet', 'error_message', 'run']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 # Where datasets live when --root is not given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
@@ -138,6 +139,18 @@ def add_root(parser: argparse.ArgumentParser) -> None:
                              'there (default: $OSNET_ZOO_DATA or ~/.cache/osnet_zoo/data)')
 
 
+def check_osnet(model: Optional[str], why: str) -> str:
+    """``--model`` names an OSNet (``osnet_*``, with or without a weights tag) and is returned; otherwise a
+    ValueError saying ``why`` it must, with the registered OSNets. None (no --model, no training run to take the
+    architecture from) is refused the same way."""
+    names = ', '.join(timm.list_models('osnet*'))
+    if not model:
+        raise ValueError(f'give --model (an OSNet: {names}) or a training run as --checkpoint; {why}')
+    if model.split('.')[0] not in timm.list_models('osnet*'):
+        raise ValueError(f'unknown model {model!r}: {why}; OSNet models: {names}')
+    return model
+
+
 def error_message(exc: BaseException) -> str:
     """One readable line for an exception (a KeyError's repr quotes are dropped; an error raised in a DataLoader
     worker, whose message is the worker's whole traceback, is its last line)."""
@@ -149,19 +162,24 @@ def error_message(exc: BaseException) -> str:
     return ' '.join(text.split())
 
 
-def run(main: Callable[[], Any], exit_codes: Optional[Dict[type, int]] = None) -> int:
-    """Run a CLI ``main`` and turn a bad input into ``error: <message>`` and an exit status (1 unless
-    ``exit_codes`` maps the exception type to another); an int returned by ``main`` is the exit status."""
+def run(main: Callable[[], Any], exit_codes: Optional[Dict[type, int]] = None, error_status: int = 1,
+        same_on_every_rank: bool = False) -> int:
+    """The one ending of every ``__main__``: ``sys.exit(cli.run(main))``.
+
+    Runs ``main`` and turns a bad input into one ``error: <message>`` line on stderr (never a traceback) and an
+    exit status: the first type of ``exit_codes`` the exception is an instance of gives it (a
+    ``FloatingPointError``, a diverged training, is 2), any other user error ``error_status``. An int returned
+    by ``main`` is the exit status; anything else is 0. ``same_on_every_rank``: under torchrun every rank
+    fails with the same error (:func:`osnet_zoo.distributed.fail_together`), so only rank 0 prints it.
+    """
     codes = {FloatingPointError: 2, **(exit_codes or {})}
     try:
         result = main()
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
-    except tuple(codes) as e:
-        print(f'error: {error_message(e)}', file=sys.stderr)
-        return next(code for kind, code in codes.items() if isinstance(e, kind))
-    except USER_ERRORS as e:
-        print(f'error: {error_message(e)}', file=sys.stderr)
-        return 1
+    except (*codes, *USER_ERRORS) as e:
+        if not same_on_every_rank or os.environ.get('RANK', '0') == '0':
+            print(f'error: {error_message(e)}', file=sys.stderr)
+        return next((code for kind, code in codes.items() if isinstance(e, kind)), error_status)
     return result if isinstance(result, int) else 0

@@ -1,5 +1,8 @@
 """`python -m osnet_zoo.evaluate`: evaluate an OSNet on re-ID benchmarks (CMC, mAP, mINP), with pictures.
 
+The command line only: the CLI of osnet_zoo.evaluation (features, metrics, the results.json schema, the feature
+cache) and osnet_zoo.evaluation_labelled (--task classification / attributes).
+
 Examples::
 
     python -m osnet_zoo.evaluate --model osnet_ain_x1_0.msmt17_combineall \\
@@ -28,128 +31,28 @@ computes the metrics and writes the files: ``torchrun --nproc_per_node 2 -m osne
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
-import timm
 import torch
-from safetensors.torch import load_file
 
 from . import cli
 from . import distributed as du
-from .data import IMAGENET_MEAN, IMAGENET_STD, DatasetLayoutError, build_dataset, data_root
+from .data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, data_root
 from .data.datasets import LABELLED_DATASETS
-from .evaluation import embed_sharded, results_document, target_metrics
-from .evaluation_labelled import score_labelled
-from .files import atomic_save_safetensors, atomic_write_json
+from .evaluation import cached_split_features, rank_split, results_document, target_metrics
+from .evaluation_labelled import load_classifier, score_labelled
+from .files import atomic_write_json
 from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
 from .inference.backend import BACKEND_HELP, BACKENDS
-from .weights import load_osnet_checkpoint, model_digest, read_checkpoint
-from .weights.io import unwrap_state_dict
-from .metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
+from .metrics import pairwise_distance
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 from .models.osnet import MIN_INPUT_SIZE
+from .weights import model_digest
 
-__all__ = ['main', 'get_args_parser', 'load_model', 'model_digest', 'features_key', 'load_classifier',
-           'evaluate_labelled_cli']
-
-
-def load_model(name: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
-    """The embedding model of ``--model`` / ``--checkpoint``, or ``SystemExit`` with a one-line reason."""
-    arch = name.split('.')[0]
-    if arch not in timm.list_models('osnet*'):
-        raise SystemExit(f'error: unknown model {name!r}; OSNet models: {", ".join(timm.list_models("osnet*"))}')
-    try:
-        return build_embedding_model(name if not checkpoint else arch, pretrained=not checkpoint,
-                                     checkpoint_path=checkpoint)
-    except RuntimeError as e:
-        if checkpoint:  # the checkpoint's own error names the file and what is wrong with it
-            raise
-        raise SystemExit(f'error: no weights for {name!r} ({cli.error_message(e)}); pass a tagged name such as '
-                         f'{arch}.msmt17_combineall, or --checkpoint PATH') from None
-
-
-def features_key(items: Sequence, weights_digest: str, preprocessing: Dict, flip: bool, precision: str,
-                 backend: str = 'torch') -> str:
-    """The cache key of a split's features: every image's path, size and mtime_ns, the model weights, the
-    preprocessing (input size, mean, std, resize), flip, precision and the backend that ran the model
-    (``BackendPlan.describe()``): anything that changes the features."""
-    h = hashlib.sha256(json.dumps(dict(weights=weights_digest, preprocessing=preprocessing, flip=bool(flip),
-                                       precision=precision, backend=backend, version=_CACHE_VERSION),
-                                  sort_keys=True).encode())
-    for it in items:
-        try:
-            st = os.stat(it.path)
-            stamp = f'{st.st_size}:{st.st_mtime_ns}'
-        except OSError:  # a missing image: embed names it
-            stamp = 'missing'
-        h.update(f'{it.path}\0{stamp}\n'.encode())
-    return 'f' + h.hexdigest()[:32]
-
-
-# bump when the feature pipeline changes in a way the key does not see
-_CACHE_VERSION = 2
-
-
-def _cached_features(cache: Path, key: str) -> Optional[torch.Tensor]:
-    if not cache.exists():
-        return None
-    try:
-        return load_file(str(cache)).get(key)
-    except Exception:  # a damaged cache is recomputed
-        return None
-
-
-def _split_features(cache: Path, items: Sequence, key_parts: Dict, model: torch.nn.Module, device: torch.device,
-                    options: Dict, desc: str) -> Optional[torch.Tensor]:
-    """A split's features from the cache in ``cache`` when its key matches, else embedded (every rank a share)
-    and cached. Rank 0 alone reads and writes the cache; the features are returned on rank 0 (None elsewhere)."""
-    feats = None
-    with du.fail_together():
-        if du.is_main_process():
-            key = features_key(items, **key_parts)
-            feats = _cached_features(cache, key)
-    if du.broadcast_object(feats is not None):
-        if du.is_main_process():
-            print(f'features from cache: {cache} ({feats.shape[0]} images; same images, weights, preprocessing, '
-                  'flip and precision)')
-        return feats
-    feats = embed_sharded([model], items, device, desc=desc, **options)
-    if not du.is_main_process():
-        return None
-    atomic_save_safetensors({key: feats}, cache)
-    return feats
-
-
-def load_classifier(name: Optional[str], checkpoint: Optional[str]) -> torch.nn.Module:
-    """A model with its classifier: ``--checkpoint`` a trained model folder (config.json + model.safetensors),
-    or ``--model`` (a tagged name for its published weights, e.g. osnet_x1_0.imagenet) with an optional
-    checkpoint file whose classifier sets the class count."""
-    if checkpoint and Path(checkpoint).is_dir():
-        folder = Path(checkpoint) / 'final' if (Path(checkpoint) / 'final' / 'config.json').is_file() \
-            else Path(checkpoint)
-        if not (folder / 'config.json').is_file():
-            raise SystemExit(f'error: --checkpoint {checkpoint}: a folder without config.json (a trained model folder '
-                             'such as RUN/final is expected)')
-        return timm.create_model(f'local-dir:{folder}', pretrained=True)
-    if not name:
-        raise SystemExit('error: give --model (e.g. osnet_x1_0.imagenet) or --checkpoint RUN/final')
-    if not checkpoint:
-        return timm.create_model(name, pretrained=True)
-    state = unwrap_state_dict(read_checkpoint(checkpoint))
-    rows = state.get('classifier.weight')
-    if rows is None:
-        raise SystemExit(f'error: --checkpoint {checkpoint} has no classifier (classifier.weight): it cannot classify')
-    # the tag's pretrained_cfg (e.g. osnet_x1_0.imagenet: the 224 centre crop) describes the preprocessing
-    model = timm.create_model(name, pretrained=False, num_classes=int(rows.shape[0]))
-    load_osnet_checkpoint(model, state, strict=True)
-    return model
+__all__ = ['main', 'get_args_parser', 'evaluate_labelled_cli', 'ENDING']
 
 
 def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dict:
@@ -168,17 +71,14 @@ def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dic
                                device=str(device))
     for name in args.dataset:
         if name not in LABELLED_DATASETS:
-            raise SystemExit(f'error: --dataset {name}: not a {args.task} dataset; choose from '
+            raise ValueError(f'--dataset {name}: not a {args.task} dataset; choose from '
                              f'{", ".join(sorted(LABELLED_DATASETS))}')
-        try:
-            ds = LABELLED_DATASETS[name](data_root(args.root))
-        except DatasetLayoutError as e:
-            raise SystemExit(f'error: {e}') from None
+        ds = LABELLED_DATASETS[name](data_root(args.root))
         expected = 'attributes' if args.task == 'attributes' else 'classification'
         if ds.task != expected:
-            raise SystemExit(f'error: --dataset {name} is a {ds.task} dataset, not one for --task {args.task}')
+            raise ValueError(f'--dataset {name} is a {ds.task} dataset, not one for --task {args.task}')
         if model.num_classes != ds.num_classes:
-            raise SystemExit(f'error: the model has {model.num_classes} outputs, {name} has {ds.num_classes} '
+            raise ValueError(f'the model has {model.num_classes} outputs, {name} has {ds.num_classes} '
                              f'{"attributes" if ds.task == "attributes" else "classes"}')
         print(ds.summary())
         r = score_labelled(model, ds.task, ds.test, device, size, cfg['mean'], cfg['std'], crop, args.batch_size,
@@ -228,35 +128,34 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    """Run ``python -m osnet_zoo.evaluate``; returns the results on rank 0 (``{}`` on the other ranks)."""
+    """Run ``python -m osnet_zoo.evaluate``; returns the results on rank 0 (``{}`` on the other ranks). A bad
+    input raises on every rank: :func:`osnet_zoo.cli.run` prints it once (:data:`ENDING`)."""
     args = get_args_parser().parse_args(argv)
     # before anything is built: a 0 here would silently mean the default (--height) or divide by zero
     cli.check_at_least(height=(args.height, MIN_INPUT_SIZE), width=(args.width, MIN_INPUT_SIZE),
                        batch_size=(args.batch_size, 1), max_rank=(args.max_rank, 1))
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('error: --device cuda but no CUDA device is available')
+        raise ValueError('--device cuda but no CUDA device is available')
     # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
     device = du.init_distributed(args.device)
     try:
         if args.task != 'reid':  # classifiers: osnet_zoo.evaluation_labelled
             return evaluate_labelled_cli(args, device) if du.is_main_process() else {}
         return _evaluate(args, device)
-    except (*cli.USER_ERRORS, SystemExit):
-        if du.is_main_process():
-            raise
-        return {}  # every rank has the error (fail_together): rank 0 prints it
     finally:
         du.cleanup()
 
 
-def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
-    """The evaluation of ``main``, on every rank: features sharded over the ranks, metrics and files on rank 0
-    (the other ranks return ``{}``)."""
-    main_rank = du.is_main_process()
-    apply_run_record(args, log=print if main_rank else None)  # a training run: its architecture, size, distance
+def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Module, torch.nn.Module, Dict, Dict]:
+    """The model of ``--model`` / ``--checkpoint`` (the one builder, ``build_embedding_model``), what runs it
+    (``--backend``), the embedding options and the parts of the feature-cache key; fills in ``args.height``,
+    ``args.width`` and ``args.distance`` from the model's preprocessing and the run record."""
+    apply_run_record(args, log=print if du.is_main_process() else None)  # a training run: architecture, size, ...
     args.distance = args.distance or 'cosine'
-    model = load_model(args.model, args.checkpoint).eval().to(device)
+    arch = cli.check_osnet(args.model, 're-ID evaluation takes an OSNet embedding').split('.')[0]
+    model = build_embedding_model(arch if args.checkpoint else args.model, pretrained=not args.checkpoint,
+                                  checkpoint_path=args.checkpoint).to(device)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))
     args.height, args.width = args.height or cfg_h, args.width or cfg_w
@@ -269,55 +168,40 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     if plan.backend != 'torch' or plan.optimize:  # the plain model runs as before, under autocast
         runtime, plan = build_runtime(model, plan, device, args.precision, args.batch_size,
                                       (3, args.height, args.width))
-    key_parts = dict(weights_digest=model_digest(model) if main_rank else '', flip=args.flip,
+    key_parts = dict(weights_digest=model_digest(model) if du.is_main_process() else '', flip=args.flip,
                      precision=args.precision, backend=plan.describe(),
                      preprocessing=dict(input_size=[args.height, args.width], mean=list(mean), std=list(std),
                                         resize='bilinear-antialias'))
+    if du.is_main_process():
+        print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
+              f', input {args.height}x{args.width}, distance {args.distance}' +
+              (', re-ranking' if args.rerank else '') +
+              (', flip' if args.flip else '') + f', {args.precision}, device {device}, {plan.describe()}' +
+              (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
+    return model, runtime, options, key_parts
+
+
+def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
+    """The evaluation of ``main``, on every rank: features sharded over the ranks, metrics and files on rank 0
+    (the other ranks return ``{}``)."""
+    main_rank = du.is_main_process()
+    _, runtime, options, key_parts = _build(args, device)
     out = Path(args.output)
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
-        print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
-              f', input {args.height}x{args.width}, distance {args.distance}' + (', re-ranking' if args.rerank else '') +
-              (', flip' if args.flip else '') + f', {args.precision}, device {device}, {plan.describe()}' +
-              (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
-
     results: Dict[str, Dict] = {}
     metrics: Dict[str, Dict] = {}
     for name in args.dataset:
-        try:
-            with du.main_process_first():  # a synthetic set is generated once, by rank 0
-                ds = build_dataset(name, data_root(args.root))
-        except (DatasetLayoutError, KeyError) as e:
-            raise SystemExit(f'error: {e.args[0] if isinstance(e, KeyError) else e}') from None
+        with du.main_process_first():  # a synthetic set is generated once, by rank 0
+            ds = build_dataset(name, data_root(args.root))
         if main_rank:
             print(ds.summary())
-        feats = {split: _split_features(out / f'features_{name}_{split}.safetensors', getattr(ds, split), key_parts,
-                                        runtime, device, options, desc=f'{name} {split}')
+        feats = {split: cached_split_features(out / f'features_{name}_{split}.safetensors', getattr(ds, split),
+                                              key_parts, runtime, device, options, desc=f'{name} {split}')
                  for split in ('query', 'gallery')}
-        if not main_rank:
-            continue
-        ids = [np.array([getattr(it, f) for it in getattr(ds, s)]) for s, f in
-               (('query', 'pid'), ('gallery', 'pid'), ('query', 'camid'), ('gallery', 'camid'))]
-        t0 = time.perf_counter()
-        single_shot = dict(single_gallery_shot=args.cuhk03_single_shot and name.startswith('cuhk03'))
-        if args.rerank:
-            dist = re_ranking(feats['query'], feats['gallery'], distance=args.distance, device=device)
-            res = evaluate_rank(dist, *ids, max_rank=args.max_rank, **single_shot)
-        else:
-            dist = None
-            res = evaluate_features(feats['query'], feats['gallery'], *ids, distance=args.distance, device=device,
-                                    max_rank=args.max_rank, **single_shot)
-        elapsed = time.perf_counter() - t0
-        print(summary_line(name, res) + f'  [{elapsed:.2f} s]')
-        results[name] = res
-        metrics[name] = target_metrics(res, len(ds.gallery), ids[1])
-        picks = pick_queries(res)
-        rows = dist[picks].numpy() if dist is not None else pairwise_distance(
-            feats['query'][picks], feats['gallery'], args.distance).numpy()
-        ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png',
-                            title=f'Ranked results: {args.model} on {name} (queries from the best to the worst AP)',
-                            distance=('squared ' if args.distance == 'euclidean' else '') + f'{args.distance} distance'
-                            + (' after re-ranking' if args.rerank else ''))
+        if main_rank:
+            results[name] = _score(args, name, ds, feats, device, out)
+            metrics[name] = target_metrics(results[name], len(ds.gallery), [it.pid for it in ds.gallery])
     if not main_rank:
         return {}
     summary = results_document(metrics, model=args.model, checkpoint=args.checkpoint, distance=args.distance,
@@ -330,5 +214,25 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     return summary
 
 
+def _score(args: argparse.Namespace, name: str, ds, feats: Dict[str, torch.Tensor], device: torch.device,
+           out: Path) -> Dict:
+    """CMC / mAP / mINP of one dataset under its protocol (printed), and its ranked-results picture."""
+    t0 = time.perf_counter()
+    res, dist = rank_split(feats['query'], feats['gallery'], ds.query, ds.gallery, args.distance, device,
+                           args.max_rank, args.rerank, args.cuhk03_single_shot and name.startswith('cuhk03'))
+    print(summary_line(name, res) + f'  [{time.perf_counter() - t0:.2f} s]')
+    picks = pick_queries(res)
+    rows = dist[picks].numpy() if dist is not None else pairwise_distance(
+        feats['query'][picks], feats['gallery'], args.distance).numpy()
+    ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png',
+                        title=f'Ranked results: {args.model} on {name} (queries from the best to the worst AP)',
+                        distance=('squared ' if args.distance == 'euclidean' else '') + f'{args.distance} distance'
+                        + (' after re-ranking' if args.rerank else ''))
+    return res
+
+
+# every rank has the error (distributed.fail_together): rank 0 prints it
+ENDING = dict(same_on_every_rank=True)
+
 if __name__ == '__main__':
-    sys.exit(cli.run(main))
+    sys.exit(cli.run(main, **ENDING))

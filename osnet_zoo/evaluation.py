@@ -1,6 +1,7 @@
 """Re-ID evaluation as a library: the features of a split, then CMC / mAP / mINP per target.
 
-Training, the architecture search and ``python -m osnet_zoo.evaluate`` all go through these functions::
+Training, the architecture search and ``python -m osnet_zoo.evaluate`` (its CLI, which also keeps each split's
+features in a cache file: :func:`cached_split_features`) all go through these functions::
 
     splits = load_eval_splits(['market1501'], root='~/datasets')
     results = evaluate_models([model], splits, device, size=(256, 128))
@@ -17,23 +18,28 @@ process.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import distributed as du
 from .data import (
     IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch,
 )
-from .metrics import evaluate_features
+from .files import atomic_save_safetensors
+from .metrics import evaluate_features, evaluate_rank, re_ranking
 from .models.embedding import Embedder
 
-__all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'load_eval_splits', 'evaluate_models', 'Split',
-           'target_metrics', 'results_document', 'METRIC_KEYS']
+__all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'features_key', 'cached_split_features', 'load_eval_splits',
+           'rank_split', 'evaluate_models', 'Split', 'target_metrics', 'results_document', 'METRIC_KEYS']
 
 Split = Tuple[List[ReIDItem], List[ReIDItem]]
 _AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -115,6 +121,62 @@ def _embedding_dim(model: nn.Module, size: Tuple[int, int], device: torch.device
     return int(out.shape[1])
 
 
+# bump when the feature pipeline changes in a way the key does not see
+_CACHE_VERSION = 2
+
+
+def features_key(items: Sequence[ReIDItem], weights_digest: str, preprocessing: Dict[str, Any], flip: bool,
+                 precision: str, backend: str = 'torch') -> str:
+    """The cache key of a split's features: every image's path, size and mtime_ns, the model weights, the
+    preprocessing (input size, mean, std, resize), flip, precision and the backend that ran the model
+    (``BackendPlan.describe()``): anything that changes the features."""
+    h = hashlib.sha256(json.dumps(dict(weights=weights_digest, preprocessing=preprocessing, flip=bool(flip),
+                                       precision=precision, backend=backend, version=_CACHE_VERSION),
+                                  sort_keys=True).encode())
+    for it in items:
+        try:
+            st = os.stat(it.path)
+            stamp = f'{st.st_size}:{st.st_mtime_ns}'
+        except OSError:  # a missing image: embed names it
+            stamp = 'missing'
+        h.update(f'{it.path}\0{stamp}\n'.encode())
+    return 'f' + h.hexdigest()[:32]
+
+
+def _cached_features(cache: Path, key: str) -> Optional[torch.Tensor]:
+    if not cache.exists():
+        return None
+    try:
+        return load_file(str(cache)).get(key)
+    except Exception:  # a damaged cache is recomputed
+        return None
+
+
+def cached_split_features(cache: Union[str, os.PathLike], items: Sequence[ReIDItem], key_parts: Dict[str, Any],
+                          model: nn.Module, device: torch.device, options: Dict[str, Any],
+                          desc: str) -> Optional[torch.Tensor]:
+    """A split's features from the cache file ``cache`` when its key (:func:`features_key` of ``items`` and
+    ``key_parts``) matches, else embedded (:func:`embed_sharded` with ``options``: every rank a share) and
+    cached. Rank 0 alone reads and writes the cache; the features are returned on rank 0 (None elsewhere).
+    ``python -m osnet_zoo.evaluate`` keeps one cache file per split in its output folder."""
+    cache = Path(cache)
+    feats = None
+    with du.fail_together():
+        if du.is_main_process():
+            key = features_key(items, **key_parts)
+            feats = _cached_features(cache, key)
+    if du.broadcast_object(feats is not None):
+        if du.is_main_process():
+            print(f'features from cache: {cache} ({feats.shape[0]} images; same images, weights, preprocessing, '
+                  'flip and precision)')
+        return feats
+    feats = embed_sharded([model], items, device, desc=desc, **options)
+    if not du.is_main_process():
+        return None
+    atomic_save_safetensors({key: feats}, cache)
+    return feats
+
+
 def load_eval_splits(targets: Sequence[str], root: Union[str, os.PathLike, None] = None,
                      **options: Any) -> Dict[str, Split]:
     """``{target: (query items, gallery items)}`` for every evaluation target dataset."""
@@ -154,6 +216,22 @@ def results_document(targets: Dict[str, Dict[str, Any]], model: Optional[str], c
                 **extra, targets=targets)
 
 
+def rank_split(query_features: torch.Tensor, gallery_features: torch.Tensor, query: Sequence[ReIDItem],
+               gallery: Sequence[ReIDItem], distance: str, device: torch.device, max_rank: int = 50,
+               rerank: bool = False, single_gallery_shot: bool = False
+               ) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+    """CMC / mAP / mINP of the query features against the gallery features, identities and cameras from the
+    items (Market1501 protocol; ``single_gallery_shot``: CUHK03's classic CMC). ``rerank``: k-reciprocal
+    re-ranking of the whole distance matrix first. Returns ``(result, the re-ranked distances or None)``."""
+    ids = [torch.tensor([getattr(it, field) for it in items]) for items, field in
+           ((query, 'pid'), (gallery, 'pid'), (query, 'camid'), (gallery, 'camid'))]
+    if not rerank:
+        return evaluate_features(query_features, gallery_features, *ids, distance=distance, device=device,
+                                 max_rank=max_rank, single_gallery_shot=single_gallery_shot), None
+    dist = re_ranking(query_features, gallery_features, distance=distance, device=device)
+    return evaluate_rank(dist, *ids, max_rank=max_rank, single_gallery_shot=single_gallery_shot), dist
+
+
 def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], device: torch.device,
                     distance: str = 'euclidean', size: Tuple[int, int] = (256, 128),
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, batch_size: int = 64,
@@ -174,10 +252,8 @@ def evaluate_models(models: Sequence[nn.Module], splits: Dict[str, Split], devic
             gf = embed_sharded(models, gallery, device, **options)
             if not du.is_main_process():
                 continue
-            q_pids, g_pids = torch.tensor([it.pid for it in query]), torch.tensor([it.pid for it in gallery])
-            q_cams, g_cams = torch.tensor([it.camid for it in query]), torch.tensor([it.camid for it in gallery])
-            r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, distance=distance, device=device)
-            results[target] = target_metrics(r, len(gallery), g_pids.tolist(), epoch=epoch)
+            r, _ = rank_split(qf, gf, query, gallery, distance, device)
+            results[target] = target_metrics(r, len(gallery), [it.pid for it in gallery], epoch=epoch)
     finally:
         for m, mode in zip(models, modes):
             m.train(mode)

@@ -1,10 +1,14 @@
 """Scoring a classifier on a labelled split: the attribute metrics (PA-100K) or single-crop top-1 / top-5
 (CIFAR, ImageNet). Training (``osnet_zoo.train.labelled``) and ``python -m osnet_zoo.evaluate --task
-classification|attributes`` both use :func:`score_labelled`."""
+classification|attributes`` (its CLI) both use :func:`score_labelled`; :func:`load_classifier` loads the model
+with its classifier (``evaluate`` and ``visualize attributes``)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
 
+import timm
 import torch
 import torch.nn as nn
 from tqdm import tqdm
@@ -16,8 +20,10 @@ from .data.labelled import CROP_PCT, build_labelled_eval_loader
 from .evaluation import autocast_dtype
 from .metrics.attributes import attribute_metrics
 from .metrics.classification import classification_metrics, topk_correct
+from .weights import load_osnet_checkpoint, read_checkpoint
+from .weights.io import unwrap_state_dict
 
-__all__ = ['score_labelled']
+__all__ = ['score_labelled', 'load_classifier', 'trained_model_folder']
 
 
 @torch.inference_mode()
@@ -58,3 +64,35 @@ def score_labelled(model: nn.Module, task: str, split: LabelledSplit, device: to
     if with_probabilities:
         result['probabilities'] = probs
     return result
+
+
+def trained_model_folder(path: Union[str, os.PathLike], option: str = '--checkpoint') -> Path:
+    """The model folder (config.json + model.safetensors) of a finished training run (``RUN`` holding
+    ``final/``) or the folder itself; anything else is a FileNotFoundError naming ``option`` and ``path``."""
+    folder = Path(path).expanduser()
+    if (folder / 'final' / 'config.json').is_file():
+        folder = folder / 'final'
+    if not (folder / 'config.json').is_file() or not (folder / 'model.safetensors').is_file():
+        raise FileNotFoundError(f'{option} {path}: neither a finished training run (RUN/final/) nor a model folder '
+                                '(config.json + model.safetensors)')
+    return folder
+
+
+def load_classifier(name: Optional[str], checkpoint: Optional[str]) -> nn.Module:
+    """A model with its classifier: ``checkpoint`` a trained model folder (:func:`trained_model_folder`), or
+    ``name`` (a tagged name for its published weights, e.g. osnet_x1_0.imagenet) with an optional checkpoint
+    file whose classifier sets the class count."""
+    if checkpoint and Path(checkpoint).is_dir():
+        return timm.create_model(f'local-dir:{trained_model_folder(checkpoint)}', pretrained=True)
+    if not name:
+        raise ValueError('give --model (e.g. osnet_x1_0.imagenet) or --checkpoint RUN/final')
+    if not checkpoint:
+        return timm.create_model(name, pretrained=True)
+    state = unwrap_state_dict(read_checkpoint(checkpoint))
+    rows = state.get('classifier.weight')
+    if rows is None:
+        raise ValueError(f'--checkpoint {checkpoint} has no classifier (classifier.weight): it cannot classify')
+    # the tag's pretrained_cfg (e.g. osnet_x1_0.imagenet: the 224 centre crop) describes the preprocessing
+    model = timm.create_model(name, pretrained=False, num_classes=int(rows.shape[0]))
+    load_osnet_checkpoint(model, state, strict=True)
+    return model

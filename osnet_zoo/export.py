@@ -1,6 +1,9 @@
 """`python -m osnet_zoo.export`: an OSNet embedding model as ONNX, TorchScript or a torchreid-layout ``.pt`` (the
-file tracking libraries load), checked, with our contract and a tracker metadata JSON beside it (the library:
-``osnet_zoo.inference.export``)."""
+file tracking libraries load), checked, with our contract and a tracker metadata JSON beside it.
+
+Only the command line: the CLI of :mod:`osnet_zoo.inference.export` (``export_model``, ``check_export``), which
+does the work.
+"""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +17,7 @@ from .inference.export import (
     EXPORT_FORMATS, ExportCheckError, contract_path, export_model, metadata_path,
 )
 
-__all__ = ['main', 'get_args_parser', 'export_model', 'ExportCheckError']
+__all__ = ['main', 'get_args_parser', 'ENDING']
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -74,21 +77,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``python -m osnet_zoo.export``; returns the exit status (1: the check failed, 2: a bad input)."""
+    """Run ``python -m osnet_zoo.export``; returns 0. A failed check raises ExportCheckError, a bad input its own
+    error: :func:`osnet_zoo.cli.run` prints either as one line and exits with 1 or 2 (:data:`ENDING`)."""
     args = get_args_parser().parse_args(argv)
-    try:
-        apply_run_record(args, default_model=DEFAULT_MODEL)
-        contract = export_model(
-            args.model, args.output, fmt=args.format, dynamic_batch=not args.fixed_batch,
-            half=args.precision == 'fp16', batch_size=args.batch_size, normalize=args.normalize,
-            pretrained=not args.no_pretrained, checkpoint_path=args.checkpoint, opset=args.opset,
-            fold_bn=not args.no_fold_bn, with_classifier=args.with_classifier)
-    except ExportCheckError as e:
-        print(f'CHECK FAILED: {e}', file=sys.stderr)
-        return 1
-    except cli.USER_ERRORS as e:  # a bad input (the output's folder a file, a bad option): one line
-        print(f'error: {cli.error_message(e)}', file=sys.stderr)
-        return 2
+    apply_run_record(args, default_model=DEFAULT_MODEL)
+    contract = export_model(
+        args.model, args.output, fmt=args.format, dynamic_batch=not args.fixed_batch,
+        half=args.precision == 'fp16', batch_size=args.batch_size, normalize=args.normalize,
+        pretrained=not args.no_pretrained, checkpoint_path=args.checkpoint, opset=args.opset,
+        fold_bn=not args.no_fold_bn, with_classifier=args.with_classifier)
     check = contract['check']
     out = Path(args.output)
     out = out if out.is_file() else out / contract['file']
@@ -105,5 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+# exit status 1: the exported file does not match PyTorch (the files are kept, check.passed false); 2: a bad input
+ENDING = dict(exit_codes={ExportCheckError: 1}, error_status=2)
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(main, **ENDING))

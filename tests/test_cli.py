@@ -1,6 +1,7 @@
 """The command lines: `python -m osnet_zoo` in a real subprocess, and every verb's parser: the shared
 vocabulary where it applies, examples in every --help, each default shown once."""
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,35 @@ def test_every_cli_has_get_args_parser_and_the_shared_vocabulary():
                 options |= set(choice._option_string_actions)
         if name != 'osnet_zoo.__main__':
             assert '--model' in options or '--output' in options, name
+
+
+def test_every_cli_ends_with_cli_run():
+    """One CLI ending: every verb's ``if __name__ == '__main__':`` is ``sys.exit(cli.run(main, ...))``, and no verb
+    prints its own ``error:`` line or exits with a message of its own (``SystemExit('error: ...')``)."""
+    import ast
+    import importlib.util
+
+    for name in VERBS + ['osnet_zoo.train.protocol']:
+        source = Path(importlib.util.find_spec(name).origin).read_text()
+        guards = [n for n in ast.parse(source).body if isinstance(n, ast.If) and '__name__' in ast.unparse(n.test)]
+        assert len(guards) == 1 and len(guards[0].body) == 1, name
+        assert ast.unparse(guards[0].body[0]).startswith('sys.exit(cli.run(main'), name
+        assert "print(f'error" not in source and 'SystemExit(' not in source, name
+
+
+def test_run_prints_on_rank_zero_only_when_every_rank_has_the_error(capsys, monkeypatch):
+    """Under torchrun (RANK set) a verb whose ranks fail together prints the one error line on rank 0 only; the
+    status is the same on every rank (error_status, or exit_codes' for that type)."""
+    from osnet_zoo import cli
+
+    def bad():
+        raise ValueError('--batch-size must be >= 1, got 0.')
+
+    for rank, printed in (('0', True), ('1', False)):
+        monkeypatch.setenv('RANK', rank)
+        assert cli.run(bad, error_status=2, same_on_every_rank=True) == 2
+        assert (capsys.readouterr().err == 'error: --batch-size must be >= 1, got 0.\n') is printed
+        assert cli.run(bad, exit_codes={ValueError: 4}) == 4 and capsys.readouterr().err.startswith('error: ')
 
 
 def test_only_the_current_spellings_parse(capsys):

@@ -87,11 +87,11 @@ def test_end_to_end_outputs_and_consistent_numbers(setup):
 
 def test_clear_errors(setup, capsys):
     tmp, ckpt = setup
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(FileNotFoundError) as e:
         main(['--model', 'osnet_x0_25', '--checkpoint', str(ckpt), '--dataset', 'market1501', '--root',
               str(tmp / 'empty'), '--output', str(tmp / 'o2'), '--device', 'cpu'])
-    assert 'Expected layout' in str(e.value.code) and 'bounding_box_train' in str(e.value.code)
-    with pytest.raises(SystemExit, match='unknown model'):
+    assert 'Expected layout' in str(e.value) and 'bounding_box_train' in str(e.value)
+    with pytest.raises(ValueError, match='unknown model'):
         main(['--model', 'resnet50', '--checkpoint', str(ckpt), '--device', 'cpu'])
     with pytest.raises(SystemExit):
         main(['--help'])

@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 
 import osnet_zoo
-from osnet_zoo.export import ExportCheckError, export_model, main
-from osnet_zoo.inference.export import default_export_name
+from osnet_zoo import cli
+from osnet_zoo.export import ENDING, main
+from osnet_zoo.inference.export import ExportCheckError, default_export_name, export_model
+
 from conftest import run_module
 
 
@@ -133,6 +135,11 @@ class BatchOfOneOnly(nn.Module):
         return self.net(x) * float(x.shape[0] == 1)
 
 
+def export(argv) -> int:
+    """The exit status of the command, in this process: ``main`` ended by ``cli.run`` as ``__main__`` ends it."""
+    return cli.run(lambda: main(list(argv)), **ENDING)
+
+
 def test_failed_check_is_reported(tmp_path, capsys):
     net = BatchOfOneOnly(with_statistics(osnet_zoo.osnet_x0_25(num_classes=0)))
     out = tmp_path / 'bad.onnx'
@@ -141,9 +148,12 @@ def test_failed_check_is_reported(tmp_path, capsys):
     contract = json.loads((tmp_path / 'bad.onnx.json').read_text())
     assert contract['check']['passed'] is False and contract['check']['max_abs_diff'] > 0.1
     # the CLI reports a missing checkpoint as an error naming it
-    assert main(['--model', 'osnet_x0_25', '--checkpoint', str(tmp_path / 'nope.pth'),
-                 '--output', str(tmp_path / 'x.onnx')]) == 2
+    assert export(['--model', 'osnet_x0_25', '--checkpoint', str(tmp_path / 'nope.pth'),
+                   '--output', str(tmp_path / 'x.onnx')]) == 2
     assert 'nope.pth' in capsys.readouterr().err
+    # a failed check exits with 1 (a bad input: 2), its message on one error line
+    assert cli.run(lambda: (_ for _ in ()).throw(ExportCheckError('bad.onnx: differs from PyTorch')), **ENDING) == 1
+    assert capsys.readouterr().err == 'error: bad.onnx: differs from PyTorch\n'
     with pytest.raises(SystemExit):
         main(['--format', 'tflite'])
 
@@ -151,8 +161,8 @@ def test_failed_check_is_reported(tmp_path, capsys):
 def test_fixed_batch_cli_and_default_names(tmp_path):
     import onnxruntime as ort
     out = tmp_path / 'fixed.onnx'
-    assert main(['--model', 'osnet_x0_25', '--no-pretrained', '--fixed-batch', '--batch-size', '2',
-                 '--output', str(out)]) == 0
+    assert export(['--model', 'osnet_x0_25', '--no-pretrained', '--fixed-batch', '--batch-size', '2',
+                   '--output', str(out)]) == 0
     session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
     assert session.get_inputs()[0].shape == [2, 3, 256, 128]
     assert default_export_name('osnet_x0_25', 'msmt17_combineall', 'onnx') == 'osnet_x0_25_msmt17_combineall.onnx'
@@ -164,8 +174,8 @@ def test_torchreid_cli(checkpoint, torchreid_fixtures, tmp_path, capsys):
     """The file a tracker takes as it is: a .pt state dict in the reference layout with model_name."""
     import timm
     out = tmp_path / 'osnet_ain_x0_25_test.pt'
-    assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
-                 '--output', str(out)]) == 0
+    assert export(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
+                   '--output', str(out)]) == 0
     assert 'bit-identical' in capsys.readouterr().out
     stored = torch.load(out, map_location='cpu', weights_only=True)
     assert set(stored) == {'state_dict', 'model_name'} and stored['model_name'] == 'osnet_ain_x0_25'
@@ -184,11 +194,11 @@ def test_torchreid_cli(checkpoint, torchreid_fixtures, tmp_path, capsys):
     assert metadata['format'] == 'torchreid' and metadata['normalized'] is False and metadata['output_dim'] == 512
     assert metadata['model_name'] == 'osnet_ain_x0_25' and metadata['num_classes'] is None
     # errors name the thing
-    assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
-                 '--output', str(tmp_path / 'x.pth')]) == 2
+    assert export(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
+                   '--output', str(tmp_path / 'x.pth')]) == 2
     assert 'ends in .pt' in capsys.readouterr().err
-    assert main(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
-                 '--with-classifier', '--output', str(tmp_path / 'y.pt')]) == 2
+    assert export(['--model', 'osnet_ain_x0_25', '--checkpoint', str(checkpoint), '--format', 'torchreid',
+                   '--with-classifier', '--output', str(tmp_path / 'y.pt')]) == 2
     assert 'has no classifier' in capsys.readouterr().err
 
 

@@ -8,7 +8,10 @@ import torch
 from PIL import Image
 
 import osnet_zoo
-from osnet_zoo.extract import find_images, load_features, main
+from osnet_zoo import cli
+from osnet_zoo.extract import ENDING, main
+from osnet_zoo.inference import find_images, load_features
+
 from conftest import run_module
 
 
@@ -31,11 +34,16 @@ def data(tmp_path_factory):
     return root
 
 
+def extract(argv) -> int:
+    """The exit status of the command, in this process: ``main`` ended by ``cli.run`` as ``__main__`` ends it."""
+    return cli.run(lambda: main(list(map(str, argv))), **ENDING)
+
+
 def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, capsys):
     common = ['--model', 'osnet_x0_25', '--checkpoint', data / 'osnet_x0_25.safetensors', '--device', 'cpu',
               '--batch-size', '2', '--shard-size', '3', 'crops']
     monkeypatch.chdir(data)
-    assert main([*map(str, common), '--output', 'full.safetensors']) == 0  # uninterrupted, in this process
+    assert extract([*map(str, common), '--output', 'full.safetensors']) == 0  # uninterrupted, in this process
     assert 'Wrote full.safetensors: 8 x 512' in capsys.readouterr().out
 
     # stop after one shard, twice: the second run must add the next shard, not redo the first
@@ -69,7 +77,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, 
     assert torch.allclose(feats_full, expected, atol=1e-5)
 
     # a complete output is not recomputed
-    assert main([*map(str, common), '--output', 'full.safetensors']) == 0
+    assert extract([*map(str, common), '--output', 'full.safetensors']) == 0
     assert 'already exists' in capsys.readouterr().out
 
 
@@ -77,7 +85,7 @@ def test_glob_bad_images_and_mismatched_resume(data, tmp_path, capsys):
     ckpt = str(data / 'osnet_x0_25.safetensors')
     pattern = str(data / 'crops' / '**' / '*.png')
     out = tmp_path / 'png.safetensors'
-    assert main(['--model', 'osnet_x0_25', '--checkpoint', ckpt, '--device', 'cpu', pattern, '--output', str(out)]) == 0
+    assert extract(['--model', 'osnet_x0_25', '--checkpoint', ckpt, '--device', 'cpu', pattern, '--output', out]) == 0
     feats, paths, _ = load_features(out)
     assert feats.shape == (4, 512) and all(p.endswith('.png') for p in paths)
 
@@ -89,24 +97,24 @@ def test_glob_bad_images_and_mismatched_resume(data, tmp_path, capsys):
     args = ['--model', 'osnet_x0_25', '--checkpoint', ckpt, '--device', 'cpu', '--shard-size', '2', str(bad_dir)]
     out_bad = tmp_path / 'bad.safetensors'
     # without --skip-bad: an error naming the file; the shard before it is kept for the rerun
-    assert main([*args, '--output', str(out_bad)]) == 2
+    assert extract([*args, '--output', str(out_bad)]) == 2
     assert 'p99_truncated.jpg' in capsys.readouterr().err
     assert len(list((tmp_path / 'bad.safetensors.parts').glob('shard_*'))) == 1
     # a rerun that differs only in --skip-bad keeps the finished shard
-    assert main([*args, '--skip-bad', '--output', str(out_bad)]) == 0
+    assert extract([*args, '--skip-bad', '--output', str(out_bad)]) == 0
     assert 'Reusing 1 finished shard' in capsys.readouterr().out
     # other settings: refused, naming the folder
     (tmp_path / 'bad.safetensors.parts').mkdir()
     (tmp_path / 'bad.safetensors.parts' / 'run.json').write_text('{"key": "other", "model": "osnet_x1_0"}')
-    assert main([*args, '--output', str(out_bad), '--overwrite']) == 2
+    assert extract([*args, '--output', str(out_bad), '--overwrite']) == 2
     assert 'partial run' in capsys.readouterr().err
     out_skip = tmp_path / 'skip.safetensors'
-    assert main([*args, '--skip-bad', '--output', str(out_skip)]) == 0
+    assert extract([*args, '--skip-bad', '--output', str(out_skip)]) == 0
     feats, paths, meta = load_features(out_skip)
     assert feats.shape == (3, 512) and len(paths) == 3
     assert [Path(p).name for p in meta['skipped']] == ['p99_truncated.jpg']
 
-    assert main(['--model', 'osnet_x0_25', str(tmp_path / 'nowhere'), '--output', str(tmp_path / 'x.safetensors')]) == 2
+    assert extract(['--model', 'osnet_x0_25', tmp_path / 'nowhere', '--output', tmp_path / 'x.safetensors']) == 2
     assert 'nowhere' in capsys.readouterr().err
 
 

@@ -13,10 +13,13 @@ from osnet_zoo.data import build_dataset, build_test_transform, make_synthetic_r
 from osnet_zoo.metrics.plots import (
     GREEN, GREY, LINE_HEIGHT, RED, colour_bar, ranked_cell_label, ranked_legend, ranked_results_grid, title_band,
 )
-from osnet_zoo.visualize import (
-    STRIP_BAR_WIDTH, activation_maps, build_model, capture_gates, closest_to_centres, collect_items,
-    compute_activation_maps, get_args_parser, kmeans, main, overlay_activation, run_actmap, run_gates,
+from osnet_zoo.inference import build_embedding_model
+from osnet_zoo.inference.figures import (
+    STRIP_BAR_WIDTH, activation_maps, capture_gates, closest_to_centres, collect_items, compute_activation_maps,
+    kmeans, overlay_activation, run_actmap, run_gates,
 )
+from osnet_zoo.visualize import get_args_parser, main
+
 from conftest import child_env, run_module
 
 SIZE = (128, 64)
@@ -34,7 +37,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope='module')
 def model():
     torch.manual_seed(0)
-    return build_model('osnet_x0_25', pretrained=False)
+    return build_embedding_model('osnet_x0_25', pretrained=False)
 
 
 # ------------------------------------------------------------------------------------------- arithmetic
@@ -147,19 +150,21 @@ def test_capture_gates_reads_the_last_block_without_changing_the_model(model):
     assert not gate.fc2._forward_hooks  # hooks removed
     with torch.inference_mode():
         assert torch.equal(model(x), plain)
-    t1 = build_model('osnet_x0_25', pretrained=False, model_args={'num_streams': 1})
+    t1 = build_embedding_model('osnet_x0_25', pretrained=False, model_args={'num_streams': 1})
     assert capture_gates(t1, x).shape == (3, mid)
     with pytest.raises(ValueError, match='no omni-scale blocks'):
         capture_gates(torch.nn.Conv2d(3, 3, 1), x)
 
 
-def test_build_model_and_collect_items_errors(data, tmp_path):
-    with pytest.raises(ValueError, match='unknown model'):
-        build_model('resnet50')
+def test_model_errors_and_collect_items_errors(data, tmp_path):
+    image = str(data / 'data' / 'synthetic_reid' / 'query')
+    with pytest.raises(ValueError, match="unknown model 'resnet50': the visualisations read OSNet's blocks"):
+        main(['actmap', '--model', 'resnet50', '--no-pretrained', '--device', 'cpu', image])
     with pytest.raises(FileNotFoundError, match='nothing.pth'):
-        build_model('osnet_x0_25', checkpoint=str(tmp_path / 'nothing.pth'))
-    with pytest.raises(ValueError, match='num_streams'):
-        build_model('osnet_x0_25', model_args={'num_streams': 1})  # pretrained weights of another architecture
+        main(['actmap', '--model', 'osnet_x0_25', '--checkpoint', str(tmp_path / 'nothing.pth'), '--device', 'cpu',
+              image])
+    with pytest.raises(ValueError, match='num_streams'):  # pretrained weights of another architecture
+        main(['actmap', '--model', 'osnet_x0_25', '--model-args', 'num_streams=1', '--device', 'cpu', image])
     with pytest.raises(FileNotFoundError, match='missing.jpg'):
         collect_items([str(tmp_path / 'missing.jpg')])
     with pytest.raises(ValueError, match='not both'):
@@ -177,7 +182,7 @@ def test_build_model_and_collect_items_errors(data, tmp_path):
 
 def test_actmap_writes_overlays_that_follow_the_activation(data, model, tmp_path):
     items = build_dataset('synthetic', data / 'data').query[:5]
-    t1 = build_model('osnet_x0_25', pretrained=False, model_args={'num_streams': 1})
+    t1 = build_embedding_model('osnet_x0_25', pretrained=False, model_args={'num_streams': 1})
     res = run_actmap(items, {'osnet': model, 'T=1': t1}, tmp_path, CPU, batch_size=2, workers=0, size=SIZE,
                      grid_images=4)
     assert len(res['maps']) == 5
@@ -241,7 +246,7 @@ def test_gates_with_saturated_gates(data, tmp_path):
     """Every gate at sigmoid = 1.0 (as a trained model's often are): one distinct gate vector for all images,
     still one picture per cluster and no empty cluster."""
     torch.manual_seed(0)
-    saturated = build_model('osnet_x0_25', pretrained=False)
+    saturated = build_embedding_model('osnet_x0_25', pretrained=False)
     with torch.no_grad():
         saturated.conv4[-1].gate.fc2.bias.fill_(60.0)
     items = build_dataset('synthetic', data / 'data').gallery

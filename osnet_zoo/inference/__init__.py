@@ -1,9 +1,11 @@
-"""Deployment: batched feature extraction, inference-time optimisation and export of OSNet."""
+"""Deployment: batched feature extraction (in memory, or sharded and resumable into a file), inference-time
+optimisation and export of OSNet; the papers' figures live beside them in :mod:`osnet_zoo.inference.figures`."""
 from .backend import BACKENDS, BackendPlan, build_runtime, select_backend
 from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
 from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
 from .run_record import RunRecord, apply_run_record, read_run_record
+from .sharded import extract_features, find_images, load_features
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,
     optimize_for_inference,
@@ -14,4 +16,5 @@ __all__ = [
     'resolve_preprocessing', 'DEFAULT_MODEL', 'RunRecord', 'read_run_record', 'apply_run_record', 'export_model',
     'check_export', 'ExportCheckError', 'optimize_for_inference',
     'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner', 'StreamBatchedOmniScaleBlock',
+    'extract_features', 'find_images', 'load_features',
 ]

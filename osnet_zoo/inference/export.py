@@ -229,19 +229,7 @@ def export_model(
     ``pretrained_cfg`` input size (the graph's spatial size is fixed).
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
-    if fmt == 'onnx':
-        check_opset(opset)
-    if fmt == 'torchreid' and (half or normalize):
-        raise ValueError('--format torchreid writes the fp32 weights; the reference model returns unnormalised '
-                         'embeddings (drop --precision fp16 / --normalize).')
-    if with_classifier and fmt != 'torchreid':
-        raise ValueError('with_classifier is for --format torchreid (ONNX / TorchScript export the embedding).')
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f'--batch-size must be an integer >= 1, got {batch_size!r}.')
-    if fmt == 'torchreid' and isinstance(model, str) and not model.split('.')[0].startswith('osnet'):
-        raise ValueError(f'--format torchreid writes the reference OSNet layout; --model {model!r} is not an OSNet.')
+    _check_options(model, fmt, half, batch_size, normalize, opset, with_classifier)
     net = build_embedding_model(model, pretrained, checkpoint_path)
     architecture, tag = _architecture_and_tag(model, net, pretrained, checkpoint_path)
     name = default_export_name(architecture, tag, fmt)
@@ -259,25 +247,7 @@ def export_model(
     c, h, w = prep['input_size']
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(batch_size, c, h, w, generator=gen)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the TorchScript-based exporters warn about their deprecation
-        if fmt == 'onnx':
-            dynamic_axes = {INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}} if dynamic_batch else None
-            with torch.inference_mode():
-                torch.onnx.export(exported, (example.to(dtype),), str(tmp), input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
-                                  do_constant_folding=True, dynamo=False)
-            import onnx  # optional dependency: loaded only when exporting to ONNX
-            onnx.checker.check_model(str(tmp))
-        else:
-            try:
-                scripted = torch.jit.script(exported)
-            except Exception:  # a custom module that TorchScript cannot compile: trace the fixed graph
-                with torch.no_grad():
-                    scripted = torch.jit.trace(exported, example.to(dtype))
-            scripted = torch.jit.freeze(scripted.eval())
-            torch.jit.save(scripted, str(tmp))
-
+    _write_graph(exported, example.to(dtype), out, fmt, dynamic_batch, opset)
     batches = [example]
     if dynamic_batch or fmt == 'torchscript':
         batches.append(torch.randn(batch_size + 2, c, h, w, generator=gen))
@@ -299,6 +269,48 @@ def export_model(
         raise ExportCheckError(f"{out}: exported model differs from PyTorch by {check['max_abs_diff']:.3g} "
                            f"(tolerance {check['tolerance']:g}).")
     return contract
+
+
+def _check_options(model: Union[str, nn.Module], fmt: str, half: bool, batch_size: int, normalize: bool, opset: int,
+                   with_classifier: bool) -> None:
+    """``export_model``'s options, checked before anything is built: each refusal names the option."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
+    if fmt == 'onnx':
+        check_opset(opset)
+    if fmt == 'torchreid' and (half or normalize):
+        raise ValueError('--format torchreid writes the fp32 weights; the reference model returns unnormalised '
+                         'embeddings (drop --precision fp16 / --normalize).')
+    if with_classifier and fmt != 'torchreid':
+        raise ValueError('with_classifier is for --format torchreid (ONNX / TorchScript export the embedding).')
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'--batch-size must be an integer >= 1, got {batch_size!r}.')
+    if fmt == 'torchreid' and isinstance(model, str) and not model.split('.')[0].startswith('osnet'):
+        raise ValueError(f'--format torchreid writes the reference OSNet layout; --model {model!r} is not an OSNet.')
+
+
+def _write_graph(exported: nn.Module, example: torch.Tensor, out: Path, fmt: str, dynamic_batch: bool,
+                 opset: int) -> None:
+    """Write ``exported`` (traced on ``example``) to ``out`` atomically: ONNX (checked by onnx's checker) or
+    frozen TorchScript (scripted, else traced)."""
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the TorchScript-based exporters warn about their deprecation
+        if fmt == 'onnx':
+            dynamic_axes = {INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}} if dynamic_batch else None
+            with torch.inference_mode():
+                torch.onnx.export(exported, (example,), str(tmp), input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
+                                  do_constant_folding=True, dynamo=False)
+            import onnx  # optional dependency: loaded only when exporting to ONNX
+            onnx.checker.check_model(str(tmp))
+        else:
+            try:
+                scripted = torch.jit.script(exported)
+            except Exception:  # a custom module that TorchScript cannot compile: trace the fixed graph
+                with torch.no_grad():
+                    scripted = torch.jit.trace(exported, example)
+            scripted = torch.jit.freeze(scripted.eval())
+            torch.jit.save(scripted, str(tmp))
 
 
 def _contract_header(fmt: str, out: Path, architecture: str, tag: str, model: Union[str, nn.Module],

@@ -374,6 +374,43 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device('cpu')
 
 
+def _resolve_stream_batching(stream_batching: Union[bool, str], device: torch.device, fold_bn: bool, merge_lite: bool,
+                             dense_levels: bool, triton_depthwise: bool) -> Tuple[bool, Optional[int]]:
+    """``optimize_for_inference``'s stream batching, checked against the rewrites that need it: (on or off,
+    the per-call work up to which a block is stream-batched; None: always)."""
+    if stream_batching not in (True, False, 'auto'):
+        raise ValueError(f"stream_batching must be True, False or 'auto', got {stream_batching!r}.")
+    level_rewrites = merge_lite or dense_levels or triton_depthwise
+    if level_rewrites and stream_batching is False:
+        raise ValueError('merge_lite, dense_levels and triton_depthwise rewrite the stream-batched levels: '
+                         'set stream_batching=True.')
+    max_batched_work = None
+    if stream_batching == 'auto':
+        stream_batching = bool(level_rewrites) or (fold_bn and device.type == 'cpu')
+        if stream_batching and not level_rewrites:
+            max_batched_work = CPU_MAX_BATCHED_WORK
+    if stream_batching and not fold_bn:
+        raise ValueError('stream_batching, merge_lite, dense_levels and triton_depthwise need fold_bn=True '
+                         '(they rebuild BN-folded layers).')
+    if merge_lite and triton_depthwise:
+        raise ValueError('merge_lite leaves no depthwise conv for triton_depthwise.')
+    if merge_lite and dense_levels:
+        raise ValueError('merge_lite and dense_levels do not combine (9x the block-diagonal work).')
+    return bool(stream_batching), max_batched_work
+
+
+def _check_runtime(device: torch.device, compile: Union[bool, str], cuda_graph_batch_sizes: Sequence[int],
+                   micro_batch: Optional[int]) -> None:
+    """``optimize_for_inference``'s run-time options (graphs, compilation, micro-batches), checked together."""
+    if cuda_graph_batch_sizes and device.type != 'cuda':
+        raise ValueError(f'CUDA graphs need a CUDA device; this model runs on {device}.')
+    if cuda_graph_batch_sizes and compile in ('reduce-overhead', 'max-autotune'):
+        raise ValueError(f'compile mode {compile!r} captures its own CUDA graphs; use it without '
+                         'cuda_graph_batch_sizes, or a mode without graphs (e.g. max-autotune-no-cudagraphs).')
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f'micro_batch must be >= 1, got {micro_batch}.')
+
+
 def optimize_for_inference(
         model: nn.Module,
         precision: Union[str, torch.dtype] = 'fp32',
@@ -422,31 +459,9 @@ def optimize_for_inference(
     """
     dtype = resolve_dtype(precision)
     device = torch.device(device) if device is not None else _model_device(model)
-    if stream_batching not in (True, False, 'auto'):
-        raise ValueError(f"stream_batching must be True, False or 'auto', got {stream_batching!r}.")
-    level_rewrites = merge_lite or dense_levels or triton_depthwise
-    if level_rewrites and stream_batching is False:
-        raise ValueError('merge_lite, dense_levels and triton_depthwise rewrite the stream-batched levels: '
-                         'set stream_batching=True.')
-    max_batched_work = None
-    if stream_batching == 'auto':
-        stream_batching = bool(level_rewrites) or (fold_bn and device.type == 'cpu')
-        if stream_batching and not level_rewrites:
-            max_batched_work = CPU_MAX_BATCHED_WORK
-    if stream_batching and not fold_bn:
-        raise ValueError('stream_batching, merge_lite, dense_levels and triton_depthwise need fold_bn=True '
-                         '(they rebuild BN-folded layers).')
-    if merge_lite and triton_depthwise:
-        raise ValueError('merge_lite leaves no depthwise conv for triton_depthwise.')
-    if merge_lite and dense_levels:
-        raise ValueError('merge_lite and dense_levels do not combine (9x the block-diagonal work).')
-    if cuda_graph_batch_sizes and device.type != 'cuda':
-        raise ValueError(f'CUDA graphs need a CUDA device; this model runs on {device}.')
-    if cuda_graph_batch_sizes and compile in ('reduce-overhead', 'max-autotune'):
-        raise ValueError(f'compile mode {compile!r} captures its own CUDA graphs; use it without '
-                         'cuda_graph_batch_sizes, or a mode without graphs (e.g. max-autotune-no-cudagraphs).')
-    if micro_batch is not None and micro_batch < 1:
-        raise ValueError(f'micro_batch must be >= 1, got {micro_batch}.')
+    stream_batching, max_batched_work = _resolve_stream_batching(stream_batching, device, fold_bn, merge_lite,
+                                                                 dense_levels, triton_depthwise)
+    _check_runtime(device, compile, cuda_graph_batch_sizes, micro_batch)
     pretrained_cfg = getattr(model, 'pretrained_cfg', None)
     net = copy.deepcopy(model).eval()
     if fold_bn:

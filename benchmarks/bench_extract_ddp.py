@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from osnet_zoo.extract import load_features
+from osnet_zoo.inference import load_features
 
 REPO = Path(__file__).resolve().parents[1]
 

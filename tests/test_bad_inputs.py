@@ -54,7 +54,7 @@ def cli_error(main: Callable, argv: Sequence[str], capsys) -> str:
     capsys.readouterr()
     try:
         code = cli.run(lambda: main(list(argv)))
-    except SystemExit as e:  # a main that exits with its message (argparse, evaluate.load_model)
+    except SystemExit as e:  # a main that exits with its message (argparse)
         code = e.code if isinstance(e.code, int) else 1
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
@@ -536,7 +536,7 @@ def test_extract_glob_through_a_symlink_loop_lists_each_image_once(root, crops, 
     (crops / 'loop').symlink_to(crops, target_is_directory=True)
     out = tmp_path / 'feats.safetensors'
     assert cli.run(lambda: extract_main(extract_base(root, f'{crops}/**/*.jpg', out))) == 0
-    from osnet_zoo.extract import load_features
+    from osnet_zoo.inference import load_features
     feats, paths, _ = load_features(out)
     assert len(paths) == 5 == feats.shape[0], f'{len(paths)} rows for 5 images'
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from osnet_zoo.data import synthetic_reid
 from osnet_zoo.evaluate import main as evaluate_main
-from osnet_zoo.extract import load_features
+from osnet_zoo.inference import load_features
 from conftest import run_python, start_python
 
 SMALL = dict(num_train_ids=2, num_test_ids=6, num_cameras=2, cameras_per_id=(2, 2), images_per_camera=(1, 2),

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from osnet_zoo.data.__main__ import channel_stats, main as data_main
+from osnet_zoo.data.__main__ import main as data_main
+from osnet_zoo.data.stats import channel_stats
 from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.train.__main__ import get_args_parser, main as train_main
 from osnet_zoo.train.recipes import resolve_config

@@ -12,7 +12,7 @@ from PIL import Image
 from osnet_zoo.data.__main__ import channel_stats, main as data_main
 from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.train.__main__ import get_args_parser, main as train_main
-from osnet_zoo.train.recipes import resolve_config
+from osnet_zoo.engine.recipes import resolve_config
 
 from task_layouts import make_cifar10
 

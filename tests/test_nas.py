@@ -331,10 +331,11 @@ def test_search_checkpoint_is_the_training_format(tiny_search):
 
 
 def test_a_nan_in_a_search_is_caught_and_no_checkpoint_written(tmp_path, data_root):
-    # the learning rate overflows float32: the step's loss is finite, the weights after it are not. The NaN guard
-    # of the run folder (once keyed on the training format alone) must refuse to checkpoint the search's weights.
+    # the weight decay overflows float32 (10 x 1e38 x a BN weight of 1): the step's loss is finite, the weights
+    # after it are not. The NaN guard of the run folder (once keyed on the training format alone, so it skipped
+    # the search's checkpoints) must refuse to checkpoint the search's weights.
     out = tmp_path / 'run'
-    r = _tiny_search(out, data_root, '--lr', '1e40', '--max-steps-per-epoch', '1')
+    r = _tiny_search(out, data_root, '--lr', '10', '--weight-decay', '1e38', '--max-steps-per-epoch', '1')
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-3000:])
     assert 'NaN/inf' in r.stderr and 'no checkpoint was saved' in r.stderr and 'Traceback' not in r.stderr
     assert not (out / 'seed_1' / 'checkpoint.pth').exists()

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from osnet_zoo.data import make_synthetic_reid
-from osnet_zoo.train import list_recipes, load_training_state, resolve_config
+from osnet_zoo.engine import load_training_state
+from osnet_zoo.train import list_recipes, resolve_config
 from osnet_zoo.train.__main__ import get_args_parser
 
 # Small and fast: 64x32 crops, osnet_x0_25.

@@ -119,8 +119,6 @@ def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]]) -> Dict[st
     labels_digest = labels_digest_of(dataset.train)
     loader = build_labelled_train_loader(dataset.train, cfg.height, cfg.width, cfg.batch_size, cfg.transforms,
                                          cfg.seed, cfg.workers, pin_memory=device.type == 'cuda')
-    if du.is_main_process():
-        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), task=dataset.task))
 
     model = create_model(cfg, dataset.num_classes).to(device)
     if cfg.channels_last:
@@ -137,6 +135,8 @@ def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]]) -> Dict[st
     if state is not None:
         first, scheduler = restore(state, cfg, model, optimizer, scheduler, scaler, dataset.num_classes,
                                    labels_digest)
+    if du.is_main_process():  # after resume's checks: a refused resume changes no file
+        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), task=dataset.task))
     run.start(first, reevaluate=first == cfg.epochs)
     result: Dict[str, Any] = {}
     for epoch in range(first, cfg.epochs):

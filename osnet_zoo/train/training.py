@@ -56,9 +56,6 @@ def train(cfg: TrainConfig, given: Sequence[str] = ()) -> Dict[str, Any]:
                                 num_instances=cfg.num_instances if cfg.triplet_weight > 0 else 0, seed=cfg.seed,
                                 workers=cfg.workers, pin_memory=device.type == 'cuda')
     num_classes, identities = dataset.num_train_pids, training_labels_digest(dataset.train)
-    if du.is_main_process():  # what this run actually uses; the global batch is split over the processes
-        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), world_size=du.get_world_size(),
-                                                    batch_size_per_rank=loader.per_rank_batch))
 
     model = create_model(cfg, num_classes).to(device)  # with --dml, both networks as one module
     if cfg.channels_last:
@@ -76,6 +73,9 @@ def train(cfg: TrainConfig, given: Sequence[str] = ()) -> Dict[str, Any]:
     first = 0
     if state is not None:
         first, scheduler = restore(state, cfg, model, optimizer, scheduler, scaler, num_classes, identities)
+    if du.is_main_process():  # what this run uses (after resume's checks: a refused resume changes no file)
+        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), world_size=du.get_world_size(),
+                                                    batch_size_per_rank=loader.per_rank_batch))
     done = finished_results(out) if first == cfg.epochs else None
     if done is not None:
         if du.is_main_process():

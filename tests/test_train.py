@@ -17,6 +17,7 @@ import torch
 
 from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.engine import load_training_state
+from osnet_zoo.inference.model import build_embedding_model
 from osnet_zoo.train import list_recipes, resolve_config
 from osnet_zoo.train.__main__ import get_args_parser
 
@@ -172,6 +173,10 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
     a = load_training_state(ref / 'checkpoint.pth')['model']
     b = load_training_state(run / 'checkpoint.pth')['model']
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the one checkpoint format loads into the inference builder, and gives the final model's embedding
+    x = torch.randn(2, 3, 64, 32)
+    from_checkpoint = build_embedding_model('osnet_x0_25', checkpoint_path=run / 'checkpoint.pth')(x)
+    assert torch.allclose(from_checkpoint, build_embedding_model(f'local-dir:{run / "final"}')(x), atol=1e-5)
 
 
 def test_nan_loss_stops_with_checkpoint_intact(tiny_root, tmp_path):

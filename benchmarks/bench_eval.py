@@ -96,7 +96,7 @@ def _warm_up(device: str, fn, first, rest, ids) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def run_phase(phase: str, data_path: str, device: str, metric: str) -> dict:
+def run_phase(phase: str, data_path: str, device: str, distance: str) -> dict:
     """One measurement in this (fresh) process; returns timings, peak memory and the metrics."""
     data = dict(np.load(data_path))
     ids = [data[k] for k in ('q_pids', 'g_pids', 'q_camids', 'g_camids')]
@@ -106,7 +106,7 @@ def run_phase(phase: str, data_path: str, device: str, metric: str) -> dict:
         qf, gf = qf.to(device), gf.to(device)
     if phase in ('ours-rank', 'baseline-rank'):
         t0 = time.perf_counter()
-        dist = pairwise_distance(qf, gf, metric)  # computed on the device, returned on the CPU
+        dist = pairwise_distance(qf, gf, distance)  # computed on the device, returned on the CPU
         out['distance_s'] = time.perf_counter() - t0
         if phase == 'ours-rank' and device.startswith('cuda'):
             dist = dist.to(device)
@@ -119,15 +119,15 @@ def run_phase(phase: str, data_path: str, device: str, metric: str) -> dict:
         _sync(device)
         out['rank_s'] = time.perf_counter() - t0
     elif phase == 'ours-features':
-        _warm_up(device, lambda q, g, *a: evaluate_features(q, g, *a, metric=metric), qf, [gf], ids)
+        _warm_up(device, lambda q, g, *a: evaluate_features(q, g, *a, distance=distance), qf, [gf], ids)
         t0 = time.perf_counter()
-        res = evaluate_features(qf, gf, *ids, metric=metric)
+        res = evaluate_features(qf, gf, *ids, distance=distance)
         _sync(device)
         out['features_to_metrics_s'] = time.perf_counter() - t0
     elif phase == 'ours-rerank':
         from osnet_zoo.metrics import re_ranking
         t0 = time.perf_counter()
-        dist = re_ranking(qf, gf, metric=metric)
+        dist = re_ranking(qf, gf, distance=distance)
         _sync(device)
         out['rerank_s'] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -147,7 +147,7 @@ def _scaled(scale: float) -> dict:
 
 def _subprocess(phase: str, data_path: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, '--phase', phase, '--data', data_path, '--device', args.device,
-           '--metric', args.metric]
+           '--distance', args.distance]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f'phase {phase} failed:\n{proc.stderr}')
@@ -218,7 +218,7 @@ def main(argv=None) -> None:
                    help='fraction of MSMT17 query/gallery/identity counts (e.g. 0.1 for a quick check)')
     p.add_argument('--dim', type=int, default=512)
     p.add_argument('--noise', type=float, default=2.1, help='feature noise (2.1: mAP ~50%%; 10: random)')
-    p.add_argument('--metric', default='cosine', choices=['cosine', 'euclidean'])
+    p.add_argument('--distance', default='cosine', choices=['cosine', 'euclidean'])
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (ours runs there; the baseline is CPU)")
     p.add_argument('--skip-baseline', action='store_true', help='skip the argsort baseline (minutes at full size)')
     p.add_argument('--rerank-scale', type=float, default=0.0,
@@ -232,15 +232,15 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     if args.phase:  # child process: one measurement, JSON on the last stdout line
-        print(json.dumps(run_phase(args.phase, args.data, args.device, args.metric)))
+        print(json.dumps(run_phase(args.phase, args.data, args.device, args.distance)))
         return
 
     sizes = _scaled(args.scale)
     print(f'bench_eval: {sizes["num_query"]:,} queries x {sizes["num_gallery"]:,} gallery, {args.dim}-d, '
-          f'{sizes["num_ids"]:,} ids, {sizes["num_cams"]} cameras, metric={args.metric}, device={args.device}')
+          f'{sizes["num_ids"]:,} ids, {sizes["num_cams"]} cameras, distance={args.distance}, device={args.device}')
     print(f'machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}'
           + (f', {torch.cuda.get_device_name()}' if args.device.startswith('cuda') else ''))
-    results: dict = {'sizes': sizes, 'dim': args.dim, 'noise': args.noise, 'metric': args.metric,
+    results: dict = {'sizes': sizes, 'dim': args.dim, 'noise': args.noise, 'distance': args.distance,
                      'device': args.device, 'date': time.strftime('%Y-%m-%d')}
     with tempfile.TemporaryDirectory() as tmp:
         data_path = os.path.join(tmp, 'features.npz')

@@ -6,12 +6,11 @@
     model = timm.create_model('osnet_ain_x1_0', num_classes=0)  # 512-d re-ID embedding
 """
 from ._version import __version__
-# weights first: models/osnet.py builds its timm registry from weights.manifest (see osnet_zoo/weights/__init__.py)
-from .weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 from .models import (
     OSNet, checkpoint_filter_fn, create_osnet, osnet_ain, osnet_ibn, osnet_x0_5, osnet_x0_25, osnet_x0_75,
     osnet_x1_0,
 )
+from .weights import CheckpointError, load_osnet_checkpoint, read_checkpoint
 from .inference import FeatureExtractor, optimize_for_inference
 
 __all__ = [

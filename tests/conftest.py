@@ -1,8 +1,12 @@
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Dict, Optional, Union
 
 import pytest
 
@@ -14,6 +18,8 @@ os.environ.setdefault('OSNET_ZOO_CACHE', tempfile.mkdtemp(prefix='osnet_zoo_cach
 # once per session and the subprocesses a test starts find it too.
 SESSION_ONNX_CACHE = tempfile.mkdtemp(prefix='osnet_zoo_onnx_cache_')
 
+# The checkout under test. Test modules take it, and the helpers that start Python processes, from here:
+# `from conftest import REPO, run_module` (pytest puts tests/ on sys.path, as for task_layouts.py).
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get('OSNET_ZOO_FIXTURES', REPO.parent / 'shared' / 'fixtures' / 'torchreid'))
 # Who knowingly runs without the reference fixtures sets this; otherwise their absence fails the tests that
@@ -33,6 +39,55 @@ def reference_fixture(name: str) -> Path:
             pytest.skip(f'reference fixture {path} missing ({SKIP_FIXTURES_VAR}=1)')
         pytest.fail(f'reference fixture missing: {path}. {HOW_TO_GET_FIXTURES}', pytrace=False)
     return path
+
+
+# ----------------------------------------------------------------------------------------------- subprocesses
+
+def child_env(**extra: Optional[Union[str, os.PathLike]]) -> Dict[str, str]:
+    """The environment of a Python process a test starts: this one's (as the test left it: its OSNET_ZOO_CACHE),
+    with this checkout first on PYTHONPATH (the child imports the osnet_zoo under test, not an installed one),
+    one thread per OpenMP / MKL / OpenBLAS pool (see ``pytest_configure``) and unbuffered output; then ``extra``,
+    where a value of None removes the variable."""
+    env = dict(os.environ)
+    paths = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p and p != str(REPO)]
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO), *paths])
+    env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = str(value)
+    return env
+
+
+def start_python(*args, env: Optional[Dict[str, str]] = None, python: Union[str, os.PathLike] = sys.executable,
+                 **popen_kwargs) -> subprocess.Popen:
+    """Start ``python *args`` (``env`` defaults to ``child_env()``) and return at once: for the tests that kill a
+    process mid-way or run two side by side. ``popen_kwargs`` go to ``subprocess.Popen`` (cwd, stdout, ...)."""
+    return subprocess.Popen([str(python), *map(str, args)], env=child_env() if env is None else env,
+                            **popen_kwargs)
+
+
+def run_python(*args, cwd: Optional[Union[str, os.PathLike]] = None, env: Optional[Dict[str, str]] = None,
+               timeout: float = 600, check: bool = False,
+               python: Union[str, os.PathLike] = sys.executable) -> subprocess.CompletedProcess:
+    """Run ``python *args`` (a script, ``-c`` code, ``-m`` module) to its end with ``child_env()`` (or ``env``),
+    its output captured as text. ``check=True`` fails the test, with the output's tail, on a non-zero exit.
+    ``python`` is another interpreter (the boxmot environment's)."""
+    command = [str(python), *map(str, args)]
+    proc = subprocess.run(command, cwd=cwd, env=child_env() if env is None else env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, (f'{shlex.join(command)[:500]} exited {proc.returncode}:\n'
+                                      f'{proc.stdout[-2000:]}{proc.stderr[-3000:]}')
+    return proc
+
+
+def run_module(module: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m module *args`` through ``run_python`` (same keywords), as a user runs a CLI:
+    ``run_module('osnet_zoo.train', '--output', out, cwd=tmp_path)``; torchrun is
+    ``run_module('torch.distributed.run', '--nproc_per_node', '2', '-m', 'osnet_zoo.train', ...)``."""
+    return run_python('-m', module, *args, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +113,8 @@ def reference_file():
 def pytest_configure(config):
     # The suite runs in two pytest-xdist workers on the 2-core CI machine (README: `-n 2`). One torch thread
     # per process uses both cores without OpenMP threads spin-waiting on each other, which made tiny models
-    # ~10x slower when several processes shared the cores. Subprocesses get OMP_NUM_THREADS=1 for the same reason.
+    # ~10x slower when several processes shared the cores. Subprocesses get OMP_NUM_THREADS=1 for the same reason
+    # (child_env).
     import torch
     torch.set_num_threads(1)
 

@@ -2,10 +2,6 @@
 the fp32 eager model's features, its fallbacks, and the on-disk cache of the ONNX export behind the CPU path."""
 import hashlib
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +13,8 @@ from osnet_zoo import FeatureExtractor
 from osnet_zoo.inference import select_backend
 from osnet_zoo.inference.export import ExportCheckError
 from osnet_zoo.inference.onnx_runtime import OnnxRuntimeModel, onnx_cache_key
+from conftest import run_python
 from test_extractor import trained_looking
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Tiny(nn.Module):
@@ -205,8 +200,7 @@ def test_without_onnxruntime_the_default_says_so_in_one_line():
         'except ValueError as e:',
         "    print('error:', e)",
     ])
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=600)
+    proc = run_python('-c', code)
     assert proc.returncode == 0, proc.stderr
     notices = [line for line in proc.stderr.splitlines() if 'osnet_zoo:' in line]
     assert len(notices) == 1, proc.stderr

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,9 +43,9 @@ from osnet_zoo.weights import CheckpointError, file_sha256, load_osnet_checkpoin
 from osnet_zoo.weights.__main__ import main as weights_main
 from osnet_zoo.weights.hub import HubFile, check_file
 from osnet_zoo.weights.mirror import hf_snapshot_of
+from conftest import REPO, run_python, start_python
 
 ERRORS = cli.USER_ERRORS + (TypeError,)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cli_error(main: Callable, argv: Sequence[str], capsys) -> str:
@@ -271,21 +270,27 @@ def test_train_refuses(case, root, finished_run, tmp_path, capsys):
     assert not (out / 'checkpoint.pth').exists(), 'trained before refusing'
 
 
-@pytest.mark.parametrize('case', ['multistep_int_stepsize', 'single_source_string', 'single_transform_string'])
+# id -> (a recipe giving one value where a list is expected, the list options it must give)
+LONE_VALUES: Dict[str, tuple] = {
+    'multistep_int_stepsize': ('lr_scheduler: multistep\nstepsize: 60\n', {'stepsize': [60]}),
+    'single_source_string': ('sources: synthetic\ntargets: synthetic\n',
+                             {'sources': ['synthetic'], 'targets': ['synthetic']}),
+    'single_transform_string': ('transforms: random_flip\n', {'transforms': ['random_flip']}),
+}
+
+
+@pytest.mark.parametrize('case', list(LONE_VALUES))
 def test_recipe_accepts_a_lone_value_for_a_list(case, tmp_path):
-    text = {'multistep_int_stepsize': 'lr_scheduler: multistep\nstepsize: 60\n',
-            'single_source_string': 'sources: synthetic\ntargets: synthetic\n',
-            'single_transform_string': 'transforms: random_flip\n'}[case]
+    text, expected = LONE_VALUES[case]
     cfg = resolve_config(train_parser().parse_args(_recipe(tmp_path, text)))
-    if case == 'multistep_int_stepsize':
-        assert cfg.stepsize == [60]
-        scheduler = build_scheduler('multistep', torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
-                                    100, cfg.stepsize, 0.1)
-        assert dict(scheduler.milestones) == {60: 1}
-    elif case == 'single_source_string':
-        assert cfg.sources == ['synthetic'] and cfg.targets == ['synthetic']
-    else:
-        assert cfg.transforms == ['random_flip']
+    assert {name: getattr(cfg, name) for name in expected} == expected
+
+
+def test_recipe_lone_stepsize_is_one_milestone(tmp_path):
+    cfg = resolve_config(train_parser().parse_args(_recipe(tmp_path, LONE_VALUES['multistep_int_stepsize'][0])))
+    scheduler = build_scheduler('multistep', torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
+                                100, cfg.stepsize, 0.1)
+    assert dict(scheduler.milestones) == {60: 1}
 
 
 def test_recipe_schema_covers_every_option():
@@ -961,15 +966,14 @@ with atomic_path(sys.argv[1]) as tmp:
 
 def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     target = tmp_path / 'checkpoint.pth'
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run([sys.executable, '-c', KILLED_WRITER, str(target)], env=env, capture_output=True)
+    proc = run_python('-c', KILLED_WRITER, target)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-300:]
     stale = [p.name for p in tmp_path.iterdir()]
     assert len(stale) == 1 and '.tmp' in stale[0] and not target.exists(), stale
     # a live writer's temporary of the same output, and another output's, are kept
-    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone = start_python('-c', 'pass')
     gone.wait()
-    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    sleeper = start_python('-c', 'import time; time.sleep(60)')
     try:
         live = tmp_path / f'.checkpoint.{sleeper.pid}.abcdefgh.tmp.pth'
         other = tmp_path / f'.results.{gone.pid}.abcdefgh.tmp.json'

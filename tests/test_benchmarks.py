@@ -1,21 +1,12 @@
 """The benchmark scripts still run and write well-formed results (tiny settings; no timing is asserted —
 figures live in benchmarks/RESULTS.md). Each runs as a real subprocess from the checkout, as documented."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+
+from conftest import REPO, run_python
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _bench(script, *args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    r = subprocess.run([sys.executable, str(REPO / 'benchmarks' / script), *map(str, args)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return r
+def _bench(script, *args):
+    return run_python(REPO / 'benchmarks' / script, *args, cwd=REPO, check=True)
 
 
 def test_bench_loader(tmp_path):

@@ -10,8 +10,6 @@ so; ``OSNET_ZOO_REQUIRE_BOXMOT=1`` (set by .ci/run) turns the skip into a failur
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 import osnet_zoo
 from osnet_zoo.inference.export import export_model
 from osnet_zoo.weights.__main__ import main as weights_cli
+from conftest import REPO, child_env, run_python
 
-REPO = Path(__file__).resolve().parents[1]
 BOXMOT_VERSION = '25.0.0'
 BOXMOT_PYTHON = Path(os.environ.get('OSNET_ZOO_BOXMOT_PYTHON', REPO / '.boxmot-venv' / 'bin' / 'python'))
 REQUIRED = os.environ.get('OSNET_ZOO_REQUIRE_BOXMOT') == '1'
@@ -49,8 +47,8 @@ def _boxmot_or_skip() -> None:
     if not BOXMOT_PYTHON.is_file():
         unavailable(f'no boxmot environment at {BOXMOT_PYTHON} (.ci/run builds it with boxmot=={BOXMOT_VERSION}; '
                     'or point OSNET_ZOO_BOXMOT_PYTHON at a Python that has it)')
-    probe = subprocess.run([str(BOXMOT_PYTHON), '-c', 'import boxmot; print(boxmot.__version__)'],
-                           capture_output=True, text=True, timeout=300)
+    probe = run_python('-c', 'import boxmot; print(boxmot.__version__)', python=BOXMOT_PYTHON,
+                       env=child_env(PYTHONPATH=None, VIRTUAL_ENV=None), timeout=300)
     if probe.returncode != 0:
         unavailable(f'boxmot is not importable by {BOXMOT_PYTHON}: {probe.stderr.strip().splitlines()[-1:]}')
     if probe.stdout.strip() != BOXMOT_VERSION:
@@ -149,11 +147,10 @@ def _write_and_run(tmp: Path) -> None:
     shutil.copyfile(tmp / 'osnet_x0_25_test.pt.metadata.json', tmp / 'osnet_x0_25_flat.pt.metadata.json')
     refused = [str(tmp / 'osnet_x0_25_test.pth'), str(tmp / 'osnet_x0_25_flat.pt')]
     (tmp / 'request.json').write_text(json.dumps({'files': request, 'refused': refused}))
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
-    env.update(OMP_NUM_THREADS='1', BOXMOT_ORT_LOG_LEVEL='3')
-    run = subprocess.run([str(BOXMOT_PYTHON), str(REPO / 'tests' / 'boxmot_side.py'), str(tmp / 'request.json'),
-                          str(tmp / 'result.json')], capture_output=True, text=True, timeout=1200, env=env,
-                         cwd=tmp)
+    # the boxmot environment's Python, without this checkout on its path: it knows nothing of osnet_zoo
+    env = child_env(PYTHONPATH=None, VIRTUAL_ENV=None, BOXMOT_ORT_LOG_LEVEL='3')
+    run = run_python(REPO / 'tests' / 'boxmot_side.py', tmp / 'request.json', tmp / 'result.json',
+                     python=BOXMOT_PYTHON, env=env, timeout=1200, cwd=tmp)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
 
 

@@ -1,15 +1,15 @@
 """The command lines: `python -m osnet_zoo` in a real subprocess, and every verb's parser: the shared
 vocabulary where it applies, examples in every --help, each default shown once."""
 import argparse
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_module
+
 
 def test_summary_command():
-    out = subprocess.run([sys.executable, '-m', 'osnet_zoo', '--batch-size', '2', '--height', '128', '--width', '64',
-                          '--runs', '3'], capture_output=True, text=True, timeout=600, check=True).stdout
+    out = run_module('osnet_zoo', '--batch-size', '2', '--height', '128', '--width', '64', '--runs', '3',
+                     check=True).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith('osnet_')}
     assert len(rows) == 9
     assert rows['osnet_x1_0'][1] == '2.170' and rows['osnet_x1_0'][2] == '244.9'  # β=1 at 128x64
@@ -29,7 +29,7 @@ def test_summary_says_when_the_timings_are_noise():
 
 
 def test_help():
-    out = subprocess.run([sys.executable, '-m', 'osnet_zoo', '--help'], capture_output=True, text=True, check=True)
+    out = run_module('osnet_zoo', '--help', check=True)
     assert '--batch-size' in out.stdout and 'usage: python -m osnet_zoo' in out.stdout
 
 

@@ -8,11 +8,8 @@ every documented entry point runs, and every documented ``python -m osnet_zoo...
 by its CLI's own parser (an unknown or deprecated option fails), skipped commands included.
 """
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -20,8 +17,8 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from osnet_zoo.data import make_synthetic_reid
+from conftest import REPO, child_env, run_python
 
-REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 
 # Appended to the documented command lines so that they finish in seconds on a CPU.
@@ -216,11 +213,10 @@ print(json.dumps(failures))
 '''
 
 
-def child_env(home: Path) -> Dict[str, str]:
-    env = dict(os.environ, HOME=str(home), PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
-               OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', MPLBACKEND='Agg', CUDA_VISIBLE_DEVICES='')
-    env.pop('OSNET_ZOO_DATA', None)  # the documented default root, under the temporary HOME
-    return env
+def documented_env(home: Path) -> Dict[str, str]:
+    """A user's environment with ``home`` as HOME, offline, on the CPU. OSNET_ZOO_DATA is unset: the documented
+    default data root, under that HOME."""
+    return child_env(HOME=home, HF_HUB_OFFLINE='1', MPLBACKEND='Agg', CUDA_VISIBLE_DEVICES='', OSNET_ZOO_DATA=None)
 
 
 def test_documented_help_and_options_parse(tmp_path):
@@ -232,8 +228,7 @@ def test_documented_help_and_options_parse(tmp_path):
             checks.append(list(entry))
     assert {c[1] for c in checks} >= {'osnet_zoo.train', 'osnet_zoo.evaluate', 'osnet_zoo.extract',
                                       'osnet_zoo.export', 'osnet_zoo.nas', 'osnet_zoo.weights', 'osnet_zoo.visualize'}
-    proc = subprocess.run([sys.executable, '-c', CHECKER, json.dumps(checks)], cwd=REPO, env=child_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    proc = run_python('-c', CHECKER, json.dumps(checks), cwd=REPO, env=documented_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     failures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not failures, '\n'.join(failures)
@@ -257,8 +252,7 @@ TRAINED = 'runs/osnet'  # what `python -m osnet_zoo.train` writes; the commands 
 def run_documented(home: Path, page: str, argv: List[str]) -> Optional[str]:
     """Run one documented command (``~`` is the temporary HOME) with its tiny options; None or a failure."""
     args = [str(home) + a[1:] if a.startswith('~') else a for a in argv]
-    cmd = [sys.executable, *args[1:], *shlex.split(RUN[key(argv)])]
-    proc = subprocess.run(cmd, cwd=home, env=child_env(home), capture_output=True, text=True, timeout=300)
+    proc = run_python(*args[1:], *shlex.split(RUN[key(argv)]), cwd=home, env=documented_env(home))
     if proc.returncode != 0:
         return f'{page}: {key(argv)} (+ {RUN[key(argv)]}) exited {proc.returncode}:\n{proc.stderr[-1500:]}'
     return None

@@ -1,9 +1,5 @@
 """`python -m osnet_zoo.evaluate` end to end: synthetic dataset -> model -> JSON and PNGs, numbers consistent."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,16 +12,10 @@ import osnet_zoo  # noqa: F401
 from osnet_zoo.data import synthetic_reid
 from osnet_zoo.evaluate import main
 from osnet_zoo.metrics import evaluate_features
+from conftest import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train_ids=2, num_test_ids=8, num_cameras=3, cameras_per_id=(2, 3), images_per_camera=(1, 2),
              num_distractors=3, num_junk=2)
-
-
-def _run(args, cwd):
-    env = {**os.environ, 'PYTHONPATH': str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', '')}
-    return subprocess.run([sys.executable, '-m', 'osnet_zoo.evaluate', *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope='module')
@@ -42,9 +32,9 @@ def setup(tmp_path_factory):
 def test_end_to_end_outputs_and_consistent_numbers(setup):
     tmp, ckpt = setup
     out = tmp / 'out'
-    proc = _run(['--model', 'osnet_x0_25', '--checkpoint', str(ckpt), '--dataset', 'synthetic', '--root',
-                 str(tmp / 'data'), '--output', str(out), '--height', '128', '--width', '64', '--batch-size', '32',
-                 '--workers', '0', '--flip', '--device', 'cpu'], tmp)
+    proc = run_module('osnet_zoo.evaluate', '--model', 'osnet_x0_25', '--checkpoint', ckpt, '--dataset', 'synthetic',
+                      '--root', tmp / 'data', '--output', out, '--height', '128', '--width', '64', '--batch-size',
+                      '32', '--workers', '0', '--flip', '--device', 'cpu', cwd=tmp)
     assert proc.returncode == 0, proc.stderr
     for key in ('R1', 'R5', 'R10', 'R20', 'mAP', 'mINP'):
         assert key in proc.stdout

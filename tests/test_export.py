@@ -1,9 +1,5 @@
 """`python -m osnet_zoo.export`: ONNX / TorchScript files that reproduce PyTorch, with their contract."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +9,7 @@ import torch.nn as nn
 import osnet_zoo
 from osnet_zoo.export import ExportCheckError, export_model, main
 from osnet_zoo.inference.export import default_export_name
-
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_module
 
 
 def with_statistics(model: nn.Module) -> nn.Module:
@@ -54,10 +48,8 @@ def test_onnx_cli_dynamic_batch_by_default(checkpoint, crops, tmp_path):
     # no --output: the file goes into runs/export, named <architecture>_<tag>.onnx (the tag from the
     # checkpoint's name); nothing is written into the working folder itself
     out = tmp_path / 'runs' / 'export' / 'osnet_ain_x0_25_test.onnx'
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    run = subprocess.run([sys.executable, '-m', 'osnet_zoo.export', '--model', 'osnet_ain_x0_25', '--checkpoint',
-                          str(checkpoint), '--format', 'onnx'],
-                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    run = run_module('osnet_zoo.export', '--model', 'osnet_ain_x0_25', '--checkpoint', checkpoint, '--format', 'onnx',
+                     cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert 'PASSED' in run.stdout and 'max abs diff' in run.stdout
     assert [p.name for p in tmp_path.iterdir()] == ['runs']

@@ -1,7 +1,5 @@
 """`python -m osnet_zoo.extract`: features + paths of a folder, resumable, checked against the extractor."""
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +9,7 @@ from PIL import Image
 
 import osnet_zoo
 from osnet_zoo.extract import find_images, load_features, main
-
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_module
 
 
 @pytest.fixture(scope='module')
@@ -35,12 +31,6 @@ def data(tmp_path_factory):
     return root
 
 
-def run_cli(*args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, '-m', 'osnet_zoo.extract', *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, capsys):
     common = ['--model', 'osnet_x0_25', '--checkpoint', data / 'osnet_x0_25.safetensors', '--device', 'cpu',
               '--batch-size', '2', '--shard-size', '3', 'crops']
@@ -50,7 +40,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, 
 
     # stop after one shard, twice: the second run must add the next shard, not redo the first
     for expected_shards in (1, 2):
-        part = run_cli(*common, '--output', 'resumed.safetensors', '--max-shards', '1', cwd=data)
+        part = run_module('osnet_zoo.extract', *common, '--output', 'resumed.safetensors', '--max-shards', '1',
+                          cwd=data)
         assert part.returncode == 3, part.stderr
         assert 'rerun the same command' in part.stdout
         shards = sorted((data / 'resumed.safetensors.parts').glob('shard_*.safetensors'))
@@ -58,7 +49,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data, monkeypatch, 
     assert not (data / 'resumed.safetensors').exists()
     # a writer killed mid-shard leaves only a temp file, which the resumed run ignores
     (data / 'resumed.safetensors.parts' / '.shard_000002.safetensors.tmp99999').write_bytes(b'partial')
-    done = run_cli(*common, '--output', 'resumed.safetensors', cwd=data)
+    done = run_module('osnet_zoo.extract', *common, '--output', 'resumed.safetensors', cwd=data)
     assert done.returncode == 0, done.stderr
     assert not (data / 'resumed.safetensors.parts').exists()
 

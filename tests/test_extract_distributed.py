@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,20 +17,20 @@ from safetensors.torch import load_file, save_file
 from osnet_zoo.data import synthetic_reid
 from osnet_zoo.evaluate import main as evaluate_main
 from osnet_zoo.extract import load_features
+from conftest import run_python, start_python
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', '')}
 SMALL = dict(num_train_ids=2, num_test_ids=6, num_cameras=2, cameras_per_id=(2, 2), images_per_camera=(1, 2),
              num_distractors=3, num_junk=1)
 
 
 def command(module, args, nproc=None):
+    """The arguments of Python for ``python -m module args``, under ``torchrun --nproc_per_node nproc`` if given."""
     launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(nproc)] if nproc else []
-    return [sys.executable, *launcher, '-m', module, *map(str, args)]
+    return [*launcher, '-m', module, *args]
 
 
 def run(module, args, cwd, nproc=None):
-    return subprocess.run(command(module, args, nproc), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    return run_python(*command(module, args, nproc), cwd=cwd)
 
 
 @pytest.fixture(scope='module')
@@ -101,8 +100,8 @@ def test_extract_two_processes_resume_after_kill_and_equal_one(setup):
 
     # a real SIGKILL of the whole job once the next shard file appears
     first = {p.name: p.stat().st_mtime_ns for p in parts.glob('shard_*')}
-    job = subprocess.Popen(command('osnet_zoo.extract', extract_args('killed.safetensors'), nproc=2), cwd=setup,
-                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = start_python(*command('osnet_zoo.extract', extract_args('killed.safetensors'), nproc=2), cwd=setup,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while len(list(parts.glob('shard_*'))) <= 2 and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,8 +12,7 @@ import torch
 from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.files import atomic_save_safetensors, atomic_torch_save, atomic_write_json
 from osnet_zoo.train.__main__ import main as train_main
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_python
 
 
 def _mode(path: Path) -> int:
@@ -77,9 +74,7 @@ FULL_DISK = textwrap.dedent('''
 
 
 def test_full_disk_names_the_file_and_leaves_nothing_torn(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, '-c', FULL_DISK, str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = run_python('-c', FULL_DISK, tmp_path, timeout=120)
     assert proc.returncode == 3, proc.stderr[-2000:]
     safetensors_line, json_line, message = proc.stdout.strip().splitlines()
     assert str(tmp_path / 'final' / 'model.safetensors') in safetensors_line and 'EFBIG' in safetensors_line

@@ -2,18 +2,13 @@
 and a real `torchrun --nproc_per_node 2` (gloo, CPU) step sees the same images and makes the same update as
 one process."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from osnet_zoo.data import EpochBatches, ReIDItem
+from conftest import REPO, run_python
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', '')}
 ITEMS = [ReIDItem(f'{i}.jpg', i // 4, i % 2) for i in range(40)]  # 10 identities x 4 images
 
 
@@ -42,12 +37,11 @@ def test_two_processes_make_the_same_first_step_as_one(tmp_path):
     one, two = tmp_path / 'one', tmp_path / 'two'
     one.mkdir(), two.mkdir()
     runs = [
-        [sys.executable, script, str(one), root, '8'],
-        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script, str(two),
-         root, '8'],
+        [script, str(one), root, '8'],
+        ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script, str(two), root, '8'],
     ]
-    for cmd in runs:
-        r = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    for args in runs:
+        r = run_python(*args, cwd=tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
     single = torch.load(one / 'rank0.pt', weights_only=True)
     ranks = [torch.load(two / f'rank{r}.pt', weights_only=True) for r in range(2)]

@@ -48,7 +48,7 @@ def _clustered(rng, n, centres, noise=0.6):
 
 
 @pytest.mark.parametrize('distance', ['euclidean', 'cosine'])
-@pytest.mark.parametrize('k1,k2,nq,ng', [(20, 6, 15, 80), (7, 1, 6, 25), (9, 3, 10, 40), (20, 6, 4, 8)])
+@pytest.mark.parametrize('k1,k2,nq,ng', [(20, 6, 15, 80), (7, 1, 6, 25), (9, 3, 10, 40), (20, 6, 4, 8), (20, 6, 1, 3), (4, 6, 2, 1)])
 def test_matches_published_algorithm(distance, k1, k2, nq, ng):
     rng = np.random.default_rng(k1 * 100 + nq)
     centres = rng.standard_normal((12, 16))

@@ -1,9 +1,7 @@
 """NAS: the supernet's candidates, Gumbel-softmax sampling, temperature schedule, genotypes, and real searches."""
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,8 @@ from osnet_zoo.nas import (
     gumbel_noise, load_genotype, sample_alphas, save_genotype, temperature_at,
 )
 from osnet_zoo.nas.supernet import EPS
+from conftest import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 MIXED = ('plain', 'in_in', 'in_out', 'in_in_out', 'in_in', 'in_out')  # every candidate appears
 
 
@@ -234,12 +232,6 @@ def test_genotype_files_are_validated_and_written_atomically(tmp_path):
         load_genotype(tmp_path / 'missing.json')
 
 
-def _run(args, cwd, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, '-m', 'osnet_zoo.nas', *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp('nas_data')
@@ -252,9 +244,9 @@ def _assert_png(path: Path):
 
 
 def _tiny_search(out: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return _run(['--output', str(out), '--root', str(data_root), '--epochs', '3', '--max-steps-per-epoch', '2',
-                 '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
-                 '--synthetic-ids', '16', '8', '--quiet', *extra], cwd=out.parent)
+    return run_module('osnet_zoo.nas', '--output', out, '--root', data_root, '--epochs', '3', '--max-steps-per-epoch',
+                      '2', '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
+                      '--synthetic-ids', '16', '8', '--quiet', *extra, cwd=out.parent)
 
 
 @pytest.fixture(scope='module')
@@ -290,8 +282,8 @@ def test_seeds_then_select_keeps_the_best_trained_child(tmp_path, data_root):
     assert 'nas select' in r.stdout and not (out / 'genotype.json').exists()  # several seeds: select chooses
     found = {s['seed']: s['block_norms'] for s in json.loads((out / 'seeds.json').read_text())['seeds']}
     assert sorted(found) == [1, 2]
-    r = _run(['select', '--output', str(out), '--epochs', '1', '--batch-size', '8',
-              '--max-steps-per-epoch', '2', '--quiet'], cwd=tmp_path)
+    r = run_module('osnet_zoo.nas', 'select', '--output', out, '--epochs', '1', '--batch-size', '8',
+                   '--max-steps-per-epoch', '2', '--quiet', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     sel = json.loads((out / 'selection.json').read_text())
     assert sel['recipe'] == 'synthetic' and sel['targets'] == ['synthetic_b'] and sel['train']['epochs'] == 1
@@ -307,7 +299,7 @@ def test_seeds_then_select_keeps_the_best_trained_child(tmp_path, data_root):
     assert kept['selection']['targets'] == ['synthetic_b']
     table = (out / 'selection.md').read_text()
     assert table.count('\n| 1') + table.count('\n| 2') == 2 and 'synthetic_b mAP' in table
-    r = _run(['select', '--output', str(tmp_path / 'nothing'), '--quiet'], cwd=tmp_path)
+    r = run_module('osnet_zoo.nas', 'select', '--output', tmp_path / 'nothing', '--quiet', cwd=tmp_path)
     assert r.returncode == 1 and 'config.json' in r.stderr and 'Traceback' not in r.stderr
 
 
@@ -343,8 +335,8 @@ def test_a_nan_in_a_search_is_caught_and_no_checkpoint_written(tmp_path, data_ro
 
 
 def test_bad_option_is_a_clear_error(tmp_path):
-    r = _run(['--output', str(tmp_path / 'x'), '--root', str(tmp_path), '--sources', 'nosuchset', '--quiet'],
-             cwd=tmp_path)
+    r = run_module('osnet_zoo.nas', '--output', tmp_path / 'x', '--root', tmp_path, '--sources', 'nosuchset', '--quiet',
+                   cwd=tmp_path)
     assert r.returncode == 1 and 'nosuchset' in r.stderr and 'Traceback' not in r.stderr
     from osnet_zoo.nas.__main__ import main
     with pytest.raises(SystemExit) as exc:  # argparse's usage error, in-process (no second interpreter start)
@@ -354,10 +346,10 @@ def test_bad_option_is_a_clear_error(tmp_path):
 
 def test_proof_runs_end_to_end_on_tiny_data(tmp_path):
     out = tmp_path / 'proof'
-    r = _run(['proof', '--device', 'cpu', '--output', str(out), '--train-ids', '12', '--test-ids', '6',
-              '--search-epochs', '1', '--train-epochs', '1', '--batch-size', '8', '--model-width', '0.25',
-              '--height', '64', '--width', '32', '--max-steps-per-epoch', '2', '--seeds', '1', '2', '--quiet'],
-             cwd=tmp_path)
+    r = run_module('osnet_zoo.nas', 'proof', '--device', 'cpu', '--output', out, '--train-ids', '12', '--test-ids',
+                   '6', '--search-epochs', '1', '--train-epochs', '1', '--batch-size', '8', '--model-width', '0.25',
+                   '--height', '64', '--width', '32', '--max-steps-per-epoch', '2', '--seeds', '1', '2', '--quiet',
+                   cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((out / 'proof.json').read_text())
     names = [m['name'] for m in result['models']]

@@ -1,20 +1,16 @@
 """The Triton depthwise 3x3 + bias + ReLU kernel, checked without a GPU: Triton's interpreter
 (TRITON_INTERPRET=1, set before Triton is imported, hence a subprocess) runs it on CPU tensors."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import osnet_zoo
 from osnet_zoo.inference import optimize_for_inference
+from conftest import child_env, run_python
 
 pytest.importorskip('triton', reason='optional package triton not installed: every Triton kernel test in this file '
                                       'is skipped (pip install triton)')
-REPO = Path(__file__).resolve().parents[1]
 
 CHECK = r'''
 import json, torch, osnet_zoo
@@ -60,8 +56,7 @@ print(json.dumps(out))
 
 
 def test_triton_depthwise_kernel_in_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    run = subprocess.run([sys.executable, '-c', CHECK], capture_output=True, text=True, env=env, timeout=600)
+    run = run_python('-c', CHECK, env=child_env(TRITON_INTERPRET='1'))
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     rel, num_levels, launches = result.pop('model')

@@ -1,8 +1,6 @@
 """PA-100K attribute recognition (ICCV 2019 Sec. 4.2, Table 7, Fig. 7) on a tiny copy of the released layout."""
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from osnet_zoo.train.__main__ import main as train_main
 from osnet_zoo.engine.losses import WeightedMultiLabelLoss, prediction_entropy
 from osnet_zoo.visualize import main as visualize_main
 
+from conftest import run_module
 from task_layouts import PA100K_ATTRIBUTES, make_pa100k
 
 pytest.importorskip('scipy')
@@ -92,6 +91,5 @@ def test_attributes_recipe_trains_one_epoch_and_draws_fig7(tmp_path):
     first = fig['images'][0]['attributes']
     assert first and all(a['correct'] == (a['probability'] >= 0.5) for a in first)
     # a bad --run is one line on stderr, no traceback
-    bad = subprocess.run([sys.executable, '-m', 'osnet_zoo.visualize', 'attributes', '--run', str(tmp_path / 'x')],
-                         capture_output=True, text=True)
+    bad = run_module('osnet_zoo.visualize', 'attributes', '--run', tmp_path / 'x')
     assert bad.returncode == 1 and bad.stderr.startswith('error: --run') and 'Traceback' not in bad.stderr

@@ -2,13 +2,13 @@
 parsed by its own CLI (an unknown option or recipe fails), with none of the old stale sentences."""
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 from osnet_zoo.train import list_recipes
+from conftest import REPO
 
-PAGE = Path(__file__).resolve().parents[1] / 'docs' / 'reproduce.md'
+PAGE = REPO / 'docs' / 'reproduce.md'
 ICCV = [f'Table {i}' for i in range(1, 13)] + [f'Fig. {i}' for i in (5, 6, 7)]
 TPAMI = [f'Table {i}' for i in range(1, 10)] + [f'Fig. {i}' for i in (6, 7)]
 

@@ -1,8 +1,6 @@
 """ImageNet (ICCV 2019 Sec. 4.4, Table 10): class folders, the imagenet recipe, single-crop top-1/top-5, and
 ``python -m osnet_zoo.evaluate --task classification``."""
 import json
-import subprocess
-import sys
 
 import pytest
 import timm
@@ -15,6 +13,7 @@ from osnet_zoo.evaluate import main as evaluate_main
 from osnet_zoo.files import atomic_save_safetensors
 from osnet_zoo.train.__main__ import main as train_main
 
+from conftest import run_module
 from task_layouts import make_imagenet
 
 
@@ -76,9 +75,8 @@ def test_evaluate_classification_is_the_224_centre_crop_of_the_256_image(tmp_pat
     assert scored['targets']['imagenet']['top1'] == pytest.approx(top1)
     assert scored['input_size'] == [64, 64] and scored['crop_pct'] == 0.875
     # a re-ID dataset is refused in one line
-    bad = subprocess.run([sys.executable, '-m', 'osnet_zoo.evaluate', '--task', 'classification', '--checkpoint',
-                          str(tmp_path / 'w.safetensors'), '--model', 'osnet_x0_25', '--dataset', 'market1501'],
-                         capture_output=True, text=True)
+    bad = run_module('osnet_zoo.evaluate', '--task', 'classification', '--checkpoint', tmp_path / 'w.safetensors',
+                     '--model', 'osnet_x0_25', '--dataset', 'market1501')
     assert bad.returncode != 0 and 'not a classification dataset' in bad.stderr and 'Traceback' not in bad.stderr
 
 

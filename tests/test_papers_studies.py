@@ -1,8 +1,6 @@
 """The training studies of the OSNet paper's supplementary (Table 12): dataset statistics for normalisation,
 mean/std as recipe keys and options, the entropy-maximisation regulariser."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.train.__main__ import get_args_parser, main as train_main
 from osnet_zoo.engine.recipes import resolve_config
 
+from conftest import run_module
 from task_layouts import make_cifar10
 
 
@@ -50,8 +49,7 @@ def test_data_stats_cli_on_a_reid_and_a_cifar_layout(tmp_path):
     expected = pixels.reshape(-1, 3, 1024).double().div(255).transpose(0, 1).reshape(3, -1)
     assert cifar['mean'] == pytest.approx(expected.mean(1).tolist())
     assert cifar['std'] == pytest.approx(expected.std(1, unbiased=False).tolist())
-    bad = subprocess.run([sys.executable, '-m', 'osnet_zoo.data', 'stats', '--dataset', 'nope', '--root', str(root)],
-                         capture_output=True, text=True)
+    bad = run_module('osnet_zoo.data', 'stats', '--dataset', 'nope', '--root', root)
     assert bad.returncode == 1 and "--dataset 'nope': unknown dataset" in bad.stderr and 'Traceback' not in bad.stderr
 
 

@@ -5,8 +5,6 @@ three names of a trained model; explicit options override it and say so; results
 import argparse
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.evaluation import METRIC_KEYS
 from osnet_zoo.inference import FeatureExtractor, apply_run_record, build_embedding_model, read_run_record
 from osnet_zoo.train.__main__ import main as train_main
-from test_docs_commands import TINY_TRAIN, child_env, documented_commands
+from conftest import run_python
+from test_docs_commands import TINY_TRAIN, documented_commands, documented_env
 
 TINY_DATA = dict(num_train_ids=12, num_test_ids=6, num_cameras=3, num_distractors=4, num_junk=2)
 
@@ -33,15 +32,13 @@ def test_readme_train_then_evaluate_gives_the_same_figures(tmp_path):
     """The README's evaluate command, exactly as written, after its training (tiny: 1 epoch of 2 steps at 64x32,
     euclidean distance from the synthetic recipe), reports training's own Rank-1 / mAP / mINP to 1e-6."""
     make_synthetic_reid(tmp_path / '.cache' / 'osnet_zoo' / 'data' / 'synthetic_reid', **TINY_DATA)
-    env = child_env(tmp_path)
+    env = documented_env(tmp_path)
     train = readme_command('train')
     assert train == ['python', '-m', 'osnet_zoo.train']
-    proc = subprocess.run([sys.executable, *train[1:], *shlex.split(TINY_TRAIN)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_python(*train[1:], *shlex.split(TINY_TRAIN), cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     evaluate = readme_command('evaluate')
-    proc = subprocess.run([sys.executable, *evaluate[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_python(*evaluate[1:], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # it says where the model's settings came from: the record, not the 256x128 / cosine defaults
     assert 'run record runs/osnet/final/config.json: osnet_x0_25, input 64x32' in proc.stdout

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import osnet_zoo
+from osnet_zoo import cli
 from osnet_zoo.models.osnet import OSNET_ARCHS
 from osnet_zoo.models.torchreid_layout import (
     reference_architecture, save_torchreid_checkpoint, to_torchreid_state_dict, torchreid_checkpoint,
@@ -112,5 +113,5 @@ def test_weights_convert_to_torchreid_gives_back_the_reference_file(torchreid_fi
     assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant, '--output', str(headless),
                         '--no-classifier']) == 0
     assert not any(k.startswith('classifier.') for k in torch.load(headless, weights_only=True)['state_dict'])
-    assert weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant,
-                        '--output', str(tmp_path / 'wrong.onnx')]) == 1
+    assert cli.run(lambda: weights_cli(['convert', str(source), '--to', 'torchreid', '--model', variant,
+                                        '--output', str(tmp_path / 'wrong.onnx')])) == 1

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from osnet_zoo.engine import load_training_state
 from osnet_zoo.inference.model import build_embedding_model
 from osnet_zoo.train import list_recipes, resolve_config
 from osnet_zoo.train.__main__ import get_args_parser
+from conftest import child_env, run_module, start_python
 
 # Small and fast: 64x32 crops, osnet_x0_25.
 TINY = ['--sources', 'market1501', '--targets', 'market1501', '--model', 'osnet_x0_25', '--height', '64',
@@ -33,17 +33,6 @@ def tiny_root(tmp_path_factory) -> Path:
     make_synthetic_reid(root / 'Market-1501-v15.09.15', num_train_ids=32, num_test_ids=16, height=64, width=32,
                         num_distractors=5, num_junk=2, seed=3)
     return root
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    env['PYTHONPATH'] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get('PYTHONPATH', '')
-    return env
-
-
-def _train(args, timeout=600, **kw):
-    return subprocess.run([sys.executable, '-m', 'osnet_zoo.train', *args], env=_env(), capture_output=True,
-                          text=True, timeout=timeout, **kw)
 
 
 def test_recipes_ship_with_sources_and_override():
@@ -63,8 +52,8 @@ def test_recipes_ship_with_sources_and_override():
 
 def test_learns_far_above_chance(tiny_root, tmp_path):
     out = tmp_path / 'run'
-    r = _train(['--root', str(tiny_root), '--output', str(out), *TINY, '--epochs', '10', '--eval-freq', '1',
-                '--tensorboard'])
+    r = run_module('osnet_zoo.train', '--root', tiny_root, '--output', out, *TINY, '--epochs', '10', '--eval-freq',
+                   '1', '--tensorboard')
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / 'results.json').read_text())['targets']['market1501']
     assert res['rank1'] > 3 * res['chance_rank1'], res
@@ -87,8 +76,8 @@ def test_learns_far_above_chance(tiny_root, tmp_path):
 
 def test_triplet_and_dml(tiny_root, tmp_path):
     out = tmp_path / 'dml'
-    r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '1', '--triplet-weight', '0.5',
-                '--num-instances', '4', '--dml', *TINY])
+    r = run_module('osnet_zoo.train', '--root', tiny_root, '--output', out, '--epochs', '1', '--triplet-weight',
+                   '0.5', '--num-instances', '4', '--dml', *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert {'loss_triplet', 'loss_dml'} <= set(log[0])
@@ -104,8 +93,8 @@ def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
     from huggingface_hub import ModelCard
     from osnet_zoo.evaluation import evaluate_models, load_eval_splits
     out = tmp_path / 'dml2'
-    r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '1', '--max-steps-per-epoch', '2',
-                '--dml', '--distance', 'cosine', '--model-args', 'num_streams=2', *TINY])
+    r = run_module('osnet_zoo.train', '--root', tiny_root, '--output', out, '--epochs', '1', '--max-steps-per-epoch',
+                   '2', '--dml', '--distance', 'cosine', '--model-args', 'num_streams=2', *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads((out / 'results.json').read_text())
     dml = results['dml']
@@ -131,9 +120,8 @@ def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
 
 def test_torchrun_two_processes_agree(tiny_root, tmp_path):
     out = tmp_path / 'ddp'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29631',
-           '-m', 'osnet_zoo.train', '--root', str(tiny_root), '--output', str(out), '--epochs', '1', *TINY]
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    r = run_module('torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29631',
+                   '-m', 'osnet_zoo.train', '--root', tiny_root, '--output', out, '--epochs', '1', *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     dist = json.loads((out / 'distributed.json').read_text())
     assert dist['world_size'] == 2 and dist['ranks_agree'], dist
@@ -148,12 +136,12 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
     common = ['--root', str(tiny_root), '--epochs', '3', '--deterministic', *TINY,
               '--transforms', 'random_flip', 'random_crop', 'random_patch', 'color_jitter', 'random_erase']
     ref = tmp_path / 'ref'
-    r = _train([*common, '--output', str(ref)])
+    r = run_module('osnet_zoo.train', *common, '--output', ref)
     assert r.returncode == 0, r.stderr[-3000:]
 
     run = tmp_path / 'killed'
-    proc = subprocess.Popen([sys.executable, '-m', 'osnet_zoo.train', *common, '--workers', '2', '--output', str(run)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_python('-m', 'osnet_zoo.train', *common, '--workers', '2', '--output', run,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run / 'metrics.jsonl'
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -165,7 +153,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
     assert load_training_state(run / 'checkpoint.pth')['epoch'] in (1, 2)
     assert not (run / 'results.json').exists()
 
-    r = _train([*common, '--workers', '1', '--output', str(run), '--resume'])
+    r = run_module('osnet_zoo.train', *common, '--workers', '1', '--output', run, '--resume')
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'Resumed from' in r.stdout
     resumed, uninterrupted = (json.loads((folder / 'results.json').read_text()) for folder in (run, ref))
@@ -182,8 +170,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
 def test_nan_loss_stops_with_checkpoint_intact(tiny_root, tmp_path):
     out = tmp_path / 'nan'
     # epoch 1 trains normally; from epoch 2 the lr is multiplied by 1e40 and the loss overflows
-    r = _train(['--root', str(tiny_root), '--output', str(out), '--epochs', '3', *TINY,
-                '--lr-scheduler', 'multistep', '--stepsize', '1', '--gamma', '1e40'])
+    r = run_module('osnet_zoo.train', '--root', tiny_root, '--output', out, '--epochs', '3', *TINY,
+                   '--lr-scheduler', 'multistep', '--stepsize', '1', '--gamma', '1e40')
     assert r.returncode == 2, r.stderr[-3000:]
     assert 'Loss became' in r.stderr and 'epoch 2' in r.stderr and 'checkpoint.pth' in r.stderr
     state = load_training_state(out / 'checkpoint.pth')
@@ -193,7 +181,7 @@ def test_nan_loss_stops_with_checkpoint_intact(tiny_root, tmp_path):
 
 
 def test_resume_without_checkpoint_is_clear(tmp_path):
-    r = _train(['--output', str(tmp_path / 'none'), '--resume', *TINY, '--root', str(tmp_path)])
+    r = run_module('osnet_zoo.train', '--output', tmp_path / 'none', '--resume', *TINY, '--root', tmp_path)
     assert r.returncode != 0
     assert 'checkpoint' in r.stderr and 'does not exist' in r.stderr
 
@@ -202,10 +190,10 @@ def test_tensorboard_missing_is_clear_before_any_work(tmp_path):
     blocker = tmp_path / 'no_tensorboard'
     blocker.mkdir()
     (blocker / 'tensorboard.py').write_text("raise ImportError('No module named tensorboard')\n")
-    env = _env()
+    env = child_env()
     env['PYTHONPATH'] = str(blocker) + os.pathsep + env['PYTHONPATH']
-    r = subprocess.run([sys.executable, '-m', 'osnet_zoo.train', '--output', str(tmp_path / 'run'), '--tensorboard',
-                        *TINY, '--root', str(tmp_path / 'data')], env=env, capture_output=True, text=True, timeout=300)
+    r = run_module('osnet_zoo.train', '--output', tmp_path / 'run', '--tensorboard', *TINY, '--root', tmp_path / 'data',
+                   env=env)
     assert r.returncode == 1
     assert 'pip install "osnet-zoo[tensorboard]"' in r.stderr
     assert not (tmp_path / 'data').exists()  # failed before generating or reading any data

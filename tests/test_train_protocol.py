@@ -1,10 +1,7 @@
 """The Table 4 protocol end to end on synthetic VIPeR / CUHK01 layouts: per-split fine-tuning from a
 pre-trained run, mean/std summary, resume, --init-checkpoint, --model-args, --split-id options."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from osnet_zoo.train import resolve_config
 from osnet_zoo.train import protocol
 from osnet_zoo.train.__main__ import get_args_parser
 from osnet_zoo.train.__main__ import main as train_main
+from conftest import run_module
 
 TINY = ['--model', 'osnet_x0_25', '--epochs', '1', '--height', '64', '--width', '32', '--batch-size', '4',
         '--max-steps-per-epoch', '1', '--fixbase-epochs', '0', '--device', 'cpu', '--workers', '0']
@@ -161,11 +159,8 @@ def test_option_parsing_and_errors(root, tmp_path):
 
 
 def test_cli_missing_init_checkpoint_is_one_line(root, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    env['PYTHONPATH'] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get('PYTHONPATH', '')
-    p = subprocess.run([sys.executable, '-m', 'osnet_zoo.train.protocol', '--dataset', 'viper', '--root', str(root),
-                        '--output', str(tmp_path), '--init-checkpoint', str(tmp_path / 'no_mix4'), *TINY],
-                       env=env, capture_output=True, text=True, timeout=300)
+    p = run_module('osnet_zoo.train.protocol', '--dataset', 'viper', '--root', root, '--output', tmp_path,
+                   '--init-checkpoint', tmp_path / 'no_mix4', *TINY)
     assert p.returncode == 1, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith('error: --init-checkpoint ') and 'Traceback' not in p.stderr
     assert not (tmp_path / 'split_00' / 'checkpoint.pth').exists()

@@ -1,9 +1,5 @@
 """`python -m osnet_zoo.visualize`: the activation-map and gate-cluster figures, and the ranked grid's labels."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +17,8 @@ from osnet_zoo.visualize import (
     STRIP_BAR_WIDTH, activation_maps, build_model, capture_gates, closest_to_centres, collect_items,
     compute_activation_maps, get_args_parser, kmeans, main, overlay_activation, run_actmap, run_gates,
 )
+from conftest import child_env, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = (128, 64)
 CPU = torch.device('cpu')
 
@@ -39,13 +35,6 @@ def data(tmp_path_factory):
 def model():
     torch.manual_seed(0)
     return build_model('osnet_x0_25', pretrained=False)
-
-
-def _run(args, cwd):
-    env = {**os.environ, 'PYTHONPATH': str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
-           'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([sys.executable, '-m', 'osnet_zoo.visualize', *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 # ------------------------------------------------------------------------------------------- arithmetic
@@ -280,9 +269,9 @@ def test_cli_end_to_end_and_errors(data, tmp_path):
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     common = ['--root', str(data / 'data'), '--height', str(SIZE[0]), '--width', str(SIZE[1]), '--workers', '0',
               '--device', 'cpu']
-    proc = _run(['actmap', '--model', 'osnet_x0_25', '--checkpoint', str(ckpt), '--compare', 'osnet_x0_25',
-                 '--compare-checkpoint', str(ckpt_t1), '--compare-args', 'num_streams=1', '--max-images', '3',
-                 '--output', str(tmp_path / 'act'), *common], tmp_path)
+    proc = run_module('osnet_zoo.visualize', 'actmap', '--model', 'osnet_x0_25', '--checkpoint', ckpt, '--compare',
+                      'osnet_x0_25', '--compare-checkpoint', ckpt_t1, '--compare-args', 'num_streams=1', '--max-images',
+                      '3', '--output', tmp_path / 'act', *common, cwd=tmp_path, env=child_env(HF_HUB_OFFLINE='1'))
     assert proc.returncode == 0, proc.stderr
     maps = sorted((tmp_path / 'act' / 'maps').glob('*.png'))
     assert len(maps) == 3 and (tmp_path / 'act' / 'actmaps.png').is_file() and 'wrote' in proc.stdout
@@ -298,8 +287,9 @@ def test_cli_end_to_end_and_errors(data, tmp_path):
     assert sum(c['size'] for c in saved['clusters']) == saved['num_images'] > 3
 
     # an error: one line (the multi-line layout message folded), non-zero exit, naming the thing
-    proc = _run(['gates', '--model', 'osnet_x0_25', '--no-pretrained', '--dataset', 'market1501',
-                 '--output', str(tmp_path / 'x'), *common], tmp_path)
+    proc = run_module('osnet_zoo.visualize', 'gates', '--model', 'osnet_x0_25', '--no-pretrained', '--dataset',
+                      'market1501', '--output', tmp_path / 'x', *common, cwd=tmp_path,
+                      env=child_env(HF_HUB_OFFLINE='1'))
     assert proc.returncode != 0 and proc.stderr.startswith('error: ') and 'Expected layout' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and 'Traceback' not in proc.stderr
 

@@ -11,7 +11,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from osnet_zoo.weights import (
 )
 from osnet_zoo.weights.__main__ import main as weights_cli
 from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest, write_manifest
+from conftest import REPO, child_env, run_python, start_python
 from test_weights_hub import reference_state, save_reference
 from weights_server import WeightsServer
 
-REPO = Path(__file__).resolve().parents[1]
 X = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(7))
 PACKAGED = load_manifest(PACKAGED_MANIFEST)
 FIRST_USE = 'osnet_x0_25.market1501'  # Drive only, no digest recorded: trusted on first use
@@ -263,8 +262,7 @@ def test_kill_9_mid_download_leaves_nothing_then_a_clean_retry(env, files, tmp_p
     big = files[FIRST_USE].read_bytes()
     env.drive(gdrive_id(FIRST_USE), big, mode='slow')  # ~3 MB at 64 KiB / 50 ms: a few seconds
     script = f'import timm, osnet_zoo\ntimm.create_model({FIRST_USE!r}, pretrained=True, num_classes=0)\n'
-    proc = subprocess.Popen([sys.executable, '-c', script], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_python('-c', script, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     folder = env.cache / FIRST_USE
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -316,14 +314,11 @@ def test_download_cli_summary_verify_and_mirror_from_the_cache(env, files, tmp_p
 
 # ---------------------------------------------------------------------------------------------------- the Hub
 
-def _run(script: str, server: WeightsServer, cache: Path, manifest: Path, **extra) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_ENDPOINT=server.url, HF_HUB_CACHE=str(cache / 'hf'), OSNET_ZOO_CACHE=str(cache / 'oz'),
-               OSNET_ZOO_GDRIVE_URL=server.gdrive_template, OSNET_ZOO_MANIFEST=str(manifest), OMP_NUM_THREADS='1',
-               HF_HUB_DISABLE_XET='1', **extra)
-    for key in ('HF_HUB_OFFLINE', 'HF_HOME', 'OSNET_ZOO_STRICT_WEIGHTS'):
-        env.pop(key, None)
-    return subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+def _fresh_machine(server: WeightsServer, cache: Path, manifest: Path) -> dict:
+    """The environment of a machine that reaches the Hub and Drive at ``server``, with empty caches under ``cache``."""
+    return child_env(HF_ENDPOINT=server.url, HF_HUB_CACHE=cache / 'hf', OSNET_ZOO_CACHE=cache / 'oz',
+                     OSNET_ZOO_GDRIVE_URL=server.gdrive_template, OSNET_ZOO_MANIFEST=manifest, HF_HUB_DISABLE_XET='1',
+                     HF_HUB_OFFLINE=None, HF_HOME=None, OSNET_ZOO_STRICT_WEIGHTS=None)
 
 
 def test_unpinned_hub_file_at_main_is_locked_with_its_commit_then_a_change_is_refused(tmp_path, shapes):
@@ -340,7 +335,7 @@ def test_unpinned_hub_file_at_main_is_locked_with_its_commit_then_a_change_is_re
         # not at the manifest's most-pinned revision of the repo: the file is taken from main
         server.hub('kaiyangzhou/osnet', 'a5c5cc037c24235cda3b21085b93ad77c9616224', 'other.pth', b'x', head=False)
         server.hub('kaiyangzhou/osnet', '1' * 40, fname, first)
-        proc = _run(script, server, tmp_path / 'c1', manifest)
+        proc = run_python('-c', script, cwd=REPO, env=_fresh_machine(server, tmp_path / 'c1', manifest))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f'SRC kaiyangzhou/osnet@{"1" * 40}' in proc.stdout and 'trusting it on first use' in proc.stderr
         lock = json.loads((tmp_path / 'c1' / 'oz' / 'weights.lock.json').read_text())['tags'][UNPINNED]
@@ -352,7 +347,7 @@ def test_unpinned_hub_file_at_main_is_locked_with_its_commit_then_a_change_is_re
         lock_dir = tmp_path / 'c3' / 'oz'
         lock_dir.mkdir(parents=True)
         (lock_dir / 'weights.lock.json').write_bytes((tmp_path / 'c1' / 'oz' / 'weights.lock.json').read_bytes())
-        proc = _run(script, server, tmp_path / 'c3', manifest)
+        proc = run_python('-c', script, cwd=REPO, env=_fresh_machine(server, tmp_path / 'c3', manifest))
     assert proc.returncode != 0 and 'WeightsTrustError' in proc.stderr
     assert file_sha256(first) in proc.stderr and file_sha256(second) in proc.stderr
     assert not (lock_dir / UNPINNED / 'model.safetensors').exists()
@@ -408,14 +403,9 @@ def test_all_43_tags_load_through_timm_then_again_with_the_server_stopped(tmp_pa
         manifest_path = tmp_path / 'm.json'
         write_manifest(manifest, manifest_path)
         names = [e.name for e in PACKAGED]
-        env = dict(os.environ, HF_ENDPOINT=server.url, HF_HUB_CACHE=str(tmp_path / 'hf'), HF_HUB_DISABLE_XET='1',
-                   OSNET_ZOO_CACHE=str(tmp_path / 'oz'), OSNET_ZOO_GDRIVE_URL=server.gdrive_template,
-                   OSNET_ZOO_MANIFEST=str(manifest_path), OMP_NUM_THREADS='1')
-        for key in ('HF_HUB_OFFLINE', 'HF_HOME', 'OSNET_ZOO_STRICT_WEIGHTS'):
-            env.pop(key, None)
-        proc = subprocess.Popen([sys.executable, '-c', WALK, ','.join(names), ','.join(str(srcs[n]) for n in names)],
-                                cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = start_python('-c', WALK, ','.join(names), ','.join(str(srcs[n]) for n in names), cwd=REPO,
+                            env=_fresh_machine(server, tmp_path, manifest_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = []
         for line in proc.stdout:
             if line.startswith('WALKED'):

@@ -7,9 +7,7 @@ Nothing of huggingface_hub or timm is mocked.
 """
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,14 +18,15 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import save_file
 
+from osnet_zoo import cli
 from osnet_zoo.weights import (
     CheckpointError, WeightsIntegrityError, WeightsUnavailableError, file_sha256, load_osnet_checkpoint,
 )
 from osnet_zoo.weights.__main__ import main as weights_cli
 from osnet_zoo.weights.convert import HUB_FILES, record_publication
 from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest, write_manifest
+from conftest import REPO, child_env, run_python, start_python
 
-REPO = Path(__file__).resolve().parents[1]
 ENTRIES = list(load_manifest(PACKAGED_MANIFEST).entries)
 UNKNOWN_CLASSES = 7  # classifier of a test checkpoint whose entry does not record its class count
 X = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1))
@@ -331,10 +330,9 @@ def test_the_load_line_of_the_message_loads_the_downloaded_file(zoo, tmp_path, m
 
 def test_unreachable_hub_fails_fast_and_truthfully(tmp_path):
     """No HF_HUB_OFFLINE, a Hub that refuses connections: one probe, the real reason, in seconds."""
-    env = dict(os.environ, HF_ENDPOINT='http://127.0.0.1:9', HF_HUB_CACHE=str(tmp_path), OMP_NUM_THREADS='1',
-               OSNET_ZOO_GDRIVE_URL='http://127.0.0.1:9/{id}')  # Drive, the next source, is unreachable too
-    for key in ('HF_HUB_OFFLINE', 'OSNET_ZOO_MANIFEST', 'HF_HOME'):
-        env.pop(key, None)
+    env = child_env(HF_ENDPOINT='http://127.0.0.1:9', HF_HUB_CACHE=tmp_path,
+                    OSNET_ZOO_GDRIVE_URL='http://127.0.0.1:9/{id}',  # Drive, the next source, is unreachable too
+                    HF_HUB_OFFLINE=None, OSNET_ZOO_MANIFEST=None, HF_HOME=None)
     script = ('import time, timm, osnet_zoo\n'
               't = time.monotonic()\n'
               'for name in ("osnet_ain_x1_0", "osnet_x0_25.imagenet"):\n'
@@ -343,8 +341,7 @@ def test_unreachable_hub_fails_fast_and_truthfully(tmp_path):
               '    except osnet_zoo.weights.WeightsUnavailableError as e:\n'
               '        print(e)\n'
               'print("elapsed", time.monotonic() - t)\n')
-    proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_python('-c', script, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert float(out.rsplit('elapsed', 1)[1]) < 15  # huggingface_hub alone retries for ~25 s per file
@@ -424,11 +421,12 @@ def test_convert_own_checkpoint_writes_what_timm_reads(torchreid_fixtures, tmp_p
 
 def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, capsys):
     src = torchreid_fixtures / 'osnet_ain_x0_25.safetensors'
-    assert weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x',
-                        '--output', str(tmp_path / 'a')]) == 1
+    assert cli.run(lambda: weights_cli(['convert', str(src), '--model', 'osnet_x0_25', '--tag', 'x',
+                                        '--output', str(tmp_path / 'a')])) == 1
     assert 'does not fit this model' in capsys.readouterr().err
-    assert weights_cli(['convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--model', 'osnet_x0_25',
-                        '--tag', 'msmt17_combineall', '--output', str(tmp_path / 'b')]) == 1
+    assert cli.run(lambda: weights_cli([
+        'convert', str(torchreid_fixtures / 'osnet_x0_25.safetensors'), '--model', 'osnet_x0_25',
+        '--tag', 'msmt17_combineall', '--output', str(tmp_path / 'b')])) == 1
     assert 'classifier has 11 classes but the manifest entry osnet_x0_25.msmt17_combineall records 4101' in \
         capsys.readouterr().err
     # --update-manifest refuses a file that is not the manifest's reference file, unless --force
@@ -436,7 +434,7 @@ def test_convert_refuses_what_does_not_fit(zoo, torchreid_fixtures, tmp_path, ca
     write_manifest(load_manifest(PACKAGED_MANIFEST), manifest)
     args = ['convert', str(zoo.sources[X0_25_ALL]), '--model', 'osnet_x0_25', '--tag', 'msmt17_combineall',
             '--output', str(tmp_path / 'c'), '--check-size', '64x32', '--update-manifest', '--manifest', str(manifest)]
-    assert weights_cli(args) == 1
+    assert cli.run(lambda: weights_cli(args)) == 1
     assert ('Refusing to record' in capsys.readouterr().err
             and load_manifest(manifest).entry(X0_25_ALL).hub['sha256'] is None)
     assert weights_cli(args + ['--force']) == 0
@@ -479,7 +477,7 @@ def test_model_cards_parse_with_huggingface_hub_and_round_trip_the_results(zoo, 
 
 def test_push_plan_checks_the_folder(zoo, tmp_path, capsys):
     (tmp_path / 'model.safetensors').write_bytes((zoo.out['osnet_x0_5.msmt17'] / 'model.safetensors').read_bytes())
-    assert weights_cli(['push', str(tmp_path), '--dry-run']) == 1
+    assert cli.run(lambda: weights_cli(['push', str(tmp_path), '--dry-run'])) == 1
     assert "missing ['config.json', 'README.md']" in capsys.readouterr().err
     entry = load_manifest(zoo.manifest).entry('osnet_x0_5.msmt17')
     with pytest.raises(CheckpointError, match='the pushed model.safetensors has sha256 ' + '0' * 64):
@@ -500,15 +498,13 @@ def test_fresh_processes_hf_hub_names_env_cache_and_push_dry_run(zoo, tmp_path):
         '    with torch.inference_mode():\n'
         "        out[name] = dict(emb=m(x).tolist(), src=m.pretrained_cfg['hf_hub_id'])\n"
         'print(json.dumps(out))\n')
-    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(zoo.cache), OSNET_ZOO_MANIFEST=str(zoo.manifest),
-               OMP_NUM_THREADS='1')
-    env.pop('HF_HOME', None)
+    env = child_env(HF_HUB_OFFLINE='1', HF_HUB_CACHE=zoo.cache, OSNET_ZOO_MANIFEST=zoo.manifest, HF_HOME=None)
     push_dir = zoo.out['osnet_x0_5.market1501']
     procs = [
-        subprocess.Popen([sys.executable, '-c', script, str(tmp_path / 'x.safetensors')], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-        subprocess.Popen([sys.executable, '-m', 'osnet_zoo.weights', 'push', str(push_dir), '--dry-run'], cwd=REPO,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        start_python('-c', script, tmp_path / 'x.safetensors', cwd=REPO, env=env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True),
+        start_python('-m', 'osnet_zoo.weights', 'push', push_dir, '--dry-run', cwd=REPO, env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
     ]
     (load_out, load_err), (push_out, push_err) = [p.communicate(timeout=600) for p in procs]
     assert procs[0].returncode == 0, load_err[-3000:]

@@ -1,7 +1,6 @@
 """weights_manifest.json: schema, facts and their sources, the timm registry generated from it, `list`."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import timm
@@ -14,8 +13,8 @@ from osnet_zoo.weights.manifest import (
     PACKAGED_MANIFEST, ManifestError, dumps_manifest, load_manifest, parse_manifest, pretrained_cfgs, repo_root_copy,
     validate_manifest_schema, write_manifest,
 )
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 WIDTHS = ['osnet_x1_0', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25']
 
 
@@ -36,7 +35,7 @@ def test_packaged_manifest_follows_the_schema(data):
 
 def test_repo_root_copy_is_identical_and_canonical():
     text = PACKAGED_MANIFEST.read_text(encoding='utf-8')
-    assert (REPO / 'weights_manifest.json').read_text(encoding='utf-8') == text, \
+    assert (REPO / 'weights_manifest.json').read_bytes() == PACKAGED_MANIFEST.read_bytes(), \
         'weights_manifest.json (repo root) differs from osnet_zoo/weights/weights_manifest.json: copy it over'
     # the writer's format, so that `convert --update-manifest` changes only the lines it means to
     assert dumps_manifest(json.loads(text)) == text

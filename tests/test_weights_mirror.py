@@ -5,10 +5,8 @@ class counts the manifest entries record, under the names they circulate with. N
 Hub is never contacted (the push path is tested up to the operations handed to ``create_commit``).
 """
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,14 +17,15 @@ import torch
 from huggingface_hub import CommitOperationAdd, ModelCard
 from safetensors.torch import load_file
 
+from osnet_zoo import cli
 from osnet_zoo.weights import file_sha256, load_osnet_checkpoint
 from osnet_zoo.weights.__main__ import main as weights_cli
 from osnet_zoo.weights.convert import HUB_FILES, plan_push
 from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest, write_manifest
 from osnet_zoo.weights.mirror import STATE_FILE, commit_operations, hf_snapshot_of, identify_file
+from conftest import child_env, run_module, start_python
 from test_weights_hub import offline, reference_state, save_reference, seed_hf_cache
 
-REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT_REV = '0123456789abcdef0123456789abcdef01234567'
 # file (relative to the download folder) -> (entry it is, how the manifest identifies it)
 FILES = {
@@ -70,12 +69,6 @@ def refs(tmp_path_factory, torchreid_fixtures):
     return SimpleNamespace(root=root, dl=dl, paths=paths, manifest=manifest_path, shapes=shapes)
 
 
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', HF_HUB_OFFLINE='1')
-    env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-    return env
-
-
 def test_files_are_identified_by_digest_else_name_classes_and_keys(refs):
     manifest = load_manifest(refs.manifest)
     for rel, (name, by) in FILES.items():
@@ -97,12 +90,12 @@ def test_record_refuses_what_does_not_fit_naming_file_and_entry(refs, tmp_path, 
     write_manifest(load_manifest(refs.manifest), manifest)
     before = manifest.read_bytes()
     wrong_keys = refs.dl / 'osnet_x0_25_duke.pth'
-    assert weights_cli(['verify', '--record', str(wrong_keys), '--manifest', str(manifest)]) == 1
+    assert cli.run(lambda: weights_cli(['verify', '--record', str(wrong_keys), '--manifest', str(manifest)])) == 1
     err = capsys.readouterr().err
     assert err.startswith('error: ') and str(wrong_keys) in err and 'osnet_x0_25.dukemtmcreid' in err and 'keys' in err
     wrong_classes = refs.paths['a/osnet_x0_25_msmt17.pt']
-    assert weights_cli(['verify', '--record', str(wrong_classes), '--tag', 'osnet_x0_25.market1501',
-                        '--manifest', str(manifest)]) == 1
+    assert cli.run(lambda: weights_cli(['verify', '--record', str(wrong_classes), '--tag', 'osnet_x0_25.market1501',
+                                        '--manifest', str(manifest)])) == 1
     err = capsys.readouterr().err
     assert str(wrong_classes) in err and '1041 classes' in err and 'osnet_x0_25.market1501 has 751' in err
     assert manifest.read_bytes() == before  # nothing written
@@ -138,16 +131,17 @@ def test_record_from_hf_cache_pins_an_unpinned_hub_tag_which_then_loads(refs, tm
     assert 'recorded: nothing new' in capsys.readouterr().out
     other = save_reference(tmp_path / 'other' / entry.upstream['filename'],
                            _state(refs.shapes, 'osnet_x0_75', 4101, seed=6), trainer=True)
-    assert weights_cli(['verify', '--record', str(other), '--tag', name, '--manifest', str(manifest_path)]) == 1
+    assert cli.run(lambda: weights_cli(['verify', '--record', str(other), '--tag', name,
+                                        '--manifest', str(manifest_path)])) == 1
     assert 'sha256' in capsys.readouterr().err
 
 
 def test_mirror_dry_run_end_to_end_interrupted_and_resumed(refs, tmp_path, capsys):
     work = tmp_path / 'work'
     before = refs.manifest.read_bytes()
-    cmd = [sys.executable, '-m', 'osnet_zoo.weights', 'mirror', str(refs.dl), '--dry-run', '--output', str(work),
-           '--manifest', str(refs.manifest)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_python('-m', 'osnet_zoo.weights', 'mirror', refs.dl, '--dry-run', '--output', work, '--manifest',
+                        refs.manifest, env=child_env(HF_HUB_OFFLINE='1'), stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
     state_path = work / STATE_FILE
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -207,6 +201,10 @@ def test_push_operations_are_the_folder_files_with_their_digests(refs, tmp_path)
     assert 'hf-hub:me/osnet_x0_25.msmt17' in (folder / 'README.md').read_text()
 
 
-def test_mirror_refuses_a_missing_folder(tmp_path, capsys):
-    assert weights_cli(['mirror', str(tmp_path / 'nope'), '--dry-run', '--output', str(tmp_path / 'w')]) == 1
-    assert 'nope is not a folder' in capsys.readouterr().err
+def test_mirror_refuses_a_missing_folder(tmp_path):
+    """The command as a user runs it: exit status 1 and one ``error:`` line naming the folder, no traceback."""
+    proc = run_module('osnet_zoo.weights', 'mirror', tmp_path / 'nope', '--dry-run', '--output', tmp_path / 'w',
+                      env=child_env(HF_HUB_OFFLINE='1'))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [f'error: mirror: {tmp_path / "nope"} is not a folder of downloaded reference '
+                                        'files.']

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 FACTS = Path(os.environ.get('OSNET_ZOO_FACTS', REPO.parent / 'shared' / 'zoo' / 'osnet_zoo_facts.tsv'))
 MANIFEST = REPO / 'osnet_zoo' / 'weights' / 'weights_manifest.json'
 

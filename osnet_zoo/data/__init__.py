@@ -12,7 +12,7 @@ from .loader import (
 )
 from .sampler import EpochBatches, RandomIdentitySampler
 from .seeding import sample_seed, seeded_rng
-from .synthetic import SyntheticConfig, make_synthetic_reid, synthetic_reid
+from .datasets.synthetic import SyntheticConfig, make_synthetic_reid, synthetic_reid
 from .transforms import (
     IMAGENET_MEAN, IMAGENET_STD, RandomPatch, build_test_transform, build_train_transform, normalize_batch,
 )

@@ -1,7 +1,7 @@
 """Synthetic copies of the small re-ID benchmarks' released layouts (VIPeR, GRID, CUHK01), at any size.
 
-The people and cameras are those of :mod:`osnet_zoo.data.synthetic` (same renderer); only the folder layout,
-the file names and the number of images per identity follow each dataset, so the real readers
+The people and cameras are those of :mod:`osnet_zoo.data.datasets.synthetic` (same renderer); only the folder
+layout, the file names and the number of images per identity follow each dataset, so the real readers
 (:func:`~osnet_zoo.data.datasets.viper`, :func:`~osnet_zoo.data.datasets.grid`,
 :func:`~osnet_zoo.data.datasets.cuhk01`) read them unchanged. Identity counts are parameters: tests write a
 handful of identities, not 632. Each writer builds its folder under a temporary name and renames it at the
@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..files import atomic_write_json
 from .datasets.base import optional_import
-from .synthetic import _camera, _identity, _render, building_dir
+from .datasets.synthetic import _camera, _identity, _render, building_dir
 
 __all__ = ['make_synthetic_viper', 'make_synthetic_grid', 'make_synthetic_cuhk01', 'SMALL_DATASET_WRITERS']
 

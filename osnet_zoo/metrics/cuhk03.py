@@ -1,12 +1,9 @@
 """The CUHK03 classic single-gallery-shot CMC: one random gallery image per identity, averaged over draws."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:  # only for the annotation: rank.py calls this module
-    from .rank import MatchLists
+from .matches import MatchLists
 
 __all__ = ['single_gallery_shot_cmc']
 

@@ -54,7 +54,9 @@ def _pair_sq_dist(x: torch.Tensor, sq_norm: Optional[torch.Tensor], rows: torch.
 def _expansion_sets(nn: torch.Tensor, k1: int, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """R*(i) for the given rows, padded: (indices (B, L), valid mask (B, L)), entries unique per row."""
     n = nn.shape[0]
-    half = int(round(k1 / 2)) + 1  # numpy's round-half-even, as the published code's np.around
+    # numpy's round-half-even, as the published code's np.around; cut at the neighbour list's length (a set
+    # smaller than k1 + 1 images), as slicing a full argsort would
+    half = min(int(round(k1 / 2)) + 1, nn.shape[1])
     r_idx = nn[rows, :k1 + 1]
     r_mask = _reciprocal(nn, k1 + 1, rows)  # R(i)
     cand = r_idx  # candidates c in R(i) (masked by r_mask)
@@ -71,6 +73,99 @@ def _expansion_sets(nn: torch.Tensor, k1: int, rows: torch.Tensor) -> Tuple[torc
     dup[:, 1:] = idx[:, 1:] == idx[:, :-1]
     valid = (idx < n) & ~dup
     return idx, valid
+
+
+def _row_ptr(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR row pointers (n + 1) of entries sorted by row."""
+    ptr = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
+    ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return ptr
+
+
+def _distance_pass(x: torch.Tensor, num_q: int, k: int, distance: str, lambda_value: float, chunk_rows: int
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 1, one pass over the N x N distances: the top-k lists (N, k), the row maxima (N,), and
+    ``lambda * original_dist`` of the query x gallery block (on the CPU), the start of the result."""
+    n = len(x)
+    nn = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    row_max = torch.empty(n, device=x.device)
+    final = torch.empty(num_q, n - num_q, dtype=torch.float32)
+    for start, stop, d in iter_distance_chunks(x, x, distance, chunk_rows):
+        sq = d.square_()
+        nn[start:stop] = torch.topk(sq, k, dim=1, largest=False, sorted=True).indices
+        row_max[start:stop] = sq.amax(1)
+        if start < num_q:
+            q_stop = min(stop, num_q)
+            block = sq[:q_stop - start, num_q:] / row_max[start:q_stop, None]
+            final[start:q_stop] = block.mul_(lambda_value).cpu()
+    return nn, row_max, final
+
+
+def _sparse_v(x: torch.Tensor, distance: str, nn: torch.Tensor, row_max: torch.Tensor, k1: int, chunk_rows: int
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 2-4: V over R*(i) as (rows, cols, values) sorted by row, each row summing to 1."""
+    if distance == 'cosine':
+        xp, sq_norm = torch.nn.functional.normalize(x, dim=1), None
+    else:
+        xp, sq_norm = x, x.pow(2).sum(1)
+    n = len(x)
+    v_rows, v_cols, v_vals = [], [], []
+    for start in range(0, n, chunk_rows):
+        rows = torch.arange(start, min(start + chunk_rows, n), device=x.device)
+        idx, valid = _expansion_sets(nn, k1, rows)
+        r = rows[:, None].expand_as(idx)[valid]
+        c = idx[valid]
+        weight = torch.exp(-_pair_sq_dist(xp, sq_norm, r, c) / row_max[r])
+        total = torch.zeros(n, device=x.device).index_add_(0, r, weight)
+        v_rows.append(r), v_cols.append(c), v_vals.append(weight / total[r])
+    return torch.cat(v_rows), torch.cat(v_cols), torch.cat(v_vals)
+
+
+def _query_expansion(nn: torch.Tensor, v_rows: torch.Tensor, v_cols: torch.Tensor, v_vals: torch.Tensor, k2: int,
+                     chunk_rows: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 5, local query expansion: V[i] replaced by the mean of V over the top-k2 neighbours of i."""
+    n = len(nn)
+    k2 = min(k2, n)
+    v_ptr = _row_ptr(v_rows, n)
+    q_rows, q_cols, q_vals = [], [], []
+    for start in range(0, n, chunk_rows):
+        rows = torch.arange(start, min(start + chunk_rows, n), device=nn.device)
+        neigh = nn[rows, :k2].reshape(-1)
+        lengths = v_ptr[neigh + 1] - v_ptr[neigh]
+        src = _ranges(v_ptr[neigh], lengths)
+        owner = torch.repeat_interleave(rows.repeat_interleave(k2), lengths)
+        key = owner * n + v_cols[src]
+        uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        sums = torch.zeros(len(uniq), device=nn.device).index_add_(0, inverse, v_vals[src])
+        q_rows.append(uniq // n), q_cols.append(uniq % n), q_vals.append(sums / k2)
+    return torch.cat(q_rows), torch.cat(q_cols), torch.cat(q_vals)
+
+
+def _add_jaccard(final: torch.Tensor, v_rows: torch.Tensor, v_cols: torch.Tensor, v_vals: torch.Tensor, n: int,
+                 lambda_value: float, chunk_rows: int) -> None:
+    """Steps 6-7: ``(1 - lambda) * jaccard`` of every query x gallery pair added to ``final``, the sums
+    ``sum_k min(V[i, k], V[j, k])`` taken through an inverted index of V's columns over the gallery rows."""
+    num_q, num_g = final.shape
+    dev = v_rows.device
+    v_ptr = _row_ptr(v_rows, n)
+    in_gallery = v_rows >= num_q
+    g_cols = v_cols[in_gallery]
+    order = torch.argsort(g_cols, stable=True)
+    inv_rows = (v_rows[in_gallery] - num_q)[order]
+    inv_vals = v_vals[in_gallery][order]
+    inv_ptr = _row_ptr(g_cols, n)
+    jaccard_rows = max(1, chunk_rows // 8)  # each query row expands into ~10^4-10^5 (row, gallery) pairs
+    for start in range(0, num_q, jaccard_rows):
+        stop = min(start + jaccard_rows, num_q)
+        lo, hi = int(v_ptr[start]), int(v_ptr[stop])
+        rows_local, cols, vals = v_rows[lo:hi] - start, v_cols[lo:hi], v_vals[lo:hi]
+        lengths = inv_ptr[cols + 1] - inv_ptr[cols]
+        src = _ranges(inv_ptr[cols], lengths)
+        target = torch.repeat_interleave(rows_local, lengths) * num_g + inv_rows[src]
+        mins = torch.minimum(torch.repeat_interleave(vals, lengths), inv_vals[src])
+        shared = torch.zeros((stop - start) * num_g, device=dev).index_add_(0, target, mins).view(-1, num_g)
+        jaccard = 1.0 - shared / (2.0 - shared)
+        final[start:stop] += (jaccard * (1.0 - lambda_value)).cpu()
 
 
 @torch.inference_mode()
@@ -98,80 +193,11 @@ def re_ranking(
     gf = as_feature_tensor(gallery_features, 'gallery_features', qf.device)
     if k1 < 1 or k2 < 1:
         raise ValueError(f'k1 and k2 must be >= 1, got k1={k1}, k2={k2}')
-    dev = qf.device
-    num_q, num_g = len(qf), len(gf)
     x = torch.cat([qf, gf])
-    n = len(x)
-    k = min(max(k1 + 1, k2), n)  # neighbour lists are cut at n, as slicing a full argsort would
-
-    # 1. one pass over the N x N distances: top-(k1+1) lists, row maxima, and the query x gallery block
-    nn = torch.empty(n, k, dtype=torch.int64, device=dev)
-    row_max = torch.empty(n, device=dev)
-    final = torch.empty(num_q, num_g, dtype=torch.float32)
-    for start, stop, d in iter_distance_chunks(x, x, distance, chunk_rows):
-        sq = d.square_()
-        nn[start:stop] = torch.topk(sq, k, dim=1, largest=False, sorted=True).indices
-        row_max[start:stop] = sq.amax(1)
-        if start < num_q:
-            q_stop = min(stop, num_q)
-            block = sq[:q_stop - start, num_q:] / row_max[start:q_stop, None]
-            final[start:q_stop] = block.mul_(lambda_value).cpu()
-    if distance == 'cosine':
-        xp, sq_norm = torch.nn.functional.normalize(x, dim=1), None
-    else:
-        xp, sq_norm = x, x.pow(2).sum(1)
-
-    # 2-4. sparse V over R*(i)
-    v_rows, v_cols, v_vals = [], [], []
-    for start in range(0, n, chunk_rows):
-        rows = torch.arange(start, min(start + chunk_rows, n), device=dev)
-        idx, valid = _expansion_sets(nn, k1, rows)
-        r = rows[:, None].expand_as(idx)[valid]
-        c = idx[valid]
-        weight = torch.exp(-_pair_sq_dist(xp, sq_norm, r, c) / row_max[r])
-        total = torch.zeros(n, device=dev).index_add_(0, r, weight)
-        v_rows.append(r), v_cols.append(c), v_vals.append(weight / total[r])
-    v_rows, v_cols, v_vals = torch.cat(v_rows), torch.cat(v_cols), torch.cat(v_vals)
-    v_ptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    v_ptr[1:] = torch.cumsum(torch.bincount(v_rows, minlength=n), 0)
-
-    # 5. local query expansion: mean of V over the top-k2 neighbours (sum, then / k2)
+    k = min(max(k1 + 1, k2), len(x))  # neighbour lists are cut at n, as slicing a full argsort would
+    nn, row_max, final = _distance_pass(x, len(qf), k, distance, lambda_value, chunk_rows)
+    v = _sparse_v(x, distance, nn, row_max, k1, chunk_rows)
     if k2 > 1:
-        k2 = min(k2, n)
-        q_rows, q_cols, q_vals = [], [], []
-        for start in range(0, n, chunk_rows):
-            rows = torch.arange(start, min(start + chunk_rows, n), device=dev)
-            neigh = nn[rows, :k2].reshape(-1)
-            lengths = v_ptr[neigh + 1] - v_ptr[neigh]
-            src = _ranges(v_ptr[neigh], lengths)
-            owner = torch.repeat_interleave(rows.repeat_interleave(k2), lengths)
-            key = owner * n + v_cols[src]
-            uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
-            sums = torch.zeros(len(uniq), device=dev).index_add_(0, inverse, v_vals[src])
-            q_rows.append(uniq // n), q_cols.append(uniq % n), q_vals.append(sums / k2)
-        v_rows, v_cols, v_vals = torch.cat(q_rows), torch.cat(q_cols), torch.cat(q_vals)
-        v_ptr[1:] = torch.cumsum(torch.bincount(v_rows, minlength=n), 0)
-
-    # 6. inverted index of V's columns over the gallery rows
-    in_gallery = v_rows >= num_q
-    g_cols = v_cols[in_gallery]
-    order = torch.argsort(g_cols, stable=True)
-    inv_rows = (v_rows[in_gallery] - num_q)[order]
-    inv_vals = v_vals[in_gallery][order]
-    inv_ptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    inv_ptr[1:] = torch.cumsum(torch.bincount(g_cols, minlength=n), 0)
-
-    # 6-7. Jaccard over query rows, blended with the original distances
-    jaccard_rows = max(1, chunk_rows // 8)  # each query row expands into ~10^4-10^5 (row, gallery) pairs
-    for start in range(0, num_q, jaccard_rows):
-        stop = min(start + jaccard_rows, num_q)
-        lo, hi = int(v_ptr[start]), int(v_ptr[stop])
-        rows_local, cols, vals = v_rows[lo:hi] - start, v_cols[lo:hi], v_vals[lo:hi]
-        lengths = inv_ptr[cols + 1] - inv_ptr[cols]
-        src = _ranges(inv_ptr[cols], lengths)
-        target = torch.repeat_interleave(rows_local, lengths) * num_g + inv_rows[src]
-        mins = torch.minimum(torch.repeat_interleave(vals, lengths), inv_vals[src])
-        shared = torch.zeros((stop - start) * num_g, device=dev).index_add_(0, target, mins).view(-1, num_g)
-        jaccard = 1.0 - shared / (2.0 - shared)
-        final[start:stop] += (jaccard * (1.0 - lambda_value)).cpu()
+        v = _query_expansion(nn, *v, k2, chunk_rows)
+    _add_jaccard(final, *v, len(x), lambda_value, chunk_rows)
     return final

@@ -21,8 +21,6 @@ models of the OSNet paper's Table 5 are further block arguments (``conv_type``, 
 # generates, and string annotations come out as names (``_torch_Tensor_``) TorchScript cannot resolve, which
 # breaks fx-trace-then-script (timm's test_model_forward_fx_torchscript).
 import inspect
-import logging
-import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,10 +32,12 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from .genotype import BLOCK_NORMS, load_genotype
-# The one models -> weights edge: the timm registry (default_cfgs) is generated from the weights manifest and
-# pretrained=True fetches through weights.hub; hub, cache, io and manifest import nothing from osnet_zoo.models.
+# models -> weights: the timm registry (default_cfgs) is generated from the weights manifest, pretrained=True
+# fetches through weights.hub, and timm's loader converts a checkpoint with weights.loading.checkpoint_filter_fn
+# (re-exported here, where timm's model files keep theirs). weights/__init__ imports nothing from osnet_zoo.models.
 from ..weights.hub import describe_source, forget_loaded_state_dict, resolve_pretrained
-from ..weights.io import CheckpointError, unwrap_state_dict
+from ..weights.io import CheckpointError, unwrap_state_dict  # noqa: F401 (unwrap_state_dict: inference.export)
+from ..weights.loading import checkpoint_filter_fn
 from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, pretrained_cfgs
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
     'AIN_BLOCK_NORMS', 'CONV_TYPES', 'AGGREGATIONS', 'GATE_TYPES', 'STEMS', 'TABLE5_MODELS', 'checkpoint_filter_fn',
     'osnet_arch', 'OSNET_ARCHS', 'pretrained_fit_problem', 'MIN_INPUT_SIZE',
 ]
-
-_logger = logging.getLogger(__name__)
 
 BASE_CHANNELS = (64, 256, 384, 512)
 # The smallest input height / width: the stem and the transitions halve it four times, leaving >= 1 pixel.
@@ -261,6 +259,44 @@ def _stage_transition(channels: int) -> nn.Sequential:
     return nn.Sequential(ConvNormAct(channels, channels, 1), nn.AvgPool2d(2, stride=2))
 
 
+def _check_arch(channels: Sequence[int], layers: Sequence[int], block_norms: Sequence[str], stem: str
+                ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[str, ...]]:
+    """``channels``, ``layers`` and ``block_norms`` as tuples, refused when their lengths do not fit together."""
+    channels, layers, block_norms = tuple(channels), tuple(layers), tuple(block_norms)
+    if len(channels) != 4 or len(layers) != 3:
+        raise ValueError(f'OSNet needs 4 channel widths and 3 stage depths, got {channels} and {layers}.')
+    if len(block_norms) != sum(layers):
+        raise ValueError(
+            f'block_norms needs one entry per block ({sum(layers)} for layers={layers}), got {len(block_norms)}.')
+    _check_choice('stem', stem, STEMS)
+    return channels, layers, block_norms
+
+
+def _stem(in_chans: int, out_chans: int, stem: str, instance_norm: bool) -> Tuple[nn.Module, nn.Module]:
+    """(conv1, maxpool): 7x7 stride-2 conv and 3x3 stride-2 max-pool, or for 'cifar' a 3x3 stride-1 conv alone."""
+    if stem == 'cifar':
+        return ConvNormAct(in_chans, out_chans, 3, stride=1, padding=1, instance_norm=instance_norm), nn.Identity()
+    return (ConvNormAct(in_chans, out_chans, 7, stride=2, padding=3, instance_norm=instance_norm),
+            nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def _stages(channels: Tuple[int, ...], layers: Tuple[int, ...], block_norms: Tuple[str, ...],
+            **block_kw: Any) -> List[nn.Sequential]:
+    """conv2, conv3 and conv4: ``layers[i]`` omni-scale blocks each, placements taken from ``block_norms`` in order."""
+    norms = iter(block_norms)
+    return [nn.Sequential(*[OmniScaleBlock(channels[i] if j == 0 else channels[i + 1], channels[i + 1],
+                                           norm=next(norms), **block_kw) for j in range(depth)])
+            for i, depth in enumerate(layers)]
+
+
+def _feature_info(channels: Tuple[int, ...], stem: str) -> List[Dict[str, Any]]:
+    """timm's feature_info: width and stride of conv1 .. conv5."""
+    r = 1 if stem == 'cifar' else 4  # the stride before conv2
+    names_widths = zip(('conv1', 'conv2', 'conv3', 'conv4', 'conv5'), (*channels, channels[3]))
+    reductions = (max(r // 2, 1), r, 2 * r, 4 * r, 4 * r)
+    return [dict(num_chs=c, reduction=red, module=m) for (m, c), red in zip(names_widths, reductions)]
+
+
 class OSNet(nn.Module):
     """OSNet / OSNet-IBN / OSNet-AIN, configured by widths and instance-norm placement.
 
@@ -316,14 +352,8 @@ class OSNet(nn.Module):
             drop_rate: dropout before the classifier.
         """
         super().__init__()
-        channels, layers, block_norms = tuple(channels), tuple(layers), tuple(block_norms)
-        if len(channels) != 4 or len(layers) != 3:
-            raise ValueError(f'OSNet needs 4 channel widths and 3 stage depths, got {channels} and {layers}.')
-        if len(block_norms) != sum(layers):
-            raise ValueError(
-                f'block_norms needs one entry per block ({sum(layers)} for layers={layers}), got {len(block_norms)}.')
+        channels, layers, block_norms = _check_arch(channels, layers, block_norms, stem)
         stream_depths = tuple(stream_depths) if stream_depths is not None else None
-        _check_choice('stem', stem, STEMS)
         self.arch = dict(
             channels=channels, layers=layers, block_norms=block_norms, conv1_in=conv1_in, num_streams=num_streams,
             bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, conv_type=conv_type,
@@ -333,24 +363,12 @@ class OSNet(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        if stem == 'cifar':
-            self.conv1 = ConvNormAct(in_chans, channels[0], 3, stride=1, padding=1, instance_norm=conv1_in)
-            self.maxpool = nn.Identity()
-        else:
-            self.conv1 = ConvNormAct(in_chans, channels[0], 7, stride=2, padding=3, instance_norm=conv1_in)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        r = 1 if stem == 'cifar' else 4  # the stride before conv2
-        block_kw = dict(num_streams=num_streams, bottleneck_reduction=bottleneck_reduction,
-                        gate_reduction=gate_reduction, conv_type=conv_type, stream_depths=stream_depths,
-                        aggregation=aggregation, gate_type=gate_type)
-        stages = []
-        norms = iter(block_norms)
-        for i, depth in enumerate(layers):
-            in_chs, out_chs = channels[i], channels[i + 1]
-            stages.append(nn.Sequential(*[
-                OmniScaleBlock(in_chs if j == 0 else out_chs, out_chs, norm=next(norms), **block_kw)
-                for j in range(depth)
-            ]))
+        # registered in forward order, which is the state_dict's key order and the weight init's draw order
+        self.conv1, self.maxpool = _stem(in_chans, channels[0], stem, conv1_in)
+        stages = _stages(channels, layers, block_norms, num_streams=num_streams,
+                         bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction,
+                         conv_type=conv_type, stream_depths=stream_depths, aggregation=aggregation,
+                         gate_type=gate_type)
         self.conv2 = stages[0]
         self.pool2 = _stage_transition(channels[1])
         self.conv3 = stages[1]
@@ -360,13 +378,7 @@ class OSNet(nn.Module):
 
         self.num_features = channels[3]
         self.head_hidden_size = feature_dim
-        self.feature_info = [
-            dict(num_chs=channels[0], reduction=max(r // 2, 1), module='conv1'),
-            dict(num_chs=channels[1], reduction=r, module='conv2'),
-            dict(num_chs=channels[2], reduction=2 * r, module='conv3'),
-            dict(num_chs=channels[3], reduction=4 * r, module='conv4'),
-            dict(num_chs=channels[3], reduction=4 * r, module='conv5'),
-        ]
+        self.feature_info = _feature_info(channels, stem)
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self._check_pool(global_pool)
         self.fc = nn.Sequential(nn.Linear(channels[3], feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
@@ -533,125 +545,6 @@ TABLE5_MODELS: Dict[str, Dict[str, Any]] = {
     't2': dict(row=10, description='T = 2 + unified AG', model_args=dict(num_streams=2)),
     't3': dict(row=11, description='T = 3 + unified AG', model_args=dict(num_streams=3)),
 }
-
-
-# Layout conversion for checkpoints of the reference implementation (torchreid).
-# Classic layout (osnet_x*, osnet_ibn_x1_0): streams conv2a / conv2b.i / conv2c.i / conv2d.i, stage
-# transition as the stage's last child, and `IN` meaning IN after the residual add.
-# AIN layout (osnet_ain_x*): streams conv2.t.layers.i, transitions pool2 / pool3, and `IN` meaning IN
-# on the conv3 output (replacing conv3.bn).
-_CLASSIC_STREAMS = {'conv2a': 0, 'conv2b': 1, 'conv2c': 2, 'conv2d': 3}
-_LITE_RENAME = {'conv1': 'conv_pw', 'conv2': 'conv_dw', 'bn': 'bn'}
-
-
-def _detect_layout(keys: Sequence[str]) -> str:
-    if any('.streams.' in k for k in keys):
-        return 'native'
-    if any('.layers.' in k or k.startswith(('pool2.', 'pool3.')) for k in keys):
-        return 'ain'
-    if any(re.match(r'conv[234]\.\d+\.conv2[abcd]\.', k) for k in keys):
-        return 'classic'
-    raise KeyError(
-        'Not an OSNet checkpoint: found none of the keys of a known layout (osnet_zoo `conv2.0.streams.*`, '
-        'torchreid `conv2.0.conv2a.*` or torchreid-AIN `conv2.0.conv2.0.layers.*`). First keys: '
-        f'{list(keys)[:8]}')
-
-
-def _convert_key(key: str, layout: str) -> str:
-    if layout == 'native':
-        return key
-    if layout == 'classic':
-        m = re.match(r'(conv[23])\.2\.0\.(.*)$', key)  # transition stored as the stage's last child
-        if m:
-            return f'pool{m.group(1)[-1]}.0.{m.group(2)}'
-        m = re.match(r'(conv[234]\.\d+)\.(conv2[abcd])(?:\.(\d+))?\.(conv1|conv2|bn)\.(.*)$', key)
-        if m:
-            prefix, stream, layer, part, rest = m.groups()
-            return f'{prefix}.streams.{_CLASSIC_STREAMS[stream]}.{layer or 0}.{_LITE_RENAME[part]}.{rest}'
-        return re.sub(r'^(conv[234]\.\d+)\.IN\.', r'\1.norm_out.', key)
-    m = re.match(r'(conv[234]\.\d+)\.conv2\.(\d+)\.layers\.(\d+)\.(conv1|conv2|bn)\.(.*)$', key)
-    if m:
-        prefix, stream, layer, part, rest = m.groups()
-        return f'{prefix}.streams.{stream}.{layer}.{_LITE_RENAME[part]}.{rest}'
-    return re.sub(r'^(conv[234]\.\d+)\.IN\.', r'\1.conv3.bn.', key)
-
-
-def _fit_problems(state_dict: Mapping[str, torch.Tensor], model: nn.Module, allow_missing_classifier: bool,
-                  adapt_in_chans: bool) -> List[str]:
-    """Everything that keeps ``state_dict`` (model keys) from loading strictly into ``model``."""
-    expected = model.state_dict()
-    first_conv = 'conv1.conv.weight'
-    missing = [k for k in expected if k not in state_dict and not k.endswith('num_batches_tracked')
-               and not (allow_missing_classifier and k.startswith('classifier.'))]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape, bad_values = [], []
-    for k, v in state_dict.items():
-        if k not in expected:
-            continue
-        want = expected[k]
-        if v.shape != want.shape and not (
-                adapt_in_chans and k == first_conv and v.dim() == 4 and v.shape[1] == 3
-                and v.shape[0] == want.shape[0] and v.shape[2:] == want.shape[2:]):  # timm adapts in_chans after
-            wrong_shape.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want.shape)}')
-        if want.is_floating_point():
-            if not v.is_floating_point():
-                bad_values.append(f'{k}: {v.dtype} where the model holds {want.dtype}')
-            elif not bool(torch.isfinite(v).all()):
-                bad_values.append(f'{k}: NaN or inf values')
-    problems = []
-    if wrong_shape:
-        problems.append(f'{len(wrong_shape)} shape mismatches (another width or variant?): {wrong_shape[:5]}')
-    if missing:
-        problems.append(f'{len(missing)} missing keys: {missing[:8]}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected keys (another variant?): {unexpected[:8]}')
-    if bad_values:
-        problems.append(f'{len(bad_values)} tensors that are not finite floating-point weights: {bad_values[:5]}')
-    return problems
-
-
-def checkpoint_filter_fn(
-        state_dict: Mapping[str, Any],
-        model: OSNet,
-        drop_mismatched_classifier: bool = True,
-        adapt_in_chans: bool = True,
-) -> Dict[str, torch.Tensor]:
-    """Convert a reference (torchreid, either layout) or osnet_zoo checkpoint to this model's keys, strictly.
-
-    Every key of the model must be in the checkpoint with the model's shape, nothing may be left over, and
-    every floating-point tensor must be floating point and finite: whatever ``num_classes`` is, only the
-    classifier may be absent or dropped (BatchNorm's ``num_batches_tracked`` counters, which no output
-    depends on, may be absent too). A classifier whose size differs from the model's (or any classifier
-    when ``num_classes=0``) is dropped with a log message; with ``drop_mismatched_classifier=False`` that,
-    or a missing classifier, is an error. ``adapt_in_chans``: a 3-channel first conv may meet a model of
-    other ``in_chans`` (timm's loader adapts it after this filter).
-
-    Raises:
-        CheckpointError: naming the missing, unexpected, misshapen or non-finite keys.
-    """
-    state_dict = unwrap_state_dict(state_dict)
-    try:
-        layout = _detect_layout(list(state_dict))
-    except KeyError as e:
-        raise CheckpointError(e.args[0]) from None
-    out = {_convert_key(k, layout): v for k, v in state_dict.items()}
-    cls_w = out.get('classifier.weight')
-    model_cls = model.get_classifier()
-    model_classes = model_cls.out_features if isinstance(model_cls, nn.Linear) else 0
-    if cls_w is not None and cls_w.shape[0] != model_classes:
-        if not drop_mismatched_classifier:
-            raise CheckpointError(
-                f'Checkpoint classifier has {cls_w.shape[0]} classes but the model has {model_classes}; '
-                'create the model with the matching num_classes, or allow dropping the classifier.')
-        _logger.info('Dropping the checkpoint classifier (%d classes): the model has num_classes=%d.',
-                     cls_w.shape[0], model_classes)
-        out.pop('classifier.weight')
-        out.pop('classifier.bias', None)
-    problems = _fit_problems(out, model, drop_mismatched_classifier, adapt_in_chans)
-    if problems:
-        arch = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-        raise CheckpointError(f'the checkpoint does not fit this model ({arch}): ' + '; '.join(problems))
-    return out
 
 
 def osnet_arch(width: float = 1.0, variant: str = 'osnet', **overrides: Any) -> Dict[str, Any]:

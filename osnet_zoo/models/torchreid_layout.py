@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from ..files import atomic_torch_save
-from .osnet import OSNET_ARCHS, OSNet, unwrap_state_dict
+from ..weights.io import unwrap_state_dict
+from .osnet import OSNET_ARCHS, OSNet
 
 __all__ = ['REFERENCE_ARCH_DEFAULTS', 'reference_layout', 'reference_architecture', 'to_torchreid_state_dict',
            'torchreid_checkpoint', 'save_torchreid_checkpoint']

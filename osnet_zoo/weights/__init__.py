@@ -1,8 +1,9 @@
-"""Weights: safe checkpoint reading, the weights manifest, Hub loading with sha256 checks, conversion.
+"""Weights: safe checkpoint reading, the weights manifest, Hub loading with sha256 checks, strict loading of every
+checkpoint layout, and (``convert``, ``mirror``) the tools that publish the zoo.
 
-Import order matters here: ``io``, ``manifest`` and ``hub`` import nothing from ``osnet_zoo.models`` (which
-builds its timm registry from them); ``loading`` imports ``models.osnet``. ``osnet_zoo/__init__.py`` imports
-this package before ``osnet_zoo.models`` for that reason.
+The modules imported here sit below ``osnet_zoo.models`` (which builds its timm registry from the manifest and
+loads through ``loading``) and import nothing from it; ``convert`` and ``mirror`` build the networks they
+convert for, so they import ``osnet_zoo.models`` and are not imported here (docs/architecture.md, "Packages").
 """
 from .io import CheckpointError, file_sha256, model_digest, read_checkpoint, unwrap_state_dict
 from .manifest import (
@@ -10,4 +11,4 @@ from .manifest import (
 )
 from .cache import PretrainedWeightsError, WeightsIntegrityError, WeightsTrustError, WeightsUnavailableError, cache_root
 from .hub import fetch_pretrained
-from .loading import load_osnet_checkpoint
+from .loading import checkpoint_filter_fn, load_osnet_checkpoint

@@ -21,8 +21,8 @@ from .hub import fetch_pretrained, hf_cache_dir
 from .io import CheckpointError, check_regular_file, file_sha256
 from .mirror import mirror, record_reference_file
 from .manifest import (
-    DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, PACKAGED_MANIFEST, ManifestError, WeightsEntry, WeightsManifest,
-    active_manifest_path, load_manifest,
+    DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, PACKAGED_MANIFEST, WeightsEntry, WeightsManifest, active_manifest_path,
+    load_manifest,
 )
 
 EXAMPLES = '''examples:
@@ -450,7 +450,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                     'checkpoints to Hub-ready safetensors, publish them, and verify cached files.',
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{list,download,convert,push,verify,mirror}')
+    _add_list(sub)
+    _add_download(sub)
+    _add_convert(sub)
+    _add_push(sub)
+    _add_verify(sub)
+    _add_mirror(sub)
+    return parser
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    """``list``: the manifest as a table."""
     p = sub.add_parser('list', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['list'],
                        help='print the weights manifest as a table')
     cli.add_model(p, default=None, help='only this architecture, e.g. osnet_x1_0')
@@ -458,6 +468,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     _manifest_arg(p)
     p.set_defaults(func=cmd_list)
 
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    """``download``: prefetch tags into the osnet-zoo cache."""
     p = sub.add_parser(
         'download', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['download'],
         help='prefetch tags into the osnet-zoo cache (verified, converted to safetensors)',
@@ -471,6 +484,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     _manifest_arg(p)
     p.set_defaults(func=cmd_download)
 
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    """``convert``: a checkpoint to a Hub folder, or to one torchreid-layout file."""
     p = sub.add_parser(
         'convert', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['convert'],
         help='convert a checkpoint to model.safetensors + config.json + README.md',
@@ -496,6 +512,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     _manifest_arg(p)
     p.set_defaults(func=cmd_convert)
 
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    """``push``: upload a converted folder."""
     p = sub.add_parser(
         'push', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['push'],
         help='upload a converted folder to the Hugging Face Hub',
@@ -512,6 +531,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     _manifest_arg(p)
     p.set_defaults(func=cmd_push)
 
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    """``verify``: re-hash the caches, or record reference files."""
     p = sub.add_parser(
         'verify', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['verify'],
         help='re-hash the osnet-zoo cache and the Hugging Face cache against the manifest',
@@ -528,6 +550,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     _manifest_arg(p)
     p.set_defaults(func=cmd_verify)
 
+
+def _add_mirror(sub: argparse._SubParsersAction) -> None:
+    """``mirror``: convert, card and publish a folder of reference files."""
     p = sub.add_parser(
         'mirror', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['mirror'],
         help='convert, card and publish every reference file of a folder (the whole zoo)',
@@ -547,18 +572,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
     _manifest_arg(p)
     p.set_defaults(func=cmd_mirror)
-    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``python -m osnet_zoo.weights``; returns the subcommand's exit status (1 on a bad input)."""
+    """Run ``python -m osnet_zoo.weights``; returns the subcommand's exit status. A bad input raises (a
+    CheckpointError, ManifestError, OSError ...): ``cli.run`` prints it as one ``error:`` line."""
     args = get_args_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (CheckpointError, ManifestError, KeyError, ValueError, OSError, RuntimeError) as e:
-        print(f'error: {cli.error_message(e)}', file=sys.stderr)
-        return 1
+    return args.func(args)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -19,7 +19,6 @@ from safetensors.torch import load_file
 from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_text
-from ..models.osnet import OSNET_ARCHS
 from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
 from .loading import load_osnet_checkpoint
 from .manifest import DATASET_NAMES, WeightsEntry, WeightsManifest, load_manifest, write_manifest
@@ -132,9 +131,10 @@ def convert_checkpoint(
         CheckpointError: the checkpoint cannot be read, does not fit the architecture or the manifest entry,
             or the forward check fails.
     """
-    if architecture not in OSNET_ARCHS:
-        raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(OSNET_ARCHS)}.')
     manifest = manifest or load_manifest()
+    architectures = manifest.data['default_tags']  # the zoo's architectures, one default tag each
+    if architecture not in architectures:
+        raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(architectures)}.')
     entry = manifest.get(f'{architecture}.{tag}')
     if entry is not None and model_args:
         raise CheckpointError(f'{entry.name} is a checkpoint of the standard {architecture}; weights built with '
@@ -143,61 +143,80 @@ def convert_checkpoint(
     source_sha256 = file_sha256(source) if source.is_file() else ''
     state_dict = unwrap_state_dict(read_checkpoint(source), str(source))
     num_classes = _classifier_rows(state_dict)
-    warnings = []
-    if entry is not None:
-        if entry.num_classes is not None and num_classes not in (0, entry.num_classes):
-            raise CheckpointError(
-                f'{source}: its classifier has {num_classes} classes but the manifest entry {entry.name} records '
-                f'{entry.num_classes}. Wrong checkpoint for this tag?')
-        up = entry.upstream
-        if up.get('sha256') and up['sha256'] != source_sha256:
-            warnings.append(f"{source.name} has sha256 {source_sha256}, not the reference file's {up['sha256']} "
-                            f"({up.get('filename')}): these are not the weights the manifest lists for {entry.name}.")
-    else:
-        warnings.append(f'{architecture}.{tag} is not in the weights manifest: the model card has no facts from it.')
+    warnings = _check_against_entry(entry, f'{architecture}.{tag}', source, source_sha256, num_classes)
 
     model = _build(architecture, tag, num_classes, entry, model_args)
     load_osnet_checkpoint(model, state_dict, strict=True)
-    data_config = {k: tuple(v) for k, v in (('mean', mean), ('std', std)) if v is not None}
-    if input_size is not None:
-        data_config['input_size'] = (model.pretrained_cfg['input_size'][0], *input_size)
-    trained_size = tuple(data_config.get('input_size', model.pretrained_cfg['input_size']))
+    data_config, trained_size = _data_config(model, input_size, mean, std)
     probe_size = trained_size if check_size is None else (trained_size[0], *check_size)
     expected = _probe(model, probe_size)
     if not all(torch.isfinite(v).all() for v in expected.values()):
         raise CheckpointError(f'{source}: the converted model gives non-finite outputs (NaN/inf weights?).')
 
     out_dir = Path(out_dir)
-    weights = out_dir / 'model.safetensors'
-    tensors = {k: v.detach() for k, v in model.state_dict().items()}
-    metadata = {'format': 'pt', 'architecture': architecture, 'tag': tag}
-    if source_sha256:
-        metadata['converted_from_sha256'] = source_sha256
-    atomic_save_safetensors(tensors, weights, metadata=metadata)
-
-    # Read back exactly as timm's loader will, and demand identical outputs.
-    reloaded = _build(architecture, tag, num_classes, entry, model_args)
-    reloaded.load_state_dict(load_file(str(weights)), strict=True)
-    got = _probe(reloaded, probe_size)
-    for key in expected:
-        if not torch.equal(expected[key], got[key]):
-            diff = (expected[key] - got[key]).abs().max().item()
-            raise CheckpointError(f'{weights}: {key} differs after the safetensors round trip (max |diff| {diff}).')
-
+    weights = _save_weights(model, out_dir / 'model.safetensors', architecture, tag, source_sha256)
+    _check_round_trip(_build(architecture, tag, num_classes, entry, model_args), weights, probe_size, expected)
     _write_config(model, out_dir / 'config.json', data_config, distance)
     sha256, size = file_sha256(weights), weights.stat().st_size
-    repo_id = repo_id or (entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}')
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier.'))
     trained = dict(input_size=trained_size, mean=tuple(model.pretrained_cfg['mean']),
                    std=tuple(model.pretrained_cfg['std']), distance=distance, model_args=dict(model_args or {}),
                    results=dict(results or {}), notes=notes, origin=origin, folder=str(out_dir))
     atomic_write_text(out_dir / 'README.md', model_card(
-        architecture, tag, entry, repo_id=repo_id, sha256=sha256, size=size, num_classes=num_classes,
-        source_name=source.name, source_sha256=source_sha256, params=params, manifest=manifest, trained=trained))
+        architecture, tag, entry, sha256=sha256, size=size, num_classes=num_classes, source_name=source.name,
+        repo_id=repo_id or (entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}'),
+        source_sha256=source_sha256, params=params, manifest=manifest, trained=trained))
     return ConversionResult(
         architecture=architecture, tag=tag, out_dir=out_dir, weights=weights, sha256=sha256, size=size,
         num_classes=num_classes, source=source, source_sha256=source_sha256,
         embedding_shape=tuple(expected['embedding'].shape), entry=entry, warnings=warnings)
+
+
+def _check_against_entry(entry: Optional[WeightsEntry], name: str, source: Path, source_sha256: str,
+                         num_classes: int) -> List[str]:
+    """Refuse a checkpoint whose class count is not the manifest entry's; warn of a file that is not the
+    entry's reference file, or of a tag the manifest does not know."""
+    if entry is None:
+        return [f'{name} is not in the weights manifest: the model card has no facts from it.']
+    if entry.num_classes is not None and num_classes not in (0, entry.num_classes):
+        raise CheckpointError(
+            f'{source}: its classifier has {num_classes} classes but the manifest entry {entry.name} records '
+            f'{entry.num_classes}. Wrong checkpoint for this tag?')
+    up = entry.upstream
+    if up.get('sha256') and up['sha256'] != source_sha256:
+        return [f"{source.name} has sha256 {source_sha256}, not the reference file's {up['sha256']} "
+                f"({up.get('filename')}): these are not the weights the manifest lists for {entry.name}."]
+    return []
+
+
+def _data_config(model: torch.nn.Module, input_size: Optional[Tuple[int, int]], mean: Optional[Sequence[float]],
+                 std: Optional[Sequence[float]]) -> Tuple[Dict[str, Any], tuple]:
+    """(config.json's data config: what was given of input size, mean and std; the (C, H, W) trained size)."""
+    data_config = {k: tuple(v) for k, v in (('mean', mean), ('std', std)) if v is not None}
+    if input_size is not None:
+        data_config['input_size'] = (model.pretrained_cfg['input_size'][0], *input_size)
+    return data_config, tuple(data_config.get('input_size', model.pretrained_cfg['input_size']))
+
+
+def _save_weights(model: torch.nn.Module, path: Path, architecture: str, tag: str, source_sha256: str) -> Path:
+    """``model``'s state_dict as safetensors, with its architecture, tag and source digest as metadata."""
+    tensors = {k: v.detach() for k, v in model.state_dict().items()}
+    metadata = {'format': 'pt', 'architecture': architecture, 'tag': tag}
+    if source_sha256:
+        metadata['converted_from_sha256'] = source_sha256
+    atomic_save_safetensors(tensors, path, metadata=metadata)
+    return path
+
+
+def _check_round_trip(fresh: torch.nn.Module, weights: Path, probe_size: tuple,
+                      expected: Dict[str, torch.Tensor]) -> None:
+    """Read ``weights`` back into a ``fresh`` model exactly as timm's loader will; demand identical outputs."""
+    fresh.load_state_dict(load_file(str(weights)), strict=True)
+    got = _probe(fresh, probe_size)
+    for key in expected:
+        if not torch.equal(expected[key], got[key]):
+            diff = (expected[key] - got[key]).abs().max().item()
+            raise CheckpointError(f'{weights}: {key} differs after the safetensors round trip (max |diff| {diff}).')
 
 
 def _write_config(model: torch.nn.Module, path: Path, data_config: Optional[Dict[str, Any]] = None,
@@ -279,37 +298,9 @@ def model_card(
     ``trained`` (input_size, mean, std, distance, model_args) describes weights that are no manifest entry
     (a model you trained): the card then says plainly that they are not a reference checkpoint."""
     name = f'{architecture}.{tag}'
-    defaults = manifest.reference_defaults if manifest is not None else {}
     trained = trained or {}
-    model_args = trained.get('model_args') or {}
-    arch_text = f'`{architecture}`' + (' with ' + ', '.join(f'`{k}={v!r}`' for k, v in model_args.items())
-                                       + ' (not the standard architecture)' if model_args else '')
-    rows = [('Architecture', f'{arch_text} ({params / 1e6:.2f} M parameters without the classifier)')]
-    if entry is None and trained.get('input_size'):
-        h, w = trained['input_size'][1:]
-        rows.append(('Input', f"{h}×{w} (height×width) RGB, mean {list(trained['mean'])}, std {list(trained['std'])}"
-                              ' (as trained and evaluated)'))
-    if entry is None and trained.get('distance'):
-        rows.append(('Distance', f"{trained['distance']} (as evaluated)"))
-    if entry is not None:
-        task = 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'
-        rows.append(('Task', task))
-        rows.append(('Training data', entry.training_description()
-                     + (f' — as the source states it: "{entry.training_data_text}"' if entry.training_data_text
-                        else '')))
-        size_src = entry.input_size or defaults.get('input_size')
-        note = '' if entry.input_size else ' (reference default; not recorded for this checkpoint)'
-        if size_src:
-            rows.append(('Input', f'{size_src[1]}×{size_src[2]} (height×width) RGB, ImageNet mean/std{note}'))
-        if entry.transforms:
-            rows.append(('Training augmentation', ', '.join(entry.transforms)))
-        if entry.loss:
-            rows.append(('Loss', entry.loss))
-        dist = entry.distance or defaults.get('distance')
-        if dist:
-            rows.append(('Distance', dist + ('' if entry.distance else ' (reference evaluator default)')))
-        if entry.base_model:
-            rows.append(('Initialised from', f'`{entry.base_model}` (ImageNet weights)'))
+    rows = _card_model_rows(architecture, entry, trained, params,
+                            manifest.reference_defaults if manifest is not None else {})
     rows.append(('Classifier', f'{num_classes} classes' if num_classes else 'none (embedding only)'))
     rows.append(('Embedding', '512-d: the `fc` output (Linear → BatchNorm1d → ReLU), before L2 normalisation'))
     rows.append(('Weights', f'`model.safetensors`, sha256 `{sha256}`, {size:,} bytes'))
@@ -319,57 +310,18 @@ def model_card(
         provenance = f'`{source_name}`' + (f' (sha256 `{source_sha256}`)' if source_sha256 else '')
         rows.append(('Converted from', provenance + ' with osnet-zoo'))
     table = '\n'.join(f'| {k} | {v} |' for k, v in rows)
-
-    if entry is not None and entry.evaluation:
-        metrics = ('Reported by the reference model zoo ([MODEL_ZOO.md](' + MODEL_ZOO_URL + ')); not re-measured by '
-                   'osnet-zoo.\n\n| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n' + '\n'.join(
-                       f'| {DATASET_NAMES.get(ev.target, ev.target)} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | '
-                       f'{_fmt(ev.rank10)} | {_fmt(ev.mAP)} |' for ev in entry.evaluation))
-    elif trained.get('results'):
-        metrics = ('Measured by the osnet-zoo training run that wrote these weights (its `results.json`, in the '
-                   'run folder above this one).\n\n'
-                   '| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n' + '\n'.join(
-                       f"| {target} | {_pct(r.get('rank1'))} | {_pct(r.get('rank5'))} | {_pct(r.get('rank10'))} | "
-                       f"{_pct(r.get('mAP'))} |" for target, r in trained['results'].items()))
-    else:
-        metrics = 'No evaluation results are recorded in the osnet-zoo weights manifest for this checkpoint.'
     notes = f'\n\nNote: {entry.notes}' if entry is not None and entry.notes else ''
     if trained.get('notes'):
         notes += f"\n\n{trained['notes']}"
     family = 'OSNet-AIN' if '_ain_' in architecture else 'OSNet-IBN' if '_ibn_' in architecture else 'OSNet'
-    up = entry.upstream if entry is not None else {}
-    if entry is None and trained.get('origin'):
-        origin = (f"These weights are **not** a checkpoint of the reference model zoo: they come from "
-                  f"{trained['origin']}, and no accuracy of the reference applies to them.")
-    elif entry is None:
-        origin = (f'These weights are **not** a checkpoint of the reference model zoo: they come from '
-                  f'`{source_name}` (a model trained or converted by its owner'
-                  + (', with architecture arguments that differ from the standard model' if model_args else '')
-                  + '), and no accuracy of the reference applies to them.')
-    elif up.get('sha256') and up['sha256'] == source_sha256:
-        origin = (f"Converted from the reference model zoo's `{up.get('filename')}`, whose sha256 matches the one "
-                  'the osnet-zoo weights manifest records.')
-    else:
-        origin = (f'Converted from `{source_name}`; the osnet-zoo weights manifest records no digest of the '
-                  "reference file to check it against." if not up.get('sha256') else
-                  f"Converted from `{source_name}`, which is not the reference model zoo's file for this tag "
-                  '(its sha256 differs from the one the manifest records).')
-    if entry is not None and entry.license:
-        license_text = (f'`{entry.license}`: {entry.sources.get("license", "")}.\n\n{DATASET_TERMS}')
-    else:
-        license_text = ('Not recorded: the osnet-zoo weights manifest has no source stating the license of these '
-                        f'weights.\n\n{DATASET_TERMS}')
-    front = card_data(entry, name, repo_id).to_yaml()
-    by_tag = (f'# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)' if entry is not None else
-              '# or from the folder: '
-              'timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True, num_classes=0)')
-    load = f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()\n{by_tag}'
-    checked = "osnet-zoo checks the file's sha256 against its weights manifest before loading it."
-    if trained.get('origin'):  # a training run's folder: no Hub repository, no manifest entry
-        load = f'model = timm.create_model("local-dir:{trained["folder"]}", pretrained=True, num_classes=0).eval()'
-        checked = ('`config.json` in this folder records the architecture, input size, mean/std and distance; '
-                   'osnet-zoo commands given this folder (or its run folder) use them.')
-    return f'''---
+    origin = _card_origin(entry, trained, source_name, source_sha256)
+    load, checked = _card_usage(name, entry, repo_id, trained)
+    return _CARD.format(front=card_data(entry, name, repo_id).to_yaml(), name=name, family=family, origin=origin,
+                        notes=notes, table=table, metrics=_card_results(entry, trained), load=load, checked=checked,
+                        license_text=_card_license(entry), citations=CITATIONS)
+
+
+_CARD = '''---
 {front}
 ---
 
@@ -408,8 +360,103 @@ with torch.inference_mode():
 
 ## Citation
 
-{CITATIONS}
+{citations}
 '''
+
+
+def _card_model_rows(architecture: str, entry: Optional[WeightsEntry], trained: Dict[str, Any], params: int,
+                     defaults: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """The card's table rows on the model: architecture, then the entry's facts (task, data, input, loss,
+    distance ...) or, for weights of your own, how they were trained."""
+    model_args = trained.get('model_args') or {}
+    arch_text = f'`{architecture}`' + (' with ' + ', '.join(f'`{k}={v!r}`' for k, v in model_args.items())
+                                       + ' (not the standard architecture)' if model_args else '')
+    rows = [('Architecture', f'{arch_text} ({params / 1e6:.2f} M parameters without the classifier)')]
+    if entry is None:
+        if trained.get('input_size'):
+            h, w = trained['input_size'][1:]
+            rows.append(('Input', f"{h}×{w} (height×width) RGB, mean {list(trained['mean'])}, "
+                                  f"std {list(trained['std'])} (as trained and evaluated)"))
+        if trained.get('distance'):
+            rows.append(('Distance', f"{trained['distance']} (as evaluated)"))
+        return rows
+    task = 'person re-identification' if entry.task == 'person-reid' else 'ImageNet-1k classification'
+    rows.append(('Task', task))
+    rows.append(('Training data', entry.training_description()
+                 + (f' — as the source states it: "{entry.training_data_text}"' if entry.training_data_text
+                    else '')))
+    size_src = entry.input_size or defaults.get('input_size')
+    note = '' if entry.input_size else ' (reference default; not recorded for this checkpoint)'
+    if size_src:
+        rows.append(('Input', f'{size_src[1]}×{size_src[2]} (height×width) RGB, ImageNet mean/std{note}'))
+    if entry.transforms:
+        rows.append(('Training augmentation', ', '.join(entry.transforms)))
+    if entry.loss:
+        rows.append(('Loss', entry.loss))
+    dist = entry.distance or defaults.get('distance')
+    if dist:
+        rows.append(('Distance', dist + ('' if entry.distance else ' (reference evaluator default)')))
+    if entry.base_model:
+        rows.append(('Initialised from', f'`{entry.base_model}` (ImageNet weights)'))
+    return rows
+
+
+def _card_results(entry: Optional[WeightsEntry], trained: Dict[str, Any]) -> str:
+    """The card's Results section: the reference zoo's reported results, or the training run's."""
+    header = '| Target | Rank-1 | Rank-5 | Rank-10 | mAP |\n|---|---|---|---|---|\n'
+    if entry is not None and entry.evaluation:
+        return ('Reported by the reference model zoo ([MODEL_ZOO.md](' + MODEL_ZOO_URL + ')); not re-measured by '
+                'osnet-zoo.\n\n' + header + '\n'.join(
+                    f'| {DATASET_NAMES.get(ev.target, ev.target)} | {_fmt(ev.rank1)} | {_fmt(ev.rank5)} | '
+                    f'{_fmt(ev.rank10)} | {_fmt(ev.mAP)} |' for ev in entry.evaluation))
+    if trained.get('results'):
+        return ('Measured by the osnet-zoo training run that wrote these weights (its `results.json`, in the '
+                'run folder above this one).\n\n' + header + '\n'.join(
+                    f"| {target} | {_pct(r.get('rank1'))} | {_pct(r.get('rank5'))} | {_pct(r.get('rank10'))} | "
+                    f"{_pct(r.get('mAP'))} |" for target, r in trained['results'].items()))
+    return 'No evaluation results are recorded in the osnet-zoo weights manifest for this checkpoint.'
+
+
+def _card_origin(entry: Optional[WeightsEntry], trained: Dict[str, Any], source_name: str,
+                 source_sha256: str) -> str:
+    """Where the weights come from: the reference file (digest checked), another file, or a training run."""
+    up = entry.upstream if entry is not None else {}
+    if entry is None and trained.get('origin'):
+        return (f"These weights are **not** a checkpoint of the reference model zoo: they come from "
+                f"{trained['origin']}, and no accuracy of the reference applies to them.")
+    if entry is None:
+        return (f'These weights are **not** a checkpoint of the reference model zoo: they come from '
+                f'`{source_name}` (a model trained or converted by its owner'
+                + (', with architecture arguments that differ from the standard model'
+                   if trained.get('model_args') else '')
+                + '), and no accuracy of the reference applies to them.')
+    if up.get('sha256') and up['sha256'] == source_sha256:
+        return (f"Converted from the reference model zoo's `{up.get('filename')}`, whose sha256 matches the one "
+                'the osnet-zoo weights manifest records.')
+    return (f'Converted from `{source_name}`; the osnet-zoo weights manifest records no digest of the '
+            "reference file to check it against." if not up.get('sha256') else
+            f"Converted from `{source_name}`, which is not the reference model zoo's file for this tag "
+            '(its sha256 differs from the one the manifest records).')
+
+
+def _card_usage(name: str, entry: Optional[WeightsEntry], repo_id: str, trained: Dict[str, Any]) -> Tuple[str, str]:
+    """(the lines that load the model, what the loader checks): from the Hub, or a training run's folder."""
+    if trained.get('origin'):  # a training run's folder: no Hub repository, no manifest entry
+        return (f'model = timm.create_model("local-dir:{trained["folder"]}", pretrained=True, num_classes=0).eval()',
+                '`config.json` in this folder records the architecture, input size, mean/std and distance; '
+                'osnet-zoo commands given this folder (or its run folder) use them.')
+    by_tag = (f'# or by tag: timm.create_model("{name}", pretrained=True, num_classes=0)' if entry is not None else
+              '# or from the folder: '
+              'timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True, num_classes=0)')
+    return (f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()\n{by_tag}',
+            "osnet-zoo checks the file's sha256 against its weights manifest before loading it.")
+
+
+def _card_license(entry: Optional[WeightsEntry]) -> str:
+    if entry is not None and entry.license:
+        return f'`{entry.license}`: {entry.sources.get("license", "")}.\n\n{DATASET_TERMS}'
+    return ('Not recorded: the osnet-zoo weights manifest has no source stating the license of these '
+            f'weights.\n\n{DATASET_TERMS}')
 
 
 def record_conversion(manifest: WeightsManifest, result: ConversionResult, path: Optional[Path] = None,

@@ -279,47 +279,22 @@ def mirror(
     api = None if dry_run else HfApi(token=token)
     for path in files:
         rel = str(path.relative_to(folder))
-        try:
-            ident, state_dict = identify_file(path, manifest)
-        except CheckpointError as e:
-            report.skipped[rel] = f'not a readable checkpoint ({e})'
-            log(f'skip {rel}: {report.skipped[rel]}')
+        found = _identify_new(path, rel, manifest, state, report, log)
+        if found is None:
             continue
-        if ident.entry is None:
-            report.skipped[rel] = ident.problem
-            log(f'skip {rel}: {ident.problem}')
-            continue
-        name = ident.entry.name
-        if state['tags'].get(name, {}).get('status') == 'done':
-            report.resumed.append(name)
-            log(f'{name}: finished in an earlier run ({STATE_FILE}), skipped')
-            continue
-        if name in report.done:
-            report.skipped[rel] = f'a second file for {name} (already done from {report.done[name]["source"]})'
-            log(f'skip {rel}: {report.skipped[rel]}')
-            continue
-        try:
+        name, state_dict = found
+        repo_id = f'{repo_prefix}/{name}'
+        try:  # each step writes the manifest as it goes: ``manifest`` is always the latest written
             ident, changes, manifest = record_reference_file(manifest, path, out=target)
-            repo_id = f'{repo_prefix}/{name}'
-            conversion = convert_checkpoint(path, ident.entry.architecture, ident.entry.tag, workdir / name,
-                                            manifest=manifest, repo_id=repo_id)
-            _check_bit_identical(conversion, state_dict)
-            record_conversion(manifest, conversion, path=target)
-            manifest = load_manifest(target or manifest.path)
-            plan = plan_push(conversion.out_dir, repo_id=repo_id, manifest=manifest)
-            operations = commit_operations(plan)
+            conversion, manifest = _convert(path, ident.entry, state_dict, manifest, workdir / name, repo_id, target)
+            operations = commit_operations(plan_push(conversion.out_dir, repo_id=repo_id, manifest=manifest))
             entry_state = dict(status='done', source=rel, source_sha256=ident.sha256, identified_by=ident.by,
                                repo_id=repo_id, folder=str(conversion.out_dir), sha256=conversion.sha256,
                                size=conversion.size, operations=[op.path_in_repo for op in operations],
                                learnt=sorted(k for k in changes if k != 'sources'), revision=None)
             if api is not None:
-                api.create_repo(repo_id, exist_ok=True)
-                commit = api.create_commit(repo_id, operations=operations,
-                                           commit_message=f'Upload {name} (osnet-zoo conversion of {path.name})')
-                entry_state['revision'] = commit.oid
-                record_publication(manifest, name, repo_id, commit.oid, conversion.sha256, conversion.size,
-                                   path=target)
-                manifest = load_manifest(target or manifest.path)
+                entry_state['revision'], manifest = _push(api, path, conversion, operations, name, repo_id,
+                                                          manifest, target)
         except (CheckpointError, ValueError, OSError) as e:
             report.failed[name] = str(e)
             log(f'{name}: FAILED: {e}')
@@ -330,6 +305,54 @@ def mirror(
         verb = 'converted (dry run: not pushed)' if dry_run else f"pushed {repo_id}@{entry_state['revision']}"
         log(f'{name}: {rel} identified by {ident.by}; {verb}')
     return report
+
+
+def _identify_new(path: Path, rel: str, manifest: WeightsManifest, state: Dict[str, Any], report: MirrorReport,
+                  log: Callable[[str], None]) -> Optional[Tuple[str, Dict[str, torch.Tensor]]]:
+    """(the entry name, the state dict) of a file ``mirror`` has still to publish; None, reported and logged,
+    for a file that is unreadable, not identified, finished in an earlier run, or a second file of a tag."""
+    try:
+        ident, state_dict = identify_file(path, manifest)
+    except CheckpointError as e:
+        report.skipped[rel] = f'not a readable checkpoint ({e})'
+        log(f'skip {rel}: {report.skipped[rel]}')
+        return None
+    if ident.entry is None:
+        report.skipped[rel] = ident.problem
+        log(f'skip {rel}: {ident.problem}')
+        return None
+    name = ident.entry.name
+    if state['tags'].get(name, {}).get('status') == 'done':
+        report.resumed.append(name)
+        log(f'{name}: finished in an earlier run ({STATE_FILE}), skipped')
+        return None
+    if name in report.done:
+        report.skipped[rel] = f'a second file for {name} (already done from {report.done[name]["source"]})'
+        log(f'skip {rel}: {report.skipped[rel]}')
+        return None
+    return name, state_dict
+
+
+def _convert(path: Path, entry: WeightsEntry, state_dict: Dict[str, torch.Tensor], manifest: WeightsManifest,
+             out_dir: Path, repo_id: str, target: Optional[Union[str, os.PathLike]]
+             ) -> Tuple[ConversionResult, WeightsManifest]:
+    """Convert an identified reference file into ``out_dir``, check its tensors are the file's bit for bit,
+    and record the conversion in the manifest. Returns the conversion and the manifest as written."""
+    conversion = convert_checkpoint(path, entry.architecture, entry.tag, out_dir, manifest=manifest, repo_id=repo_id)
+    _check_bit_identical(conversion, state_dict)
+    record_conversion(manifest, conversion, path=target)
+    return conversion, load_manifest(target or manifest.path)
+
+
+def _push(api: HfApi, path: Path, conversion: ConversionResult, operations: List[CommitOperationAdd], name: str,
+          repo_id: str, manifest: WeightsManifest, target: Optional[Union[str, os.PathLike]]
+          ) -> Tuple[str, WeightsManifest]:
+    """Push a converted tag in one commit and record it as published. Returns (the commit, the manifest)."""
+    api.create_repo(repo_id, exist_ok=True)
+    commit = api.create_commit(repo_id, operations=operations,
+                               commit_message=f'Upload {name} (osnet-zoo conversion of {path.name})')
+    record_publication(manifest, name, repo_id, commit.oid, conversion.sha256, conversion.size, path=target)
+    return commit.oid, load_manifest(target or manifest.path)
 
 
 def _read_state(path: Path, dry_run: bool) -> Dict[str, Any]:

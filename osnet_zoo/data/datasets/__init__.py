@@ -17,9 +17,8 @@ from .market1501 import dukemtmcreid, market1501
 from .msmt17 import msmt17
 from .pa100k import pa100k
 from .protocols import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
+from .synthetic import synthetic_reid
 from .viper import viper
-# the generator writes the Market1501 layout with the readers above (a module below data/, not a circle)
-from ..synthetic import synthetic_reid  # noqa: E402
 
 __all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'SplitFileError',
            'market1501', 'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'viper', 'grid', 'cuhk01',

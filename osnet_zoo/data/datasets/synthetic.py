@@ -21,13 +21,13 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .datasets.base import ReIDDataset
-from .datasets.market1501 import market1501
+from .base import ReIDDataset
+from .market1501 import market1501
 
 __all__ = ['SyntheticConfig', 'make_synthetic_reid', 'synthetic_reid']
 
@@ -91,7 +91,18 @@ def _camera(rng: np.random.Generator, domain: int) -> Dict:
 
 
 def _render(person: Dict, cam: Dict, rng: np.random.Generator, h: int, w: int) -> Image.Image:
-    # background: the camera's wall colour with a texture, and a floor
+    """One image of ``person`` seen by ``cam``: background, body, maybe an occluder, then the camera's look."""
+    img = _background(cam, h, w)
+    draw = ImageDraw.Draw(img)
+    _draw_person(draw, person, cam['view'], rng, h, w)
+    if rng.random() < 0.15:  # an occluder at the bottom (a car, a railing)
+        oy = rng.uniform(0.7, 0.85) * h
+        draw.rectangle([0, oy, w, h], fill=_rgb(rng.random(), 0.3, rng.uniform(0.2, 0.6)))
+    return _camera_look(img, cam, rng)
+
+
+def _background(cam: Dict, h: int, w: int) -> Image.Image:
+    """The camera's wall colour with a texture, and a floor."""
     ys = np.linspace(0.85, 1.1, h)[:, None, None]
     canvas = np.asarray(cam['background'], np.float32)[None, None, :] * ys * np.ones((1, w, 1), np.float32)
     if cam['texture'] == 1:
@@ -99,10 +110,12 @@ def _render(person: Dict, cam: Dict, rng: np.random.Generator, h: int, w: int) -
     elif cam['texture'] == 2:
         canvas[(np.arange(h) // 10) % 2 == 0] *= 0.9
     canvas[int(cam['floor'] * h):] *= 0.7
-    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
+    return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
 
-    view = cam['view']
+
+def _draw_person(draw: ImageDraw.ImageDraw, person: Dict, view: int, rng: np.random.Generator, h: int,
+                 w: int) -> None:
+    """Legs and shoes, bag, arms, torso with its pattern, head; ``view`` 0 front, 1 back, 2 side."""
     scale = rng.uniform(0.95, 1.05)
     body_h = person['height'] * h * scale
     top = h - body_h - rng.uniform(1, 5)
@@ -134,6 +147,22 @@ def _render(person: Dict, cam: Dict, rng: np.random.Generator, h: int, w: int) -
         draw.rectangle([x - arm_w / 2, neck + 3, x + arm_w / 2, neck + 3 + body_h * 0.1], fill=person['upper'])
     box = [cx - half, neck + 2, cx + half, waist]
     draw.rectangle(box, fill=person['upper'])
+    _draw_pattern(draw, person, box, view, cx, half, neck)
+    if person['bag'] == 1 and view == 1:  # backpack seen from behind
+        draw.rectangle([cx - half * 0.7, neck + 5, cx + half * 0.7, waist - 3], fill=person['bag_colour'])
+    if person['bag'] == 2:
+        bx = cx + bag_side * (half + arm_w)
+        draw.rectangle([bx - half * 0.35, waist - body_h * 0.12, bx + half * 0.35, waist + body_h * 0.08],
+                       fill=person['bag_colour'])
+    # head: face from the front and side, hair from behind
+    face = person['hair'] if view == 1 else person['skin']
+    draw.ellipse([cx - head_r, top, cx + head_r, top + 2 * head_r], fill=face)
+    draw.chord([cx - head_r, top - 1, cx + head_r, top + 1.3 * head_r], 180, 360, fill=person['hair'])
+
+
+def _draw_pattern(draw: ImageDraw.ImageDraw, person: Dict, box: List[float], view: int, cx: float, half: float,
+                  neck: float) -> None:
+    """The shirt's pattern on the torso ``box``: stripes, checks or a chest logo (not seen from behind)."""
     pat, step, accent = person['pattern'], person['stripe'], person['accent']
     if pat == 1:
         for y in np.arange(box[1], box[3], 2 * step):
@@ -148,27 +177,16 @@ def _render(person: Dict, cam: Dict, rng: np.random.Generator, h: int, w: int) -
                     draw.rectangle([x, y, min(x + step - 1, box[2]), min(y + step - 1, box[3])], fill=accent)
     elif pat == 4 and view != 1:  # a chest logo, only visible from the front or side
         draw.ellipse([cx - half * 0.45, neck + 6, cx + half * 0.45, neck + 6 + half * 0.9], fill=accent)
-    if person['bag'] == 1 and view == 1:  # backpack seen from behind
-        draw.rectangle([cx - half * 0.7, neck + 5, cx + half * 0.7, waist - 3], fill=person['bag_colour'])
-    if person['bag'] == 2:
-        bx = cx + bag_side * (half + arm_w)
-        draw.rectangle([bx - half * 0.35, waist - body_h * 0.12, bx + half * 0.35, waist + body_h * 0.08],
-                       fill=person['bag_colour'])
-    # head: face from the front and side, hair from behind
-    face = person['hair'] if view == 1 else person['skin']
-    draw.ellipse([cx - head_r, top, cx + head_r, top + 2 * head_r], fill=face)
-    draw.chord([cx - head_r, top - 1, cx + head_r, top + 1.3 * head_r], 180, 360, fill=person['hair'])
-    if rng.random() < 0.15:  # an occluder at the bottom (a car, a railing)
-        oy = rng.uniform(0.7, 0.85) * h
-        draw.rectangle([0, oy, w, h], fill=_rgb(rng.random(), 0.3, rng.uniform(0.2, 0.6)))
 
-    # camera: blur, colour cast, brightness, contrast, noise
+
+def _camera_look(img: Image.Image, cam: Dict, rng: np.random.Generator) -> Image.Image:
+    """The camera's blur, colour cast, brightness, contrast and noise (mirrored when seen from behind)."""
     if cam['blur'] > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(cam['blur']))
     arr = np.asarray(img, np.float32) * np.asarray(cam['cast'], np.float32) * cam['brightness']
     mean = arr.mean()
     arr = (arr - mean) * cam['contrast'] + mean + rng.normal(0, cam['noise'], arr.shape)
-    if view == 1:
+    if cam['view'] == 1:
         arr = arr[:, ::-1]
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from osnet_zoo.files import atomic_write_json  # noqa: E402
 from osnet_zoo.models.osnet import OSNet, osnet_arch  # noqa: E402
 from osnet_zoo.nas.supernet import SuperNet  # noqa: E402
-from osnet_zoo.train.losses import CrossEntropyLabelSmooth  # noqa: E402
 
 MODELS = ('osnet', 'supernet_all', 'supernet_sampled')
 
@@ -48,7 +47,7 @@ def one_step(model_name: str, batch: int, width: float, height: int, img_width: 
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(batch, 3, height, img_width)
     y = torch.randint(0, classes, (batch,))
-    ce = CrossEntropyLabelSmooth(0.1)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     before = _rss_peak_mib()
     ce(model(x), y).backward()
     opt.step()

@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import osnet_zoo  # noqa: E402,F401  (registers the models)
-from osnet_zoo.train.losses import CrossEntropyLabelSmooth  # noqa: E402
 from osnet_zoo.models.embedding import Embedder  # noqa: E402
 
 VARIANTS = {
@@ -43,7 +42,7 @@ def bench(model_name: str, batch: int, variant: str, device: torch.device, steps
     if v['compile']:
         net = torch.compile(net)
     opt = torch.optim.Adam(model.parameters(), lr=1.5e-3, weight_decay=5e-4, amsgrad=True)
-    ce = CrossEntropyLabelSmooth(0.1)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     x = torch.randn(batch, 3, 256, 128, device=device)
     if v['channels_last']:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -52,7 +51,7 @@ def bench(model_name: str, batch: int, variant: str, device: torch.device, steps
     def step():
         with torch.autocast(device.type, dtype=v['amp'], enabled=v['amp'] is not None):
             _, logits = net(x)
-        loss = ce(logits, y)
+        loss = ce(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

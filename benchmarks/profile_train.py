@@ -14,7 +14,6 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import osnet_zoo  # noqa: E402,F401  (registers the models)
-from osnet_zoo.train.losses import CrossEntropyLabelSmooth  # noqa: E402
 from osnet_zoo.models.embedding import Embedder  # noqa: E402
 
 
@@ -32,7 +31,7 @@ def main() -> None:
     model = model.to(memory_format=fmt)
     net = Embedder(model, with_logits=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
-    ce = CrossEntropyLabelSmooth()
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     x = torch.randn(args.batch_size, 3, 256, 128, device='cuda').contiguous(memory_format=fmt)
     y = torch.randint(0, 751, (args.batch_size,), device='cuda')
     amp = torch.bfloat16 if args.amp == 'bf16' else None
@@ -40,7 +39,7 @@ def main() -> None:
     def step():
         with torch.autocast('cuda', dtype=amp, enabled=amp is not None):
             _, logits = net(x)
-        loss = ce(logits, y)
+        loss = ce(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

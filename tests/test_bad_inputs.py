@@ -35,9 +35,9 @@ from osnet_zoo.inference import FeatureExtractor
 from osnet_zoo.metrics import evaluate_features, evaluate_rank
 from osnet_zoo.train.__main__ import get_args_parser as train_parser
 from osnet_zoo.train.__main__ import main as train_main
-from osnet_zoo.train.checkpoint import load_training_state
-from osnet_zoo.train.optim import build_scheduler
-from osnet_zoo.train.recipes import resolve_config
+from osnet_zoo.engine.checkpoint import load_training_state
+from osnet_zoo.engine.optim import build_scheduler
+from osnet_zoo.engine.recipes import resolve_config
 from osnet_zoo.visualize import main as visualize_main
 from osnet_zoo.weights import CheckpointError, file_sha256, load_osnet_checkpoint, read_checkpoint
 from osnet_zoo.weights.__main__ import main as weights_main
@@ -236,8 +236,8 @@ TRAIN_ERRORS: Dict[str, tuple] = {
     'resume_epoch_x': (lambda root, run, tmp: _tampered(run, tmp, _set('epoch', 'x')), ['checkpoint.pth', 'epoch']),
     'resume_epoch_negative': (lambda root, run, tmp: _tampered(run, tmp, _set('epoch', -3)),
                               ['checkpoint.pth', 'epoch', '-3']),
-    'resume_models_dict': (lambda root, run, tmp: _tampered(run, tmp, lambda s: s.__setitem__(
-        'models', {'0': s['models'][0]})), ['checkpoint.pth', 'models']),
+    'resume_model_list': (lambda root, run, tmp: _tampered(run, tmp, lambda s: s.__setitem__(
+        'model', [s['model']])), ['checkpoint.pth', 'model']),
     'resume_config_epochs_string': (lambda root, run, tmp: _tampered(run, tmp, lambda s: s['config'].__setitem__(
         'epochs', '1')), ['checkpoint', 'epochs', "'1'"]),
     'resume_rng_without_python': (lambda root, run, tmp: _tampered(run, tmp, lambda s: s['rng'].pop('python')),
@@ -294,7 +294,7 @@ def test_recipe_lone_stepsize_is_one_milestone(tmp_path):
 
 
 def test_recipe_schema_covers_every_option():
-    from osnet_zoo.train.recipes import _SCHEMA, TrainConfig
+    from osnet_zoo.engine.recipes import _SCHEMA, TrainConfig
     assert set(_SCHEMA) == set(TrainConfig.__dataclass_fields__), 'an option without a type and range'
 
 
@@ -305,7 +305,7 @@ def test_train_nan_without_checkpoint(root, tmp_path, capsys):
     ckpt = out / 'checkpoint.pth'
     if ckpt.exists():  # a checkpoint that exists holds finite weights only
         state = load_training_state(ckpt)
-        assert all(torch.isfinite(v).all() for v in state['models'][0].values() if v.is_floating_point())
+        assert all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
     else:
         assert 'intact' not in line, f'claims an intact checkpoint that does not exist: {line}'
 
@@ -752,7 +752,7 @@ def _torchreid_pth_tar(tmp: Path) -> Path:
 
 
 def _truncated(tmp: Path) -> Path:
-    torch.save({'epoch': 1, 'models': [{'w': torch.zeros(1000)}]}, tmp / 'ckpt.pth')
+    torch.save({'epoch': 1, 'model': {'w': torch.zeros(1000)}}, tmp / 'ckpt.pth')
     (tmp / 'ckpt.pth').write_bytes((tmp / 'ckpt.pth').read_bytes()[:200])
     return tmp / 'ckpt.pth'
 

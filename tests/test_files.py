@@ -53,7 +53,7 @@ def test_training_run_files_follow_the_umask(tmp_path, umask):
 
 FULL_DISK = textwrap.dedent('''
     import os, resource, signal, sys, torch
-    from osnet_zoo.train.checkpoint import save_training_state
+    from osnet_zoo.engine.checkpoint import save_training_state
     folder = sys.argv[1]
     save_training_state(folder + '/checkpoint.pth', epoch=1, w=torch.arange(10.0))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk

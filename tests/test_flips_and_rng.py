@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from osnet_zoo.data.transforms import build_train_transform
 from osnet_zoo.evaluation import embed
-from osnet_zoo.train.checkpoint import rng_state, set_rng_state
+from osnet_zoo.engine.checkpoint import rng_state, set_rng_state
 
 
 def _asymmetric_image(height: int = 32, width: int = 16, seed: int = 0) -> Image.Image:

@@ -315,6 +315,25 @@ def test_interrupted_search_resumes_to_the_same_genotype(tmp_path, data_root, ti
     assert resumed['arch_weights'] == straight['arch_weights'] and resumed['block_norms'] == straight['block_norms']
 
 
+def test_search_checkpoint_is_the_training_format(tiny_search):
+    # one checkpoint format for train and nas: the search's loads with the training loop's required entries
+    from osnet_zoo.engine import CHECKPOINT_KEYS, load_training_state
+    state = load_training_state(tiny_search / 'seed_1' / 'checkpoint.pth', required=(*CHECKPOINT_KEYS, 'seconds'))
+    assert state['epoch'] == 3 and 'arch_weights' in state['model'] and 'models' not in state
+
+
+def test_a_nan_in_a_search_is_caught_and_no_checkpoint_written(tmp_path, data_root):
+    # the weight decay overflows float32 (10 x 1e38 x a BN weight of 1): the step's loss is finite, the weights
+    # after it are not. The NaN guard of the run folder (once keyed on the training format alone, so it skipped
+    # the search's checkpoints) must refuse to checkpoint the search's weights.
+    out = tmp_path / 'run'
+    r = _tiny_search(out, data_root, '--lr', '10', '--weight-decay', '1e38', '--max-steps-per-epoch', '1')
+    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-3000:])
+    assert 'NaN/inf' in r.stderr and 'no checkpoint was saved' in r.stderr and 'Traceback' not in r.stderr
+    assert not (out / 'seed_1' / 'checkpoint.pth').exists()
+    assert not (out / 'seed_1' / 'metrics.jsonl').read_text().strip()  # no epoch logged without its checkpoint
+
+
 def test_bad_option_is_a_clear_error(tmp_path):
     r = run_module('osnet_zoo.nas', '--output', tmp_path / 'x', '--root', tmp_path, '--sources', 'nosuchset', '--quiet',
                    cwd=tmp_path)

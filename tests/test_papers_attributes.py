@@ -8,7 +8,7 @@ import torch
 from osnet_zoo.data.datasets import DatasetLayoutError, pa100k
 from osnet_zoo.metrics.attributes import attribute_metrics
 from osnet_zoo.train.__main__ import main as train_main
-from osnet_zoo.train.losses import WeightedMultiLabelLoss, prediction_entropy
+from osnet_zoo.engine.losses import WeightedMultiLabelLoss, prediction_entropy
 from osnet_zoo.visualize import main as visualize_main
 
 from conftest import run_module

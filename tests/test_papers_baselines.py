@@ -31,7 +31,7 @@ def test_mobilenetv2_trains_as_a_reid_backbone(tmp_path, tiny_root):
     # the trained network rebuilds from final/ (timm's layout) with the embedding it was evaluated with
     checkpoint = torch.load(out / 'checkpoint.pth', weights_only=True)
     trained = timm.create_model('mobilenetv2_100', num_classes=12)
-    trained.load_state_dict(checkpoint['models'][0])
+    trained.load_state_dict(checkpoint['model'])
     rebuilt = timm.create_model(f'local-dir:{out / "final"}', pretrained=True)
     x = torch.rand(2, 3, 64, 32)
     a, b = Embedder(trained.eval())(x), Embedder(rebuilt.eval())(x)
@@ -41,7 +41,7 @@ def test_mobilenetv2_trains_as_a_reid_backbone(tmp_path, tiny_root):
 
 
 def test_fixbase_freezes_all_but_the_timm_classifier():
-    from osnet_zoo.train.__main__ import set_fixbase
+    from osnet_zoo.train.common import set_fixbase
     model = timm.create_model('resnet18', num_classes=5)  # its classifier is `fc`
     set_fixbase([model], frozen=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -66,5 +66,5 @@ def test_every_command_parses(command):
     if recipe and recipe != 'synthetic':
         assert recipe in list_recipes()
     if module == 'osnet_zoo.train':
-        from osnet_zoo.train.recipes import resolve_config
+        from osnet_zoo.engine.recipes import resolve_config
         resolve_config(parsed)  # recipe + options give a valid config (mean/std, model args)

@@ -8,7 +8,7 @@ import pytest
 from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.train import list_recipes
 from osnet_zoo.train.__main__ import get_args_parser, main as train_main
-from osnet_zoo.train.recipes import load_recipe, resolve_config
+from osnet_zoo.engine.recipes import load_recipe, resolve_config
 
 
 def _cfg(name, *extra):

@@ -11,7 +11,7 @@ from osnet_zoo.data.__main__ import main as data_main
 from osnet_zoo.data.stats import channel_stats
 from osnet_zoo.data import make_synthetic_reid
 from osnet_zoo.train.__main__ import get_args_parser, main as train_main
-from osnet_zoo.train.recipes import resolve_config
+from osnet_zoo.engine.recipes import resolve_config
 
 from conftest import run_module
 from task_layouts import make_cifar10

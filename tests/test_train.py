@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from osnet_zoo.data import make_synthetic_reid
-from osnet_zoo.train import list_recipes, load_training_state, resolve_config
+from osnet_zoo.engine import load_training_state
+from osnet_zoo.inference.model import build_embedding_model
+from osnet_zoo.train import list_recipes, resolve_config
 from osnet_zoo.train.__main__ import get_args_parser
 from conftest import child_env, run_module, start_python
 
@@ -80,7 +82,9 @@ def test_triplet_and_dml(tiny_root, tmp_path):
     log = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert {'loss_triplet', 'loss_dml'} <= set(log[0])
     state = load_training_state(out / 'checkpoint.pth')
-    assert len(state['models']) == 2  # the two mutually-learning networks
+    # one checkpoint format: the two mutually-learning networks are one module (one optimiser, one schedule)
+    assert {k.split('.')[1] for k in state['model'] if k.startswith('nets.')} == {'0', '1'}
+    assert len(state['optimizer']['param_groups']) == 1
 
 
 def test_dml_saves_both_networks_and_the_figures_of_each(tiny_root, tmp_path):
@@ -154,9 +158,13 @@ def test_killed_run_resumes_to_the_same_result(tiny_root, tmp_path):
     assert 'Resumed from' in r.stdout
     resumed, uninterrupted = (json.loads((folder / 'results.json').read_text()) for folder in (run, ref))
     assert resumed['targets'] == uninterrupted['targets']
-    a = load_training_state(ref / 'checkpoint.pth')['models'][0]
-    b = load_training_state(run / 'checkpoint.pth')['models'][0]
+    a = load_training_state(ref / 'checkpoint.pth')['model']
+    b = load_training_state(run / 'checkpoint.pth')['model']
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the one checkpoint format loads into the inference builder, and gives the final model's embedding
+    x = torch.randn(2, 3, 64, 32)
+    from_checkpoint = build_embedding_model('osnet_x0_25', checkpoint_path=run / 'checkpoint.pth')(x)
+    assert torch.allclose(from_checkpoint, build_embedding_model(f'local-dir:{run / "final"}')(x), atol=1e-5)
 
 
 def test_nan_loss_stops_with_checkpoint_intact(tiny_root, tmp_path):
@@ -168,7 +176,7 @@ def test_nan_loss_stops_with_checkpoint_intact(tiny_root, tmp_path):
     assert 'Loss became' in r.stderr and 'epoch 2' in r.stderr and 'checkpoint.pth' in r.stderr
     state = load_training_state(out / 'checkpoint.pth')
     assert state['epoch'] == 1
-    assert all(torch.isfinite(v).all() for v in state['models'][0].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
     assert not (out / 'results.json').exists()
 
 

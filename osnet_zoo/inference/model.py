@@ -1,10 +1,11 @@
-"""The model behind every inference path (the extractor, export, evaluation, visualisation): one builder,
-and its preprocessing contract; a trained model's own record (``run_record``) feeds both."""
+"""The model behind every inference path (the extractor, export, evaluation, visualisation) and training:
+one builder (:func:`create_model`; :func:`build_embedding_model` for an embedding) and its preprocessing
+contract; a trained model's own record (``run_record``) feeds both."""
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import timm
 import torch.nn as nn
@@ -13,7 +14,7 @@ from timm.data import resolve_data_config
 from ..weights import load_osnet_checkpoint
 from .run_record import read_run_record
 
-__all__ = ['build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
+__all__ = ['create_model', 'build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
 
 DEFAULT_MODEL = 'osnet_x1_0'  # what FeatureExtractor and extract use when given no model
 
@@ -57,6 +58,25 @@ def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] 
     return config
 
 
+def create_model(model: str, num_classes: int = 0, pretrained: bool = False,
+                 checkpoint: Union[str, os.PathLike, Mapping[str, Any], None] = None,
+                 model_args: Optional[Dict[str, Any]] = None, **kwargs: Any) -> nn.Module:
+    """The timm model ``model`` (``name.tag`` for a pretrained tag, with ``pretrained``) with ``num_classes``
+    outputs (0: the embedding) built with the architecture arguments ``model_args`` (and timm's ``kwargs``);
+    with ``checkpoint`` (a file or a state dict) its weights are loaded with
+    ``load_osnet_checkpoint(strict=False)``: only a classifier (of another class count) may be left out, and
+    keeps its fresh initialisation. Arguments the architecture does not take are a ValueError naming them."""
+    try:
+        net = timm.create_model(model, pretrained=pretrained, num_classes=num_classes, **dict(model_args or {}),
+                                **kwargs)
+    except TypeError as e:
+        raise ValueError(f'{model.split(".")[0]} does not take the arguments {model_args} (--model-args): {e}') \
+            from None
+    if checkpoint is not None:
+        load_osnet_checkpoint(net, checkpoint, strict=False)
+    return net
+
+
 def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained: bool = True,
                           checkpoint_path: Union[str, os.PathLike, None] = None,
                           model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -95,18 +115,15 @@ def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained:
         if model_args and pretrained and checkpoint_path is None:
             raise ValueError(f'architecture arguments {model_args} change {arch}: give its weights with a checkpoint, '
                              'or use random weights (pretrained=False, --no-pretrained)')
-        kwargs = dict(model_args or {})
+        kwargs = {}
         if (checkpoint_path is not None or not pretrained) and '.' not in model and _default_tag(arch) == 'imagenet':
             # the untagged name is its ImageNet classifier (224 crop); weights from elsewhere make a re-ID embedding
             kwargs['pretrained_cfg_overlay'] = _REID_INPUT
-        try:
-            if checkpoint_path is not None:
-                net = timm.create_model(arch if model_args else model, pretrained=False, num_classes=0, **kwargs)
-                load_osnet_checkpoint(net, checkpoint_path, strict=False)
-            else:
-                net = timm.create_model(model, pretrained=pretrained, num_classes=0, **kwargs)
-        except TypeError as e:
-            raise ValueError(f'{arch} does not take the arguments {model_args}: {e}') from e
+        if checkpoint_path is not None:
+            net = create_model(arch if model_args else model, checkpoint=checkpoint_path, model_args=model_args,
+                               **kwargs)
+        else:
+            net = create_model(model, pretrained=pretrained, model_args=model_args, **kwargs)
     elif isinstance(model, nn.Module):
         if checkpoint_path is not None:
             raise ValueError('checkpoint_path is for a model name; load the checkpoint into your module '

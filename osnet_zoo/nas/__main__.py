@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import torch
 
@@ -69,6 +69,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', metavar='{search,select,proof}')
+    _add_search_parser(sub)
+    _add_select_parser(sub)
+    _add_proof_parser(sub)
+    return p
+
+
+def _add_search_parser(sub: Any) -> None:
+    """``search``: the preset and every option that overrides it."""
     s = sub.add_parser('search', help='search the IN placement (the default command)',
                        formatter_class=cli.HelpFormatter, epilog=SEARCH_EXAMPLES,
                        description='Search the IN placement. --preset quick (default): synthetic data, width 0.25, '
@@ -121,6 +129,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(s)
 
+
+def _add_select_parser(sub: Any) -> None:
+    """``select``: train each seed's child cross-domain and keep the best."""
     se = sub.add_parser('select', formatter_class=cli.HelpFormatter, epilog=SELECT_EXAMPLES,
                         help='train each seed\'s child cross-domain and keep the best',
                         description='Read the search in --output (config.json, seed_<k>/genotype.json), train each '
@@ -138,6 +149,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     se.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
     _engine_args(se)
 
+
+def _add_proof_parser(sub: Any) -> None:
+    """``proof``: the mini Table 7 on synthetic data."""
     pr = sub.add_parser('proof', formatter_class=cli.HelpFormatter, epilog=PROOF_EXAMPLES,
                         help='mini Table 7: search on synthetic domain A, train 4 models, test on domain B',
                         description='Mini Table 7 on synthetic data: search on domain A once per seed; train each '
@@ -162,7 +176,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     pr.add_argument('--mode', choices=SEARCH_MODES, default='all', help="the search's mode (see search --help)")
     pr.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap iterations per epoch (smoke tests)')
     _engine_args(pr)
-    return p
 
 
 def _engine(args: argparse.Namespace) -> Engine:

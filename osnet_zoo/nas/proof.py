@@ -26,7 +26,7 @@ from osnet_zoo import distributed as du
 from osnet_zoo.files import atomic_write_json, atomic_write_text
 from osnet_zoo.models.osnet import IBN_BLOCK_NORMS, PLAIN_BLOCK_NORMS
 
-from osnet_zoo.train.checkpoint import seed_everything
+from osnet_zoo.engine import seed_everything
 
 from ..models import build_model_from_genotype, load_genotype
 from .search import PAPER_CONFIG, Engine, cross_domain_eval, load_dataset, resolve_config, search, train_network
@@ -44,6 +44,50 @@ def _baselines(searched: Dict[str, Any]) -> List[Dict[str, Any]]:
         dict(name='OSNet-AIN (searched here)', block_norms=searched['block_norms'],
              conv1_in=searched.get('conv1_in', True)),
     ]
+
+
+def _selected_row(selection: Dict[str, Any]) -> Dict[str, Any]:
+    """The table row of the child that the selection kept, from its training in the selection."""
+    kept = next(r for r in selection['seeds'] if r['seed'] == selection['kept_seed'])
+    res = kept['results']
+    return dict(name='OSNet-AIN (searched here)', block_norms=kept['block_norms'], conv1_in=kept['conv1_in'],
+                params=kept['params'], train_seconds=kept['train_seconds'],
+                cross_rank1=res['synthetic_b']['rank1'], cross_mAP=res['synthetic_b']['mAP'],
+                same_rank1=res['synthetic']['rank1'], same_mAP=res['synthetic']['mAP'])
+
+
+def _train_models(specs: List[Dict[str, Any]], trained: Dict[tuple, Dict[str, Any]], train_cfg: Dict[str, Any],
+                  out: Path, engine: Engine) -> List[Dict[str, Any]]:
+    """Train each architecture of ``specs`` with the same recipe and seed (one already ``trained``, keyed by
+    block norms and conv1 IN, is not trained again) and test it on both domains; the table's rows."""
+    num_classes = load_dataset(['synthetic'], train_cfg).num_train_pids
+    rows: List[Dict[str, Any]] = []
+    for spec in specs:
+        key = (tuple(spec['block_norms']), spec['conv1_in'])
+        if key in trained:  # an architecture already trained: same seed and recipe, same result
+            row = dict(trained[key], name=spec['name'])
+            if trained[key]['name'] != spec['name']:
+                row['same_as'] = trained[key]['name']
+            rows.append(row)
+            continue
+        seed_everything(TRAIN_SEED)  # the children of the selection start from the same RNG state
+        model = build_model_from_genotype(dict(format='osnet_zoo.nas.genotype', **spec),
+                                          width=train_cfg['model_width'], num_classes=num_classes)
+        folder = out / ('train_' + spec['name'].split(' (')[0].lower().replace('-', '_')
+                        + ('_searched' if 'searched' in spec['name'] else ''))
+        t0 = time.time()
+        train_network(model, train_cfg, folder, seed=TRAIN_SEED, engine=engine, desc=spec['name'])
+        seconds = time.time() - t0
+        model.eval()
+        res = cross_domain_eval(model, ['synthetic_b', 'synthetic'], train_cfg, engine, train_cfg['epochs'])
+        row = dict(spec, params=sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier')),
+                   train_seconds=round(seconds, 1))
+        if du.is_main_process():
+            row.update(cross_rank1=res['synthetic_b']['rank1'], cross_mAP=res['synthetic_b']['mAP'],
+                       same_rank1=res['synthetic']['rank1'], same_mAP=res['synthetic']['mAP'])
+        trained[key] = row
+        rows.append(row)
+    return rows
 
 
 def run_proof(out: Path, engine: Engine, train_ids: int = 400, test_ids: int = 100,
@@ -71,7 +115,6 @@ def run_proof(out: Path, engine: Engine, train_ids: int = 400, test_ids: int = 1
 
     train_cfg = resolve_config(PAPER_CONFIG, **common, epochs=train_epochs, targets=['synthetic_b'],
                                select_recipe='the proof\'s (as the baselines)')
-    rows: List[Dict[str, Any]] = []
     trained: Dict[tuple, Dict[str, Any]] = {}
     selection = None
     genotype = found[0]
@@ -79,41 +122,11 @@ def run_proof(out: Path, engine: Engine, train_ids: int = 400, test_ids: int = 1
         t0 = time.time()
         selection = select(out / 'search', engine, train_cfg=train_cfg, extra_eval=['synthetic'])
         genotype = selection['genotype']
-        kept = next(r for r in selection['seeds'] if r['seed'] == selection['kept_seed'])
         # the selected child is trained already (its results are on every rank): its row is that training
-        res = kept['results']
-        trained[(tuple(kept['block_norms']), kept['conv1_in'])] = dict(
-            name='OSNet-AIN (searched here)', block_norms=kept['block_norms'], conv1_in=kept['conv1_in'],
-            params=kept['params'], train_seconds=kept['train_seconds'],
-            cross_rank1=res['synthetic_b']['rank1'], cross_mAP=res['synthetic_b']['mAP'],
-            same_rank1=res['synthetic']['rank1'], same_mAP=res['synthetic']['mAP'])
+        row = _selected_row(selection)
+        trained[(tuple(row['block_norms']), row['conv1_in'])] = row
         selection_seconds = time.time() - t0
-    num_classes = load_dataset(['synthetic'], train_cfg).num_train_pids
-    for spec in _baselines(genotype):
-        key = (tuple(spec['block_norms']), spec['conv1_in'])
-        if key in trained:  # an architecture already trained: same seed and recipe, same result
-            row = dict(trained[key], name=spec['name'])
-            if trained[key]['name'] != spec['name']:
-                row['same_as'] = trained[key]['name']
-            rows.append(row)
-            continue
-        seed_everything(TRAIN_SEED)  # the children of the selection start from the same RNG state
-        model = build_model_from_genotype(dict(format='osnet_zoo.nas.genotype', **spec), width=model_width,
-                                          num_classes=num_classes)
-        folder = out / ('train_' + spec['name'].split(' (')[0].lower().replace('-', '_')
-                        + ('_searched' if 'searched' in spec['name'] else ''))
-        t0 = time.time()
-        train_network(model, train_cfg, folder, seed=TRAIN_SEED, engine=engine, desc=spec['name'])
-        seconds = time.time() - t0
-        model.eval()
-        res = cross_domain_eval(model, ['synthetic_b', 'synthetic'], train_cfg, engine, train_epochs)
-        row = dict(spec, params=sum(p.numel() for n, p in model.named_parameters() if not n.startswith('classifier')),
-                   train_seconds=round(seconds, 1))
-        if du.is_main_process():
-            row.update(cross_rank1=res['synthetic_b']['rank1'], cross_mAP=res['synthetic_b']['mAP'],
-                       same_rank1=res['synthetic']['rank1'], same_mAP=res['synthetic']['mAP'])
-        trained[key] = row
-        rows.append(row)
+    rows = _train_models(_baselines(genotype), trained, train_cfg, out, engine)
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == 'cuda' else platform.processor()
     result = dict(
         date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), device=device_name or engine.device.type,

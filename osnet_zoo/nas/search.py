@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
@@ -21,16 +20,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 import matplotlib
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from osnet_zoo import distributed as du
-from osnet_zoo.data import ReIDDataset, TrainLoader, build_train_loader, device_batches, load_datasets
-from osnet_zoo.evaluation import autocast_dtype, evaluate_models, load_eval_splits
+from osnet_zoo.data import ReIDDataset, TrainLoader, build_train_loader, load_datasets
+from osnet_zoo.engine import (CHECKPOINT_KEYS, ReIDLoss, RunFolder, build_optimizer, build_scheduler,
+                              restore_training_state, seed_everything, start_epoch, train_one_epoch)
+from osnet_zoo.evaluation import evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_path, atomic_write_json
 from osnet_zoo.models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
-from osnet_zoo.train.checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
-from osnet_zoo.train.losses import CrossEntropyLabelSmooth
-from osnet_zoo.train.optim import build_optimizer, build_scheduler
 
 from .supernet import CANDIDATES, SEARCH_MODES, SuperNet, temperature_at
 
@@ -39,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ['StoppedEarly', 'Engine', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'load_dataset', 'load_data',
-           'train_network', 'record_config', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
+           'train_network', 'epoch_record', 'record_config', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
 
 
 class StoppedEarly(Exception):
@@ -128,13 +125,15 @@ def _build_optimizer(model: nn.Module, cfg: Dict[str, Any]):
 
 def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, engine: Engine,
                   desc: str = 'train') -> Dict[str, Any]:
-    """Train ``model`` (SuperNet or OSNet, classifier sized to the sources) on ``cfg['sources']``.
+    """Train ``model`` (SuperNet or OSNet, classifier sized to the sources) on ``cfg['sources']`` with the
+    training loop of ``python -m osnet_zoo.train`` (:func:`osnet_zoo.engine.train_one_epoch`).
 
-    Label-smoothed cross-entropy, ``cfg['samples']`` Monte-Carlo draws of the architecture per step for a
-    SuperNet (losses averaged), temperature set per epoch. Writes ``out/checkpoint.pth`` every epoch and
-    ``out/metrics.jsonl`` (a SuperNet's lines hold its probabilities). Returns ``{'seconds', 'epochs'}``.
-    Raises :class:`StoppedEarly` once ``engine.stop_after_epoch`` epochs ran in this call (when set): for
-    time-limited sessions.
+    Label-smoothed cross-entropy; a SuperNet adds its architecture step: the temperature set per epoch,
+    ``cfg['samples']`` Monte-Carlo draws of the architecture per batch (gradients averaged) and ``pi`` in
+    the optimiser. Writes ``out/checkpoint.pth`` every epoch (the one checkpoint format of
+    :class:`~osnet_zoo.engine.RunFolder`) and ``out/metrics.jsonl`` (a SuperNet's lines hold its
+    probabilities). Returns ``{'seconds', 'epochs'}``. Raises :class:`StoppedEarly` once
+    ``engine.stop_after_epoch`` epochs ran in this call (when set): for time-limited sessions.
     """
     device = engine.device
     train, _ = load_data(cfg, seed, engine)
@@ -142,82 +141,57 @@ def train_network(model: nn.Module, cfg: Dict[str, Any], out: Path, seed: int, e
     if engine.channels_last:
         model.to(memory_format=torch.channels_last)
     is_super = isinstance(model, SuperNet)
-    opt, sched = _build_optimizer(model, cfg)
+    optimizer, scheduler = _build_optimizer(model, cfg)
     net: nn.Module = model
     if du.is_distributed():
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None,
             find_unused_parameters=is_super and cfg['mode'] == 'sampled')
-    ce = CrossEntropyLabelSmooth(cfg['label_smooth'])
-    amp_dtype = autocast_dtype(engine.precision)
+    criterion = ReIDLoss(cfg['label_smooth'])
     scaler = torch.amp.GradScaler(device.type) if engine.precision == 'fp16' else None
     run = RunFolder(out, writer=du.is_main_process())
     start, seconds = 0, 0.0
     if engine.resume and run.checkpoint.is_file():
-        state = run.resume_state(required=('model', 'optimizer', 'scheduler', 'rng', 'epoch', 'seconds'))
-        model.load_state_dict(state['model'])
-        opt.load_state_dict(state['optimizer'])
-        sched.load_state_dict(state['scheduler'])
-        set_rng_state(state['rng'])
-        start, seconds = state['epoch'], state['seconds']
+        state = run.resume_state(required=(*CHECKPOINT_KEYS, 'seconds'))
+        start, seconds = restore_training_state(state, model, optimizer, scheduler, scaler), state['seconds']
     run.start(start)
-    samples = cfg['samples'] if is_super else 1
     model.train()
     for epoch in range(start, cfg['epochs']):
         if engine.stop_after_epoch and epoch - start >= engine.stop_after_epoch:
             raise StoppedEarly(f'{desc}: stopped after epoch {epoch} of {cfg["epochs"]} as asked; '
                                f'the checkpoint is {run.checkpoint}: run again with --resume to continue.')
-        seed_everything(seed * 1000 + epoch)  # per-epoch seeding: a resumed run ends where an unbroken one does
-        train.set_epoch(epoch)
-        if is_super:
+        start_epoch(seed, epoch, train)  # per-epoch seeding: a resumed run ends where an unbroken one does
+        if is_super:  # the architecture step: this epoch's temperature
             model.temperature = temperature_at(epoch, cfg['tau_initial'], cfg['tau_halve_every'], cfg['tau_floor'])
         t0 = time.time()
-        batches, steps = device_batches(train.loader, device, engine.channels_last, cfg['max_steps_per_epoch'])
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(batches, total=steps, desc=f'{desc} {epoch + 1}/{cfg["epochs"]}', leave=False,
-                   disable=not du.is_main_process() or engine.quiet, dynamic_ncols=True)
-        step = 0
-        for step, (images, pids) in enumerate(bar):
-            opt.zero_grad(set_to_none=True)
-            for s in range(samples):
-                # each draw is its own forward/backward: memory stays that of one sample
-                sync = s == samples - 1 or not isinstance(net, nn.parallel.DistributedDataParallel)
-                with (net.no_sync() if not sync else nullcontext()):
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        logits = net(images)
-                    loss = ce(logits, pids) / samples
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f'{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; the last '
-                            f'checkpoint ({run.checkpoint}) is intact: lower the learning rate and resume.')
-                    (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += loss.item()
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            correct += int((logits.argmax(1) == pids).sum())
-            seen += len(pids)
-        sched.step()
-        n = max(min(steps, step + 1), 1)
+        stats = train_one_epoch(net, criterion, optimizer, train.loader, device, epoch, cfg['epochs'], scaler=scaler,
+                                precision=engine.precision, channels_last=engine.channels_last,
+                                max_steps=cfg['max_steps_per_epoch'], draws=cfg['samples'] if is_super else 1,
+                                checkpoint=run.checkpoint, desc=desc, quiet=engine.quiet)
+        scheduler.step()
         seconds += time.time() - t0
-        record = dict(epoch=epoch + 1, loss=du.reduce_mean(loss_sum / n, device),
-                      acc=du.reduce_mean(correct / max(seen, 1), device), lr=opt.param_groups[0]['lr'],
-                      seconds=time.time() - t0)
-        if is_super:
-            record.update(temperature=model.temperature, probabilities=model.probabilities().tolist(),
-                          pi=model.pi.tolist(), arch_weights=model.arch_weights.detach().float().tolist())
-        run.end_epoch(record, epoch=epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(),
-                      scheduler=sched.state_dict(), rng=rng_state(), seconds=seconds)
-        if du.is_main_process():
-            if not engine.quiet:
-                extra = f"  tau {record['temperature']:.2f}  choice {'/'.join(model.choices())}" if is_super else ''
-                print(f"{desc} epoch {epoch + 1}/{cfg['epochs']}  loss {record['loss']:.3f}  "
-                      f"acc {record['acc']:.3f}{extra}", flush=True)
+        record = epoch_record(model, stats, epoch, optimizer, time.time() - t0)
+        run.end_epoch(record, epoch=epoch + 1, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                      seconds=seconds)
+        if du.is_main_process() and not engine.quiet:
+            extra = f"  tau {record['temperature']:.2f}  choice {'/'.join(model.choices())}" if is_super else ''
+            print(f"{desc} epoch {epoch + 1}/{cfg['epochs']}  loss {record['loss']:.3f}  "
+                  f"acc {record['acc']:.3f}{extra}", flush=True)
         du.barrier()
     train.close()
     return dict(seconds=seconds, epochs=cfg['epochs'])
+
+
+def epoch_record(model: nn.Module, stats: Dict[str, float], epoch: int, optimizer: torch.optim.Optimizer,
+                 seconds: float) -> Dict[str, Any]:
+    """The log line of an epoch: its loss, accuracy, learning rate and time (a SuperNet's also its
+    temperature, probabilities, ``pi`` and architecture weights)."""
+    record = dict(epoch=epoch + 1, loss=stats['loss'], acc=stats['acc'], lr=optimizer.param_groups[0]['lr'],
+                  seconds=seconds)
+    if isinstance(model, SuperNet):
+        record.update(temperature=model.temperature, probabilities=model.probabilities().tolist(),
+                      pi=model.pi.tolist(), arch_weights=model.arch_weights.detach().float().tolist())
+    return record
 
 
 def plot_probabilities(records: List[Dict[str, Any]], positions: Sequence[str], out_png: Path,

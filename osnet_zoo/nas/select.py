@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from osnet_zoo import distributed as du
 from osnet_zoo.files import atomic_write_json, atomic_write_text
 from osnet_zoo.models import build_model_from_genotype, load_genotype, save_genotype
-from osnet_zoo.train.checkpoint import seed_everything
-from osnet_zoo.train.recipes import load_recipe
+from osnet_zoo.engine import seed_everything
+from osnet_zoo.engine.recipes import load_recipe
 
 from .search import Engine, cross_domain_eval, load_dataset, record_config, resolve_config, train_network
 

@@ -18,28 +18,27 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from .. import distributed as du
-from ..data import normalize_batch
 from ..data.datasets import LABELLED_DATASETS, LabelledDataset, LabelledSplit
 from ..data.labelled import CROP_PCT, build_labelled_train_loader
 from ..data.loader import data_root
-from ..evaluation import autocast_dtype, results_document
+from ..engine import (ReIDLoss, RunFolder, WeightedMultiLabelLoss, build_optimizer, build_scheduler, start_epoch,
+                      top1_correct, train_one_epoch)
+from ..evaluation import results_document
 from ..evaluation_labelled import score_labelled
 from ..files import atomic_write_json
-from .checkpoint import RunFolder, rng_state, seed_everything, set_rng_state
+from .common import create_model, epoch_line, restore, set_up
 from .curves import plot_curves
 from .final import save_model_folder
-from .losses import CrossEntropyLabelSmooth, WeightedMultiLabelLoss, prediction_entropy
-from .optim import build_optimizer, build_scheduler
-from .recipes import TrainConfig
+from osnet_zoo.engine.recipes import TrainConfig
 
-__all__ = ['is_labelled_run', 'load_labelled', 'evaluate_labelled', 'train_labelled', 'task_loss']
+__all__ = ['is_labelled_run', 'load_labelled', 'evaluate_labelled', 'train_labelled', 'task_loss',
+           'attribute_correct']
 
 
 def is_labelled_run(cfg: TrainConfig) -> bool:
@@ -76,10 +75,11 @@ def load_labelled(cfg: TrainConfig) -> LabelledDataset:
 
 
 def task_loss(dataset: LabelledDataset, cfg: TrainConfig) -> nn.Module:
-    """The weighted multi-label loss (weights from the training labels) or label-smoothed cross-entropy."""
+    """The weighted multi-label loss (weights from the training labels), or label-smoothed cross-entropy
+    (minus ``--entropy-weight`` x the entropy of the predictions)."""
     if dataset.task == 'attributes':
         return WeightedMultiLabelLoss(dataset.train.labels.float().mean(0))
-    return CrossEntropyLabelSmooth(cfg.label_smooth)
+    return ReIDLoss(cfg.label_smooth, entropy_weight=cfg.entropy_weight)
 
 
 def evaluate_labelled(model: nn.Module, dataset: LabelledDataset, split: LabelledSplit, cfg: TrainConfig,
@@ -93,48 +93,9 @@ def evaluate_labelled(model: nn.Module, dataset: LabelledDataset, split: Labelle
     return result
 
 
-def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, criterion: nn.Module,
-                     dataset: LabelledDataset, cfg: TrainConfig, epoch: int, device: torch.device,
-                     scaler: Optional[torch.amp.GradScaler]) -> Dict[str, float]:
-    amp_dtype = autocast_dtype(cfg.precision)
-    steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    sums = dict(loss=0.0, correct=0.0, n=0.0)
-    bar = tqdm(loader, total=steps, desc=f'epoch {epoch + 1}/{cfg.epochs}', leave=False,
-               disable=not du.is_main_process(), dynamic_ncols=True)
-    step = 0
-    for step, batch in enumerate(bar):
-        if step >= steps:
-            break
-        x = normalize_batch(batch['image'].to(device, non_blocking=True), cfg.mean, cfg.std, memory_format)
-        y = batch['label'].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        loss = criterion(logits, y)
-        if cfg.entropy_weight and dataset.task == 'classification':
-            loss = loss - cfg.entropy_weight * prediction_entropy(logits)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'Loss became {loss.item()} at epoch {epoch + 1}, step {step}: stopping; '
-                                     'lower the learning rate (--lr) and --resume from the last checkpoint.')
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        sums['loss'] += loss.item()
-        with torch.no_grad():
-            if dataset.task == 'attributes':  # label accuracy: the fraction of attributes right at 50%
-                sums['correct'] += ((logits.float() >= 0) == (y >= 0.5)).float().mean(1).sum().item()
-            else:
-                sums['correct'] += (logits.argmax(1) == y).sum().item()
-        sums['n'] += len(y)
-        bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", acc=f"{sums['correct'] / sums['n']:.3f}")
-    n_steps = max(min(steps, step + 1), 1)
-    return dict(loss=du.reduce_mean(sums['loss'] / n_steps, device),
-                acc=du.reduce_mean(sums['correct'] / max(sums['n'], 1), device))
+def attribute_correct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Label accuracy of a batch: per image, the fraction of attributes right at 50%; summed over images."""
+    return float(((logits.float() >= 0) == (labels >= 0.5)).float().mean(1).sum())
 
 
 def _summary(dataset: LabelledDataset, result: Dict[str, Any]) -> str:
@@ -143,36 +104,23 @@ def _summary(dataset: LabelledDataset, result: Dict[str, Any]) -> str:
     return f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  error {100 * result['error']:.2f}%"
 
 
-def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]], checkpoint: Optional[Path],
-                   create_models: Callable[[TrainConfig, int], List[nn.Module]]) -> Dict[str, Any]:
+def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Train and test one labelled run (see the module docstring); returns ``{dataset: metrics}``.
 
-    ``state`` is the checkpoint a ``--resume`` continues (read by the caller), ``create_models`` the
-    model builder of ``python -m osnet_zoo.train`` (pretrained / --init-checkpoint / --model-args)."""
+    ``state`` is the checkpoint a ``--resume`` continues (:func:`~osnet_zoo.train.common.read_resume`)."""
     check_labelled_config(cfg)
-    device = du.init_distributed(cfg.device)
+    device = set_up(cfg)
     out = Path(cfg.output)
     run = RunFolder(out, writer=du.is_main_process())
-    torch.backends.cudnn.benchmark = not cfg.deterministic
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(cfg.seed)
+
     dataset = load_labelled(cfg)
     if du.is_main_process():
         print(dataset.summary())
     labels_digest = labels_digest_of(dataset.train)
-    if state is not None:
-        if state['epoch'] > cfg.epochs:
-            raise ValueError(f'--epochs {cfg.epochs} is fewer than the {state["epoch"]} epochs the checkpoint '
-                             f'{checkpoint} has already trained.')
-        if state.get('identities') not in (None, labels_digest):
-            raise ValueError(f'Cannot resume from {checkpoint}: it was trained on other {cfg.sources[0]} labels '
-                             f'(root {cfg.root or "default"}); start a new run (--init-checkpoint).')
-    train = build_labelled_train_loader(dataset.train, cfg.height, cfg.width, cfg.batch_size, cfg.transforms,
-                                        cfg.seed, cfg.workers, pin_memory=device.type == 'cuda')
-    if du.is_main_process():
-        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), task=dataset.task))
-    model = create_models(cfg, dataset.num_classes)[0].to(device)
+    loader = build_labelled_train_loader(dataset.train, cfg.height, cfg.width, cfg.batch_size, cfg.transforms,
+                                         cfg.seed, cfg.workers, pin_memory=device.type == 'cuda')
+
+    model = create_model(cfg, dataset.num_classes).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     net: nn.Module = torch.compile(model) if cfg.compile else model
@@ -182,59 +130,73 @@ def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]], checkpoint
     optimizer = build_optimizer(cfg.optim, model.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum, cfg.amsgrad)
     scheduler = build_scheduler(cfg.lr_scheduler, optimizer, cfg.epochs, cfg.stepsize, cfg.gamma)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == 'fp16' else None
-    start_epoch = 0
+
+    first = 0
     if state is not None:
-        model.load_state_dict(state['models'][0])
-        optimizer.load_state_dict(state['optimizers'][0])
-        scheduler.load_state_dict(state['schedulers'][0])
-        if scaler is not None and state.get('scaler'):
-            scaler.load_state_dict(state['scaler'])
-        set_rng_state(state['rng'])
-        start_epoch = state['epoch']
-        if du.is_main_process():
-            print(f'Resumed from {checkpoint} at epoch {start_epoch}/{cfg.epochs}')
-    run.start(start_epoch, reevaluate=start_epoch == cfg.epochs)
+        first, scheduler = restore(state, cfg, model, optimizer, scheduler, scaler, dataset.num_classes,
+                                   labels_digest)
+    if du.is_main_process():  # after resume's checks: a refused resume changes no file
+        atomic_write_json(out / 'config.json', dict(cfg.to_dict(), task=dataset.task))
+    run.start(first, reevaluate=first == cfg.epochs)
     result: Dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(cfg.seed * 1000 + epoch)
-        train.set_epoch(epoch)
-        model.train()
-        t0 = time.time()
-        lr = optimizer.param_groups[0]['lr']
-        stats = _train_one_epoch(net, optimizer, train.loader, criterion, dataset, cfg, epoch, device, scaler)
-        scheduler.step()
-        stats.update(kind='train', epoch=epoch + 1, lr=lr, seconds=time.time() - t0,
-                     images_per_second=train.images_per_epoch / (time.time() - t0))
-        run.end_epoch(stats, epoch=epoch + 1, models=[model.state_dict()], optimizers=[optimizer.state_dict()],
-                      schedulers=[scheduler.state_dict()], scaler=scaler.state_dict() if scaler is not None else None,
-                      rng=rng_state(), config=cfg.to_dict(), num_classes=dataset.num_classes,
-                      identities=labels_digest)
-        if du.is_main_process():
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  "
-                  f"{stats['images_per_second']:.0f} img/s")
-        last = epoch + 1 == cfg.epochs
-        if du.is_main_process() and (last or (cfg.eval_freq and (epoch + 1) % cfg.eval_freq == 0)):
-            result = evaluate_labelled(model, dataset, dataset.test, cfg, device, epoch + 1)
-            run.log_line(dict(kind='eval', epoch=epoch + 1, target=dataset.name,
-                              **{k: v for k, v in result.items() if isinstance(v, float)}))
-            print(f'{dataset.name} test: {_summary(dataset, result)}')
+    for epoch in range(first, cfg.epochs):
+        stats = labelled_epoch(net, model, criterion, optimizer, scheduler, scaler, loader, dataset, cfg, epoch,
+                               device)
+        run.end_epoch(stats, epoch=epoch + 1, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                      config=cfg.to_dict(), num_classes=dataset.num_classes, identities=labels_digest)
+        epoch_line(stats, cfg)
+        if cfg.eval_freq and (epoch + 1) % cfg.eval_freq == 0 and epoch + 1 < cfg.epochs:
+            log_test(model, dataset, cfg, device, epoch + 1, run)
         du.barrier()
-    train.close()
+    loader.close()
+    results = {}
     if du.is_main_process():
-        if not result:  # resumed after the last epoch: the final test was not written
-            result = evaluate_labelled(model, dataset, dataset.test, cfg, device, cfg.epochs)
-        results = {dataset.name: result}
-        # the results.json schema of every command (evaluation.results_document); a classifier has no distance
-        atomic_write_json(out / 'results.json', results_document(
-            results, model=cfg.model, checkpoint=str(out / 'final' / 'model.safetensors'), distance=None,
-            input_size=(cfg.height, cfg.width), precision=cfg.precision, task=dataset.task), indent=2)
-        plot_curves(run.records(), out / 'curves.png')
-        save_model_folder(model, cfg.model, out / 'final', (cfg.height, cfg.width), cfg.mean, cfg.std,
-                          model_args=cfg.model_args, crop_pct=CROP_PCT if 'resize_crop' in cfg.transforms else 1.0,
-                          notes=f'Trained on {dataset.name} ({dataset.task}); test split: {_summary(dataset, result)}.')
-        print(f'{dataset.name}: {_summary(dataset, result)}')
-        print(f'Wrote {out}/results.json, {out}/metrics.jsonl, {out}/curves.png, {out}/final/')
-    else:
-        results = {}
+        results = {dataset.name: log_test(model, dataset, cfg, device, cfg.epochs, run)}
+        save_labelled_run(model, dataset, cfg, out, results, run)
     du.cleanup()
     return results
+
+
+def labelled_epoch(net: nn.Module, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, scaler: Optional[torch.amp.GradScaler], loader: Any, dataset: LabelledDataset,
+                   cfg: TrainConfig, epoch: int, device: torch.device) -> Dict[str, Any]:
+    """Epoch ``epoch`` (seeded) of the one training loop, and its log record (the mean loss and accuracy)."""
+    start_epoch(cfg.seed, epoch, loader)
+    model.train()
+    t0 = time.time()
+    lr = optimizer.param_groups[0]['lr']
+    stats = train_one_epoch(net, criterion, optimizer, loader.loader, device, epoch, cfg.epochs, scaler=scaler,
+                            precision=cfg.precision, channels_last=cfg.channels_last, max_steps=cfg.max_steps_per_epoch,
+                            mean=cfg.mean, std=cfg.std, target='label',
+                            correct=attribute_correct if dataset.task == 'attributes' else top1_correct,
+                            checkpoint=Path(cfg.output) / 'checkpoint.pth')
+    scheduler.step()
+    return dict(kind='train', loss=stats['loss'], acc=stats['acc'], epoch=epoch + 1, lr=lr,
+                seconds=time.time() - t0, images_per_second=loader.images_per_epoch / (time.time() - t0))
+
+
+def log_test(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, device: torch.device, epoch: int,
+             run: RunFolder) -> Dict[str, Any]:
+    """The test split's metrics (main process), with their log line and console line."""
+    if not du.is_main_process():
+        return {}
+    result = evaluate_labelled(model, dataset, dataset.test, cfg, device, epoch)
+    run.log_line(dict(kind='eval', epoch=epoch, target=dataset.name,
+                      **{k: v for k, v in result.items() if isinstance(v, float)}))
+    print(f'{dataset.name} test: {_summary(dataset, result)}')
+    return result
+
+
+def save_labelled_run(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out: Path,
+                      results: Dict[str, Any], run: RunFolder) -> None:
+    """results.json (the schema of every command; a classifier has no distance), curves.png and final/."""
+    result = results[dataset.name]
+    atomic_write_json(out / 'results.json', results_document(
+        results, model=cfg.model, checkpoint=str(out / 'final' / 'model.safetensors'), distance=None,
+        input_size=(cfg.height, cfg.width), precision=cfg.precision, task=dataset.task), indent=2)
+    plot_curves(run.records(), out / 'curves.png')
+    save_model_folder(model, cfg.model, out / 'final', (cfg.height, cfg.width), cfg.mean, cfg.std,
+                      model_args=cfg.model_args, crop_pct=CROP_PCT if 'resize_crop' in cfg.transforms else 1.0,
+                      notes=f'Trained on {dataset.name} ({dataset.task}); test split: {_summary(dataset, result)}.')
+    print(f'{dataset.name}: {_summary(dataset, result)}')
+    print(f'Wrote {out}/results.json, {out}/metrics.jsonl, {out}/curves.png, {out}/final/')

@@ -30,7 +30,10 @@ from osnet_zoo.data.datasets.protocols import PROTOCOL_METRICS
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits, results_document
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.inference import build_embedding_model
-from osnet_zoo.train import __main__ as train
+
+from .options import get_args_parser as train_args_parser
+from .options import parse_config
+from .training import train
 
 __all__ = ['get_args_parser', 'main', 'run_name', 'evaluate_run']
 
@@ -121,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if any(a == reserved or a.startswith(reserved + '=') for a in train_args):
             raise ValueError(f'{reserved} is set by the protocol for each split; remove it')
     # check the forwarded options now, not after the first split has trained
-    train.get_args_parser().parse_args(train_args)
+    train_args_parser().parse_args(train_args)
     shared = ['--recipe', args.recipe, '--device', args.device, '--precision', args.precision, *train_args]
     if args.model:
         shared += ['--model', args.model]
@@ -141,8 +144,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if not _finished(folder):
             resume = ['--resume'] if (folder / 'checkpoint.pth').is_file() else []
             print(f'== {args.dataset} split {split_id}: training in {folder}', flush=True)
-            train.main([*shared, '--sources', args.dataset, '--targets', args.dataset, '--split-id', str(split_id),
-                        '--output', str(folder), *resume])
+            train(*parse_config([*shared, '--sources', args.dataset, '--targets', args.dataset, '--split-id',
+                                 str(split_id), '--output', str(folder), *resume]))
         for run in split_runs:
             path = folder / f'result_{run_name(run)}.json'
             done = read_result(path, args.dataset)

@@ -2,7 +2,8 @@
 
 The papers' recipes ship in ``osnet_zoo/train/recipes/*.yaml``, each citing its source. A recipe sets any
 training option; every option given on the command line overrides it. ``resolve_config`` returns the one
-config object the training loop reads, and ``config.json`` in the run folder records it.
+config object the training loop reads, and ``config.json`` in the run folder records it. The architecture
+search's selection trains its children with a recipe too, so the recipes sit below both ``train`` and ``nas``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .optim import OPTIMIZERS, SCHEDULERS
 __all__ = ['RECIPES_DIR', 'TrainConfig', 'RECIPE_KEYS', 'list_recipes', 'load_recipe', 'resolve_config',
            'resume_config', 'RESUME_CURRENT', 'RESUME_CHANGEABLE', 'check_channel_values']
 
-RECIPES_DIR = Path(__file__).parent / 'recipes'
+RECIPES_DIR = Path(__file__).parents[1] / 'train' / 'recipes'  # beside the command that runs them
 
 
 @dataclass

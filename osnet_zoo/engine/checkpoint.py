@@ -1,9 +1,10 @@
 """The run folder of a training (or a search): the checkpoint, the metrics log, seeding, resume.
 
-Training and the architecture search share this bookkeeping:
+Training and the architecture search share this bookkeeping and one checkpoint format:
 
-* ``checkpoint.pth`` holds everything needed to continue (models, optimisers, schedulers, scaler, RNG states,
-  epoch), written atomically every epoch, and read back with ``torch.load(weights_only=True)``;
+* ``checkpoint.pth`` holds everything needed to continue (``model``, ``optimizer``, ``scheduler``, ``scaler``,
+  ``rng``, ``epoch``, plus what the caller adds), written atomically every epoch unless the weights became
+  NaN/inf, and read back with ``torch.load(weights_only=True)``;
 * ``metrics.jsonl`` gets one line per epoch (and per evaluation), always *after* that epoch's checkpoint, so a
   logged epoch has its checkpoint; a resumed run drops the lines of epochs after the checkpoint it continues.
 """
@@ -18,12 +19,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..files import atomic_torch_save, atomic_write_text, describe_write_failure
 from ..weights.io import CheckpointError, read_checkpoint
 
-__all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'save_training_state', 'load_training_state',
-           'RunFolder', 'append_jsonl', 'read_jsonl', 'training_labels_digest']
+__all__ = ['CHECKPOINT_KEYS', 'seed_everything', 'rng_state', 'set_rng_state', 'save_training_state',
+           'load_training_state', 'restore_training_state', 'RunFolder', 'append_jsonl', 'read_jsonl',
+           'training_labels_digest']
 
 
 def seed_everything(seed: int) -> None:
@@ -77,19 +80,19 @@ def training_labels_digest(items: Iterable[Any]) -> str:
     return hashlib.sha256(json.dumps(labels).encode()).hexdigest()
 
 
-def non_finite_parameters(models: List[Dict[str, torch.Tensor]]) -> List[str]:
-    """Names of the floating-point entries of ``models`` (state dicts) holding NaN or inf."""
-    return [f'{i}:{k}' for i, sd in enumerate(models) for k, v in sd.items()
+def non_finite_parameters(state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point entries of ``state_dict`` holding NaN or inf."""
+    return [k for k, v in state_dict.items()
             if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-TRAINING_KEYS = ('models', 'optimizers', 'schedulers', 'rng', 'epoch')  # what the training loop writes
+CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'rng', 'epoch')  # what every run folder's checkpoint holds
 
 
 # What each entry of a training (or search) checkpoint must be: a tampered or foreign file is refused by name
-# before any of it is used (an epoch of 'x' or -3, models as a dict, RNG states without their parts).
-_ENTRY_TYPES = {'models': list, 'optimizers': list, 'schedulers': list, 'model': dict, 'optimizer': dict,
-                'scheduler': dict, 'rng': dict, 'config': dict, 'epoch': int, 'seconds': (int, float)}
+# before any of it is used (an epoch of 'x' or -3, a model as a list, RNG states without their parts).
+_ENTRY_TYPES = {'model': dict, 'optimizer': dict, 'scheduler': dict, 'rng': dict, 'config': dict, 'epoch': int,
+                'seconds': (int, float)}
 _RNG_PARTS = ('python', 'numpy_keys', 'numpy_pos', 'torch')
 
 
@@ -102,20 +105,16 @@ def _entry_problem(state: Dict[str, Any]) -> Optional[str]:
             return f'its {key!r} entry is a {type(value).__name__} ({str(value)[:40]!r}), not a {names}'
     if state.get('epoch', 0) < 0:
         return f"its 'epoch' entry is {state['epoch']}, not a count of finished epochs (>= 0)"
-    for key in ('models', 'optimizers', 'schedulers'):
-        bad = [i for i, sd in enumerate(state.get(key) or []) if not isinstance(sd, dict)]
-        if bad:
-            return f"its {key!r} entry {bad[0]} is a {type(state[key][bad[0]]).__name__}, not a state dict"
     missing = [k for k in _RNG_PARTS if 'rng' in state and k not in state['rng']]
     if missing:
         return f"its 'rng' entry lacks {missing} (the random generator states it records)"
     return None
 
 
-def load_training_state(path: Union[str, Path], required: Sequence[str] = TRAINING_KEYS) -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_training_state` (tensors and plain values, read with
-    :func:`osnet_zoo.weights.read_checkpoint`); ``required`` names the entries it must hold (the training
-    loop's by default; the search writes others), each of the type the loop writes."""
+def load_training_state(path: Union[str, Path], required: Sequence[str] = CHECKPOINT_KEYS) -> Dict[str, Any]:
+    """Load a checkpoint written by :meth:`RunFolder.end_epoch` (tensors and plain values, read with
+    :func:`osnet_zoo.weights.read_checkpoint`); ``required`` names the entries it must hold
+    (:data:`CHECKPOINT_KEYS` and what the caller added), each of the type the loop writes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f'Cannot resume: checkpoint {path} does not exist.')
@@ -135,6 +134,20 @@ def load_training_state(path: Union[str, Path], required: Sequence[str] = TRAINI
     if problem:
         raise ValueError(f'Cannot resume from {path}: {problem}; the file is damaged or was edited.')
     return state
+
+
+def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler: Optional[Any] = None, scaler: Optional[torch.amp.GradScaler] = None) -> int:
+    """Load a checkpoint's model, optimiser, scheduler (unless None: the caller rebuilds it), scaler and RNG
+    states; returns the number of epochs it has done."""
+    model.load_state_dict(state['model'])
+    optimizer.load_state_dict(state['optimizer'])
+    if scheduler is not None:
+        scheduler.load_state_dict(state['scheduler'])
+    if scaler is not None and state.get('scaler'):
+        scaler.load_state_dict(state['scaler'])
+    set_rng_state(state['rng'])
+    return int(state['epoch'])
 
 
 def append_jsonl(path: Union[str, Path], record: Dict[str, Any]) -> None:
@@ -163,7 +176,7 @@ class RunFolder:
         self.writer = writer
 
     def resume_state(self, path: Optional[Union[str, Path]] = None,
-                     required: Sequence[str] = TRAINING_KEYS) -> Dict[str, Any]:
+                     required: Sequence[str] = CHECKPOINT_KEYS) -> Dict[str, Any]:
         """The checkpoint to continue from (this folder's, or ``path``), holding the ``required`` entries."""
         return load_training_state(self.checkpoint if path is None else path, required)
 
@@ -177,17 +190,22 @@ class RunFolder:
                 if r['epoch'] < epoch or (r['epoch'] == epoch and not (reevaluate and r.get('kind') == 'eval'))]
         atomic_write_text(self.log, ''.join(json.dumps(r) + '\n' for r in kept))
 
-    def end_epoch(self, record: Dict[str, Any], **state: Any) -> None:
-        """The epoch's checkpoint (``state``), then its log line (``record``)."""
+    def end_epoch(self, record: Dict[str, Any], *, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: Any, scaler: Optional[torch.amp.GradScaler] = None, **extra: Any) -> None:
+        """The checkpoint after ``epoch`` epochs (the one format: ``model``, ``optimizer``, ``scheduler``,
+        ``scaler``, ``rng``, ``epoch`` and the caller's ``extra`` entries), then its log line (``record``)."""
         if not self.writer:
             return
-        bad = non_finite_parameters(state.get('models', []))
+        weights = model.state_dict()
+        bad = non_finite_parameters(weights)
         if bad:  # never overwrite the last good checkpoint with exploded weights
             kept = (f'the checkpoint {self.checkpoint} of the previous epoch is kept' if self.checkpoint.is_file()
                     else 'no checkpoint was saved')
-            raise FloatingPointError(f'The weights became NaN/inf (e.g. {bad[0]}) at epoch {state.get("epoch")}: '
+            raise FloatingPointError(f'The weights became NaN/inf (e.g. {bad[0]}) at epoch {epoch}: '
                                      f'stopping; {kept}. Lower the learning rate (--lr).')
-        save_training_state(self.checkpoint, **state)
+        save_training_state(self.checkpoint, model=weights, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None,
+                            rng=rng_state(), epoch=epoch, **extra)
         append_jsonl(self.log, record)
 
     def log_line(self, record: Dict[str, Any]) -> None:

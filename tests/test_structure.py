@@ -11,7 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
-import pytest
 
 from conftest import REPO, run_python
 
@@ -259,7 +258,6 @@ def _long_functions(root: Path = PACKAGE, limit: int = MAX_FUNCTION_LINES) -> Li
     return found
 
 
-@pytest.mark.xfail(strict=False, reason='other branches of #21 land their splits')
 def test_no_function_is_longer_than_80_lines():
     long = _long_functions()
     assert not long, f'split these into named steps (at most {MAX_FUNCTION_LINES} lines each):\n' + '\n'.join(long)

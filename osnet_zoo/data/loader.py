@@ -99,10 +99,11 @@ def build_train_loader(items: Sequence[ReIDItem], height: int, width: int, batch
 
 def device_batches(loader: DataLoader, device: torch.device, channels_last: bool = False,
                    max_steps: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                   ) -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
-    """One epoch of a training loader on ``device``: ``(images, pids)`` with the images normalised there
-    (``normalize_batch`` with ``mean`` / ``std``, channels_last when asked), at most ``max_steps`` batches
-    (0: all); and the number of batches it yields."""
+                   target: str = 'pid') -> Tuple[Iterator[Tuple[torch.Tensor, torch.Tensor]], int]:
+    """One epoch of a training loader on ``device``: ``(images, targets)`` with the images normalised there
+    (``normalize_batch`` with ``mean`` / ``std``, channels_last when asked) and each batch's ``target`` entry
+    (``'pid'``; ``'label'`` for attributes and categories), at most ``max_steps`` batches (0: all); and the
+    number of batches it yields."""
     steps = len(loader) if not max_steps else min(len(loader), max_steps)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -111,7 +112,7 @@ def device_batches(loader: DataLoader, device: torch.device, channels_last: bool
             if step >= steps:
                 break
             yield (normalize_batch(batch['image'].to(device, non_blocking=True), mean, std, memory_format),
-                   batch['pid'].to(device, non_blocking=True))
+                   batch[target].to(device, non_blocking=True))
 
     return batches(), steps
 

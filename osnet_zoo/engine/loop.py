@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
 from osnet_zoo import distributed as du
-from osnet_zoo.data import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from osnet_zoo.data import IMAGENET_MEAN, IMAGENET_STD, device_batches
 from osnet_zoo.evaluation import autocast_dtype
 
 from .checkpoint import seed_everything
@@ -45,17 +45,6 @@ def _nan_message(loss: torch.Tensor, epoch: int, step: int, checkpoint: Optional
                'restart with a lower learning rate (--lr)')
     prefix = f'{desc}: l' if desc != 'epoch' else 'L'
     return f'{prefix}oss became {loss.item()} at epoch {epoch + 1}, step {step}: stopping. {on_disk}.'
-
-
-def _device_batches(loader: Any, device: torch.device, steps: int, target: str, mean: Sequence[float],
-                    std: Sequence[float], channels_last: bool) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``steps`` batches on ``device``: uint8 images normalised there, and their ``target`` entry."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for step, batch in enumerate(loader):
-        if step >= steps:
-            break
-        yield (normalize_batch(batch['image'].to(device, non_blocking=True), mean, std, memory_format),
-               batch[target].to(device, non_blocking=True))
 
 
 def _step(model: nn.Module, criterion: Callable[..., Any], optimizer: torch.optim.Optimizer, images: torch.Tensor,
@@ -105,8 +94,7 @@ def train_one_epoch(
     A non-finite loss raises ``FloatingPointError`` saying whether ``checkpoint`` (the run's) is intact.
     """
     amp_dtype = autocast_dtype(precision)
-    steps = len(loader) if not max_steps else min(len(loader), max_steps)
-    batches = _device_batches(loader, device, steps, target, mean, std, channels_last)
+    batches, steps = device_batches(loader, device, channels_last, max_steps, mean, std, target)
     bar = tqdm(batches, total=steps, desc=f'{desc} {epoch + 1}/{epochs}', leave=False, dynamic_ncols=True,
                disable=quiet or not du.is_main_process())
     sums: Dict[str, float] = dict(loss=0.0)

@@ -138,7 +138,6 @@ def train_labelled(cfg: TrainConfig, state: Optional[Dict[str, Any]]) -> Dict[st
     if du.is_main_process():  # after resume's checks: a refused resume changes no file
         atomic_write_json(out / 'config.json', dict(cfg.to_dict(), task=dataset.task))
     run.start(first, reevaluate=first == cfg.epochs)
-    result: Dict[str, Any] = {}
     for epoch in range(first, cfg.epochs):
         stats = labelled_epoch(net, model, criterion, optimizer, scheduler, scaler, loader, dataset, cfg, epoch,
                                device)

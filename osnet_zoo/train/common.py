@@ -34,7 +34,7 @@ def set_up(cfg: TrainConfig) -> torch.device:
 
 def read_resume(cfg: TrainConfig, given: Sequence[str]) -> Tuple[TrainConfig, Optional[Dict[str, Any]]]:
     """With ``--resume``, the checkpoint and the config the run continues with (the checkpoint's settings;
-    what may change on resume: :func:`~osnet_zoo.train.recipes.resume_config`); else ``(cfg, None)``. Read
+    what may change on resume: :func:`~osnet_zoo.engine.recipes.resume_config`); else ``(cfg, None)``. Read
     before anything slow, so that a wrong ``--resume`` fails at once."""
     if not cfg.resume:
         return cfg, None

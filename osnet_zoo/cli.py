@@ -21,7 +21,7 @@ import yaml
 __all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
            'add_precision',
            'add_batch_size', 'add_workers', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
-           'check_at_least', 'check_osnet', 'error_message', 'run']
+           'check_at_least', 'check_osnet', 'error_message', 'format_table', 'run']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 # Where datasets live when --root is not given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
@@ -113,6 +113,13 @@ def parse_key_values(items: Union[Sequence[str], Mapping[str, Any], None], optio
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
+
+
+def format_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """``rows`` under ``header`` as aligned plain-text columns (two spaces apart, a dashed rule under the header)."""
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
+    line = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(r) for r in rows])
 
 
 def check_at_least(**options: Tuple[Optional[int], int]) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
-from huggingface_hub import scan_cache_dir
-from huggingface_hub.errors import CacheNotFound
 from tqdm import tqdm
 
 from .. import cli
@@ -18,8 +16,8 @@ from . import cache
 from .cache import PretrainedWeightsError, cache_root
 from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
 from .hub import fetch_pretrained, hf_cache_dir
-from .io import CheckpointError, check_regular_file, file_sha256
 from .mirror import mirror, record_reference_file
+from .verify import verify_caches
 from .manifest import (
     DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, PACKAGED_MANIFEST, WeightsEntry, WeightsManifest, active_manifest_path,
     load_manifest,
@@ -79,12 +77,6 @@ def _load(args: argparse.Namespace) -> WeightsManifest:
 
 # ---------------------------------------------------------------------------------------------------- list
 
-def _table(rows: List[List[str]], header: List[str]) -> str:
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(r) for r in rows])
-
-
 def _reported(entry: WeightsEntry, sep: str = '; ') -> str:
     """'Market1501 94.2 / 82.6; ...': reported Rank-1 / mAP per target, '-' where none is reported."""
     parts = []
@@ -127,7 +119,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append([e.name + default, _trained_on(e), str(e.num_classes) if e.num_classes is not None else '?',
                      _reported(e), _loads_from(e)])
     print(f'weights manifest: {manifest.path} ({len(rows)} checkpoints; * = default tag of its architecture)\n')
-    print(_table(rows, ['name', 'trained on', 'classes', 'reported R1 / mAP (%)', 'loads from']))
+    print(cli.format_table(rows, ['name', 'trained on', 'classes', 'reported R1 / mAP (%)', 'loads from']))
     counts = {s: sum(e.load_source == s for e in entries) for s in LOAD_SOURCES}
     print('\nloads from: ' + ', '.join(f'{n} {s}' for s, n in counts.items() if n) + '.')
     for source, text in LOAD_SOURCES.items():
@@ -185,7 +177,7 @@ def cmd_download(args: argparse.Namespace) -> int:
             continue
         status = got.status if got.downloaded else f'cached, {got.status}'
         rows.append([name, got.source.kind, got.sha256, status])
-    print(_table(rows, ['tag', 'source', 'sha256 (as published)', 'status']))
+    print(cli.format_table(rows, ['tag', 'source', 'sha256 (as published)', 'status']))
     counts = {s: sum(r[3].endswith(s) for r in rows) for s in ('verified', 'pinned', 'first use', 'trusted',
                                                                  'failed')}
     print(f'\n{len(rows)} tags: ' + ', '.join(f'{n} {s}' for s, n in counts.items() if n)
@@ -273,138 +265,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-WEIGHTS_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin')
-
-
-def _broken_entries(cache_dir: Path, repos: set, manifest: WeightsManifest) -> dict:
-    """``{snapshot path: reason}`` for each weights entry of the manifest's repos in the cache that is not a
-    regular file: a dangling link to a missing blob, a folder, a device or a FIFO (never read: reading
-    ``/dev/zero`` or a FIFO would not end)."""
-    broken = {}
-    for repo_id in sorted(repos):
-        for snapshot in sorted((cache_dir / f'models--{repo_id.replace("/", "--")}' / 'snapshots').glob('*')):
-            for path in sorted(snapshot.rglob('*')):
-                name = path.relative_to(snapshot).as_posix()
-                if manifest.find_file(repo_id, name) is None and not name.endswith(WEIGHTS_SUFFIXES):
-                    continue
-                try:
-                    check_regular_file(path, 'cached file')
-                except CheckpointError as e:
-                    broken[path] = cli.error_message(e)
-    return broken
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``verify``: re-hash the osnet-zoo cache (against source.json, the manifest and the lock file) and the
-    cached files of the manifest's Hub repos; returns 1 when any mismatches, 2 when there is no cache."""
+    """``verify``: re-hash the osnet-zoo cache and the Hugging Face cache's files of the manifest's repos
+    (:func:`osnet_zoo.weights.verify.verify_caches`); ``--record`` records a reference file instead."""
     if args.record:
         return cmd_record(args)
-    manifest = _load(args)
-    cache_dir = hf_cache_dir(args.cache_dir)
-    ours = _verify_osnet_zoo_cache(manifest)
-    try:
-        hf_cache = scan_cache_dir(cache_dir)
-    except CacheNotFound:
-        if ours is not None:
-            return ours
-        print(f'No Hugging Face cache at {cache_dir} and no osnet-zoo cache at {cache_root()}: nothing to verify.',
-              file=sys.stderr)
-        return 2
-    return max(_verify_hf_cache(manifest, cache_dir, hf_cache), ours or 0)
-
-
-def _verify_osnet_zoo_cache(manifest: WeightsManifest) -> Optional[int]:
-    """Re-hash the osnet-zoo cache (conversions, kept originals) against source.json, the manifest and the lock
-    file; None when there is no such cache."""
-    root = cache_root()
-    lock = cache.read_lock(root)
-    if not lock and not any(root.glob(f'*/{cache.SOURCE_FILE}')):
-        return None
-    rows, bad = [], 0
-    for meta in sorted(root.glob(f'*/{cache.SOURCE_FILE}')):
-        name = meta.parent.name
-        hit = cache.cached(root, name)
-        if hit is None:
-            continue
-        src, problems = hit.source, []
-        actual = file_sha256(hit.weights)
-        if actual != src.get('weights_sha256'):
-            problems.append(f'{cache.WEIGHTS_FILE} sha256 {actual}, written as {src.get("weights_sha256")}')
-        if hit.original is not None and file_sha256(hit.original) != src.get('sha256'):
-            problems.append(f'original {hit.original.name} differs from the downloaded file')
-        entry = manifest.get(name)
-        recorded = entry.upstream.get('sha256') if entry is not None else None
-        locked = lock.get(name, {}).get('sha256')
-        if recorded:
-            how = 'verified'
-            if recorded != src.get('sha256') and src.get('kind') != 'osnet-zoo':
-                problems.append(f'converted from sha256 {src.get("sha256")}, the manifest records {recorded}')
-        elif src.get('status') in ('first use', 'trusted'):
-            how = 'first use, locked'
-            if locked != src.get('sha256'):
-                problems.append(f'converted from sha256 {src.get("sha256")}, the lock file records {locked}')
-        else:
-            how = src.get('status') or '?'
-        bad += bool(problems)
-        rows.append([name, src.get('kind', '?'), src.get('sha256', '?'),
-                     'MISMATCH: ' + '; '.join(problems) if problems else f'ok ({how})'])
-    print(f'osnet-zoo cache {root} (lock file {root / cache.LOCK_FILE}: {len(lock)} trusted on first use)')
-    if rows:
-        print(_table(rows, ['tag', 'source', 'sha256 (as published)', 'status']))
-    print(f'{len(rows)} cached tags checked, {bad} mismatched.\n')
-    if bad:
-        print('Delete the folder of a mismatched tag and load (or `download`) it again.', file=sys.stderr)
-    return 1 if bad else 0
-
-
-def _verify_hf_cache(manifest: WeightsManifest, cache_dir: str, hf_cache: Any) -> int:
-    """Re-hash the Hugging Face cache's files of the manifest's repos."""
-    repos = {loc.repo_id for e in manifest for loc in (e.ours, e.upstream_file) if loc is not None}
-    # entries scan_cache_dir cannot list (a dangling blob link drops the whole repo from its scan; a folder
-    # is not a file): reported as broken, never as "no cached file"
-    broken = _broken_entries(Path(cache_dir), repos, manifest)
-    todo = []
-    for repo in hf_cache.repos:
-        if repo.repo_type != 'model' or repo.repo_id not in repos:
-            continue
-        for rev in repo.revisions:
-            for f in rev.files:
-                known = manifest.find_file(repo.repo_id, f.file_name)
-                if f.file_path in broken:
-                    continue
-                if known is not None or f.file_name.endswith(WEIGHTS_SUFFIXES):
-                    todo.append((repo.repo_id, rev.commit_hash, f, known))
-    if not todo and not broken:
-        print(f'{cache_dir}: no cached file of the manifest\'s repos ({len(repos)} repos).')
-        return 0
-    rows = [['-', str(path), '-', '-', f'BROKEN: {reason}'] for path, reason in broken.items()]
-    bad = len(rows)
-    for repo_id, commit, f, known in tqdm(todo, desc='verifying', unit='file', disable=not sys.stderr.isatty()):
-        actual = file_sha256(f.blob_path, progress=sys.stderr.isatty())
-        size = f.blob_path.stat().st_size
-        problems = []
-        if known is None:
-            status = 'not in manifest'
-        else:
-            entry, loc = known
-            if loc.sha256 and actual != loc.sha256:
-                problems.append(f'sha256 expected {loc.sha256}')
-            if loc.size is not None and size != loc.size:
-                problems.append(f'size expected {loc.size}')
-            status = 'MISMATCH: ' + '; '.join(problems) if problems else ('ok' if loc.sha256 else 'no digest recorded')
-        # LFS blobs are named after their sha256: a blob whose content disagrees with its name is damaged
-        if len(f.blob_path.name) == 64 and f.blob_path.name != actual and not problems:
-            problems.append('content differs from its blob name')
-            status = 'MISMATCH: content differs from its blob name (truncated or modified)'
-        bad += bool(problems)
-        name = known[0].name if known else '-'
-        rows.append([name, f'{repo_id}@{commit[:8]}/{f.file_name}', f'{size:,}', actual, status])
-    print(_table(rows, ['entry', 'cached file', 'bytes', 'sha256', 'status']))
-    print(f'\n{len(rows)} files checked, {bad} mismatched (cache {cache_dir}, manifest {manifest.path}).')
-    if bad:
-        print('Delete mismatched files (`hf cache delete`, or rm the blob) and load again online to re-download.',
-              file=sys.stderr)
-    return 1 if bad else 0
+    return verify_caches(_load(args), hf_cache_dir(args.cache_dir))
 
 
 # ---------------------------------------------------------------------------------------------------- mirror

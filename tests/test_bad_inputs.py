@@ -458,13 +458,17 @@ def test_evaluate_cache_follows_changed_images(root, data_copy, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- extract
 
+def query_images(root: Path, folder: Path, count: int) -> Path:
+    """A folder of the first ``count`` query crops of the tiny set (images in, no dataset layout)."""
+    folder.mkdir()
+    for p in sorted((root / 'data' / 'Market-1501-v15.09.15' / 'query').glob('*.jpg'))[:count]:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
 @pytest.fixture
 def crops(root, tmp_path) -> Path:
-    crops = tmp_path / 'crops'
-    crops.mkdir()
-    for p in sorted((root / 'data' / 'Market-1501-v15.09.15' / 'query').glob('*.jpg'))[:5]:
-        shutil.copy(p, crops / p.name)
-    return crops
+    return query_images(root, tmp_path / 'crops', 5)
 
 
 def extract_base(root: Path, source: str, out: Path) -> list:
@@ -594,11 +598,7 @@ def test_export_refuses(case, root, tmp_path, capsys):
 
 @pytest.fixture
 def person_images(root, tmp_path) -> Path:
-    folder = tmp_path / 'images'
-    folder.mkdir()
-    for p in sorted((root / 'data' / 'Market-1501-v15.09.15' / 'query').glob('*.jpg'))[:3]:
-        shutil.copy(p, folder / p.name)
-    return folder
+    return query_images(root, tmp_path / 'images', 3)
 
 
 VISUALIZE_ERRORS: Dict[str, tuple] = {

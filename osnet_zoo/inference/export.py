@@ -31,9 +31,9 @@ import timm
 from .._version import __version__
 from ..files import atomic_path, atomic_write_json
 from ..models.embedding import Embedder
-from ..models.osnet import OSNet, unwrap_state_dict
+from ..models.osnet import OSNet
 from ..models.torchreid_layout import reference_architecture, save_torchreid_checkpoint
-from ..weights import load_osnet_checkpoint, read_checkpoint
+from ..weights import load_osnet_checkpoint, read_checkpoint, unwrap_state_dict
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import fold_batchnorm
 

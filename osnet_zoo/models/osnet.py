@@ -36,7 +36,7 @@ from .genotype import BLOCK_NORMS, load_genotype
 # fetches through weights.hub, and timm's loader converts a checkpoint with weights.loading.checkpoint_filter_fn
 # (re-exported here, where timm's model files keep theirs). weights/__init__ imports nothing from osnet_zoo.models.
 from ..weights.hub import describe_source, forget_loaded_state_dict, resolve_pretrained
-from ..weights.io import CheckpointError, unwrap_state_dict  # noqa: F401 (unwrap_state_dict: inference.export)
+from ..weights.io import CheckpointError
 from ..weights.loading import checkpoint_filter_fn
 from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, pretrained_cfgs
 

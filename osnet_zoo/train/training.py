@@ -23,6 +23,7 @@ from osnet_zoo.data import TrainLoader, build_train_loader, load_datasets
 from osnet_zoo.data.datasets import DATASETS, LABELLED_DATASETS, PROTOCOLS
 from osnet_zoo.engine import (MutualLearning, ReIDLoss, RunFolder, build_optimizer, build_scheduler, start_epoch,
                               train_one_epoch, training_labels_digest)
+from osnet_zoo.engine.recipes import TrainConfig
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits, results_document
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.models.embedding import Embedder
@@ -32,7 +33,6 @@ from .common import (create_model, epoch_line, networks, read_resume, resolve_in
 from .curves import plot_curves
 from .final import save_model_folder
 from .labelled import is_labelled_run, train_labelled
-from osnet_zoo.engine.recipes import TrainConfig
 
 __all__ = ['train', 'validate_config', 'dataset_options', 'evaluate', 'save_final_models']
 

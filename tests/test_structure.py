@@ -7,6 +7,7 @@ only the import-order test imports the package (in fresh subprocesses).
 ``python tests/test_structure.py`` prints the package graph: each subpackage (or top-level module) and the
 subpackages it imports, a ``X.__main__`` counted as the CLI layer, apart from ``X``."""
 import ast
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
@@ -91,7 +92,24 @@ def _scan() -> Tuple[Dict[str, Set[str]], List[str]]:
                 visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
         visit(tree, False)
+        graph[module].update(t for target in _lazy_targets(module, path, tree)
+                             for t in _with_parents(module, target, known))
     return graph, inside_functions
+
+
+def _lazy_targets(module: str, path: Path, tree: ast.Module) -> List[str]:
+    """The modules a package's ``_LAZY_EXPORTS`` dict (osnet_zoo/_lazy.py) loads on first access: imports too,
+    only later, so they count as edges of the graph."""
+    targets = []
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == '_LAZY_EXPORTS'
+                                                 for t in node.targets) and isinstance(node.value, ast.Dict)):
+            for value in node.value.values:
+                relative = value.value
+                level = len(relative) - len(relative.lstrip('.'))
+                fake = ast.ImportFrom(module=relative.lstrip('.') or None, names=[], level=level)
+                targets.append(_resolve(module, path.name == '__init__.py', fake))
+    return targets
 
 
 def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
@@ -241,6 +259,54 @@ def test_each_package_imports_first():
     child = run_python('-c', _IMPORT_FIRST, PACKAGE, *FIRST_IMPORTS)
     assert child.returncode == 0, child.stderr[-2000:]
     assert not child.stdout.strip(), 'imported first, these fail:\n' + child.stdout
+
+
+# What ``import osnet_zoo`` may load: a tracker imports it to get a model (issue #32).
+RUNTIME_MODULE_LIMIT = 20
+NOT_IN_THE_RUNTIME = ('osnet_zoo.data', 'osnet_zoo.train', 'osnet_zoo.engine', 'osnet_zoo.nas', 'osnet_zoo.inference',
+                      'osnet_zoo.publish', 'osnet_zoo.weights.convert', 'osnet_zoo.weights.mirror',
+                      'osnet_zoo.weights.verify', 'osnet_zoo.evaluation', 'gdown')
+
+_LOADED_MODULES = r"""
+import json, sys
+import osnet_zoo
+print(json.dumps(sorted(m for m in sys.modules if m == 'gdown' or m.split('.')[0] == 'osnet_zoo')))
+"""
+
+
+def _loaded_by(code: str) -> List[str]:
+    child = run_python('-c', code)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def test_import_osnet_zoo_loads_the_small_runtime():
+    """A fresh ``import osnet_zoo`` registers the models and the weights they load, and nothing else of ours:
+    no dataset reader, no training, no NAS, no publishing, no gdown."""
+    loaded = _loaded_by(_LOADED_MODULES)
+    ours = [m for m in loaded if m.startswith('osnet_zoo')]
+    assert 'osnet_zoo.models.osnet' in ours and 'osnet_zoo.weights.hub' in ours
+    assert len(ours) <= RUNTIME_MODULE_LIMIT, f'{len(ours)} modules: {ours}'
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + '.') for h in NOT_IN_THE_RUNTIME)]
+    assert not heavy, f'import osnet_zoo loads {heavy}'
+
+
+def test_lazy_names_load_when_used():
+    """The names the root exports lazily (the extractor) arrive on first access, and so does a subpackage."""
+    code = _LOADED_MODULES.replace('print(', 'print(osnet_zoo.FeatureExtractor.__module__, '
+                                             'osnet_zoo.inference.export.__name__, file=sys.stderr)\nprint(', 1)
+    loaded = _loaded_by(code)
+    assert 'osnet_zoo.inference.extractor' in loaded and 'osnet_zoo.inference.export' in loaded
+    child = run_python('-c', 'import osnet_zoo; osnet_zoo.no_such_name')
+    assert "module 'osnet_zoo' has no attribute 'no_such_name'" in child.stderr
+
+
+def test_the_scan_counts_lazy_exports_as_imports():
+    tree = ast.parse("_LAZY_EXPORTS = {'FeatureExtractor': '.inference', 'x': '..data.images'}\n")
+    assert _lazy_targets('osnet_zoo.models', PACKAGE / 'models' / '__init__.py', tree) == [
+        'osnet_zoo.models.inference', 'osnet_zoo.data.images']
+    graph, _ = _scan()
+    assert 'osnet_zoo.inference' in graph['osnet_zoo']
 
 
 MAX_FUNCTION_LINES = 80

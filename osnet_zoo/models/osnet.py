@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import SelectAdaptivePool2d
+from timm.layers import DropPath, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -175,6 +175,8 @@ class OmniScaleBlock(nn.Module):
     concatenated, conv3 reads T x mid channels); ``gate_type`` (with 'gate') 'unified' (one channel-wise
     gate shared by the streams), 'per_stream' (a separate channel-wise gate per stream), 'stream_wise' (one
     shared gate giving a scalar per stream) or 'static' (a learned, input-independent channel weight per stream).
+    ``drop_path`` is the probability of stochastic depth: in training, the residual branch of a sample is
+    dropped (the block passes the shortcut alone) and kept branches are scaled by 1 / (1 - p), as in timm.
     """
     concat: torch.jit.Final[bool]
     gate_per_stream: torch.jit.Final[bool]
@@ -191,6 +193,7 @@ class OmniScaleBlock(nn.Module):
             stream_depths: Optional[Sequence[int]] = None,
             aggregation: str = 'gate',
             gate_type: str = 'unified',
+            drop_path: float = 0.,
     ):
         super().__init__()
         _check_choice('block norm placement', norm, BLOCK_NORMS)
@@ -221,6 +224,8 @@ class OmniScaleBlock(nn.Module):
         self.gate = _aggregation_gate(mid_chs, gate_reduction, aggregation, gate_type, num_streams)
         conv3_in = mid_chs * num_streams if self.concat else mid_chs
         self.conv3 = ConvNormAct(conv3_in, out_chs, 1, instance_norm=norm in ('in_in', 'in_in_out'), apply_act=False)
+        # no parameters: the state_dict (and so every checkpoint) is the same with and without it
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = ConvNormAct(in_chs, out_chs, 1, apply_act=False) if in_chs != out_chs else nn.Identity()
         self.norm_out = nn.InstanceNorm2d(out_chs, affine=True) if norm in ('in_out', 'in_in_out') else nn.Identity()
         self.act = nn.ReLU(inplace=True)
@@ -250,7 +255,7 @@ class OmniScaleBlock(nn.Module):
         """(B, in_chs, H, W) -> (B, out_chs, H, W): the streams aggregated, conv3, plus the
         shortcut, then the output norm (if any) and ReLU."""
         shortcut = self.downsample(x)
-        y = self.conv3(self._aggregate(self.conv1(x))) + shortcut
+        y = self.drop_path(self.conv3(self._aggregate(self.conv1(x)))) + shortcut
         return self.act(self.norm_out(y))
 
 
@@ -280,12 +285,22 @@ def _stem(in_chans: int, out_chans: int, stem: str, instance_norm: bool) -> Tupl
             nn.MaxPool2d(3, stride=2, padding=1))
 
 
+def drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
+    """Stochastic depth per block, rising linearly from 0 at the first block to ``drop_path_rate`` at the last
+    (timm's schedule for its residual networks)."""
+    if not 0. <= drop_path_rate < 1.:
+        raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}.')
+    return [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+
+
 def _stages(channels: Tuple[int, ...], layers: Tuple[int, ...], block_norms: Tuple[str, ...],
-            **block_kw: Any) -> List[nn.Sequential]:
-    """conv2, conv3 and conv4: ``layers[i]`` omni-scale blocks each, placements taken from ``block_norms`` in order."""
-    norms = iter(block_norms)
+            drop_path_rate: float = 0., **block_kw: Any) -> List[nn.Sequential]:
+    """conv2, conv3 and conv4: ``layers[i]`` omni-scale blocks each, placements taken from ``block_norms`` in order,
+    stochastic depth rising block by block to ``drop_path_rate``."""
+    norms, rates = iter(block_norms), iter(drop_path_rates(drop_path_rate, sum(layers)))
     return [nn.Sequential(*[OmniScaleBlock(channels[i] if j == 0 else channels[i + 1], channels[i + 1],
-                                           norm=next(norms), **block_kw) for j in range(depth)])
+                                           norm=next(norms), drop_path=next(rates), **block_kw)
+                            for j in range(depth)])
             for i, depth in enumerate(layers)]
 
 
@@ -324,6 +339,7 @@ class OSNet(nn.Module):
             in_chans: int = 3,
             global_pool: str = 'avg',
             drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
     ):
         """
         Args:
@@ -350,6 +366,8 @@ class OSNet(nn.Module):
             global_pool: 'avg', 'max', 'avgmax', or '' (no pooling and no embedding head:
                 ``forward`` then returns the conv5 map).
             drop_rate: dropout before the classifier.
+            drop_path_rate: stochastic depth of the omni-scale blocks' residual branches, rising linearly
+                from 0 (first block) to this rate (last block), as timm's models take it; identity in eval mode.
         """
         super().__init__()
         channels, layers, block_norms = _check_arch(channels, layers, block_norms, stem)
@@ -368,7 +386,7 @@ class OSNet(nn.Module):
         stages = _stages(channels, layers, block_norms, num_streams=num_streams,
                          bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction,
                          conv_type=conv_type, stream_depths=stream_depths, aggregation=aggregation,
-                         gate_type=gate_type)
+                         gate_type=gate_type, drop_path_rate=drop_path_rate)
         self.conv2 = stages[0]
         self.pool2 = _stage_transition(channels[1])
         self.conv3 = stages[1]

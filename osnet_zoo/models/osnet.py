@@ -31,11 +31,11 @@ from timm.layers import DropPath, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from .genotype import BLOCK_NORMS, load_genotype
+from .genotype import BLOCK_NORMS, genotype_args
 # models -> weights: the timm registry (default_cfgs) is generated from the weights manifest, pretrained=True
 # fetches through weights.hub, and timm's loader converts a checkpoint with weights.loading.checkpoint_filter_fn
 # (re-exported here, where timm's model files keep theirs). weights/__init__ imports nothing from osnet_zoo.models.
-from ..weights.hub import describe_source, forget_loaded_state_dict, resolve_pretrained
+from ..weights.hub import build_pretrained
 from ..weights.io import CheckpointError
 from ..weights.loading import checkpoint_filter_fn
 from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, pretrained_cfgs
@@ -627,45 +627,31 @@ def _same(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
-    model_kwargs = dict(OSNET_ARCHS[variant])
+def variant_args(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``OSNet``'s arguments for the registered ``variant`` with the caller's ``kwargs`` on top: a NAS
+    ``genotype`` (file, dict or shipped name) sets the IN placement, other stage depths get one plain placement
+    per block. With ``pretrained`` (a registry tag), arguments its reference weights do not fit are refused."""
     if pretrained and not _loads_own_weights(kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')):
         _refuse_pretrained_ablation(variant, kwargs)
+    model_kwargs = dict(OSNET_ARCHS[variant])
     genotype = kwargs.pop('genotype', None)
     if genotype is not None:
-        # A NAS genotype (file, dict or shipped name) sets the IN placement; widths come from the variant.
         if pretrained:
             raise ValueError(f'{variant}: pretrained weights belong to its own IN placement, not to a genotype.')
-        g = load_genotype(genotype)
-        model_kwargs.update(block_norms=tuple(g['block_norms']), conv1_in=bool(g.get('conv1_in', True)))
+        model_kwargs.update(genotype_args(genotype))  # widths come from the variant
     if 'layers' in kwargs and 'block_norms' not in kwargs and set(model_kwargs['block_norms']) == {'plain'}:
         # other stage depths (the deeper 3-8-6 OSNet of the CIFAR experiments): one placement per block
         model_kwargs['block_norms'] = ('plain',) * sum(kwargs['layers'])
-    model_kwargs.update(kwargs)
-    recorded_source = None
-    if pretrained:
-        # Fetch the weights ourselves (sha256-checked against the weights manifest, read without unpickling
-        # code), then let timm's loader adapt them (classifier, in_chans) through checkpoint_filter_fn.
-        model_kwargs['pretrained_cfg'], recorded_source = resolve_pretrained(
-            variant, model_kwargs.pop('pretrained_cfg', None), model_kwargs.pop('pretrained_cfg_overlay', None),
-            cache_dir=model_kwargs.get('cache_dir'), check=pretrained_fit_problem)
-    try:
-        model = build_model_with_cfg(
-            OSNet,
-            variant,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
-            **model_kwargs,
-        )
-    except CheckpointError as e:
-        source = describe_source(recorded_source)
-        if source is None:
-            raise
-        raise CheckpointError(f'Pretrained weights for {variant} from {source}: {e}') from e
-    if recorded_source is not None:
-        forget_loaded_state_dict(model, recorded_source)
-    return model
+    return dict(model_kwargs, **kwargs)
+
+
+def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
+    # pretrained=True: the weights are fetched and checked by osnet_zoo.weights (sha256 against the manifest,
+    # read without unpickling code), then timm's loader adapts them through checkpoint_filter_fn
+    return build_pretrained(
+        build_model_with_cfg, OSNet, variant, pretrained, check=pretrained_fit_problem,
+        pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+        **variant_args(variant, pretrained, kwargs))
 
 
 def pretrained_fit_problem(entry: WeightsEntry, state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:

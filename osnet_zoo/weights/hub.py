@@ -696,6 +696,29 @@ def resolve_pretrained(
     return load_cfg, recorded
 
 
+def build_pretrained(build: Callable[..., Any], model_cls: type, variant: str, pretrained: bool,
+                     check: Optional[FitCheck] = None, **kwargs: Any) -> Any:
+    """``build(model_cls, variant, pretrained, **kwargs)`` (timm's ``build_model_with_cfg``) with the weights of
+    ``pretrained=True`` fetched, verified and read here first (``resolve_pretrained``; ``check`` refuses a file
+    that does not fit its manifest entry); a loading error names where the weights came from, and the loaded
+    tensors are dropped from the model's ``pretrained_cfg`` afterwards."""
+    recorded = None
+    if pretrained:
+        kwargs['pretrained_cfg'], recorded = resolve_pretrained(
+            variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None),
+            cache_dir=kwargs.get('cache_dir'), check=check)
+    try:
+        model = build(model_cls, variant, pretrained, **kwargs)
+    except CheckpointError as e:
+        source = describe_source(recorded)
+        if source is None:
+            raise
+        raise CheckpointError(f'Pretrained weights for {variant} from {source}: {e}') from e
+    if recorded is not None:
+        forget_loaded_state_dict(model, recorded)
+    return model
+
+
 def _note_local_file(path: Path, entry: Optional[WeightsEntry]) -> None:
     """A user's file is theirs to load; say whether it is the reference file of the tag it is loaded as."""
     digest = entry.upstream.get('sha256') if entry is not None else None

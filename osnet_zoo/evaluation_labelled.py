@@ -17,7 +17,7 @@ from . import distributed as du
 from .data import normalize_batch
 from .data.datasets import LabelledSplit
 from .data.labelled import CROP_PCT, build_labelled_eval_loader
-from .evaluation import autocast_dtype
+from .precision import autocast_dtype
 from .metrics.attributes import attribute_metrics
 from .metrics.classification import classification_metrics, topk_correct
 from .weights import load_osnet_checkpoint, read_checkpoint

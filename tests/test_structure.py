@@ -309,6 +309,28 @@ def test_the_scan_counts_lazy_exports_as_imports():
     assert 'osnet_zoo.inference' in graph['osnet_zoo']
 
 
+def _precision_tables() -> List[str]:
+    """``path:line`` of each literal naming the three precisions ('fp32', 'bf16', 'fp16': a dict, tuple or list)."""
+    found = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            items = node.keys if isinstance(node, ast.Dict) else getattr(node, 'elts', None) \
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else None
+            names = {i.value for i in items or () if isinstance(i, ast.Constant)}
+            if {'fp32', 'bf16', 'fp16'} <= names:
+                found.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno}')
+    return found
+
+
+def test_one_precision_table():
+    """The precisions are listed once (osnet_zoo/precision.py); training's loop takes its autocast dtype from
+    there, not from evaluation."""
+    assert _precision_tables() == ['osnet_zoo/precision.py:14']
+    graph, _ = _scan()
+    assert 'osnet_zoo.precision' in graph['osnet_zoo.engine.loop']
+    assert not any(t.startswith('osnet_zoo.evaluation') for t in graph['osnet_zoo.engine.loop'])
+
+
 MAX_FUNCTION_LINES = 80
 
 

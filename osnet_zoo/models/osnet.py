@@ -36,7 +36,7 @@ from .genotype import BLOCK_NORMS, genotype_args
 # fetches through weights.hub, and timm's loader converts a checkpoint with weights.loading.checkpoint_filter_fn
 # (re-exported here, where timm's model files keep theirs). weights/__init__ imports nothing from osnet_zoo.models.
 from ..weights.hub import build_pretrained
-from ..weights.io import CheckpointError
+from ..weights.io import CheckpointError, classifier_rows
 from ..weights.loading import checkpoint_filter_fn
 from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, pretrained_cfgs
 
@@ -658,8 +658,7 @@ def pretrained_fit_problem(entry: WeightsEntry, state_dict: Mapping[str, torch.T
     """Why a downloaded file's tensors are not a checkpoint of manifest ``entry`` (another class count than
     recorded, or keys, shapes or values that do not fit its architecture), or None. Run before a download is
     trusted or cached, so that a wrong file is refused with its reason instead of failing later."""
-    weight = state_dict.get('classifier.weight')
-    rows = int(weight.shape[0]) if weight is not None else 0
+    rows = classifier_rows(state_dict)
     if entry.num_classes is not None and rows != entry.num_classes:
         return f'its classifier has {rows} classes, the manifest records {entry.num_classes} for {entry.name}'
     model = OSNet(num_classes=rows, **OSNET_ARCHS[entry.architecture])

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_text
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
+from .io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
 from .loading import load_osnet_checkpoint
 from .manifest import DATASET_NAMES, WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
@@ -59,11 +59,6 @@ class ConversionResult:
     embedding_shape: tuple
     entry: Optional[WeightsEntry] = None
     warnings: List[str] = field(default_factory=list)
-
-
-def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
-    weight = state_dict.get('classifier.weight')
-    return int(weight.shape[0]) if weight is not None else 0
 
 
 def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry],
@@ -142,7 +137,7 @@ def convert_checkpoint(
     source = Path(checkpoint)
     source_sha256 = file_sha256(source) if source.is_file() else ''
     state_dict = unwrap_state_dict(read_checkpoint(source), str(source))
-    num_classes = _classifier_rows(state_dict)
+    num_classes = classifier_rows(state_dict)
     warnings = _check_against_entry(entry, f'{architecture}.{tag}', source, source_sha256, num_classes)
 
     model = _build(architecture, tag, num_classes, entry, model_args)

@@ -44,7 +44,7 @@ from .cache import (
     PretrainedWeightsError, WeightsIntegrityError, WeightsTrustError, WeightsUnavailableError, cache_root, strict_mode,
 )
 from ..files import atomic_path
-from .io import CheckpointError, check_regular_file, file_sha256, read_checkpoint, unwrap_state_dict
+from .io import CheckpointError, check_regular_file, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
 from .manifest import (
     HubFile, WeightsEntry, WeightsManifest, WeightsSource, active_manifest_path, gdrive_url, load_manifest,
 )
@@ -560,7 +560,7 @@ def _timm_config(entry: WeightsEntry, tensors: Dict[str, torch.Tensor]) -> Dict[
     keep = ('tag', 'input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'pool_size',
             'first_conv', 'classifier', 'license', 'description', 'paper_ids')
     pretrained = {k: v for k, v in (cfg.to_dict() if cfg is not None else {}).items() if k in keep}
-    rows = _classifier_rows(tensors)
+    rows = classifier_rows(tensors)
     return dict(architecture=entry.architecture, num_classes=rows,
                 pretrained_cfg=dict(pretrained, num_classes=rows))
 
@@ -616,11 +616,6 @@ def _read_verified(path: Path, loc: Optional[HubFile], digest: Optional[str], na
         raise WeightsIntegrityError(
             _integrity_message(name, path, loc, digest, path.stat().st_size, manifest.path,
                                problem=f'cannot be read ({e})')) from e
-
-
-def _classifier_rows(state_dict: Dict[str, Any]) -> int:
-    weight = state_dict.get('classifier.weight')
-    return int(weight.shape[0]) if weight is not None else 0
 
 
 def describe_source(recorded: Optional[Dict[str, Any]]) -> Optional[str]:
@@ -692,7 +687,7 @@ def resolve_pretrained(
                          ', verified' if loc.sha256 else ', not recorded in the manifest')
     load_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     load_cfg['state_dict'] = state_dict
-    load_cfg['num_classes'] = _classifier_rows(state_dict)
+    load_cfg['num_classes'] = classifier_rows(state_dict)
     return load_cfg, recorded
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from ..files import atomic_write_json
 from .convert import ConversionResult, PushPlan, convert_checkpoint, plan_push, record_conversion, record_publication
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
+from .io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
 from .loading import load_osnet_checkpoint
 from .manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
@@ -44,14 +44,9 @@ def _stem(name: str) -> str:
     return name
 
 
-def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
-    weight = state_dict.get('classifier.weight')
-    return int(weight.shape[0]) if weight is not None else 0
-
-
 def fit_problem(state_dict: Dict[str, torch.Tensor], entry: WeightsEntry) -> Optional[str]:
     """Why ``state_dict`` is not a checkpoint of ``entry`` (class count, then keys/shapes), or None."""
-    rows = _classifier_rows(state_dict)
+    rows = classifier_rows(state_dict)
     if entry.num_classes is not None and rows != entry.num_classes:
         return f'its classifier has {rows} classes, {entry.name} has {entry.num_classes}'
     model = timm.create_model(entry.architecture, num_classes=rows)
@@ -95,7 +90,7 @@ def identify_file(path: Union[str, os.PathLike], manifest: WeightsManifest,
     path = Path(path)
     state_dict = unwrap_state_dict(read_checkpoint(path), str(path))
     ident = Identification(path=path, sha256=file_sha256(path), size=path.stat().st_size,
-                           num_classes=_classifier_rows(state_dict))
+                           num_classes=classifier_rows(state_dict))
     if tag is not None:
         entry = manifest.entry(tag)
         known = entry.upstream.get('sha256')

@@ -37,6 +37,7 @@ from .data import (
 from .files import atomic_save_safetensors
 from .metrics import evaluate_features, evaluate_rank, re_ranking
 from .models.embedding import Embedder
+from .precision import autocast_dtype
 
 __all__ = ['embed', 'embed_sharded', 'features_key', 'cached_split_features', 'load_eval_splits',
            'rank_split', 'evaluate_models', 'Split', 'target_metrics', 'results_document', 'METRIC_KEYS']

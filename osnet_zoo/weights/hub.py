@@ -397,50 +397,93 @@ def _converted(entry: WeightsEntry, source: WeightsSource, root: Path) -> Option
 
 def _download_source(entry: WeightsEntry, source: WeightsSource, root: Path, cache_dir: Any,
                      manifest: WeightsManifest, check: Optional[FitCheck], quiet: bool) -> Fetched:
-    """Download one source (see ``fetch_pretrained``). Raises _Missing when it cannot provide the file."""
-    name = entry.name
+    """Download one source (see ``fetch_pretrained``) with the fetcher of its kind (``FETCHERS``). Raises
+    _Missing when it cannot provide the file."""
     if source.file is not None:
         why_not = _hub_unreachable_reason()
         if why_not is not None:
             raise _Missing(why_not)
-    if source.kind == 'osnet-zoo':
-        path = fetch_hub_file(source.file, cache_dir)
-        return Fetched(name, source, path, check_file(path, source.file, name, manifest.path), 'verified',
-                       downloaded=True)
-    with cache.tag_lock(root, name) as folder:
-        found = _converted(entry, source, root)  # another process may have finished it meanwhile
-        if found is not None:
-            return found
-        if source.kind == 'hub':
-            path = fetch_hub_file(source.file, cache_dir)
-            digest = check_file(path, source.file, name, manifest.path)
-            return _cache_hub_file(entry, source, path, digest, root, check, downloaded=True, locked=True)
-        if source.kind == 'hub-unpinned':
-            path, revision = _fetch_unpinned(source.file, manifest, cache_dir)
-            url = hf_hub_url(source.file.repo_id, source.file.filename, revision=revision)
-            digest, size, status, tensors = _accept(entry, source, path, url, root, check)
-            return _store(entry, source, path, digest, size, status, tensors, root, url, revision)
-        url = cache.gdrive_download_url(source.gdrive_id)
-        host = urlsplit(url).netloc
-        if _unreachable.get(host):
-            raise _Missing(_unreachable[host])
-        original = folder / cache.ORIGINALS / source.filename
-        try:
-            with atomic_path(original) as tmp:
-                cache.download_url(url, tmp, quiet=quiet)
-                digest, size, status, tensors = _accept(entry, source, tmp, url, root, check)
-        except WeightsUnavailableError as e:
-            if 'cannot be reached' in str(e):
-                _unreachable[host] = f'{url} {e}'
-            raise _Missing(f'{url}: {e}') from None
-        except WeightsIntegrityError as e:
-            if isinstance(e, WeightsTrustError) or str(e).startswith(name):
-                raise
-            raise WeightsIntegrityError(f'{name}: {url}: {e}. {manual_fallback(entry)}') from None
-        fetched = _store(entry, source, original, digest, size, status, tensors, root, url, None)
-        if not cache.keep_originals():
-            original.unlink(missing_ok=True)
-        return fetched
+    return FETCHERS[source.kind](_Download(entry, source, root, cache_dir, manifest, check, quiet))
+
+
+@dataclass(frozen=True)
+class _Download:
+    """One source of one tag to download, and what the download needs."""
+    entry: WeightsEntry
+    source: WeightsSource
+    root: Path  # the osnet-zoo cache
+    cache_dir: Any  # the Hugging Face cache
+    manifest: WeightsManifest
+    check: Optional[FitCheck]
+    quiet: bool
+
+
+def _fetch_published(job: _Download) -> Fetched:
+    """Our safetensors on the Hub: already converted, read from the Hugging Face cache as they are."""
+    path = fetch_hub_file(job.source.file, job.cache_dir)
+    return Fetched(job.entry.name, job.source, path, check_file(path, job.source.file, job.entry.name,
+                                                                job.manifest.path), 'verified', downloaded=True)
+
+
+def _fetch_hub(job: _Download, folder: Path) -> Fetched:
+    """The authors' Hub file at its recorded revision, converted into the osnet-zoo cache."""
+    path = fetch_hub_file(job.source.file, job.cache_dir)
+    digest = check_file(path, job.source.file, job.entry.name, job.manifest.path)
+    return _cache_hub_file(job.entry, job.source, path, digest, job.root, job.check, downloaded=True, locked=True)
+
+
+def _fetch_hub_unpinned(job: _Download, folder: Path) -> Fetched:
+    """The authors' Hub file without a recorded revision: checked, trusted on first use, converted."""
+    path, revision = _fetch_unpinned(job.source.file, job.manifest, job.cache_dir)
+    url = hf_hub_url(job.source.file.repo_id, job.source.file.filename, revision=revision)
+    digest, size, status, tensors = _accept(job.entry, job.source, path, url, job.root, job.check)
+    return _store(job.entry, job.source, path, digest, size, status, tensors, job.root, url, revision)
+
+
+def _fetch_gdrive(job: _Download, folder: Path) -> Fetched:
+    """The authors' Drive file (or ``$OSNET_ZOO_GDRIVE_URL``'s mirror): downloaded beside its conversion,
+    checked, converted; an unreachable host is remembered, so the next tag fails fast."""
+    entry, source, name = job.entry, job.source, job.entry.name
+    url = cache.gdrive_download_url(source.gdrive_id)
+    host = urlsplit(url).netloc
+    if _unreachable.get(host):
+        raise _Missing(_unreachable[host])
+    original = folder / cache.ORIGINALS / source.filename
+    try:
+        with atomic_path(original) as tmp:
+            cache.download_url(url, tmp, quiet=job.quiet)
+            digest, size, status, tensors = _accept(entry, source, tmp, url, job.root, job.check)
+    except WeightsUnavailableError as e:
+        if 'cannot be reached' in str(e):
+            _unreachable[host] = f'{url} {e}'
+        raise _Missing(f'{url}: {e}') from None
+    except WeightsIntegrityError as e:
+        if isinstance(e, WeightsTrustError) or str(e).startswith(name):
+            raise
+        raise WeightsIntegrityError(f'{name}: {url}: {e}. {manual_fallback(entry)}') from None
+    fetched = _store(entry, source, original, digest, size, status, tensors, job.root, url, None)
+    if not cache.keep_originals():
+        original.unlink(missing_ok=True)
+    return fetched
+
+
+def _converting(fetch: Callable[[_Download, Path], Fetched]) -> Callable[[_Download], Fetched]:
+    """A fetcher whose file is converted into the osnet-zoo cache: it runs under the tag's lock (its folder),
+    unless another process finished the conversion meanwhile."""
+    def locked(job: _Download) -> Fetched:
+        with cache.tag_lock(job.root, job.entry.name) as folder:
+            found = _converted(job.entry, job.source, job.root)
+            return found if found is not None else fetch(job, folder)
+    return locked
+
+
+# One fetcher per kind of source (manifest.WeightsSource.kind); a new kind is one function and one row.
+FETCHERS: Dict[str, Callable[[_Download], Fetched]] = {
+    'osnet-zoo': _fetch_published,
+    'hub': _converting(_fetch_hub),
+    'hub-unpinned': _converting(_fetch_hub_unpinned),
+    'gdrive': _converting(_fetch_gdrive),
+}
 
 
 def _fetch_unpinned(file: HubFile, manifest: WeightsManifest, cache_dir: Any) -> Tuple[Path, Optional[str]]:

@@ -225,7 +225,7 @@ def test_the_package_graph_names_packages_and_clis():
 # Each of these is imported first, before osnet_zoo/__init__.py runs: none may depend on the order of the imports
 # there (a circle that order hides fails here).
 FIRST_IMPORTS = ['osnet_zoo.models', 'osnet_zoo.models.osnet', 'osnet_zoo.models.torchreid_layout',
-                 'osnet_zoo.weights', 'osnet_zoo.weights.loading', 'osnet_zoo.weights.hub', 'osnet_zoo.weights.convert',
+                 'osnet_zoo.weights', 'osnet_zoo.weights.loading', 'osnet_zoo.weights.hub', 'osnet_zoo.publish.convert',
                  'osnet_zoo.data', 'osnet_zoo.data.datasets', 'osnet_zoo.data.datasets.synthetic',
                  'osnet_zoo.data.synthetic_small', 'osnet_zoo.metrics', 'osnet_zoo.metrics.cuhk03',
                  'osnet_zoo.metrics.rank', 'osnet_zoo.evaluation', 'osnet_zoo.inference', 'osnet_zoo.train',
@@ -264,8 +264,7 @@ def test_each_package_imports_first():
 # What ``import osnet_zoo`` may load: a tracker imports it to get a model (issue #32).
 RUNTIME_MODULE_LIMIT = 20
 NOT_IN_THE_RUNTIME = ('osnet_zoo.data', 'osnet_zoo.train', 'osnet_zoo.engine', 'osnet_zoo.nas', 'osnet_zoo.inference',
-                      'osnet_zoo.publish', 'osnet_zoo.weights.convert', 'osnet_zoo.weights.mirror',
-                      'osnet_zoo.weights.verify', 'osnet_zoo.evaluation', 'gdown')
+                      'osnet_zoo.publish', 'osnet_zoo.weights.folder', 'osnet_zoo.evaluation', 'gdown')
 
 _LOADED_MODULES = r"""
 import json, sys
@@ -307,6 +306,25 @@ def test_the_scan_counts_lazy_exports_as_imports():
         'osnet_zoo.models.inference', 'osnet_zoo.data.images']
     graph, _ = _scan()
     assert 'osnet_zoo.inference' in graph['osnet_zoo']
+
+
+def test_training_inference_and_engine_do_not_import_publishing():
+    """Publishing (osnet_zoo/publish/) sits beside the runtime: no module of train, inference or engine imports it,
+    directly or through another module (a trained run writes its model folder with weights.folder)."""
+    graph, _ = _scan()
+    assert 'osnet_zoo.weights.folder' in graph['osnet_zoo.train.final']
+
+    def reaches(module: str, seen: Set[str]) -> Set[str]:
+        for target in graph.get(module, ()):
+            if target not in seen:
+                seen.add(target)
+                reaches(target, seen)
+        return seen
+
+    for module in graph:
+        if module.split('.')[1:2] in (['train'], ['inference'], ['engine']) and not module.endswith('__main__'):
+            publishing = sorted(t for t in reaches(module, set()) if t.startswith('osnet_zoo.publish'))
+            assert not publishing, f'{module} imports {publishing}'
 
 
 def _precision_tables() -> List[str]:

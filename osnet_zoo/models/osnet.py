@@ -365,9 +365,8 @@ class OSNet(nn.Module):
             in_chans: input channels.
             global_pool: 'avg', 'max', 'avgmax', or '' (no pooling and no embedding head:
                 ``forward`` then returns the conv5 map).
-            drop_rate: dropout before the classifier.
-            drop_path_rate: stochastic depth of the omni-scale blocks' residual branches, rising linearly
-                from 0 (first block) to this rate (last block), as timm's models take it; identity in eval mode.
+            drop_rate, drop_path_rate: dropout before the classifier; stochastic depth of the blocks' residual
+                branches, rising linearly from 0 (first block) to drop_path_rate (last block), off in eval mode.
         """
         super().__init__()
         channels, layers, block_norms = _check_arch(channels, layers, block_norms, stem)
@@ -377,9 +376,7 @@ class OSNet(nn.Module):
             bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, conv_type=conv_type,
             stream_depths=stream_depths, aggregation=aggregation, gate_type=gate_type, feature_dim=feature_dim,
             stem=stem)
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
 
         # registered in forward order, which is the state_dict's key order and the weight init's draw order
         self.conv1, self.maxpool = _stem(in_chans, channels[0], stem, conv1_in)

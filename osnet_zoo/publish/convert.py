@@ -16,10 +16,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import timm
 from huggingface_hub import HfApi
 
-from .folder import write_model_folder
-from .io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
-from .loading import load_osnet_checkpoint
-from .manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
+from ..weights.folder import write_model_folder
+from ..weights.io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
+from ..weights.loading import load_osnet_checkpoint
+from ..weights.manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
 __all__ = ['ConversionResult', 'convert_checkpoint', 'record_conversion', 'PushPlan', 'plan_push',
            'push_folder', 'record_publication', 'HUB_FILES']

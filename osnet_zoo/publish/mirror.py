@@ -25,9 +25,9 @@ from safetensors.torch import load_file
 
 from ..files import atomic_write_json
 from .convert import ConversionResult, PushPlan, convert_checkpoint, plan_push, record_conversion, record_publication
-from .io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
-from .loading import load_osnet_checkpoint
-from .manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
+from ..weights.io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
+from ..weights.loading import load_osnet_checkpoint
+from ..weights.manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
 __all__ = ['Identification', 'identify_file', 'fit_problem', 'record_reference_file', 'hf_snapshot_of',
            'commit_operations', 'MirrorReport', 'mirror', 'STATE_FILE']

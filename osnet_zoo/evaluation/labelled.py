@@ -13,15 +13,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from . import distributed as du
-from .data import normalize_batch
-from .data.datasets import LabelledSplit
-from .data.labelled import CROP_PCT, build_labelled_eval_loader
-from .precision import autocast_dtype
-from .metrics.attributes import attribute_metrics
-from .metrics.classification import classification_metrics, topk_correct
-from .weights import load_osnet_checkpoint, read_checkpoint
-from .weights.io import unwrap_state_dict
+from .. import distributed as du
+from ..data import normalize_batch
+from ..data.datasets import LabelledSplit
+from ..data.labelled import CROP_PCT, build_labelled_eval_loader
+from ..precision import autocast_dtype
+from ..metrics.attributes import attribute_metrics
+from ..metrics.classification import classification_metrics, topk_correct
+from ..weights import load_osnet_checkpoint, read_checkpoint
+from ..weights.io import unwrap_state_dict
 
 __all__ = ['score_labelled', 'load_classifier', 'trained_model_folder']
 

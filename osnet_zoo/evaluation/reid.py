@@ -30,14 +30,14 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from . import distributed as du
-from .data import (
+from .. import distributed as du
+from ..data import (
     IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch,
 )
-from .files import atomic_save_safetensors
-from .metrics import evaluate_features, evaluate_rank, re_ranking
-from .models.embedding import Embedder
-from .precision import autocast_dtype
+from ..files import atomic_save_safetensors
+from ..metrics import evaluate_features, evaluate_rank, re_ranking
+from ..models.embedding import Embedder
+from ..precision import autocast_dtype
 
 __all__ = ['embed', 'embed_sharded', 'features_key', 'cached_split_features', 'load_eval_splits',
            'rank_split', 'evaluate_models', 'Split', 'target_metrics', 'results_document', 'METRIC_KEYS']

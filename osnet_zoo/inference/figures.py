@@ -30,7 +30,7 @@ from ..data import (
     ImageDataset, ReIDItem, build_dataset, build_test_transform, data_root, normalize_batch, read_image,
 )
 from ..data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
-from ..evaluation_labelled import load_classifier, score_labelled, trained_model_folder
+from ..evaluation.labelled import load_classifier, score_labelled, trained_model_folder
 from ..files import atomic_write_json
 from ..metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
 from ..metrics.plots import LINE_HEIGHT, colour_bar, draw_text_lines, label_font, save_png, stack, title_band

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import timm
 import torch
 import torch.nn as nn
 from tqdm import tqdm
@@ -20,7 +19,8 @@ from ..data.labelled import CROP_PCT, build_labelled_eval_loader
 from ..precision import autocast_dtype
 from ..metrics.attributes import attribute_metrics
 from ..metrics.classification import classification_metrics, topk_correct
-from ..weights import load_osnet_checkpoint, read_checkpoint
+from ..models.builder import create_model
+from ..weights import read_checkpoint
 from ..weights.io import unwrap_state_dict
 
 __all__ = ['score_labelled', 'load_classifier', 'trained_model_folder']
@@ -83,16 +83,14 @@ def load_classifier(name: Optional[str], checkpoint: Optional[str]) -> nn.Module
     ``name`` (a tagged name for its published weights, e.g. osnet_x1_0.imagenet) with an optional checkpoint
     file whose classifier sets the class count."""
     if checkpoint and Path(checkpoint).is_dir():
-        return timm.create_model(f'local-dir:{trained_model_folder(checkpoint)}', pretrained=True)
+        return create_model(f'local-dir:{trained_model_folder(checkpoint)}', pretrained=True, num_classes=None)
     if not name:
         raise ValueError('give --model (e.g. osnet_x1_0.imagenet) or --checkpoint RUN/final')
     if not checkpoint:
-        return timm.create_model(name, pretrained=True)
+        return create_model(name, pretrained=True, num_classes=None)
     state = unwrap_state_dict(read_checkpoint(checkpoint))
     rows = state.get('classifier.weight')
     if rows is None:
         raise ValueError(f'--checkpoint {checkpoint} has no classifier (classifier.weight): it cannot classify')
     # the tag's pretrained_cfg (e.g. osnet_x1_0.imagenet: the 224 centre crop) describes the preprocessing
-    model = timm.create_model(name, pretrained=False, num_classes=int(rows.shape[0]))
-    load_osnet_checkpoint(model, state, strict=True)
-    return model
+    return create_model(name, num_classes=int(rows.shape[0]), checkpoint=state, strict=True)

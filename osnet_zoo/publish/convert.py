@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import timm
 from huggingface_hub import HfApi
 
+from ..models.builder import create_model
 from ..weights.folder import write_model_folder
 from ..weights.io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
-from ..weights.loading import load_osnet_checkpoint
 from ..weights.manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
 __all__ = ['ConversionResult', 'convert_checkpoint', 'record_conversion', 'PushPlan', 'plan_push',
@@ -189,8 +188,7 @@ def plan_push(folder: Union[str, os.PathLike], repo_id: Optional[str] = None,
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f'{folder / "config.json"} is not a timm config (architecture, num_classes): {e}') from e
     name = f'{architecture}.{tag}' if tag else architecture
-    model = timm.create_model(architecture, num_classes=num_classes)
-    load_osnet_checkpoint(model, folder / 'model.safetensors', strict=True)
+    create_model(architecture, num_classes=num_classes, checkpoint=folder / 'model.safetensors', strict=True)
     manifest = manifest or load_manifest()
     entry = manifest.get(name)
     if repo_id is None:

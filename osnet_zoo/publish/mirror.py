@@ -18,15 +18,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import timm
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
 from safetensors.torch import load_file
 
 from ..files import atomic_write_json
+from ..models.builder import create_model
 from .convert import ConversionResult, PushPlan, convert_checkpoint, plan_push, record_conversion, record_publication
 from ..weights.io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
-from ..weights.loading import load_osnet_checkpoint
 from ..weights.manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
 __all__ = ['Identification', 'identify_file', 'fit_problem', 'record_reference_file', 'hf_snapshot_of',
@@ -49,9 +48,8 @@ def fit_problem(state_dict: Dict[str, torch.Tensor], entry: WeightsEntry) -> Opt
     rows = classifier_rows(state_dict)
     if entry.num_classes is not None and rows != entry.num_classes:
         return f'its classifier has {rows} classes, {entry.name} has {entry.num_classes}'
-    model = timm.create_model(entry.architecture, num_classes=rows)
     try:
-        load_osnet_checkpoint(model, state_dict, strict=True)
+        create_model(entry.architecture, num_classes=rows, checkpoint=state_dict, strict=True)
     except CheckpointError as e:
         return f'its keys do not fit {entry.architecture} ({str(e)[:300]})'
     return None
@@ -232,8 +230,8 @@ def _files_in(folder: Path) -> List[Path]:
 
 def _check_bit_identical(conversion: ConversionResult, state_dict: Dict[str, torch.Tensor]) -> None:
     """Every tensor of the written safetensors equals the reference file's, mapped to our keys."""
-    model = timm.create_model(conversion.architecture, num_classes=conversion.num_classes)
-    load_osnet_checkpoint(model, state_dict, strict=True)
+    model = create_model(conversion.architecture, num_classes=conversion.num_classes, checkpoint=state_dict,
+                         strict=True)
     written = load_file(str(conversion.weights))
     expected = model.state_dict()
     differ = [k for k, v in expected.items() if k not in written or not torch.equal(written[k], v)]

@@ -11,7 +11,7 @@ import torch.nn as nn
 from osnet_zoo import distributed as du
 from osnet_zoo.engine import (MutualLearning, build_scheduler, load_training_state, restore_training_state,
                               seed_everything)
-from osnet_zoo.inference.model import create_model as build_model
+from osnet_zoo.models.builder import create_model as build_model
 from osnet_zoo.weights import CheckpointError, read_checkpoint
 
 from osnet_zoo.engine.recipes import TrainConfig, resume_config
@@ -80,7 +80,7 @@ def restore(state: Dict[str, Any], cfg: TrainConfig, model: nn.Module, optimizer
 def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The network (with ``--dml`` two, as one :class:`~osnet_zoo.engine.MutualLearning` module), from
     ``cfg.pretrained`` or ``cfg.init_checkpoint`` weights when set, built with ``cfg.model_args`` by the
-    package's one model builder (:func:`osnet_zoo.inference.model.create_model`)."""
+    package's one model builder (:func:`osnet_zoo.models.builder.create_model`)."""
     if cfg.pretrained and cfg.init_checkpoint:
         raise ValueError(f'--pretrained {cfg.pretrained} and --init-checkpoint {cfg.init_checkpoint} both set the '
                          'starting weights; give one (--pretrained none to start from the checkpoint).')

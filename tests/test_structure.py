@@ -264,7 +264,7 @@ def test_each_package_imports_first():
 # What ``import osnet_zoo`` may load: a tracker imports it to get a model (issue #32).
 RUNTIME_MODULE_LIMIT = 20
 NOT_IN_THE_RUNTIME = ('osnet_zoo.data', 'osnet_zoo.train', 'osnet_zoo.engine', 'osnet_zoo.nas', 'osnet_zoo.inference',
-                      'osnet_zoo.publish', 'osnet_zoo.weights.folder', 'osnet_zoo.evaluation', 'gdown')
+                      'osnet_zoo.publish', 'osnet_zoo.models.folder', 'osnet_zoo.evaluation', 'gdown')
 
 _LOADED_MODULES = r"""
 import json, sys
@@ -310,9 +310,9 @@ def test_the_scan_counts_lazy_exports_as_imports():
 
 def test_training_inference_and_engine_do_not_import_publishing():
     """Publishing (osnet_zoo/publish/) sits beside the runtime: no module of train, inference or engine imports it,
-    directly or through another module (a trained run writes its model folder with weights.folder)."""
+    directly or through another module (a trained run writes its model folder with models.folder)."""
     graph, _ = _scan()
-    assert 'osnet_zoo.weights.folder' in graph['osnet_zoo.train.final']
+    assert 'osnet_zoo.models.folder' in graph['osnet_zoo.train.final']
 
     def reaches(module: str, seen: Set[str]) -> Set[str]:
         for target in graph.get(module, ()):
@@ -325,6 +325,29 @@ def test_training_inference_and_engine_do_not_import_publishing():
         if module.split('.')[1:2] in (['train'], ['inference'], ['engine']) and not module.endswith('__main__'):
             publishing = sorted(t for t in reaches(module, set()) if t.startswith('osnet_zoo.publish'))
             assert not publishing, f'{module} imports {publishing}'
+
+
+def _timm_create_model_calls() -> List[str]:
+    """``path:line`` of each ``timm.create_model(...)`` call in the package (``from timm import create_model`` too)."""
+    found = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            func = node.func if isinstance(node, ast.Call) else None
+            direct = isinstance(func, ast.Attribute) and func.attr == 'create_model' and \
+                isinstance(func.value, ast.Name) and func.value.id == 'timm'
+            imported = isinstance(node, ast.ImportFrom) and node.module == 'timm' and \
+                any(a.name == 'create_model' for a in node.names)
+            if direct or imported:
+                found.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno}')
+    return found
+
+
+def test_one_model_builder():
+    """Networks are built by models/builder.py; besides it only the create_osnet factory (timm's registry for
+    the registered widths) calls timm.create_model."""
+    calls = _timm_create_model_calls()
+    assert len(calls) <= 3, calls
+    assert {c.split(':')[0] for c in calls} <= {'osnet_zoo/models/builder.py', 'osnet_zoo/models/factory.py'}, calls
 
 
 def _precision_tables() -> List[str]:

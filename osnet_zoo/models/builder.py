@@ -23,11 +23,11 @@ def create_model(model: str, num_classes: Optional[int] = 0, pretrained: bool = 
                  checkpoint: Union[str, os.PathLike, Mapping[str, Any], None] = None,
                  model_args: Optional[Dict[str, Any]] = None, strict: bool = False, **kwargs: Any) -> nn.Module:
     """The timm model ``model`` (``name.tag`` for a pretrained tag, with ``pretrained``) with ``num_classes``
-    outputs (0: the embedding; None: its pretrained config's, e.g. the classifier of a tag's weights) built with the architecture arguments ``model_args`` (and timm's ``kwargs``);
-    with ``checkpoint`` (a file or a state dict) its weights are loaded with ``load_osnet_checkpoint``: with
-    ``strict=False`` only a classifier (of another class count) may be left out, and keeps its fresh
-    initialisation; ``strict=True`` demands every key. Arguments the architecture does not take are a
-    ValueError naming them."""
+    outputs (0: the embedding; None: its pretrained config's, e.g. the classifier of a tag's weights) built
+    with the architecture arguments ``model_args`` (and timm's ``kwargs``). With ``checkpoint`` (a file or a
+    state dict) its weights are loaded with ``load_osnet_checkpoint``: with ``strict=False`` only a classifier
+    (of another class count) may be left out, and keeps its fresh initialisation; ``strict=True`` demands every
+    key. Arguments the architecture does not take are a ValueError naming them."""
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
     try:

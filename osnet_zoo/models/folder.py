@@ -4,7 +4,8 @@
 ``write_model_folder`` writes one from a state_dict and checks it: the weights read back into a fresh model give
 bit-identical embeddings and logits on a fixed batch. A training run writes its trained model with it, and the
 publishing tools (``osnet_zoo.publish.convert``) the zoo's conversions; ``timm.create_model('local-dir:FOLDER',
-pretrained=True)`` rebuilds the model. The networks are built through timm's registry, as the manifest names them.
+pretrained=True)`` rebuilds the model. The networks are built by the one builder (``models.builder``), by the
+names the manifest gives them.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from safetensors.torch import load_file
 from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_text
-from .io import CheckpointError, classifier_rows, file_sha256
-from .loading import load_osnet_checkpoint
-from .manifest import DATASET_NAMES, WeightsEntry, WeightsManifest
+from ..weights.io import CheckpointError, classifier_rows, file_sha256
+from ..weights.loading import load_osnet_checkpoint
+from ..weights.manifest import DATASET_NAMES, WeightsEntry, WeightsManifest
+from .builder import create_model
 
 __all__ = ['WrittenFolder', 'write_model_folder', 'model_card', 'card_data', 'eval_results']
 
@@ -98,15 +100,14 @@ def write_model_folder(
 def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry],
            model_args: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
     if entry is not None:
-        return timm.create_model(entry.name, num_classes=num_classes)
+        return create_model(entry.name, num_classes=num_classes)
     # a tag of your own: the architecture's data config, renamed, without the default tag's source and
     # description (which describe the reference checkpoint, not these weights); re-ID input (256x128 squash)
     # where the default tag is the ImageNet classifier (osnet_ain_x0_25 ...), whose 224 crop is not these weights'
     overlay = dict(tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None)
     if timm.models.get_pretrained_cfg(architecture).tag == 'imagenet':
         overlay.update(input_size=(3, 256, 128), pool_size=(16, 8), crop_pct=1.0, crop_mode='squash')
-    return timm.create_model(architecture, num_classes=num_classes, **(model_args or {}),
-                             pretrained_cfg_overlay=overlay)
+    return create_model(architecture, num_classes=num_classes, model_args=model_args, pretrained_cfg_overlay=overlay)
 
 
 def _probe(model: torch.nn.Module, input_size: tuple) -> Dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Converting reference checkpoints to Hub-ready safetensors, and publishing them.
 
 ``convert_checkpoint`` reads any supported layout safely, checks it against the weights manifest and writes
-the model folder timm's Hub loader reads (``osnet_zoo.weights.folder``: ``model.safetensors`` with osnet_zoo
+the model folder timm's Hub loader reads (``osnet_zoo.models.folder``: ``model.safetensors`` with osnet_zoo
 keys, ``config.json`` and the model card ``README.md``, checked with a forward pass). ``push_folder`` uploads
 such a folder with huggingface_hub.
 """
@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from huggingface_hub import HfApi
 
 from ..models.builder import create_model
-from ..weights.folder import write_model_folder
+from ..models.folder import write_model_folder
 from ..weights.io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
 from ..weights.manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 

@@ -1,6 +1,6 @@
 """The trained model of a run, as a folder ``timm.create_model('local-dir:FOLDER', pretrained=True)`` rebuilds.
 
-OSNet weights are written by ``osnet_zoo.weights.folder`` (a forward check after the round trip and a model
+OSNet weights are written by ``osnet_zoo.models.folder`` (a forward check after the round trip and a model
 card), as the zoo's conversions are, without the publishing tools; any other timm model (a baseline backbone:
 ``resnet50``, ``mobilenetv2_100``) is written in timm's own layout (model.safetensors + config.json with its architecture arguments and preprocessing).
 """
@@ -15,7 +15,7 @@ from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_json
 from ..models.osnet import OSNET_ARCHS
-from ..weights.folder import write_model_folder
+from ..models.folder import write_model_folder
 
 __all__ = ['save_model_folder']
 

@@ -1,5 +1,5 @@
 """Weights: safe checkpoint reading, the weights manifest, its sources and cache, Hub loading with sha256 checks,
-strict loading of every checkpoint layout, and the model folder in timm's format (``folder``).
+and strict loading of every checkpoint layout (the model folder in timm's format is ``osnet_zoo.models.folder``).
 
 The modules imported here sit below ``osnet_zoo.models`` (which builds its timm registry from the manifest and
 loads through ``loading``) and import nothing from it. Publishing the zoo (converting, mirroring, verifying,

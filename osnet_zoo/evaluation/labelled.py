@@ -20,10 +20,11 @@ from ..precision import autocast_dtype
 from ..metrics.attributes import attribute_metrics
 from ..metrics.classification import classification_metrics, topk_correct
 from ..models.builder import create_model
+from ..models.run_record import require_run_record
 from ..weights import read_checkpoint
 from ..weights.io import unwrap_state_dict
 
-__all__ = ['score_labelled', 'load_classifier', 'trained_model_folder']
+__all__ = ['score_labelled', 'load_classifier']
 
 
 @torch.inference_mode()
@@ -66,24 +67,14 @@ def score_labelled(model: nn.Module, task: str, split: LabelledSplit, device: to
     return result
 
 
-def trained_model_folder(path: Union[str, os.PathLike], option: str = '--checkpoint') -> Path:
-    """The model folder (config.json + model.safetensors) of a finished training run (``RUN`` holding
-    ``final/``) or the folder itself; anything else is a FileNotFoundError naming ``option`` and ``path``."""
-    folder = Path(path).expanduser()
-    if (folder / 'final' / 'config.json').is_file():
-        folder = folder / 'final'
-    if not (folder / 'config.json').is_file() or not (folder / 'model.safetensors').is_file():
-        raise FileNotFoundError(f'{option} {path}: neither a finished training run (RUN/final/) nor a model folder '
-                                '(config.json + model.safetensors)')
-    return folder
-
-
 def load_classifier(name: Optional[str], checkpoint: Optional[str]) -> nn.Module:
-    """A model with its classifier: ``checkpoint`` a trained model folder (:func:`trained_model_folder`), or
+    """A model with its classifier: ``checkpoint`` a trained model folder (a run or its ``final/``, found by
+    :func:`~osnet_zoo.models.run_record.read_run_record`), or
     ``name`` (a tagged name for its published weights, e.g. osnet_x1_0.imagenet) with an optional checkpoint
     file whose classifier sets the class count."""
     if checkpoint and Path(checkpoint).is_dir():
-        return create_model(f'local-dir:{trained_model_folder(checkpoint)}', pretrained=True, num_classes=None)
+        return create_model(f'local-dir:{require_run_record(checkpoint, "--checkpoint").folder}', pretrained=True,
+                            num_classes=None)
     if not name:
         raise ValueError('give --model (e.g. osnet_x1_0.imagenet) or --checkpoint RUN/final')
     if not checkpoint:

@@ -13,7 +13,7 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 
 from ..models.builder import create_model
-from .run_record import read_run_record
+from ..models.run_record import read_run_record
 
 __all__ = ['create_model', 'build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
 
@@ -72,7 +72,7 @@ def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained:
 
     A trained model describes itself: when ``checkpoint_path`` (or a ``'local-dir:PATH'`` model) names a
     training run folder, its ``final/`` or ``final/model.safetensors`` (see
-    :func:`~osnet_zoo.inference.run_record.read_run_record`), the architecture and ``model_args`` come from its
+    :func:`~osnet_zoo.models.run_record.read_run_record`), the architecture and ``model_args`` come from its
     ``config.json`` unless given, and the module's ``pretrained_cfg`` carries the recorded input size,
     interpolation and mean/std, so :func:`resolve_preprocessing` prepares images as the run did. ``model``
     None means the run's architecture, else ``osnet_x1_0``.

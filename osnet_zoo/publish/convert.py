@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
 
 from huggingface_hub import HfApi
 
@@ -42,26 +42,13 @@ class ConversionResult:
     warnings: List[str] = field(default_factory=list)
 
 
-def convert_checkpoint(
-        checkpoint: Union[str, os.PathLike],
-        architecture: str,
-        tag: str,
-        out_dir: Union[str, os.PathLike],
-        manifest: Optional[WeightsManifest] = None,
-        check_size: Optional[Tuple[int, int]] = None,
-        repo_id: Optional[str] = None,
-        input_size: Optional[Tuple[int, int]] = None,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-        distance: Optional[str] = None,
-        model_args: Optional[Dict[str, Any]] = None,
-        results: Optional[Mapping[str, Mapping[str, Any]]] = None,
-        notes: Optional[str] = None,
-        origin: Optional[str] = None,
-) -> ConversionResult:
+def convert_checkpoint(checkpoint: Union[str, os.PathLike], architecture: str, tag: str,
+                       out_dir: Union[str, os.PathLike], manifest: Optional[WeightsManifest] = None,
+                       **facts: Any) -> ConversionResult:
     """Convert a checkpoint (torchreid classic or AIN layout, trainer checkpoint, osnet_zoo safetensors) into
     ``out_dir``/{model.safetensors, config.json, README.md}.
 
+    ``facts`` are :func:`~osnet_zoo.models.folder.write_model_folder`'s: ``check_size``, ``repo_id``,
     ``input_size`` (height, width), ``mean``, ``std`` and ``distance`` record how the weights were trained
     and evaluated (config.json's ``pretrained_cfg`` and ``distance``, and the card; default: the manifest
     entry's, else the architecture's 256x128 ImageNet defaults). ``model_args`` are the architecture
@@ -87,18 +74,16 @@ def convert_checkpoint(
     if architecture not in architectures:
         raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(architectures)}.')
     entry = manifest.get(f'{architecture}.{tag}')
-    if entry is not None and model_args:
+    if entry is not None and facts.get('model_args'):
         raise CheckpointError(f'{entry.name} is a checkpoint of the standard {architecture}; weights built with '
-                              f'model_args {model_args} need a tag of their own (not one of the manifest).')
+                              f"model_args {facts['model_args']} need a tag of their own (not one of the manifest).")
     source = Path(checkpoint)
     source_sha256 = file_sha256(source) if source.is_file() else ''
     state_dict = unwrap_state_dict(read_checkpoint(source), str(source))
     num_classes = classifier_rows(state_dict)
     warnings = _check_against_entry(entry, f'{architecture}.{tag}', source, source_sha256, num_classes)
-    written = write_model_folder(
-        state_dict, architecture, tag, out_dir, entry=entry, manifest=manifest, check_size=check_size,
-        repo_id=repo_id, input_size=input_size, mean=mean, std=std, distance=distance, model_args=model_args,
-        results=results, notes=notes, origin=origin, source=source, source_sha256=source_sha256)
+    written = write_model_folder(state_dict, architecture, tag, out_dir, entry=entry, manifest=manifest,
+                                 source=source, source_sha256=source_sha256, **facts)
     return ConversionResult(
         architecture=architecture, tag=tag, out_dir=written.out_dir, weights=written.weights, sha256=written.sha256,
         size=written.size, num_classes=num_classes, source=source, source_sha256=source_sha256,

@@ -228,8 +228,9 @@ FIRST_IMPORTS = ['osnet_zoo.models', 'osnet_zoo.models.osnet', 'osnet_zoo.models
                  'osnet_zoo.weights', 'osnet_zoo.weights.loading', 'osnet_zoo.weights.hub', 'osnet_zoo.publish.convert',
                  'osnet_zoo.data', 'osnet_zoo.data.datasets', 'osnet_zoo.data.datasets.synthetic',
                  'osnet_zoo.data.synthetic_small', 'osnet_zoo.metrics', 'osnet_zoo.metrics.cuhk03',
-                 'osnet_zoo.metrics.rank', 'osnet_zoo.evaluation', 'osnet_zoo.inference', 'osnet_zoo.train',
-                 'osnet_zoo.nas']
+                 'osnet_zoo.metrics.rank', 'osnet_zoo.evaluation', 'osnet_zoo.evaluation.labelled',
+                 'osnet_zoo.models.builder', 'osnet_zoo.models.folder', 'osnet_zoo.models.run_record',
+                 'osnet_zoo.precision', 'osnet_zoo.publish', 'osnet_zoo.inference', 'osnet_zoo.train', 'osnet_zoo.nas']
 
 # Run in one fresh interpreter: the third-party libraries are imported once, then each target is imported in a
 # forked child that holds no osnet_zoo module yet. ``import osnet_zoo.x`` would run osnet_zoo/__init__.py first,

@@ -14,6 +14,7 @@ import torch
 import osnet_zoo
 from osnet_zoo import cli
 from osnet_zoo.models import OSNET_ARCHS, count_mult_adds, count_params
+from osnet_zoo.models.builder import create_model
 
 # runs of one model further apart than this (max - min over the median) make the timings untrustworthy
 NOISY_SPREAD = 0.25
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f'osnet-zoo {osnet_zoo.__version__} (timm {timm.__version__}, torch {torch.__version__})')
     print(f'input {args.height}x{args.width}, eval mode, embedding = fc output (no classifier), device {device}\n')
     x = torch.randn(args.batch_size, 3, args.height, args.width, device=device)
-    models = {name: timm.create_model(name, num_classes=0).eval() for name in OSNET_ARCHS}
+    models = {name: create_model(name).eval() for name in OSNET_ARCHS}
     stats = {name: (count_params(model), count_mult_adds(model, (args.height, args.width)))
              for name, model in models.items()}
     for model in models.values():

@@ -18,12 +18,14 @@ import timm
 import torch
 import yaml
 
+from .precision import PRECISIONS as _DTYPES
+
 __all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
            'add_precision',
            'add_batch_size', 'add_workers', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
            'check_at_least', 'check_osnet', 'error_message', 'format_table', 'run']
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = tuple(_DTYPES)  # the --precision names of osnet_zoo/precision.py, the one table
 # Where datasets live when --root is not given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
 DEFAULT_DATA_ROOT = os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data')
 # Errors that mean "the input is wrong" (the message names the thing): printed as one line by run().

@@ -1,7 +1,7 @@
 """`python -m osnet_zoo.evaluate`: evaluate an OSNet on re-ID benchmarks (CMC, mAP, mINP), with pictures.
 
 The command line only: the CLI of osnet_zoo.evaluation (features, metrics, the results.json schema, the feature
-cache) and osnet_zoo.evaluation_labelled (--task classification / attributes).
+cache) and osnet_zoo.evaluation.labelled (--task classification / attributes).
 
 Examples::
 
@@ -43,7 +43,7 @@ from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, data_root
 from .data.datasets import LABELLED_DATASETS
 from .evaluation import cached_split_features, rank_split, results_document, target_metrics
-from .evaluation_labelled import load_classifier, score_labelled
+from .evaluation.labelled import load_classifier, score_labelled
 from .files import atomic_write_json
 from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
 from .inference.backend import BACKEND_HELP, BACKENDS
@@ -140,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
     device = du.init_distributed(args.device)
     try:
-        if args.task != 'reid':  # classifiers: osnet_zoo.evaluation_labelled
+        if args.task != 'reid':  # classifiers: osnet_zoo.evaluation.labelled
             return evaluate_labelled_cli(args, device) if du.is_main_process() else {}
         return _evaluate(args, device)
     finally:

@@ -55,7 +55,7 @@ import torch.nn as nn
 
 from . import cli
 from .data import ReIDItem
-from .evaluation import autocast_dtype
+from .precision import autocast_dtype
 from .inference import apply_run_record, build_embedding_model
 from .inference.figures import SPLITS, collect_items, input_size, run_actmap, run_attributes, run_gates
 from .models.osnet import MIN_INPUT_SIZE

@@ -42,7 +42,7 @@ from osnet_zoo.visualize import main as visualize_main
 from osnet_zoo.weights import CheckpointError, file_sha256, load_osnet_checkpoint, read_checkpoint
 from osnet_zoo.weights.__main__ import main as weights_main
 from osnet_zoo.weights.hub import HubFile, check_file
-from osnet_zoo.weights.mirror import hf_snapshot_of
+from osnet_zoo.publish.mirror import hf_snapshot_of
 from conftest import REPO, run_python, start_python
 
 ERRORS = cli.USER_ERRORS + (TypeError,)

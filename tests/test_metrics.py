@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from osnet_zoo.metrics import evaluate_features, evaluate_rank, pairwise_distance
-from osnet_zoo.metrics._oracle import evaluate_rank_argsort
+from _oracle import evaluate_rank_argsort
 from osnet_zoo.metrics.rank import MatchLists, RankAccumulator, chunk_good_ranks
 
 @pytest.fixture(scope='module')

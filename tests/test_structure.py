@@ -7,6 +7,7 @@ only the import-order test imports the package (in fresh subprocesses).
 ``python tests/test_structure.py`` prints the package graph: each subpackage (or top-level module) and the
 subpackages it imports, a ``X.__main__`` counted as the CLI layer, apart from ``X``."""
 import ast
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
@@ -91,7 +92,24 @@ def _scan() -> Tuple[Dict[str, Set[str]], List[str]]:
                 visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
         visit(tree, False)
+        graph[module].update(t for target in _lazy_targets(module, path, tree)
+                             for t in _with_parents(module, target, known))
     return graph, inside_functions
+
+
+def _lazy_targets(module: str, path: Path, tree: ast.Module) -> List[str]:
+    """The modules a package's ``_LAZY_EXPORTS`` dict (osnet_zoo/_lazy.py) loads on first access: imports too,
+    only later, so they count as edges of the graph."""
+    targets = []
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == '_LAZY_EXPORTS'
+                                                 for t in node.targets) and isinstance(node.value, ast.Dict)):
+            for value in node.value.values:
+                relative = value.value
+                level = len(relative) - len(relative.lstrip('.'))
+                fake = ast.ImportFrom(module=relative.lstrip('.') or None, names=[], level=level)
+                targets.append(_resolve(module, path.name == '__init__.py', fake))
+    return targets
 
 
 def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
@@ -207,11 +225,12 @@ def test_the_package_graph_names_packages_and_clis():
 # Each of these is imported first, before osnet_zoo/__init__.py runs: none may depend on the order of the imports
 # there (a circle that order hides fails here).
 FIRST_IMPORTS = ['osnet_zoo.models', 'osnet_zoo.models.osnet', 'osnet_zoo.models.torchreid_layout',
-                 'osnet_zoo.weights', 'osnet_zoo.weights.loading', 'osnet_zoo.weights.hub', 'osnet_zoo.weights.convert',
+                 'osnet_zoo.weights', 'osnet_zoo.weights.loading', 'osnet_zoo.weights.hub', 'osnet_zoo.publish.convert',
                  'osnet_zoo.data', 'osnet_zoo.data.datasets', 'osnet_zoo.data.datasets.synthetic',
                  'osnet_zoo.data.synthetic_small', 'osnet_zoo.metrics', 'osnet_zoo.metrics.cuhk03',
-                 'osnet_zoo.metrics.rank', 'osnet_zoo.evaluation', 'osnet_zoo.inference', 'osnet_zoo.train',
-                 'osnet_zoo.nas']
+                 'osnet_zoo.metrics.rank', 'osnet_zoo.evaluation', 'osnet_zoo.evaluation.labelled',
+                 'osnet_zoo.models.builder', 'osnet_zoo.models.folder', 'osnet_zoo.models.run_record',
+                 'osnet_zoo.precision', 'osnet_zoo.publish', 'osnet_zoo.inference', 'osnet_zoo.train', 'osnet_zoo.nas']
 
 # Run in one fresh interpreter: the third-party libraries are imported once, then each target is imported in a
 # forked child that holds no osnet_zoo module yet. ``import osnet_zoo.x`` would run osnet_zoo/__init__.py first,
@@ -241,6 +260,117 @@ def test_each_package_imports_first():
     child = run_python('-c', _IMPORT_FIRST, PACKAGE, *FIRST_IMPORTS)
     assert child.returncode == 0, child.stderr[-2000:]
     assert not child.stdout.strip(), 'imported first, these fail:\n' + child.stdout
+
+
+# What ``import osnet_zoo`` may load: a tracker imports it to get a model (issue #32).
+RUNTIME_MODULE_LIMIT = 20
+NOT_IN_THE_RUNTIME = ('osnet_zoo.data', 'osnet_zoo.train', 'osnet_zoo.engine', 'osnet_zoo.nas', 'osnet_zoo.inference',
+                      'osnet_zoo.publish', 'osnet_zoo.models.folder', 'osnet_zoo.evaluation', 'gdown')
+
+_LOADED_MODULES = r"""
+import json, sys
+import osnet_zoo
+print(json.dumps(sorted(m for m in sys.modules if m == 'gdown' or m.split('.')[0] == 'osnet_zoo')))
+"""
+
+
+def _loaded_by(code: str) -> List[str]:
+    child = run_python('-c', code)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def test_import_osnet_zoo_loads_the_small_runtime():
+    """A fresh ``import osnet_zoo`` registers the models and the weights they load, and nothing else of ours:
+    no dataset reader, no training, no NAS, no publishing, no gdown."""
+    loaded = _loaded_by(_LOADED_MODULES)
+    ours = [m for m in loaded if m.startswith('osnet_zoo')]
+    assert 'osnet_zoo.models.osnet' in ours and 'osnet_zoo.weights.hub' in ours
+    assert len(ours) <= RUNTIME_MODULE_LIMIT, f'{len(ours)} modules: {ours}'
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + '.') for h in NOT_IN_THE_RUNTIME)]
+    assert not heavy, f'import osnet_zoo loads {heavy}'
+
+
+def test_lazy_names_load_when_used():
+    """The names the root exports lazily (the extractor) arrive on first access, and so does a subpackage."""
+    code = _LOADED_MODULES.replace('print(', 'print(osnet_zoo.FeatureExtractor.__module__, '
+                                             'osnet_zoo.inference.export.__name__, file=sys.stderr)\nprint(', 1)
+    loaded = _loaded_by(code)
+    assert 'osnet_zoo.inference.extractor' in loaded and 'osnet_zoo.inference.export' in loaded
+    child = run_python('-c', 'import osnet_zoo; osnet_zoo.no_such_name')
+    assert "module 'osnet_zoo' has no attribute 'no_such_name'" in child.stderr
+
+
+def test_the_scan_counts_lazy_exports_as_imports():
+    tree = ast.parse("_LAZY_EXPORTS = {'FeatureExtractor': '.inference', 'x': '..data.images'}\n")
+    assert _lazy_targets('osnet_zoo.models', PACKAGE / 'models' / '__init__.py', tree) == [
+        'osnet_zoo.models.inference', 'osnet_zoo.data.images']
+    graph, _ = _scan()
+    assert 'osnet_zoo.inference' in graph['osnet_zoo']
+
+
+def test_training_inference_and_engine_do_not_import_publishing():
+    """Publishing (osnet_zoo/publish/) sits beside the runtime: no module of train, inference or engine imports it,
+    directly or through another module (a trained run writes its model folder with models.folder)."""
+    graph, _ = _scan()
+    assert 'osnet_zoo.models.folder' in graph['osnet_zoo.train.final']
+
+    def reaches(module: str, seen: Set[str]) -> Set[str]:
+        for target in graph.get(module, ()):
+            if target not in seen:
+                seen.add(target)
+                reaches(target, seen)
+        return seen
+
+    for module in graph:
+        if module.split('.')[1:2] in (['train'], ['inference'], ['engine']) and not module.endswith('__main__'):
+            publishing = sorted(t for t in reaches(module, set()) if t.startswith('osnet_zoo.publish'))
+            assert not publishing, f'{module} imports {publishing}'
+
+
+def _timm_create_model_calls() -> List[str]:
+    """``path:line`` of each ``timm.create_model(...)`` call in the package (``from timm import create_model`` too)."""
+    found = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            func = node.func if isinstance(node, ast.Call) else None
+            direct = isinstance(func, ast.Attribute) and func.attr == 'create_model' and \
+                isinstance(func.value, ast.Name) and func.value.id == 'timm'
+            imported = isinstance(node, ast.ImportFrom) and node.module == 'timm' and \
+                any(a.name == 'create_model' for a in node.names)
+            if direct or imported:
+                found.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno}')
+    return found
+
+
+def test_one_model_builder():
+    """Networks are built by models/builder.py; besides it only the create_osnet factory (timm's registry for
+    the registered widths) calls timm.create_model."""
+    calls = _timm_create_model_calls()
+    assert len(calls) <= 3, calls
+    assert {c.split(':')[0] for c in calls} <= {'osnet_zoo/models/builder.py', 'osnet_zoo/models/factory.py'}, calls
+
+
+def _precision_tables() -> List[str]:
+    """``path:line`` of each literal naming the three precisions ('fp32', 'bf16', 'fp16': a dict, tuple or list)."""
+    found = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            items = node.keys if isinstance(node, ast.Dict) else getattr(node, 'elts', None) \
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else None
+            names = {i.value for i in items or () if isinstance(i, ast.Constant)}
+            if {'fp32', 'bf16', 'fp16'} <= names:
+                found.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno}')
+    return found
+
+
+def test_one_precision_table():
+    """The precisions are listed once (osnet_zoo/precision.py); training's loop takes its autocast dtype from
+    there, not from evaluation."""
+    assert _precision_tables() == ['osnet_zoo/precision.py:14']
+    graph, _ = _scan()
+    assert 'osnet_zoo.precision' in graph['osnet_zoo.engine.loop']
+    assert not any(t.startswith('osnet_zoo.evaluation') for t in graph['osnet_zoo.engine.loop'])
 
 
 MAX_FUNCTION_LINES = 80

@@ -166,3 +166,48 @@ def test_model_forward_fx_torchscript(name):
     assert outputs.shape == (1, model.num_classes)
     assert not torch.isnan(outputs).any()
     assert torch.allclose(outputs, expected, atol=1e-5)
+
+
+def _residual_drops(model):
+    """The stochastic-depth module of each omni-scale block, in forward order."""
+    return [block.drop_path for stage in (model.conv2, model.conv3, model.conv4) for block in stage]
+
+
+def test_drop_path_rate_is_stochastic_depth_in_training_only():
+    """``drop_path_rate`` as timm's models take it: stochastic depth on each block's residual branch, rising
+    linearly to the rate at the last block; in train mode whole samples' branches are dropped (the rest scaled
+    by 1 / keep), in eval mode the branch passes unchanged; and the model trains (every parameter a gradient)."""
+    torch.manual_seed(0)
+    model = timm.create_model('osnet_x1_0', drop_path_rate=0.5, num_classes=5)
+    drops = _residual_drops(model)
+    rates = [getattr(d, 'drop_prob', 0.) for d in drops]
+    assert rates == pytest.approx([0., 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert isinstance(drops[0], torch.nn.Identity)  # rate 0: no module to run
+    seen = {}
+    drops[-1].register_forward_hook(lambda m, inputs, out: seen.update(x=inputs[0].detach(), y=out.detach()))
+    batch = torch.randn(16, 3, 64, 32)
+
+    model.train()
+    out = model(batch)
+    x, y = seen['x'], seen['y']
+    dropped = (y == 0).flatten(1).all(1)
+    kept = torch.isclose(y, x / 0.5, rtol=1e-5, atol=1e-6).flatten(1).all(1)
+    assert dropped.any() and kept.any() and bool((dropped | kept).all())
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+    model.eval()
+    with torch.no_grad():
+        model(batch)
+    assert torch.equal(seen['x'], seen['y'])
+
+
+def test_drop_path_keeps_the_checkpoint_and_the_default_network():
+    """Stochastic depth adds no parameters (checkpoints load either way), and the default is the plain network."""
+    plain = timm.create_model('osnet_x0_25', num_classes=3)
+    dropped = timm.create_model('osnet_x0_25', num_classes=3, drop_path_rate=0.2)
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    assert all(isinstance(d, torch.nn.Identity) for d in _residual_drops(plain))
+    with pytest.raises(ValueError, match='drop_path_rate must be in'):
+        timm.create_model('osnet_x0_25', drop_path_rate=1.0)
+    torch.jit.script(dropped.eval())  # the timm contract holds with it too

@@ -23,7 +23,7 @@ from osnet_zoo.weights import (
     CheckpointError, WeightsIntegrityError, WeightsUnavailableError, file_sha256, load_osnet_checkpoint,
 )
 from osnet_zoo.weights.__main__ import main as weights_cli
-from osnet_zoo.weights.convert import HUB_FILES, record_publication
+from osnet_zoo.publish.convert import HUB_FILES, record_publication
 from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest, write_manifest
 from conftest import REPO, child_env, run_python, start_python
 

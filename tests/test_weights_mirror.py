@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from osnet_zoo import cli
 from osnet_zoo.weights import file_sha256, load_osnet_checkpoint
 from osnet_zoo.weights.__main__ import main as weights_cli
-from osnet_zoo.weights.convert import HUB_FILES, plan_push
+from osnet_zoo.publish.convert import HUB_FILES, plan_push
 from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest, write_manifest
-from osnet_zoo.weights.mirror import STATE_FILE, commit_operations, hf_snapshot_of, identify_file
+from osnet_zoo.publish.mirror import STATE_FILE, commit_operations, hf_snapshot_of, identify_file
 from conftest import child_env, run_module, start_python
 from test_weights_hub import offline, reference_state, save_reference, seed_hf_cache
 

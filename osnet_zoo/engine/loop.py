@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from osnet_zoo import distributed as du
 from osnet_zoo.data import IMAGENET_MEAN, IMAGENET_STD, device_batches
-from osnet_zoo.evaluation import autocast_dtype
+from osnet_zoo.precision import autocast_dtype
 
 from .checkpoint import seed_everything
 from .losses import Losses

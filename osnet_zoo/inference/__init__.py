@@ -4,7 +4,7 @@ from .backend import BACKENDS, BackendPlan, build_runtime, select_backend
 from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
 from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
-from .run_record import RunRecord, apply_run_record, read_run_record
+from ..models.run_record import RunRecord, apply_run_record, read_run_record
 from .sharded import extract_features, find_images, load_features
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,

@@ -26,15 +26,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-import timm
-
 from .._version import __version__
 from ..files import atomic_path, atomic_write_json
 from ..models.embedding import Embedder
 from ..models.osnet import OSNet
 from ..models.torchreid_layout import reference_architecture, save_torchreid_checkpoint
-from ..weights import load_osnet_checkpoint, read_checkpoint, unwrap_state_dict
-from .model import build_embedding_model, resolve_preprocessing
+from ..weights import read_checkpoint, unwrap_state_dict
+from .model import build_embedding_model, create_model, resolve_preprocessing
 from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
@@ -164,19 +162,18 @@ def _model_with_classifier(model: Union[str, nn.Module], pretrained: bool,
     if not isinstance(model, str):
         return copy.deepcopy(model).eval()
     if checkpoint_path is None:
-        return timm.create_model(model, pretrained=pretrained).eval()
+        return create_model(model, pretrained=pretrained, num_classes=None).eval()
     weight = unwrap_state_dict(read_checkpoint(checkpoint_path), str(checkpoint_path)).get('classifier.weight')
     if weight is None:
         raise ValueError(f'{checkpoint_path}: has no classifier to keep (export without --with-classifier).')
-    net = timm.create_model(model, pretrained=False, num_classes=int(weight.shape[0]))
-    return load_osnet_checkpoint(net, checkpoint_path, strict=True).eval()
+    return create_model(model, num_classes=int(weight.shape[0]), checkpoint=checkpoint_path, strict=True).eval()
 
 
 def _check_torchreid(path: Path, model: nn.Module, example: torch.Tensor) -> Dict[str, Any]:
     """Reload ``path`` through our own loader into a fresh model: every tensor must come back bit for bit."""
     architecture = reference_architecture(model)
     classes = model.num_classes if isinstance(model.get_classifier(), nn.Linear) else 0
-    fresh = load_osnet_checkpoint(timm.create_model(architecture, num_classes=classes), path, strict=True).eval()
+    fresh = create_model(architecture, num_classes=classes, checkpoint=path, strict=True).eval()
     original, reloaded = model.state_dict(), fresh.state_dict()
     differing = [k for k in original if k not in reloaded or not torch.equal(original[k].cpu(), reloaded[k])]
     with torch.inference_mode():

@@ -30,11 +30,12 @@ from ..data import (
     ImageDataset, ReIDItem, build_dataset, build_test_transform, data_root, normalize_batch, read_image,
 )
 from ..data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
-from ..evaluation_labelled import load_classifier, score_labelled, trained_model_folder
+from ..evaluation.labelled import load_classifier, score_labelled
 from ..files import atomic_write_json
 from ..metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
 from ..metrics.plots import LINE_HEIGHT, colour_bar, draw_text_lines, label_font, save_png, stack, title_band
 from ..models.osnet import ChannelGate, OmniScaleBlock
+from ..models.run_record import require_run_record
 from .model import resolve_preprocessing
 
 __all__ = ['SPLITS', 'STRIP_BAR_WIDTH', 'activation_maps', 'overlay_activation', 'kmeans', 'closest_to_centres',
@@ -388,7 +389,7 @@ def run_gates(items: Sequence[ReIDItem], model: nn.Module, output: os.PathLike, 
 
 def load_trained_folder(run: str) -> Tuple[nn.Module, Path]:
     """The model of a training run (``RUN/final``) or a final/ folder, with its classifier, in eval mode."""
-    folder = trained_model_folder(run, '--run')
+    folder = require_run_record(run, '--run').folder
     return load_classifier(None, str(folder)).eval(), folder
 
 

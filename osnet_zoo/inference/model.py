@@ -1,18 +1,19 @@
-"""The model behind every inference path (the extractor, export, evaluation, visualisation) and training:
-one builder (:func:`create_model`; :func:`build_embedding_model` for an embedding) and its preprocessing
-contract; a trained model's own record (``run_record``) feeds both."""
+"""The model behind every inference path (the extractor, export, evaluation, visualisation): the embedding
+built by the one builder (:func:`osnet_zoo.models.builder.create_model`, re-exported here) from a name, a tag,
+a checkpoint or a run folder (:func:`build_embedding_model`), and its preprocessing contract; a trained model's
+own record (``run_record``) feeds both."""
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import timm
 import torch.nn as nn
 from timm.data import resolve_data_config
 
-from ..weights import load_osnet_checkpoint
-from .run_record import read_run_record
+from ..models.builder import create_model
+from ..models.run_record import read_run_record
 
 __all__ = ['create_model', 'build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
 
@@ -58,25 +59,6 @@ def resolve_preprocessing(model: nn.Module, overrides: Optional[Dict[str, Any]] 
     return config
 
 
-def create_model(model: str, num_classes: int = 0, pretrained: bool = False,
-                 checkpoint: Union[str, os.PathLike, Mapping[str, Any], None] = None,
-                 model_args: Optional[Dict[str, Any]] = None, **kwargs: Any) -> nn.Module:
-    """The timm model ``model`` (``name.tag`` for a pretrained tag, with ``pretrained``) with ``num_classes``
-    outputs (0: the embedding) built with the architecture arguments ``model_args`` (and timm's ``kwargs``);
-    with ``checkpoint`` (a file or a state dict) its weights are loaded with
-    ``load_osnet_checkpoint(strict=False)``: only a classifier (of another class count) may be left out, and
-    keeps its fresh initialisation. Arguments the architecture does not take are a ValueError naming them."""
-    try:
-        net = timm.create_model(model, pretrained=pretrained, num_classes=num_classes, **dict(model_args or {}),
-                                **kwargs)
-    except TypeError as e:
-        raise ValueError(f'{model.split(".")[0]} does not take the arguments {model_args} (--model-args): {e}') \
-            from None
-    if checkpoint is not None:
-        load_osnet_checkpoint(net, checkpoint, strict=False)
-    return net
-
-
 def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained: bool = True,
                           checkpoint_path: Union[str, os.PathLike, None] = None,
                           model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -90,7 +72,7 @@ def build_embedding_model(model: Union[str, nn.Module, None] = None, pretrained:
 
     A trained model describes itself: when ``checkpoint_path`` (or a ``'local-dir:PATH'`` model) names a
     training run folder, its ``final/`` or ``final/model.safetensors`` (see
-    :func:`~osnet_zoo.inference.run_record.read_run_record`), the architecture and ``model_args`` come from its
+    :func:`~osnet_zoo.models.run_record.read_run_record`), the architecture and ``model_args`` come from its
     ``config.json`` unless given, and the module's ``pretrained_cfg`` carries the recorded input size,
     interpolation and mean/std, so :func:`resolve_preprocessing` prepares images as the run did. ``model``
     None means the run's architecture, else ``osnet_x1_0``.

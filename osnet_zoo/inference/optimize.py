@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.osnet import ChannelGate, LiteConv3x3, OmniScaleBlock
+# the one precision table, re-exported here where extractor and backend import resolve_dtype from
+from ..precision import PRECISIONS, resolve_dtype
 
 __all__ = [
     'optimize_for_inference', 'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner',
@@ -31,18 +33,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-PRECISIONS: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def resolve_dtype(precision: Union[str, torch.dtype]) -> torch.dtype:
-    """'fp32' | 'bf16' | 'fp16' (or a torch dtype among those) -> torch dtype."""
-    if isinstance(precision, torch.dtype):
-        if precision not in PRECISIONS.values():
-            raise ValueError(f'Unsupported precision {precision}; expected one of {list(PRECISIONS)}.')
-        return precision
-    if precision not in PRECISIONS:
-        raise ValueError(f'Unknown precision {precision!r}; expected one of {list(PRECISIONS)}.')
-    return PRECISIONS[precision]
 
 
 # ---------------------------------------------------------------------------------------------- BN folding

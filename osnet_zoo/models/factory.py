@@ -6,7 +6,7 @@ from typing import Any
 
 import timm
 
-from .genotype import GenotypeLike, load_genotype
+from .genotype import GenotypeLike, genotype_args
 from .osnet import OSNET_ARCHS, TABLE5_MODELS, OSNet, osnet_arch
 
 __all__ = ['osnet_ibn', 'osnet_ain', 'create_osnet', 'build_model_from_genotype', 'table5_model']
@@ -43,9 +43,7 @@ def build_model_from_genotype(path_or_dict: GenotypeLike, width: float = 1.0, **
     """An untrained ``OSNet`` with the genotype's IN placement at width β (``kwargs`` go to ``OSNet``,
     e.g. ``num_classes``). ``build_model_from_genotype('osnet_ain')`` has the structure and parameters of
     ``timm.create_model('osnet_ain_x1_0')``."""
-    genotype = load_genotype(path_or_dict)
-    arch = osnet_arch(width, 'osnet', block_norms=tuple(genotype['block_norms']),
-                      conv1_in=bool(genotype.get('conv1_in', True)))
+    arch = osnet_arch(width, 'osnet', **genotype_args(path_or_dict))
     arch.update(kwargs)
     return OSNet(**arch)
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, Mapping, Union
 from ..files import atomic_write_json
 
 __all__ = ['BLOCK_NORMS', 'GENOTYPE_FORMAT', 'GENOTYPES_DIR', 'AIN_GENOTYPE', 'validate_genotype', 'load_genotype',
-           'save_genotype']
+           'save_genotype', 'genotype_args']
 
 # Where an omni-scale block puts instance norm: nowhere, instead of the BN of its last 1x1 conv (inside the
 # residual), after the residual add, or both. The search space of OSNet-AIN, one choice per block.
@@ -69,6 +69,13 @@ def load_genotype(path_or_dict: GenotypeLike) -> Dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ValueError(f'{path}: not valid JSON ({e}).') from None
     return validate_genotype(data, str(path))
+
+
+def genotype_args(path_or_dict: GenotypeLike) -> Dict[str, Any]:
+    """The ``OSNet`` arguments a genotype sets: its ``block_norms`` and ``conv1_in`` (IN in the stem unless it
+    says otherwise); the widths come from the model it is applied to."""
+    genotype = load_genotype(path_or_dict)
+    return dict(block_norms=tuple(genotype['block_norms']), conv1_in=bool(genotype.get('conv1_in', True)))
 
 
 def save_genotype(genotype: Mapping[str, Any], path: Union[str, os.PathLike]) -> Path:

@@ -27,16 +27,16 @@ import torch
 import torch.nn as nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import SelectAdaptivePool2d
+from timm.layers import DropPath, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from .genotype import BLOCK_NORMS, load_genotype
+from .genotype import BLOCK_NORMS, genotype_args
 # models -> weights: the timm registry (default_cfgs) is generated from the weights manifest, pretrained=True
 # fetches through weights.hub, and timm's loader converts a checkpoint with weights.loading.checkpoint_filter_fn
 # (re-exported here, where timm's model files keep theirs). weights/__init__ imports nothing from osnet_zoo.models.
-from ..weights.hub import describe_source, forget_loaded_state_dict, resolve_pretrained
-from ..weights.io import CheckpointError
+from ..weights.hub import build_pretrained
+from ..weights.io import CheckpointError, classifier_rows
 from ..weights.loading import checkpoint_filter_fn
 from ..weights.manifest import PACKAGED_MANIFEST, WeightsEntry, load_manifest, pretrained_cfgs
 
@@ -175,6 +175,8 @@ class OmniScaleBlock(nn.Module):
     concatenated, conv3 reads T x mid channels); ``gate_type`` (with 'gate') 'unified' (one channel-wise
     gate shared by the streams), 'per_stream' (a separate channel-wise gate per stream), 'stream_wise' (one
     shared gate giving a scalar per stream) or 'static' (a learned, input-independent channel weight per stream).
+    ``drop_path`` is the probability of stochastic depth: in training, the residual branch of a sample is
+    dropped (the block passes the shortcut alone) and kept branches are scaled by 1 / (1 - p), as in timm.
     """
     concat: torch.jit.Final[bool]
     gate_per_stream: torch.jit.Final[bool]
@@ -191,6 +193,7 @@ class OmniScaleBlock(nn.Module):
             stream_depths: Optional[Sequence[int]] = None,
             aggregation: str = 'gate',
             gate_type: str = 'unified',
+            drop_path: float = 0.,
     ):
         super().__init__()
         _check_choice('block norm placement', norm, BLOCK_NORMS)
@@ -221,6 +224,8 @@ class OmniScaleBlock(nn.Module):
         self.gate = _aggregation_gate(mid_chs, gate_reduction, aggregation, gate_type, num_streams)
         conv3_in = mid_chs * num_streams if self.concat else mid_chs
         self.conv3 = ConvNormAct(conv3_in, out_chs, 1, instance_norm=norm in ('in_in', 'in_in_out'), apply_act=False)
+        # no parameters: the state_dict (and so every checkpoint) is the same with and without it
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = ConvNormAct(in_chs, out_chs, 1, apply_act=False) if in_chs != out_chs else nn.Identity()
         self.norm_out = nn.InstanceNorm2d(out_chs, affine=True) if norm in ('in_out', 'in_in_out') else nn.Identity()
         self.act = nn.ReLU(inplace=True)
@@ -250,7 +255,7 @@ class OmniScaleBlock(nn.Module):
         """(B, in_chs, H, W) -> (B, out_chs, H, W): the streams aggregated, conv3, plus the
         shortcut, then the output norm (if any) and ReLU."""
         shortcut = self.downsample(x)
-        y = self.conv3(self._aggregate(self.conv1(x))) + shortcut
+        y = self.drop_path(self.conv3(self._aggregate(self.conv1(x)))) + shortcut
         return self.act(self.norm_out(y))
 
 
@@ -280,12 +285,22 @@ def _stem(in_chans: int, out_chans: int, stem: str, instance_norm: bool) -> Tupl
             nn.MaxPool2d(3, stride=2, padding=1))
 
 
+def drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
+    """Stochastic depth per block, rising linearly from 0 at the first block to ``drop_path_rate`` at the last
+    (timm's schedule for its residual networks)."""
+    if not 0. <= drop_path_rate < 1.:
+        raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}.')
+    return [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+
+
 def _stages(channels: Tuple[int, ...], layers: Tuple[int, ...], block_norms: Tuple[str, ...],
-            **block_kw: Any) -> List[nn.Sequential]:
-    """conv2, conv3 and conv4: ``layers[i]`` omni-scale blocks each, placements taken from ``block_norms`` in order."""
-    norms = iter(block_norms)
+            drop_path_rate: float = 0., **block_kw: Any) -> List[nn.Sequential]:
+    """conv2, conv3 and conv4: ``layers[i]`` omni-scale blocks each, placements taken from ``block_norms`` in order,
+    stochastic depth rising block by block to ``drop_path_rate``."""
+    norms, rates = iter(block_norms), iter(drop_path_rates(drop_path_rate, sum(layers)))
     return [nn.Sequential(*[OmniScaleBlock(channels[i] if j == 0 else channels[i + 1], channels[i + 1],
-                                           norm=next(norms), **block_kw) for j in range(depth)])
+                                           norm=next(norms), drop_path=next(rates), **block_kw)
+                            for j in range(depth)])
             for i, depth in enumerate(layers)]
 
 
@@ -324,6 +339,7 @@ class OSNet(nn.Module):
             in_chans: int = 3,
             global_pool: str = 'avg',
             drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
     ):
         """
         Args:
@@ -349,7 +365,8 @@ class OSNet(nn.Module):
             in_chans: input channels.
             global_pool: 'avg', 'max', 'avgmax', or '' (no pooling and no embedding head:
                 ``forward`` then returns the conv5 map).
-            drop_rate: dropout before the classifier.
+            drop_rate, drop_path_rate: dropout before the classifier; stochastic depth of the blocks' residual
+                branches, rising linearly from 0 (first block) to drop_path_rate (last block), off in eval mode.
         """
         super().__init__()
         channels, layers, block_norms = _check_arch(channels, layers, block_norms, stem)
@@ -359,16 +376,14 @@ class OSNet(nn.Module):
             bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction, conv_type=conv_type,
             stream_depths=stream_depths, aggregation=aggregation, gate_type=gate_type, feature_dim=feature_dim,
             stem=stem)
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
 
         # registered in forward order, which is the state_dict's key order and the weight init's draw order
         self.conv1, self.maxpool = _stem(in_chans, channels[0], stem, conv1_in)
         stages = _stages(channels, layers, block_norms, num_streams=num_streams,
                          bottleneck_reduction=bottleneck_reduction, gate_reduction=gate_reduction,
                          conv_type=conv_type, stream_depths=stream_depths, aggregation=aggregation,
-                         gate_type=gate_type)
+                         gate_type=gate_type, drop_path_rate=drop_path_rate)
         self.conv2 = stages[0]
         self.pool2 = _stage_transition(channels[1])
         self.conv3 = stages[1]
@@ -609,53 +624,38 @@ def _same(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
-    model_kwargs = dict(OSNET_ARCHS[variant])
+def variant_args(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``OSNet``'s arguments for the registered ``variant`` with the caller's ``kwargs`` on top: a NAS
+    ``genotype`` (file, dict or shipped name) sets the IN placement, other stage depths get one plain placement
+    per block. With ``pretrained`` (a registry tag), arguments its reference weights do not fit are refused."""
     if pretrained and not _loads_own_weights(kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')):
         _refuse_pretrained_ablation(variant, kwargs)
+    model_kwargs = dict(OSNET_ARCHS[variant])
     genotype = kwargs.pop('genotype', None)
     if genotype is not None:
-        # A NAS genotype (file, dict or shipped name) sets the IN placement; widths come from the variant.
         if pretrained:
             raise ValueError(f'{variant}: pretrained weights belong to its own IN placement, not to a genotype.')
-        g = load_genotype(genotype)
-        model_kwargs.update(block_norms=tuple(g['block_norms']), conv1_in=bool(g.get('conv1_in', True)))
+        model_kwargs.update(genotype_args(genotype))  # widths come from the variant
     if 'layers' in kwargs and 'block_norms' not in kwargs and set(model_kwargs['block_norms']) == {'plain'}:
         # other stage depths (the deeper 3-8-6 OSNet of the CIFAR experiments): one placement per block
         model_kwargs['block_norms'] = ('plain',) * sum(kwargs['layers'])
-    model_kwargs.update(kwargs)
-    recorded_source = None
-    if pretrained:
-        # Fetch the weights ourselves (sha256-checked against the weights manifest, read without unpickling
-        # code), then let timm's loader adapt them (classifier, in_chans) through checkpoint_filter_fn.
-        model_kwargs['pretrained_cfg'], recorded_source = resolve_pretrained(
-            variant, model_kwargs.pop('pretrained_cfg', None), model_kwargs.pop('pretrained_cfg_overlay', None),
-            cache_dir=model_kwargs.get('cache_dir'), check=pretrained_fit_problem)
-    try:
-        model = build_model_with_cfg(
-            OSNet,
-            variant,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
-            **model_kwargs,
-        )
-    except CheckpointError as e:
-        source = describe_source(recorded_source)
-        if source is None:
-            raise
-        raise CheckpointError(f'Pretrained weights for {variant} from {source}: {e}') from e
-    if recorded_source is not None:
-        forget_loaded_state_dict(model, recorded_source)
-    return model
+    return dict(model_kwargs, **kwargs)
+
+
+def _create_osnet(variant: str, pretrained: bool = False, **kwargs: Any) -> OSNet:
+    # pretrained=True: the weights are fetched and checked by osnet_zoo.weights (sha256 against the manifest,
+    # read without unpickling code), then timm's loader adapts them through checkpoint_filter_fn
+    return build_pretrained(
+        build_model_with_cfg, OSNet, variant, pretrained, check=pretrained_fit_problem,
+        pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+        **variant_args(variant, pretrained, kwargs))
 
 
 def pretrained_fit_problem(entry: WeightsEntry, state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     """Why a downloaded file's tensors are not a checkpoint of manifest ``entry`` (another class count than
     recorded, or keys, shapes or values that do not fit its architecture), or None. Run before a download is
     trusted or cached, so that a wrong file is refused with its reason instead of failing later."""
-    weight = state_dict.get('classifier.weight')
-    rows = int(weight.shape[0]) if weight is not None else 0
+    rows = classifier_rows(state_dict)
     if entry.num_classes is not None and rows != entry.num_classes:
         return f'its classifier has {rows} classes, the manifest records {entry.num_classes} for {entry.name}'
     model = OSNet(num_classes=rows, **OSNET_ARCHS[entry.architecture])

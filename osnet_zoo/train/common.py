@@ -11,7 +11,8 @@ import torch.nn as nn
 from osnet_zoo import distributed as du
 from osnet_zoo.engine import (MutualLearning, build_scheduler, load_training_state, restore_training_state,
                               seed_everything)
-from osnet_zoo.inference.model import create_model as build_model
+from osnet_zoo.models.builder import create_model as build_model
+from osnet_zoo.models.run_record import require_run_record
 from osnet_zoo.weights import CheckpointError, read_checkpoint
 
 from osnet_zoo.engine.recipes import TrainConfig, resume_config
@@ -80,7 +81,7 @@ def restore(state: Dict[str, Any], cfg: TrainConfig, model: nn.Module, optimizer
 def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The network (with ``--dml`` two, as one :class:`~osnet_zoo.engine.MutualLearning` module), from
     ``cfg.pretrained`` or ``cfg.init_checkpoint`` weights when set, built with ``cfg.model_args`` by the
-    package's one model builder (:func:`osnet_zoo.inference.model.create_model`)."""
+    package's one model builder (:func:`osnet_zoo.models.builder.create_model`)."""
     if cfg.pretrained and cfg.init_checkpoint:
         raise ValueError(f'--pretrained {cfg.pretrained} and --init-checkpoint {cfg.init_checkpoint} both set the '
                          'starting weights; give one (--pretrained none to start from the checkpoint).')
@@ -101,18 +102,17 @@ def networks(model: nn.Module) -> List[nn.Module]:
 
 
 def resolve_init_checkpoint(path: str) -> Path:
-    """The weights file ``--init-checkpoint`` names: a run folder's ``final/model.safetensors`` (else its
-    ``checkpoint.pth``), a ``final/`` folder's ``model.safetensors``, or the file itself."""
+    """The weights file ``--init-checkpoint`` names: the file itself, a run that has not finished its
+    ``checkpoint.pth``, else the trained model the run folder (or its ``final/``) holds, found as every command
+    finds it (:func:`~osnet_zoo.models.run_record.read_run_record`)."""
     p = Path(path).expanduser()
-    candidates = [p / 'final' / 'model.safetensors', p / 'model.safetensors', p / 'checkpoint.pth'] \
-        if p.is_dir() else [p]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    if p.is_dir():
-        raise FileNotFoundError(f'--init-checkpoint {path}: a folder without final/model.safetensors, '
-                                f'model.safetensors or checkpoint.pth (is it a finished training run?)')
-    raise FileNotFoundError(f'--init-checkpoint {path}: no such file or folder')
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f'--init-checkpoint {path}: no such file or folder')
+    if (p / 'checkpoint.pth').is_file() and not (p / 'final').is_dir():
+        return p / 'checkpoint.pth'  # a run that has not written its final model: its last checkpoint
+    return require_run_record(p, '--init-checkpoint').weights
 
 
 def init_weights(path: str) -> Tuple[Path, Dict[str, Any]]:

@@ -1,8 +1,8 @@
 """The trained model of a run, as a folder ``timm.create_model('local-dir:FOLDER', pretrained=True)`` rebuilds.
 
-OSNet weights go through ``python -m osnet_zoo.weights convert`` (a forward check after the round trip and a
-model card); any other timm model (a baseline backbone: ``resnet50``, ``mobilenetv2_100``) is written in timm's
-own layout (model.safetensors + config.json with its architecture arguments and preprocessing).
+OSNet weights are written by ``osnet_zoo.models.folder`` (a forward check after the round trip and a model
+card), as the zoo's conversions are, without the publishing tools; any other timm model (a baseline backbone:
+``resnet50``, ``mobilenetv2_100``) is written in timm's own layout (model.safetensors + config.json with its architecture arguments and preprocessing).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_json
 from ..models.osnet import OSNET_ARCHS
-from ..weights.convert import convert_checkpoint
+from ..models.folder import write_model_folder
 
 __all__ = ['save_model_folder']
 
@@ -32,14 +32,9 @@ def save_model_folder(model: nn.Module, architecture: str, out_dir: Path, input_
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if architecture in OSNET_ARCHS:
-        raw = out_dir.parent / f'{out_dir.name}_state.safetensors'
-        atomic_save_safetensors(state, raw)
-        try:
-            convert_checkpoint(raw, architecture, 'trained', out_dir, check_size=input_size, input_size=input_size,
-                               mean=tuple(mean), std=tuple(std), distance=distance, model_args=model_args,
-                               results=results, notes=notes, origin=origin)
-        finally:
-            raw.unlink()
+        write_model_folder(state, architecture, 'trained', out_dir, check_size=input_size, input_size=input_size,
+                           mean=tuple(mean), std=tuple(std), distance=distance, model_args=model_args,
+                           results=results, notes=notes, origin=origin)
         if crop_pct < 1.0:
             config = json.loads((out_dir / 'config.json').read_text())
             config['pretrained_cfg'].update(crop_pct=crop_pct, crop_mode='squash')

@@ -30,7 +30,7 @@ from ..data.loader import data_root
 from ..engine import (ReIDLoss, RunFolder, WeightedMultiLabelLoss, build_optimizer, build_scheduler, start_epoch,
                       top1_correct, train_one_epoch)
 from ..evaluation import results_document
-from ..evaluation_labelled import score_labelled
+from ..evaluation.labelled import score_labelled
 from ..files import atomic_write_json
 from .common import create_model, epoch_line, restore, set_up
 from .curves import plot_curves

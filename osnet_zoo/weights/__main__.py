@@ -14,10 +14,10 @@ from ..inference.export import export_model
 from ..models.osnet import pretrained_fit_problem
 from . import cache
 from .cache import PretrainedWeightsError, cache_root
-from .convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
+from ..publish.convert import convert_checkpoint, plan_push, push_folder, record_conversion, record_publication
 from .hub import fetch_pretrained, hf_cache_dir
-from .mirror import mirror, record_reference_file
-from .verify import verify_caches
+from ..publish.mirror import mirror, record_reference_file
+from ..publish.verify import verify_caches
 from .manifest import (
     DATASET_NAMES, LOAD_SOURCES, MANIFEST_ENV, PACKAGED_MANIFEST, WeightsEntry, WeightsManifest, active_manifest_path,
     load_manifest,
@@ -267,7 +267,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``verify``: re-hash the osnet-zoo cache and the Hugging Face cache's files of the manifest's repos
-    (:func:`osnet_zoo.weights.verify.verify_caches`); ``--record`` records a reference file instead."""
+    (:func:`osnet_zoo.publish.verify.verify_caches`); ``--record`` records a reference file instead."""
     if args.record:
         return cmd_record(args)
     return verify_caches(_load(args), hf_cache_dir(args.cache_dir))

@@ -29,10 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-import gdown
 import requests
 import torch
-from gdown.exceptions import DownloadError, FileURLRetrievalError
 from safetensors.torch import load_file
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_json
@@ -292,6 +290,8 @@ def download_url(url: str, dest: Path, quiet: bool = True) -> None:
         WeightsUnavailableError: the host cannot be reached or answers with an HTTP error.
         WeightsIntegrityError: the body ended early (truncated), or Drive refused (quota, no access).
     """
+    import gdown  # imported on the first download only: `import osnet_zoo` stays light (tests/test_structure.py)
+    from gdown.exceptions import DownloadError, FileURLRetrievalError
     try:
         with open(dest, 'wb') as f:
             gdown.download(url, output=f, quiet=quiet, timeout=DOWNLOAD_TIMEOUT_S, retries=0)

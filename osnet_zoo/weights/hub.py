@@ -44,7 +44,7 @@ from .cache import (
     PretrainedWeightsError, WeightsIntegrityError, WeightsTrustError, WeightsUnavailableError, cache_root, strict_mode,
 )
 from ..files import atomic_path
-from .io import CheckpointError, check_regular_file, file_sha256, read_checkpoint, unwrap_state_dict
+from .io import CheckpointError, check_regular_file, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
 from .manifest import (
     HubFile, WeightsEntry, WeightsManifest, WeightsSource, active_manifest_path, gdrive_url, load_manifest,
 )
@@ -397,50 +397,93 @@ def _converted(entry: WeightsEntry, source: WeightsSource, root: Path) -> Option
 
 def _download_source(entry: WeightsEntry, source: WeightsSource, root: Path, cache_dir: Any,
                      manifest: WeightsManifest, check: Optional[FitCheck], quiet: bool) -> Fetched:
-    """Download one source (see ``fetch_pretrained``). Raises _Missing when it cannot provide the file."""
-    name = entry.name
+    """Download one source (see ``fetch_pretrained``) with the fetcher of its kind (``FETCHERS``). Raises
+    _Missing when it cannot provide the file."""
     if source.file is not None:
         why_not = _hub_unreachable_reason()
         if why_not is not None:
             raise _Missing(why_not)
-    if source.kind == 'osnet-zoo':
-        path = fetch_hub_file(source.file, cache_dir)
-        return Fetched(name, source, path, check_file(path, source.file, name, manifest.path), 'verified',
-                       downloaded=True)
-    with cache.tag_lock(root, name) as folder:
-        found = _converted(entry, source, root)  # another process may have finished it meanwhile
-        if found is not None:
-            return found
-        if source.kind == 'hub':
-            path = fetch_hub_file(source.file, cache_dir)
-            digest = check_file(path, source.file, name, manifest.path)
-            return _cache_hub_file(entry, source, path, digest, root, check, downloaded=True, locked=True)
-        if source.kind == 'hub-unpinned':
-            path, revision = _fetch_unpinned(source.file, manifest, cache_dir)
-            url = hf_hub_url(source.file.repo_id, source.file.filename, revision=revision)
-            digest, size, status, tensors = _accept(entry, source, path, url, root, check)
-            return _store(entry, source, path, digest, size, status, tensors, root, url, revision)
-        url = cache.gdrive_download_url(source.gdrive_id)
-        host = urlsplit(url).netloc
-        if _unreachable.get(host):
-            raise _Missing(_unreachable[host])
-        original = folder / cache.ORIGINALS / source.filename
-        try:
-            with atomic_path(original) as tmp:
-                cache.download_url(url, tmp, quiet=quiet)
-                digest, size, status, tensors = _accept(entry, source, tmp, url, root, check)
-        except WeightsUnavailableError as e:
-            if 'cannot be reached' in str(e):
-                _unreachable[host] = f'{url} {e}'
-            raise _Missing(f'{url}: {e}') from None
-        except WeightsIntegrityError as e:
-            if isinstance(e, WeightsTrustError) or str(e).startswith(name):
-                raise
-            raise WeightsIntegrityError(f'{name}: {url}: {e}. {manual_fallback(entry)}') from None
-        fetched = _store(entry, source, original, digest, size, status, tensors, root, url, None)
-        if not cache.keep_originals():
-            original.unlink(missing_ok=True)
-        return fetched
+    return FETCHERS[source.kind](_Download(entry, source, root, cache_dir, manifest, check, quiet))
+
+
+@dataclass(frozen=True)
+class _Download:
+    """One source of one tag to download, and what the download needs."""
+    entry: WeightsEntry
+    source: WeightsSource
+    root: Path  # the osnet-zoo cache
+    cache_dir: Any  # the Hugging Face cache
+    manifest: WeightsManifest
+    check: Optional[FitCheck]
+    quiet: bool
+
+
+def _fetch_published(job: _Download) -> Fetched:
+    """Our safetensors on the Hub: already converted, read from the Hugging Face cache as they are."""
+    path = fetch_hub_file(job.source.file, job.cache_dir)
+    return Fetched(job.entry.name, job.source, path, check_file(path, job.source.file, job.entry.name,
+                                                                job.manifest.path), 'verified', downloaded=True)
+
+
+def _fetch_hub(job: _Download, folder: Path) -> Fetched:
+    """The authors' Hub file at its recorded revision, converted into the osnet-zoo cache."""
+    path = fetch_hub_file(job.source.file, job.cache_dir)
+    digest = check_file(path, job.source.file, job.entry.name, job.manifest.path)
+    return _cache_hub_file(job.entry, job.source, path, digest, job.root, job.check, downloaded=True, locked=True)
+
+
+def _fetch_hub_unpinned(job: _Download, folder: Path) -> Fetched:
+    """The authors' Hub file without a recorded revision: checked, trusted on first use, converted."""
+    path, revision = _fetch_unpinned(job.source.file, job.manifest, job.cache_dir)
+    url = hf_hub_url(job.source.file.repo_id, job.source.file.filename, revision=revision)
+    digest, size, status, tensors = _accept(job.entry, job.source, path, url, job.root, job.check)
+    return _store(job.entry, job.source, path, digest, size, status, tensors, job.root, url, revision)
+
+
+def _fetch_gdrive(job: _Download, folder: Path) -> Fetched:
+    """The authors' Drive file (or ``$OSNET_ZOO_GDRIVE_URL``'s mirror): downloaded beside its conversion,
+    checked, converted; an unreachable host is remembered, so the next tag fails fast."""
+    entry, source, name = job.entry, job.source, job.entry.name
+    url = cache.gdrive_download_url(source.gdrive_id)
+    host = urlsplit(url).netloc
+    if _unreachable.get(host):
+        raise _Missing(_unreachable[host])
+    original = folder / cache.ORIGINALS / source.filename
+    try:
+        with atomic_path(original) as tmp:
+            cache.download_url(url, tmp, quiet=job.quiet)
+            digest, size, status, tensors = _accept(entry, source, tmp, url, job.root, job.check)
+    except WeightsUnavailableError as e:
+        if 'cannot be reached' in str(e):
+            _unreachable[host] = f'{url} {e}'
+        raise _Missing(f'{url}: {e}') from None
+    except WeightsIntegrityError as e:
+        if isinstance(e, WeightsTrustError) or str(e).startswith(name):
+            raise
+        raise WeightsIntegrityError(f'{name}: {url}: {e}. {manual_fallback(entry)}') from None
+    fetched = _store(entry, source, original, digest, size, status, tensors, job.root, url, None)
+    if not cache.keep_originals():
+        original.unlink(missing_ok=True)
+    return fetched
+
+
+def _converting(fetch: Callable[[_Download, Path], Fetched]) -> Callable[[_Download], Fetched]:
+    """A fetcher whose file is converted into the osnet-zoo cache: it runs under the tag's lock (its folder),
+    unless another process finished the conversion meanwhile."""
+    def locked(job: _Download) -> Fetched:
+        with cache.tag_lock(job.root, job.entry.name) as folder:
+            found = _converted(job.entry, job.source, job.root)
+            return found if found is not None else fetch(job, folder)
+    return locked
+
+
+# One fetcher per kind of source (manifest.WeightsSource.kind); a new kind is one function and one row.
+FETCHERS: Dict[str, Callable[[_Download], Fetched]] = {
+    'osnet-zoo': _fetch_published,
+    'hub': _converting(_fetch_hub),
+    'hub-unpinned': _converting(_fetch_hub_unpinned),
+    'gdrive': _converting(_fetch_gdrive),
+}
 
 
 def _fetch_unpinned(file: HubFile, manifest: WeightsManifest, cache_dir: Any) -> Tuple[Path, Optional[str]]:
@@ -560,7 +603,7 @@ def _timm_config(entry: WeightsEntry, tensors: Dict[str, torch.Tensor]) -> Dict[
     keep = ('tag', 'input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'pool_size',
             'first_conv', 'classifier', 'license', 'description', 'paper_ids')
     pretrained = {k: v for k, v in (cfg.to_dict() if cfg is not None else {}).items() if k in keep}
-    rows = _classifier_rows(tensors)
+    rows = classifier_rows(tensors)
     return dict(architecture=entry.architecture, num_classes=rows,
                 pretrained_cfg=dict(pretrained, num_classes=rows))
 
@@ -616,11 +659,6 @@ def _read_verified(path: Path, loc: Optional[HubFile], digest: Optional[str], na
         raise WeightsIntegrityError(
             _integrity_message(name, path, loc, digest, path.stat().st_size, manifest.path,
                                problem=f'cannot be read ({e})')) from e
-
-
-def _classifier_rows(state_dict: Dict[str, Any]) -> int:
-    weight = state_dict.get('classifier.weight')
-    return int(weight.shape[0]) if weight is not None else 0
 
 
 def describe_source(recorded: Optional[Dict[str, Any]]) -> Optional[str]:
@@ -692,8 +730,31 @@ def resolve_pretrained(
                          ', verified' if loc.sha256 else ', not recorded in the manifest')
     load_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     load_cfg['state_dict'] = state_dict
-    load_cfg['num_classes'] = _classifier_rows(state_dict)
+    load_cfg['num_classes'] = classifier_rows(state_dict)
     return load_cfg, recorded
+
+
+def build_pretrained(build: Callable[..., Any], model_cls: type, variant: str, pretrained: bool,
+                     check: Optional[FitCheck] = None, **kwargs: Any) -> Any:
+    """``build(model_cls, variant, pretrained, **kwargs)`` (timm's ``build_model_with_cfg``) with the weights of
+    ``pretrained=True`` fetched, verified and read here first (``resolve_pretrained``; ``check`` refuses a file
+    that does not fit its manifest entry); a loading error names where the weights came from, and the loaded
+    tensors are dropped from the model's ``pretrained_cfg`` afterwards."""
+    recorded = None
+    if pretrained:
+        kwargs['pretrained_cfg'], recorded = resolve_pretrained(
+            variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None),
+            cache_dir=kwargs.get('cache_dir'), check=check)
+    try:
+        model = build(model_cls, variant, pretrained, **kwargs)
+    except CheckpointError as e:
+        source = describe_source(recorded)
+        if source is None:
+            raise
+        raise CheckpointError(f'Pretrained weights for {variant} from {source}: {e}') from e
+    if recorded is not None:
+        forget_loaded_state_dict(model, recorded)
+    return model
 
 
 def _note_local_file(path: Path, entry: Optional[WeightsEntry]) -> None:

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-__all__ = ['read_checkpoint', 'unwrap_state_dict', 'CheckpointError', 'file_sha256', 'model_digest',
+__all__ = ['read_checkpoint', 'unwrap_state_dict', 'classifier_rows', 'CheckpointError', 'file_sha256', 'model_digest',
            'check_declared_size', 'check_regular_file', 'file_kind', 'MAX_EXPANSION', 'MIN_SIZE_LIMIT']
 
 # A .pth archive's entries may declare at most this many times the file's size (torch.save stores tensors
@@ -202,6 +202,12 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any], source: str = 'the checkpoi
         keys = sorted(map(str, checkpoint))[:8]
         raise CheckpointError(f'{source} holds no tensors (entries: {keys or "none"}): not model weights.')
     return out
+
+
+def classifier_rows(state_dict: Mapping[str, Any]) -> int:
+    """The classes of a checkpoint's ``classifier`` (its weight's rows); 0 for an embedding-only checkpoint."""
+    weight = state_dict.get('classifier.weight')
+    return int(weight.shape[0]) if weight is not None else 0
 
 
 def file_sha256(path: Union[str, os.PathLike], progress: bool = False, size: Optional[int] = None) -> str:

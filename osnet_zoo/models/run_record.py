@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-__all__ = ['RunRecord', 'read_run_record', 'apply_run_record', 'WEIGHTS_FILE', 'RECORD_FILE']
+__all__ = ['RunRecord', 'read_run_record', 'require_run_record', 'apply_run_record', 'WEIGHTS_FILE', 'RECORD_FILE']
 
 WEIGHTS_FILE = 'model.safetensors'
 RECORD_FILE = 'config.json'
@@ -126,6 +126,16 @@ def read_run_record(path: Union[str, os.PathLike]) -> Optional[RunRecord]:
                                 f'{path / "checkpoint.pth"} with --model')
     raise FileNotFoundError(f'folder {path} is neither a training run (no final/) nor a model folder '
                             f'({RECORD_FILE} + {WEIGHTS_FILE}); give a checkpoint file, the run folder or its final/')
+
+
+def require_run_record(path: Union[str, os.PathLike], option: str) -> RunRecord:
+    """:func:`read_run_record` for an option that must name a trained model (``--run``, ``--checkpoint`` of a
+    classifier): a file that carries no record is an error naming ``option`` too."""
+    record = read_run_record(path)
+    if record is None:
+        raise FileNotFoundError(f'{option} {path}: neither a finished training run (RUN/final/) nor a model folder '
+                                f'({RECORD_FILE} + {WEIGHTS_FILE}) or its {WEIGHTS_FILE}')
+    return record
 
 
 # option -> (the argparse dest, how to read the recorded value)

@@ -8,22 +8,23 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import timm
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from . import distributed as du
-from .data import normalize_batch
-from .data.datasets import LabelledSplit
-from .data.labelled import CROP_PCT, build_labelled_eval_loader
-from .evaluation import autocast_dtype
-from .metrics.attributes import attribute_metrics
-from .metrics.classification import classification_metrics, topk_correct
-from .weights import load_osnet_checkpoint, read_checkpoint
-from .weights.io import unwrap_state_dict
+from .. import distributed as du
+from ..data import normalize_batch
+from ..data.datasets import LabelledSplit
+from ..data.labelled import CROP_PCT, build_labelled_eval_loader
+from ..precision import autocast_dtype
+from ..metrics.attributes import attribute_metrics
+from ..metrics.classification import classification_metrics, topk_correct
+from ..models.builder import create_model
+from ..models.run_record import require_run_record
+from ..weights import read_checkpoint
+from ..weights.io import unwrap_state_dict
 
-__all__ = ['score_labelled', 'load_classifier', 'trained_model_folder']
+__all__ = ['score_labelled', 'load_classifier']
 
 
 @torch.inference_mode()
@@ -66,33 +67,21 @@ def score_labelled(model: nn.Module, task: str, split: LabelledSplit, device: to
     return result
 
 
-def trained_model_folder(path: Union[str, os.PathLike], option: str = '--checkpoint') -> Path:
-    """The model folder (config.json + model.safetensors) of a finished training run (``RUN`` holding
-    ``final/``) or the folder itself; anything else is a FileNotFoundError naming ``option`` and ``path``."""
-    folder = Path(path).expanduser()
-    if (folder / 'final' / 'config.json').is_file():
-        folder = folder / 'final'
-    if not (folder / 'config.json').is_file() or not (folder / 'model.safetensors').is_file():
-        raise FileNotFoundError(f'{option} {path}: neither a finished training run (RUN/final/) nor a model folder '
-                                '(config.json + model.safetensors)')
-    return folder
-
-
 def load_classifier(name: Optional[str], checkpoint: Optional[str]) -> nn.Module:
-    """A model with its classifier: ``checkpoint`` a trained model folder (:func:`trained_model_folder`), or
+    """A model with its classifier: ``checkpoint`` a trained model folder (a run or its ``final/``, found by
+    :func:`~osnet_zoo.models.run_record.read_run_record`), or
     ``name`` (a tagged name for its published weights, e.g. osnet_x1_0.imagenet) with an optional checkpoint
     file whose classifier sets the class count."""
     if checkpoint and Path(checkpoint).is_dir():
-        return timm.create_model(f'local-dir:{trained_model_folder(checkpoint)}', pretrained=True)
+        return create_model(f'local-dir:{require_run_record(checkpoint, "--checkpoint").folder}', pretrained=True,
+                            num_classes=None)
     if not name:
         raise ValueError('give --model (e.g. osnet_x1_0.imagenet) or --checkpoint RUN/final')
     if not checkpoint:
-        return timm.create_model(name, pretrained=True)
+        return create_model(name, pretrained=True, num_classes=None)
     state = unwrap_state_dict(read_checkpoint(checkpoint))
     rows = state.get('classifier.weight')
     if rows is None:
         raise ValueError(f'--checkpoint {checkpoint} has no classifier (classifier.weight): it cannot classify')
     # the tag's pretrained_cfg (e.g. osnet_x1_0.imagenet: the 224 centre crop) describes the preprocessing
-    model = timm.create_model(name, pretrained=False, num_classes=int(rows.shape[0]))
-    load_osnet_checkpoint(model, state, strict=True)
-    return model
+    return create_model(name, num_classes=int(rows.shape[0]), checkpoint=state, strict=True)

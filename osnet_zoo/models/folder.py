@@ -1,101 +1,50 @@
-"""Converting reference checkpoints to Hub-ready safetensors, and publishing them.
+"""A model folder in timm's format: ``model.safetensors`` (osnet_zoo keys), ``config.json`` (timm's
+``save_config_for_hf``: architecture arguments, preprocessing, distance) and the model card ``README.md``.
 
-``convert_checkpoint`` reads any supported layout safely, checks the result with a forward pass and writes
-what timm's Hub loader reads: ``model.safetensors`` (osnet_zoo keys), ``config.json`` and a model card
-``README.md``. ``push_folder`` uploads such a folder with huggingface_hub.
+``write_model_folder`` writes one from a state_dict and checks it: the weights read back into a fresh model give
+bit-identical embeddings and logits on a fixed batch. A training run writes its trained model with it, and the
+publishing tools (``osnet_zoo.publish.convert``) the zoo's conversions; ``timm.create_model('local-dir:FOLDER',
+pretrained=True)`` rebuilds the model. The networks are built by the one builder (``models.builder``), by the
+names the manifest gives them.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
-from huggingface_hub import EvalResult, HfApi, ModelCardData
+from huggingface_hub import EvalResult, ModelCardData
 from safetensors.torch import load_file
 from timm.models._hub import save_config_for_hf
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_text
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
-from .loading import load_osnet_checkpoint
-from .manifest import DATASET_NAMES, WeightsEntry, WeightsManifest, load_manifest, write_manifest
+from ..weights.io import CheckpointError, classifier_rows, file_sha256
+from ..weights.loading import load_osnet_checkpoint
+from ..weights.manifest import DATASET_NAMES, WeightsEntry, WeightsManifest
+from .builder import create_model
 
-__all__ = ['ConversionResult', 'convert_checkpoint', 'record_conversion', 'model_card', 'PushPlan', 'plan_push',
-           'push_folder', 'record_publication', 'HUB_FILES']
-
-HUB_FILES = ('model.safetensors', 'config.json', 'README.md')
-
-CITATIONS = '''```bibtex
-@inproceedings{zhou2019osnet,
-  title={Omni-Scale Feature Learning for Person Re-Identification},
-  author={Zhou, Kaiyang and Yang, Yongxin and Cavallaro, Andrea and Xiang, Tao},
-  booktitle={ICCV},
-  year={2019}
-}
-@article{zhou2021osnet,
-  title={Learning Generalisable Omni-Scale Representations for Person Re-Identification},
-  author={Zhou, Kaiyang and Yang, Yongxin and Cavallaro, Andrea and Xiang, Tao},
-  journal={TPAMI},
-  year={2021}
-}
-```'''
+__all__ = ['WrittenFolder', 'write_model_folder', 'model_card', 'card_data', 'eval_results']
 
 
 @dataclass
-class ConversionResult:
-    """What ``convert_checkpoint`` wrote and checked."""
-    architecture: str
-    tag: str
+class WrittenFolder:
+    """What ``write_model_folder`` wrote and checked."""
     out_dir: Path
     weights: Path
     sha256: str
     size: int
-    num_classes: int
-    source: Path
-    source_sha256: str
     embedding_shape: tuple
-    entry: Optional[WeightsEntry] = None
-    warnings: List[str] = field(default_factory=list)
 
 
-def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
-    weight = state_dict.get('classifier.weight')
-    return int(weight.shape[0]) if weight is not None else 0
-
-
-def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry],
-           model_args: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
-    if entry is not None:
-        return timm.create_model(entry.name, num_classes=num_classes)
-    # a tag of your own: the architecture's data config, renamed, without the default tag's source and
-    # description (which describe the reference checkpoint, not these weights); re-ID input (256x128 squash)
-    # where the default tag is the ImageNet classifier (osnet_ain_x0_25 ...), whose 224 crop is not these weights'
-    overlay = dict(tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None)
-    if timm.models.get_pretrained_cfg(architecture).tag == 'imagenet':
-        overlay.update(input_size=(3, 256, 128), pool_size=(16, 8), crop_pct=1.0, crop_mode='squash')
-    return timm.create_model(architecture, num_classes=num_classes, **(model_args or {}),
-                             pretrained_cfg_overlay=overlay)
-
-
-def _probe(model: torch.nn.Module, input_size: tuple) -> Dict[str, torch.Tensor]:
-    """Embedding and logits of a fixed random batch, eval mode."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, *input_size, generator=gen)
-    model.eval()
-    with torch.inference_mode():
-        embedding = model.forward_head(model.forward_features(x), pre_logits=True)
-        logits = model.classifier(embedding)
-    return {'embedding': embedding, 'logits': logits}
-
-
-def convert_checkpoint(
-        checkpoint: Union[str, os.PathLike],
+def write_model_folder(
+        state_dict: Mapping[str, torch.Tensor],
         architecture: str,
         tag: str,
         out_dir: Union[str, os.PathLike],
+        entry: Optional[WeightsEntry] = None,
         manifest: Optional[WeightsManifest] = None,
         check_size: Optional[Tuple[int, int]] = None,
         repo_id: Optional[str] = None,
@@ -107,51 +56,28 @@ def convert_checkpoint(
         results: Optional[Mapping[str, Mapping[str, Any]]] = None,
         notes: Optional[str] = None,
         origin: Optional[str] = None,
-) -> ConversionResult:
-    """Convert a checkpoint (torchreid classic or AIN layout, trainer checkpoint, osnet_zoo safetensors) into
-    ``out_dir``/{model.safetensors, config.json, README.md}.
-
-    ``input_size`` (height, width), ``mean``, ``std`` and ``distance`` record how the weights were trained
-    and evaluated (config.json's ``pretrained_cfg`` and ``distance``, and the card; default: the manifest
-    entry's, else the architecture's 256x128 ImageNet defaults). ``model_args`` are the architecture
-    arguments of a model that is not the standard ``architecture`` (an ablation, ``num_streams=1``):
-    config.json records them, so ``timm.create_model('local-dir:OUT', pretrained=True)`` rebuilds it; such
-    weights are never a manifest tag. ``results`` (target -> rank1/rank5/rank10/mAP as fractions, as
-    ``python -m osnet_zoo.train`` measures them) and ``notes`` go into the card of such weights. ``origin``
-    (Markdown) says where such weights come from when ``checkpoint`` is not kept (a training run's
-    temporary file): the card then names it instead of that file, and shows no Hub repository.
-
-    The checkpoint must fit ``architecture`` exactly (its classifier, if any, sets ``num_classes``). The
-    written weights are read back into a fresh model and must give bit-identical embeddings and logits on
-    a fixed batch of 2 images of ``check_size`` (default: the model's input size). Where the manifest has
-    an entry ``architecture.tag``, its number of classes must match and the model card carries its facts;
-    a different digest than the recorded upstream file is reported in ``warnings``.
+        source: Optional[Path] = None,
+        source_sha256: str = '',
+) -> WrittenFolder:
+    """Write ``state_dict`` (of ``architecture`` with ``model_args``; its classifier, if any, sets the classes) to
+    ``out_dir``/{model.safetensors, config.json, README.md}, tagged ``tag`` (``entry``: the manifest's facts of
+    that tag, for the card). ``input_size``, ``mean``, ``std`` and ``distance`` record how the weights were
+    trained and evaluated; ``results``, ``notes`` and ``origin`` (what trained them) go into the card of weights
+    that are no manifest entry; ``source`` and ``source_sha256`` name the file they were converted from.
 
     Raises:
-        CheckpointError: the checkpoint cannot be read, does not fit the architecture or the manifest entry,
-            or the forward check fails.
+        CheckpointError: the weights do not fit the architecture, give non-finite outputs, or differ after the
+            safetensors round trip (on a batch of 2 images of ``check_size``, default the input size).
     """
-    manifest = manifest or load_manifest()
-    architectures = manifest.data['default_tags']  # the zoo's architectures, one default tag each
-    if architecture not in architectures:
-        raise CheckpointError(f'Unknown architecture {architecture!r}; expected one of {sorted(architectures)}.')
-    entry = manifest.get(f'{architecture}.{tag}')
-    if entry is not None and model_args:
-        raise CheckpointError(f'{entry.name} is a checkpoint of the standard {architecture}; weights built with '
-                              f'model_args {model_args} need a tag of their own (not one of the manifest).')
-    source = Path(checkpoint)
-    source_sha256 = file_sha256(source) if source.is_file() else ''
-    state_dict = unwrap_state_dict(read_checkpoint(source), str(source))
-    num_classes = _classifier_rows(state_dict)
-    warnings = _check_against_entry(entry, f'{architecture}.{tag}', source, source_sha256, num_classes)
-
+    num_classes = classifier_rows(state_dict)
     model = _build(architecture, tag, num_classes, entry, model_args)
-    load_osnet_checkpoint(model, state_dict, strict=True)
+    load_osnet_checkpoint(model, dict(state_dict), strict=True)
     data_config, trained_size = _data_config(model, input_size, mean, std)
     probe_size = trained_size if check_size is None else (trained_size[0], *check_size)
     expected = _probe(model, probe_size)
     if not all(torch.isfinite(v).all() for v in expected.values()):
-        raise CheckpointError(f'{source}: the converted model gives non-finite outputs (NaN/inf weights?).')
+        raise CheckpointError(f'{source or architecture}: the converted model gives non-finite outputs '
+                              '(NaN/inf weights?).')
 
     out_dir = Path(out_dir)
     weights = _save_weights(model, out_dir / 'model.safetensors', architecture, tag, source_sha256)
@@ -163,30 +89,36 @@ def convert_checkpoint(
                    std=tuple(model.pretrained_cfg['std']), distance=distance, model_args=dict(model_args or {}),
                    results=dict(results or {}), notes=notes, origin=origin, folder=str(out_dir))
     atomic_write_text(out_dir / 'README.md', model_card(
-        architecture, tag, entry, sha256=sha256, size=size, num_classes=num_classes, source_name=source.name,
+        architecture, tag, entry, sha256=sha256, size=size, num_classes=num_classes,
+        source_name=source.name if source is not None else '',
         repo_id=repo_id or (entry.hub['repo_id'] if entry is not None else f'osnet-zoo/{architecture}.{tag}'),
         source_sha256=source_sha256, params=params, manifest=manifest, trained=trained))
-    return ConversionResult(
-        architecture=architecture, tag=tag, out_dir=out_dir, weights=weights, sha256=sha256, size=size,
-        num_classes=num_classes, source=source, source_sha256=source_sha256,
-        embedding_shape=tuple(expected['embedding'].shape), entry=entry, warnings=warnings)
+    return WrittenFolder(out_dir=out_dir, weights=weights, sha256=sha256, size=size,
+                         embedding_shape=tuple(expected['embedding'].shape))
 
 
-def _check_against_entry(entry: Optional[WeightsEntry], name: str, source: Path, source_sha256: str,
-                         num_classes: int) -> List[str]:
-    """Refuse a checkpoint whose class count is not the manifest entry's; warn of a file that is not the
-    entry's reference file, or of a tag the manifest does not know."""
-    if entry is None:
-        return [f'{name} is not in the weights manifest: the model card has no facts from it.']
-    if entry.num_classes is not None and num_classes not in (0, entry.num_classes):
-        raise CheckpointError(
-            f'{source}: its classifier has {num_classes} classes but the manifest entry {entry.name} records '
-            f'{entry.num_classes}. Wrong checkpoint for this tag?')
-    up = entry.upstream
-    if up.get('sha256') and up['sha256'] != source_sha256:
-        return [f"{source.name} has sha256 {source_sha256}, not the reference file's {up['sha256']} "
-                f"({up.get('filename')}): these are not the weights the manifest lists for {entry.name}."]
-    return []
+def _build(architecture: str, tag: str, num_classes: int, entry: Optional[WeightsEntry],
+           model_args: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+    if entry is not None:
+        return create_model(entry.name, num_classes=num_classes)
+    # a tag of your own: the architecture's data config, renamed, without the default tag's source and
+    # description (which describe the reference checkpoint, not these weights); re-ID input (256x128 squash)
+    # where the default tag is the ImageNet classifier (osnet_ain_x0_25 ...), whose 224 crop is not these weights'
+    overlay = dict(tag=tag, hf_hub_id=None, hf_hub_filename=None, description=None, license=None)
+    if timm.models.get_pretrained_cfg(architecture).tag == 'imagenet':
+        overlay.update(input_size=(3, 256, 128), pool_size=(16, 8), crop_pct=1.0, crop_mode='squash')
+    return create_model(architecture, num_classes=num_classes, model_args=model_args, pretrained_cfg_overlay=overlay)
+
+
+def _probe(model: torch.nn.Module, input_size: tuple) -> Dict[str, torch.Tensor]:
+    """Embedding and logits of a fixed random batch, eval mode."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *input_size, generator=gen)
+    model.eval()
+    with torch.inference_mode():
+        embedding = model.forward_head(model.forward_features(x), pre_logits=True)
+        logits = model.classifier(embedding)
+    return {'embedding': embedding, 'logits': logits}
 
 
 def _data_config(model: torch.nn.Module, input_size: Optional[Tuple[int, int]], mean: Optional[Sequence[float]],
@@ -459,115 +391,17 @@ def _card_license(entry: Optional[WeightsEntry]) -> str:
             f'weights.\n\n{DATASET_TERMS}')
 
 
-def record_conversion(manifest: WeightsManifest, result: ConversionResult, path: Optional[Path] = None,
-                      force: bool = False) -> List[Path]:
-    """Write ``result`` into the manifest entry (hub.sha256, hub.size, hub.converted_from_sha256, and
-    num_classes where unknown) and save it atomically. A changed file clears hub.revision (not published).
-
-    Raises:
-        CheckpointError: no such entry, or the source is not the recorded upstream file (unless ``force``).
-    """
-    name = f'{result.architecture}.{result.tag}'
-    entry = manifest.get(name)
-    if entry is None:
-        raise CheckpointError(f'{name} is not in the weights manifest {manifest.path}: add an entry for it first '
-                              '(architecture, tag, training data, ...) or convert without --update-manifest.')
-    up_sha = entry.upstream.get('sha256')
-    if up_sha and up_sha != result.source_sha256 and not force:
-        raise CheckpointError(
-            f"Refusing to record {result.source} as {name}: its sha256 is {result.source_sha256}, but the manifest's "
-            f"reference file {entry.upstream.get('filename')} has {up_sha}. Convert the reference file, or pass "
-            '--force if these really are the weights to publish under this tag.')
-    changes: Dict[str, Any] = {
-        'hub.sha256': result.sha256, 'hub.size': result.size,
-        'hub.converted_from_sha256': result.source_sha256 or None,
-    }
-    if entry.hub.get('sha256') != result.sha256:
-        changes['hub.revision'] = None  # these bytes are not on the Hub yet
-    if entry.num_classes is None:
-        changes['num_classes'] = result.num_classes
-        changes['sources.num_classes'] = (f'classifier rows of the converted checkpoint {result.source.name} '
-                                          f'(sha256 {result.source_sha256})')
-    return write_manifest(manifest.updated(name, changes), path)
-
-
-# ---------------------------------------------------------------------------------------------------- publishing
-
-@dataclass
-class PushPlan:
-    """What ``push_folder`` uploads: the folder's Hub files with their sizes and digests."""
-    folder: Path
-    repo_id: str
-    name: str
-    files: List[Dict[str, Any]]
-    revision: Optional[str] = None  # the commit, once pushed
-
-
-def plan_push(folder: Union[str, os.PathLike], repo_id: Optional[str] = None,
-              manifest: Optional[WeightsManifest] = None) -> PushPlan:
-    """Check a converted folder and list what would be uploaded.
-
-    The folder must hold model.safetensors, config.json and README.md, and the weights must load strictly
-    into the architecture that config.json names. ``repo_id`` defaults to the manifest's repo for the tag.
-
-    Raises:
-        CheckpointError: a missing file, an unreadable config, or weights that do not fit.
-    """
-    folder = Path(folder)
-    missing = [f for f in HUB_FILES if not (folder / f).is_file()]
-    if missing:
-        raise CheckpointError(f'{folder} is not a converted model folder: missing {missing} '
-                              '(run `python -m osnet_zoo.weights convert` first).')
-    try:
-        config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
-        architecture, num_classes = config['architecture'], int(config['num_classes'])
-        tag = config.get('pretrained_cfg', {}).get('tag')
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f'{folder / "config.json"} is not a timm config (architecture, num_classes): {e}') from e
-    name = f'{architecture}.{tag}' if tag else architecture
-    model = timm.create_model(architecture, num_classes=num_classes)
-    load_osnet_checkpoint(model, folder / 'model.safetensors', strict=True)
-    manifest = manifest or load_manifest()
-    entry = manifest.get(name)
-    if repo_id is None:
-        if entry is None:
-            raise CheckpointError(f'{name} is not in the weights manifest: pass --repo-id.')
-        repo_id = entry.hub['repo_id']
-    files = []
-    for fname in HUB_FILES:
-        path = folder / fname
-        files.append({'path': fname, 'size': path.stat().st_size, 'sha256': file_sha256(path)})
-    return PushPlan(folder=folder, repo_id=repo_id, name=name, files=files)
-
-
-def push_folder(plan: PushPlan, token: Optional[str] = None, private: bool = False, branch: Optional[str] = None,
-                commit_message: Optional[str] = None) -> PushPlan:
-    """Create the Hub repo if needed and upload the planned files in one commit; ``plan.revision`` is set to
-    the commit id."""
-    api = HfApi(token=token)
-    api.create_repo(plan.repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=plan.repo_id, folder_path=str(plan.folder), allow_patterns=[f['path'] for f in plan.files],
-        revision=branch, commit_message=commit_message or f'Upload {plan.name} (osnet-zoo conversion)')
-    plan.revision = commit.oid
-    return plan
-
-
-def record_publication(manifest: WeightsManifest, name: str, repo_id: str, revision: str, weights_sha256: str,
-                       weights_size: int, path: Optional[Path] = None) -> List[Path]:
-    """Record a pushed commit as entry ``name``'s Hub revision (the entry is then *published*).
-
-    Raises:
-        CheckpointError: no such entry, or the pushed weights are not the ones the manifest records.
-    """
-    entry = manifest.get(name)
-    if entry is None:
-        raise CheckpointError(f'{name} is not in the weights manifest {manifest.path}.')
-    recorded = entry.hub.get('sha256')
-    if recorded is not None and recorded != weights_sha256:
-        raise CheckpointError(
-            f'{name}: the pushed model.safetensors has sha256 {weights_sha256}, the manifest records {recorded}. '
-            'Convert with --update-manifest before pushing.')
-    changes = {'hub.repo_id': repo_id, 'hub.revision': revision, 'hub.sha256': weights_sha256,
-               'hub.size': weights_size}
-    return write_manifest(manifest.updated(name, changes), path)
+CITATIONS = '''```bibtex
+@inproceedings{zhou2019osnet,
+  title={Omni-Scale Feature Learning for Person Re-Identification},
+  author={Zhou, Kaiyang and Yang, Yongxin and Cavallaro, Andrea and Xiang, Tao},
+  booktitle={ICCV},
+  year={2019}
+}
+@article{zhou2021osnet,
+  title={Learning Generalisable Omni-Scale Representations for Person Re-Identification},
+  author={Zhou, Kaiyang and Yang, Yongxin and Cavallaro, Andrea and Xiang, Tao},
+  journal={TPAMI},
+  year={2021}
+}
+```'''

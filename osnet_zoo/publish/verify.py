@@ -12,10 +12,10 @@ from huggingface_hub.errors import CacheNotFound
 from tqdm import tqdm
 
 from .. import cli
-from . import cache
-from .cache import cache_root
-from .io import CheckpointError, check_regular_file, file_sha256
-from .manifest import WeightsManifest
+from ..weights import cache
+from ..weights.cache import cache_root
+from ..weights.io import CheckpointError, check_regular_file, file_sha256
+from ..weights.manifest import WeightsManifest
 
 __all__ = ['WEIGHTS_SUFFIXES', 'verify_caches', 'verify_osnet_zoo_cache', 'verify_hf_cache', 'broken_cache_entries']
 

@@ -18,16 +18,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import timm
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
 from safetensors.torch import load_file
 
 from ..files import atomic_write_json
+from ..models.builder import create_model
 from .convert import ConversionResult, PushPlan, convert_checkpoint, plan_push, record_conversion, record_publication
-from .io import CheckpointError, file_sha256, read_checkpoint, unwrap_state_dict
-from .loading import load_osnet_checkpoint
-from .manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
+from ..weights.io import CheckpointError, classifier_rows, file_sha256, read_checkpoint, unwrap_state_dict
+from ..weights.manifest import WeightsEntry, WeightsManifest, load_manifest, write_manifest
 
 __all__ = ['Identification', 'identify_file', 'fit_problem', 'record_reference_file', 'hf_snapshot_of',
            'commit_operations', 'MirrorReport', 'mirror', 'STATE_FILE']
@@ -44,19 +43,13 @@ def _stem(name: str) -> str:
     return name
 
 
-def _classifier_rows(state_dict: Dict[str, torch.Tensor]) -> int:
-    weight = state_dict.get('classifier.weight')
-    return int(weight.shape[0]) if weight is not None else 0
-
-
 def fit_problem(state_dict: Dict[str, torch.Tensor], entry: WeightsEntry) -> Optional[str]:
     """Why ``state_dict`` is not a checkpoint of ``entry`` (class count, then keys/shapes), or None."""
-    rows = _classifier_rows(state_dict)
+    rows = classifier_rows(state_dict)
     if entry.num_classes is not None and rows != entry.num_classes:
         return f'its classifier has {rows} classes, {entry.name} has {entry.num_classes}'
-    model = timm.create_model(entry.architecture, num_classes=rows)
     try:
-        load_osnet_checkpoint(model, state_dict, strict=True)
+        create_model(entry.architecture, num_classes=rows, checkpoint=state_dict, strict=True)
     except CheckpointError as e:
         return f'its keys do not fit {entry.architecture} ({str(e)[:300]})'
     return None
@@ -95,7 +88,7 @@ def identify_file(path: Union[str, os.PathLike], manifest: WeightsManifest,
     path = Path(path)
     state_dict = unwrap_state_dict(read_checkpoint(path), str(path))
     ident = Identification(path=path, sha256=file_sha256(path), size=path.stat().st_size,
-                           num_classes=_classifier_rows(state_dict))
+                           num_classes=classifier_rows(state_dict))
     if tag is not None:
         entry = manifest.entry(tag)
         known = entry.upstream.get('sha256')
@@ -237,8 +230,8 @@ def _files_in(folder: Path) -> List[Path]:
 
 def _check_bit_identical(conversion: ConversionResult, state_dict: Dict[str, torch.Tensor]) -> None:
     """Every tensor of the written safetensors equals the reference file's, mapped to our keys."""
-    model = timm.create_model(conversion.architecture, num_classes=conversion.num_classes)
-    load_osnet_checkpoint(model, state_dict, strict=True)
+    model = create_model(conversion.architecture, num_classes=conversion.num_classes, checkpoint=state_dict,
+                         strict=True)
     written = load_file(str(conversion.weights))
     expected = model.state_dict()
     differ = [k for k, v in expected.items() if k not in written or not torch.equal(written[k], v)]

@@ -30,26 +30,19 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from . import distributed as du
-from .data import (
+from .. import distributed as du
+from ..data import (
     IMAGENET_MEAN, IMAGENET_STD, ImageReadError, ReIDItem, build_eval_loader, load_datasets, normalize_batch,
 )
-from .files import atomic_save_safetensors
-from .metrics import evaluate_features, evaluate_rank, re_ranking
-from .models.embedding import Embedder
+from ..files import atomic_save_safetensors
+from ..metrics import evaluate_features, evaluate_rank, re_ranking
+from ..models.embedding import Embedder
+from ..precision import autocast_dtype
 
-__all__ = ['autocast_dtype', 'embed', 'embed_sharded', 'features_key', 'cached_split_features', 'load_eval_splits',
+__all__ = ['embed', 'embed_sharded', 'features_key', 'cached_split_features', 'load_eval_splits',
            'rank_split', 'evaluate_models', 'Split', 'target_metrics', 'results_document', 'METRIC_KEYS']
 
 Split = Tuple[List[ReIDItem], List[ReIDItem]]
-_AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def autocast_dtype(precision: str) -> Optional[torch.dtype]:
-    """The autocast dtype of a ``--precision`` value (None for fp32)."""
-    if precision not in _AUTOCAST:
-        raise ValueError(f'precision must be one of {list(_AUTOCAST)}, got {precision!r}.')
-    return _AUTOCAST[precision]
 
 
 @torch.inference_mode()

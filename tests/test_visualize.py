@@ -305,7 +305,7 @@ def test_cli_help_and_argument_errors(capsys):
             main(argv)
         assert e.value.code == 0
     text = capsys.readouterr().out
-    assert 'Examples' in text and 'num_streams=1' in text and '--compare' in text and '--clusters' in text
+    assert 'examples:' in text and 'num_streams=1' in text and '--compare' in text and '--clusters' in text
     with pytest.raises(ValueError, match='KEY=VALUE'):
         main(['actmap', '--model', 'osnet_x0_25', '--no-pretrained', '--model-args', 'num_streams', __file__])
 

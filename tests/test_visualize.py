@@ -258,6 +258,7 @@ def test_gates_with_saturated_gates(data, tmp_path):
     assert sizes[1:] == [1, 1, 1] and sum(sizes) == len(items)
     assert res['caption']['rows'][1:] == ['cluster 2, 1 image', 'cluster 3, 1 image', 'cluster 4, 1 image']
     assert res['caption']['rows'][0] == f'cluster 1, {sizes[0]} images'
+    assert '(128 values per image; 1 distinct vector among the images)' in res['caption']['lines'][0]
     assert all(n['distance'] == 0.0 for c in res['clusters'] for n in c['nearest'])
 
 

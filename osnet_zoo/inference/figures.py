@@ -45,7 +45,7 @@ __all__ = ['SPLITS', 'STRIP_BAR_WIDTH', 'activation_maps', 'overlay_activation',
 
 SPLITS = ('query', 'gallery', 'train')
 STRIP_BAR_WIDTH = 10  # the colour bar at the end of each per-image strip
-MIN_FIGURE_WIDTH = 360  # px: the narrowest actmaps.png, so its title and colour key never squeeze into a few columns
+MIN_FIGURE_WIDTH = 360  # px: the narrowest figure, so its title and colour key never squeeze into a few columns
 
 
 # --------------------------------------------------------------------------------------------- arithmetic
@@ -375,12 +375,13 @@ def run_gates(items: Sequence[ReIDItem], model: nn.Module, output: os.PathLike, 
     caption = {'title': f'Aggregation-gate clusters of {model_name}: {count_of(len(items), "image")}, '
                         f'k-means k={clusters} (seed {seed})',
                'lines': [f'Gate vectors: the last omni-scale block\'s aggregation gate, one vector per stream, '
-                         f'concatenated ({gates.shape[1]} values per image; {distinct} distinct vectors among the '
-                         'images).',
+                         f'concatenated ({gates.shape[1]} values per image; {count_of(distinct, "distinct vector")} among '
+                         'the images).',
                          'Each row: one cluster, largest first; its images nearest the centre, left to right; under '
                          'each, its Euclidean distance to the centre.'],
                'rows': [name.replace('\n', ', ') for name in names]}
-    save_png(stack(title_band(panels.width, caption['title'], caption['lines']), panels), out / 'gate_clusters.png')
+    header = title_band(max(panels.width, MIN_FIGURE_WIDTH), caption['title'], caption['lines'])
+    save_png(stack(header, panels), out / 'gate_clusters.png')
     summary = {
         'num_images': len(items), 'num_clusters': clusters, 'seed': seed, 'gate_dim': int(gates.shape[1]),
         'distinct_gate_vectors': distinct,

@@ -22,7 +22,7 @@ NOISY_SPREAD = 0.25
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo``."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog='python -m osnet_zoo',
         description='List the OSNet variants registered into timm with their parameters and mult-adds '
                     '(the papers\' Table 1), and time a forward pass of each on this machine (eager PyTorch, '
@@ -30,8 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog='examples:\n'
                '  python -m osnet_zoo                                  # 256x128, batch 8, on the CPU or GPU\n'
                '  python -m osnet_zoo --batch-size 1 --runs 9          # latency of one crop, more runs\n'
-               '  python -m osnet_zoo --height 128 --width 64 --batch-size 2 --device cpu',
-        formatter_class=cli.HelpFormatter)
+               '  python -m osnet_zoo --height 128 --width 64 --batch-size 2 --device cpu')
     parser.add_argument('--height', type=int, default=256, help='input height (default 256)')
     parser.add_argument('--width', type=int, default=128, help='input width (default 128)')
     cli.add_batch_size(parser, 8, help='batch for the timed forward pass')

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+import textwrap
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -20,9 +22,9 @@ import yaml
 
 from .precision import PRECISIONS as _DTYPES
 
-__all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'default_device', 'add_output', 'add_device',
-           'add_precision',
-           'add_batch_size', 'add_workers', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
+__all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'ArgumentParser', 'plain_text', 'describe',
+           'default_device', 'add_output', 'add_device', 'add_precision', 'add_batch_size', 'add_workers', 'add_model',
+           'add_root', 'parse_key_values', 'resolve_workers',
            'check_at_least', 'check_osnet', 'error_message', 'format_table', 'run']
 
 PRECISIONS = tuple(_DTYPES)  # the --precision names of osnet_zoo/precision.py, the one table
@@ -33,22 +35,75 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirect
                KeyError, RuntimeError, OSError)
 
 
+# reST markup of the docstrings the verbs' --help is built from: roles (:mod:`x`, :func:`~a.b`), literals (``x``)
+_ROLE = re.compile(r':(?:mod|func|class|meth|attr|data|obj|exc):`~?([^`]+)`')
+_LITERAL = re.compile(r'``(.+?)``')
+
+
+def plain_text(text: str) -> str:
+    """A docstring passage as the plain text ``--help`` prints: roles and double backticks dropped (their text
+    kept), a paragraph ending in ``::`` ends in ``:`` (a lone ``Examples::`` heading is ``examples:``, argparse's
+    heading style), and the literal block under it (the examples) indented by two spaces, directly under its
+    heading, each line as written."""
+    lines = _LITERAL.sub(r'\1', _ROLE.sub(r'\1', text)).splitlines()
+    out: List[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.rstrip().endswith('::'):
+            out.append(line)
+            continue
+        heading = line.rstrip()[:-2].rstrip()
+        out.append('examples:' if heading.strip() == 'Examples' else heading + ':')
+        indent = len(line) - len(line.lstrip())
+        block: List[str] = []
+        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent):
+            block.append(lines[i])
+            i += 1
+        while block and not block[-1].strip():  # the blank line after the block stays, as a paragraph break
+            block.pop()
+            i -= 1
+        block = textwrap.dedent('\n'.join(block)).strip('\n').splitlines()
+        out.extend(' ' * (indent + 2) + b if b.strip() else '' for b in block)
+    return '\n'.join(out)
+
+
+def describe(doc: str) -> Tuple[str, str]:
+    """A verb's module docstring as its parser's (description, epilog): the first paragraph, without a leading
+    "`python -m osnet_zoo.<verb>`: " (the usage line names the command), and the rest as written;
+    :class:`HelpFormatter` prints both as plain text."""
+    first, _, rest = doc.strip().partition('\n\n')
+    first = re.sub(r'^`python -m [\w.]+`:\s*', '', first)
+    return first[:1].upper() + first[1:], rest
+
+
 class HelpFormatter(argparse.HelpFormatter):
-    """Examples kept as written (a description or epilog with line breaks is printed as it is, a single
-    paragraph is wrapped); an option's default appended to its help once, only where the help does not
-    state it already (the shared helpers above state theirs)."""
+    """The one --help style of every verb. A description or epilog is printed as plain text (:func:`plain_text`):
+    a paragraph with line breaks as written (the examples, line by line), a one-line paragraph wrapped to the
+    terminal; an option's default appended to its help once, only where the help does not state it already
+    (the shared helpers below state theirs)."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if '\n' in text:
-            return ''.join(indent + line for line in text.splitlines(keepends=True))
-        return super()._fill_text(text, width, indent)
+        paragraphs = re.split(r'\n[ \t]*\n', plain_text(text).strip('\n'))
+        return '\n\n'.join(
+            super(HelpFormatter, self)._fill_text(p, width, indent) if '\n' not in p and not p[:1].isspace()
+            else '\n'.join(indent + line for line in p.splitlines()) for p in paragraphs)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ''
         if ('default' in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
-                or isinstance(action.default, bool)):
+                or isinstance(action.default, bool) or action.default in ([], ())):
             return text
         return text + (' ' if text else '') + '(default: %(default)s)'
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every verb: :class:`HelpFormatter` unless told otherwise, for its subcommands' parsers too
+    (``add_subparsers`` makes them of this class)."""
+
+    def __init__(self, *args: Any, formatter_class: type = HelpFormatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
 def default_device() -> str:
@@ -56,9 +111,10 @@ def default_device() -> str:
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
-def add_output(parser: argparse.ArgumentParser, default: Optional[str], help: str) -> None:
+def add_output(parser: argparse.ArgumentParser, default: Optional[str], help: str, required: bool = False) -> None:
     """``--output``; a ``default`` other than None is shown in the help."""
-    parser.add_argument('--output', default=default, help=help + ('' if default is None else f' (default: {default})'))
+    parser.add_argument('--output', default=default, required=required,
+                        help=help + ('' if default is None else f' (default: {default})'))
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -95,8 +95,8 @@ def evaluate_labelled_cli(args: argparse.Namespace, device: torch.device) -> Dic
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.evaluate``."""
-    p = argparse.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=__doc__.split('\n\n')[0],
-                                epilog=__doc__.split('\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = cli.describe(__doc__)
+    p = cli.ArgumentParser(prog='python -m osnet_zoo.evaluate', description=description, epilog=epilog)
     cli.add_model(p, default=None,
                   help="osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with "
                        "--checkpoint (default: a training run's own architecture)")

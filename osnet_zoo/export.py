@@ -22,9 +22,8 @@ __all__ = ['main', 'get_args_parser', 'ENDING']
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.export``."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog='python -m osnet_zoo.export',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Export an OSNet embedding model and check the file: ONNX (onnxruntime) and TorchScript '
                     '(torch.jit.load) must match PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must '
                     'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '

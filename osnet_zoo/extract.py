@@ -39,9 +39,8 @@ def _check_existing_output(out: Path) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.extract``."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog='python -m osnet_zoo.extract',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Compute OSNet re-ID features for a folder of person crops and save them, with the image '
                     'paths, to one safetensors file.',
         epilog='examples:\n'
@@ -63,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--split', nargs='+', default=['query', 'gallery'], choices=['query', 'gallery', 'train'],
                         help="the dataset's splits, in this order (default: query gallery)")
     cli.add_root(parser)
-    cli.add_output(parser, None, 'output .safetensors file (required)')
+    cli.add_output(parser, None, 'the features file to write (.safetensors)', required=True)
     cli.add_model(parser, default=None,
                   help=f"timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights "
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
@@ -104,8 +103,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     input raises (:func:`osnet_zoo.cli.run` prints it and exits with 2: :data:`ENDING`)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if not args.output:
-        parser.error('the following arguments are required: --output')
     out = Path(args.output)
     try:
         # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK

@@ -1,18 +1,18 @@
 """`python -m osnet_zoo.visualize`: the papers' analysis figures, for any model and any images (the CLI of
 :mod:`osnet_zoo.inference.figures`, which computes and draws them).
 
-``actmap``  activation maps of the last convolutional feature maps (conv5, ``model.forward_features``):
+actmap      activation maps of the last convolutional feature maps (conv5, ``model.forward_features``):
             the sum of absolute values over channels, then spatial L2 normalisation, upsampled to the
             input and overlaid on each image as a colour map (red = high). ``--compare`` puts a second
             model beside the first (the papers compare OSNet with the single-scale T = 1 baseline).
-``gates``   the aggregation-gate analysis: the gating vectors of the streams in the last omni-scale block
+gates       the aggregation-gate analysis: the gating vectors of the streams in the last omni-scale block
             (one per stream, from the shared ``ChannelGate``), concatenated per image, clustered with
             k-means (no cluster left empty, even when many images share one gate vector); the images
             closest to each cluster centre are shown, one row per cluster. Uses the whole split unless
             --max-images says otherwise.
-``attributes`` the attribute picture (ICCV 2019, Fig. 7) of a model trained with ``--recipe attributes_pa100k``:
-            test images of PA-100K, each with the predicted likelihood of every attribute it has, green where
-            it is right at 50%, red where it is not.
+attributes  the attribute picture (ICCV 2019, Fig. 7) of a model trained with ``--recipe attributes_pa100k``:
+            test images of PA-100K, each with the predicted likelihood of every attribute it has, green
+            where it is right at 50%, red where it is not.
 
 Examples::
 
@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -99,15 +98,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg, 128)")
 
     doc = __doc__.split('\n\n')
-    # the module docstring's paragraph on each command ('``name``  text...') is that command's description
-    commands = {m.group(1): textwrap.fill(' '.join(m.group(2).split()), 100)
-                for m in re.finditer(r'``(\w+)``\s+(.*?)(?=\n``|\Z)', doc[1], re.S)}
+    # the module docstring's paragraph on each command ('name  text...') is that command's description
+    commands = {m.group(1): m.group(2)[:1].upper() + ' '.join(m.group(2)[1:].split())
+                for m in re.finditer(r'^(\w+)\s{2,}(.*?)(?=\n\w|\Z)', doc[1], re.S | re.M)}
     examples = '\n\n'.join(doc[2:])
-    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' analysis '
-                                     'figures (OSNet, ICCV 2019 / TPAMI 2021), for any model and any images.',
-                                     epilog='\n\n'.join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog='python -m osnet_zoo.visualize', description='The papers\' analysis '
+                                'figures (OSNet, ICCV 2019 / TPAMI 2021), for any model and any images.',
+                                epilog='\n\n'.join(doc[1:]))
     sub = parser.add_subparsers(dest='command', required=True, metavar='{actmap,gates,attributes}')
-    act = sub.add_parser('actmap', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+    act = sub.add_parser('actmap', parents=[common],
                          help='activation maps overlaid on the images', description=commands['actmap'],
                          epilog=examples)
     act.add_argument('--compare', metavar='MODEL', help='a second model shown beside --model (same options below)')
@@ -120,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     # parent's argument (argparse's set_defaults changes the action's default, and parents share actions)
     act.add_argument('--max-images', type=int, default=32,
                      help='use this many images, spread evenly over the split (default 32)')
-    gates = sub.add_parser('gates', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+    gates = sub.add_parser('gates', parents=[common],
                            help='k-means clusters of the aggregation-gate vectors',
                            description=commands['gates'], epilog=examples)
     gates.add_argument('--clusters', type=int, default=6, help='k of k-means (default 6)')
@@ -128,7 +127,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     gates.add_argument('--seed', type=int, default=0, help='k-means seed (default 0)')
     gates.add_argument('--max-images', type=int,
                        help='use this many images, spread evenly over the split (default: all of them)')
-    attrs = sub.add_parser('attributes', formatter_class=argparse.RawDescriptionHelpFormatter,
+    attrs = sub.add_parser('attributes',
                            help='likelihoods on the ground-truth attributes (Fig. 7)',
                            description=commands['attributes'], epilog=examples)
     attrs.add_argument('--run', required=True,

@@ -1,11 +1,14 @@
 """The command lines: `python -m osnet_zoo` in a real subprocess, and every verb's parser: the shared
 vocabulary where it applies, examples in every --help, each default shown once."""
 import argparse
+import itertools
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from conftest import run_module
+from conftest import run_module, run_python
 
 
 def test_summary_command():
@@ -218,3 +221,78 @@ def test_shared_options_parse_help_has_examples_and_one_default(label):
         if action.help and action.help is not argparse.SUPPRESS:
             shown = formatter._expand_help(action)
             assert shown.count('(default') <= 1, f'{label} {action.option_strings}: {shown}'
+
+
+# --help as a user reads it: plain text (the docstrings it is built from are reST), examples line by line
+HELP_SCRIPT = r'''
+import contextlib, io, json, runpy, sys
+shown = {}
+for label, module, argv in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    sys.argv = [module, *argv, '--help']
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module(module, run_name='__main__', alter_sys=True)
+            code = None
+        except SystemExit as e:
+            code = e.code
+    shown[label] = [code, out.getvalue()]
+print(json.dumps(shown))
+'''
+REST_MARKUP = re.compile(r'::|``|:(?:mod|func|class|meth|attr):`')
+
+
+def _help_commands():
+    """(label, module, argv) of every verb's --help and each of its subcommands'."""
+    commands = {label.split()[0]: (module.removesuffix('.__main__'), []) for label, (module, _, _, _)
+                in PARSERS.items()}
+    commands.update({label: (module.removesuffix('.__main__'), [command]) for label, (module, command, _, _)
+                     in PARSERS.items() if command})
+    return [(label, module, argv) for label, (module, argv) in commands.items()]
+
+
+def _examples(text: str):
+    """The lines of the 'examples:' section of a --help text (up to the next unindented line)."""
+    lines = text.splitlines()
+    start = lines.index('examples:') + 1
+    return [line for line in itertools.takewhile(lambda s: not s or s[0].isspace(), lines[start:])]
+
+
+def test_every_help_is_plain_text_with_its_examples_line_by_line():
+    commands = _help_commands()
+    assert len(commands) == len(PARSERS) + 4  # + visualize, data, nas and weights themselves
+    proc = run_python('-c', HELP_SCRIPT, json.dumps(commands), check=True)
+    shown = json.loads(proc.stdout)
+    for label, (code, text) in shown.items():
+        assert code in (0, None) and text.startswith('usage: python -m osnet_zoo'), (label, code, text[:300])
+        assert not REST_MARKUP.search(text), f'{label} --help shows reST markup: {REST_MARKUP.findall(text)}'
+        description = text.split('\n\n')[1]  # the usage line names the command: the description does not
+        assert not description.startswith(('`', 'python -m')), (label, description[:80])
+        examples = _examples(text)
+        assert any('python -m osnet_zoo' in line or 'torchrun' in line for line in examples), label
+        command_indent, continued = 0, False
+        for line in examples:
+            # a command's continuation never runs into its first line (a lost line break leaves a run of spaces)
+            assert not re.search(r'\S {2,}--', line), f'{label}: two example lines joined: {line!r}'
+            indent = len(line) - len(line.lstrip())
+            if continued:  # the line after a trailing backslash: on its own line, indented under its command
+                assert line.strip() and indent > command_indent, f'{label}: a lost continuation before {line!r}'
+            else:
+                command_indent = indent
+            continued = line.endswith('\\')
+    # extract's --output is required, and its usage says so (no brackets around it)
+    usage = shown['extract'][1].split('\n\n')[0]
+    assert ' --output OUTPUT' in usage and '[--output' not in usage
+
+
+def test_plain_text_turns_rest_into_what_help_prints():
+    from osnet_zoo import cli
+
+    doc = ('Uses :func:`~osnet_zoo.x.f` and ``--flag``; see :mod:`osnet_zoo.y`. Examples::\n\n'
+           '    python -m osnet_zoo.train \\\n        --epochs 1\n\nThen, in Python::\n\n    import osnet_zoo\n\nEnd.')
+    assert cli.plain_text(doc) == ('Uses osnet_zoo.x.f and --flag; see osnet_zoo.y. Examples:\n'
+                                   '  python -m osnet_zoo.train \\\n      --epochs 1\n\n'
+                                   'Then, in Python:\n  import osnet_zoo\n\nEnd.')
+    assert cli.plain_text('Examples::\n\n    a\n    b').splitlines() == ['examples:', '  a', '  b']
+    assert cli.describe('`python -m osnet_zoo.nas`: search where IN goes.\n\nMore.') == ('Search where IN goes.',
+                                                                                        'More.')

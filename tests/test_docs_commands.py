@@ -57,6 +57,8 @@ HUB = 'downloads pretrained weights from the Hugging Face Hub'
 SKIPPED: Dict[str, str] = {
     'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.14.1 torchvision==0.29.1 -e .[test] '
     '&& python -m osnet_zoo.train': 'creates a venv and installs from the registry; CI runs it on a fresh clone',
+    'pip install osnet-zoo': 'installs the released package from the registry; tests/test_packaging.py builds and '
+                             'checks what would be uploaded',
     'python -m pytest -q -n 2 tests': 'the whole suite (this test is part of it)',
     'python -m osnet_zoo.train --recipe imagenet_finetune --root ~/datasets --sources market1501 '
     '--targets market1501': REAL_DATA,

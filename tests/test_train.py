@@ -74,6 +74,34 @@ def test_learns_far_above_chance(tiny_root, tmp_path):
     assert reloaded.num_classes == 32  # the training identities
 
 
+def test_curves_show_one_evaluation_on_whole_epochs():
+    """One epoch and one evaluation (the README's main job): the epoch axis is whole epochs around the point
+    (not 0.96..1.04), percentages on 0..100, the evaluated values written in the legend."""
+    import matplotlib.pyplot as plt
+    from osnet_zoo.train.curves import curves_figure
+
+    records = [{'kind': 'train', 'epoch': 1, 'loss': 4.59, 'loss_ce': 4.59, 'acc': 0.0},
+               {'kind': 'eval', 'epoch': 1, 'target': 'synthetic', 'rank1': 0.0986, 'mAP': 0.0946}]
+    fig = curves_figure(records)
+    try:
+        for ax in fig.axes:
+            assert ax.get_xlim() == (0.5, 1.5)
+            ticks = [t for t in ax.get_xticks() if 0.5 <= t <= 1.5]
+            assert ticks == [1.0], ticks
+        loss, acc, evaluation = fig.axes
+        assert acc.get_ylim() == evaluation.get_ylim() and acc.get_ylim()[0] < 0 < 100 < acc.get_ylim()[1]
+        assert [t.get_text() for t in evaluation.get_legend().get_texts()] == ['synthetic R1: 9.9',
+                                                                               'synthetic mAP: 9.5']
+        fig.clear()
+        fig = curves_figure(records[:1] + [dict(records[1], epoch=e) for e in (2, 4)]
+                            + [dict(records[0], epoch=e) for e in (2, 3, 4)])
+        assert fig.axes[2].get_xlim() == (0.5, 4.5)
+        assert all(float(t).is_integer() for t in fig.axes[2].get_xticks())
+        assert fig.axes[2].get_legend().get_texts()[0].get_text() == 'synthetic R1: 9.9 (epoch 4)'
+    finally:
+        plt.close(fig)
+
+
 def test_triplet_and_dml(tiny_root, tmp_path):
     out = tmp_path / 'dml'
     r = run_module('osnet_zoo.train', '--root', tiny_root, '--output', out, '--epochs', '1', '--triplet-weight',

@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
 import osnet_zoo  # noqa: F401
 from osnet_zoo.data import build_dataset, build_test_transform, make_synthetic_reid, normalize_batch, read_image
 from osnet_zoo.metrics.plots import (
-    GREEN, GREY, LINE_HEIGHT, RED, colour_bar, ranked_cell_label, ranked_legend, ranked_results_grid, title_band,
+    GREEN, GREY, LINE_HEIGHT, RED, TITLE_HEIGHT, TITLE_SIZE, colour_bar, label_font, ranked_cell_label,
+    ranked_legend, ranked_results_grid, title_band, title_band_lines,
 )
 from osnet_zoo.inference import build_embedding_model
 from osnet_zoo.inference.figures import (
-    STRIP_BAR_WIDTH, activation_maps, capture_gates, closest_to_centres, collect_items, compute_activation_maps,
+    MIN_FIGURE_WIDTH, STRIP_BAR_WIDTH, activation_maps, capture_gates, closest_to_centres, collect_items, compute_activation_maps,
     kmeans, overlay_activation, run_actmap, run_gates,
 )
 from osnet_zoo.visualize import get_args_parser, main
@@ -196,7 +197,7 @@ def test_actmap_writes_overlays_that_follow_the_activation(data, model, tmp_path
     with Image.open(res['grid']) as im:
         grid = np.asarray(im.convert('RGB')).astype(int)
     # a title band, the colour scale (a jet bar), then three rows (image + 2 models) of 4 columns
-    header = title_band(grid.shape[1], 'title', ['one line']).height
+    header = title_band(grid.shape[1], res['caption']['title'], res['caption']['lines']).height
     scale_height = 16 + LINE_HEIGHT + 4
     assert grid.shape[0] == header + scale_height + 4 + 3 * (h + 4) and grid.shape[1] > 4 * w
     bar = min(300, grid.shape[1] - 16)  # (narrower in a narrow figure)
@@ -235,8 +236,9 @@ def test_gates_clusters_hold_their_nearest_images(data, model, tmp_path):
     assert torch.equal(torch.cdist(gates, centres).argmin(1), labels)
     assert 1 <= saved['distinct_gate_vectors'] <= len(items)
     with Image.open(tmp_path / 'gate_clusters.png') as im:
-        # a title band (title + 2 lines), then one row of 128 px thumbnails per cluster, a distance under each
-        header = title_band(im.width, 'title', ['one', 'two']).height
+        # a title band (title + 2 lines, wrapped), then one row of 128 px thumbnails per cluster, a distance under
+        # each
+        header = title_band(im.width, saved['caption']['title'], saved['caption']['lines']).height
         assert im.format == 'PNG' and im.height == header + 4 + 3 * (128 + 4 + LINE_HEIGHT)
     with pytest.raises(ValueError, match='cannot make 30 clusters'):
         run_gates(items[:5], model, tmp_path, CPU, clusters=30)
@@ -254,6 +256,9 @@ def test_gates_with_saturated_gates(data, tmp_path):
     assert res['distinct_gate_vectors'] == 1
     sizes = [c['size'] for c in res['clusters']]
     assert sizes[1:] == [1, 1, 1] and sum(sizes) == len(items)
+    assert res['caption']['rows'][1:] == ['cluster 2, 1 image', 'cluster 3, 1 image', 'cluster 4, 1 image']
+    assert res['caption']['rows'][0] == f'cluster 1, {sizes[0]} images'
+    assert '(128 values per image; 1 distinct vector among the images)' in res['caption']['lines'][0]
     assert all(n['distance'] == 0.0 for c in res['clusters'] for n in c['nearest'])
 
 
@@ -305,7 +310,7 @@ def test_cli_help_and_argument_errors(capsys):
             main(argv)
         assert e.value.code == 0
     text = capsys.readouterr().out
-    assert 'Examples' in text and 'num_streams=1' in text and '--compare' in text and '--clusters' in text
+    assert 'examples:' in text and 'num_streams=1' in text and '--compare' in text and '--clusters' in text
     with pytest.raises(ValueError, match='KEY=VALUE'):
         main(['actmap', '--model', 'osnet_x0_25', '--no-pretrained', '--model-args', 'num_streams', __file__])
 
@@ -314,8 +319,30 @@ def test_cli_help_and_argument_errors(capsys):
 
 def test_ranked_cell_label():
     assert ranked_cell_label(None, 12, 0) == ['query', 'ID 12', 'cam 1']
-    assert ranked_cell_label(3, 7, 5, 0.12345) == ['#3 0.123', 'ID 7', 'cam 6']
-    assert ranked_cell_label(1, 7, 1, 1234.6) == ['#1 1235', 'ID 7', 'cam 2']
+    # the rank and the distance apart (the font's space is 2 px: '#1 64.023' read as '#164.023')
+    assert ranked_cell_label(3, 7, 5, 0.12345) == ['#3  d=0.123', 'ID 7', 'cam 6']
+    assert ranked_cell_label(1, 7, 1, 64.0234) == ['#1  d=64.02', 'ID 7', 'cam 2']
+    assert ranked_cell_label(10, 7, 1, 1234.6) == ['#10  d=1235', 'ID 7', 'cam 2']
+    assert ranked_cell_label(4, 7, 1) == ['#4', 'ID 7', 'cam 2']
+    # the longest of them fits the 64 px cell uncut
+    draw = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+    assert draw.textlength(ranked_cell_label(10, 7, 1, 64.0234)[0], font=label_font()) <= 64 + 1
+
+
+def test_title_band_wraps_instead_of_cutting():
+    """A title or line wider than its band wraps onto more lines (the actmap title was cut with '…')."""
+    title = 'Activation maps (conv5) of osnet_x1_0 vs osnet_x1_0_t1, input 256x128'
+    line = ('Colour: the sum of |feature| over channels at each position, upsampled and scaled to 0..1 per image '
+            '(jet colour map, blended over the image).')
+    titles, lines = title_band_lines(MIN_FIGURE_WIDTH, title, [line])
+    assert len(titles) >= 2 and len(lines) >= 2  # too wide for one line each at this width
+    assert ' '.join(titles) == title and ' '.join(lines) == line  # every word drawn, nothing cut
+    draw = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+    assert all(draw.textlength(t, font=label_font(TITLE_SIZE)) <= MIN_FIGURE_WIDTH - 12 for t in titles)
+    assert all(draw.textlength(t, font=label_font()) <= MIN_FIGURE_WIDTH - 12 for t in lines)
+    band = title_band(MIN_FIGURE_WIDTH, title, [line])
+    assert band.height == 6 + len(titles) * TITLE_HEIGHT + len(lines) * LINE_HEIGHT + 3  # room for every line
+    assert title_band_lines(2000, title, [line]) == ([title], [line])  # room enough: one line each
 
 
 def test_ranked_grid_draws_a_label_band(data, tmp_path):
@@ -326,8 +353,11 @@ def test_ranked_grid_draws_a_label_band(data, tmp_path):
     labelled = ranked_results_grid(path=tmp_path / 'labelled.png', title='Ranked: test', distance='cosine distance',
                                    **kw)
     with Image.open(plain) as a, Image.open(labelled) as b:
-        # the legend of the labelled grid has one line more (how to read a label)
-        assert b.width == a.width and b.height == a.height + 2 * (3 * LINE_HEIGHT + 2) + LINE_HEIGHT
+        # the legend of the labelled grid has lines more (how to read a label, wrapped to the grid's width)
+        extra = (ranked_legend(a.width, 'Ranked: test', 'cosine distance').height
+                 - ranked_legend(a.width, 'Ranked: test', 'cosine distance', labels=False).height)
+        assert extra >= LINE_HEIGHT and b.width == a.width
+        assert b.height == a.height + 2 * (3 * LINE_HEIGHT + 2) + extra
         px = np.asarray(b.convert('RGB'))
     legend = ranked_legend(px.shape[1], 'Ranked: test', 'cosine distance')
     assert np.array_equal(px[:legend.height], np.asarray(legend))  # the legend on top

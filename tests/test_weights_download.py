@@ -312,6 +312,23 @@ def test_download_cli_summary_verify_and_mirror_from_the_cache(env, files, tmp_p
     assert 'MISMATCH' in capsys.readouterr().out
 
 
+def test_download_of_several_tags_from_an_unreachable_host_names_each_tags_own_url(env):
+    """After the first Drive file's host fails to answer, the next tag is not requested, and its failure line
+    names its own URL (never the first tag's)."""
+    base = env.url
+    env.stop()  # a real server's port, now closed: connections are refused
+    proc = run_python('-m', 'osnet_zoo.weights', 'download', FIRST_USE, RECORDED, cwd=env.cache.parent)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    failed = {line.split(': ', 2)[1]: line for line in proc.stdout.splitlines() if line.startswith('failed: ')}
+    assert set(failed) == {FIRST_USE, RECORDED}, proc.stdout[-2000:]
+    for name, other in ((FIRST_USE, RECORDED), (RECORDED, FIRST_USE)):
+        assert f'{base}/gdrive/{gdrive_id(name)}: ' in failed[name]
+        assert gdrive_id(other) not in failed[name], failed[name]
+    assert f'{base}/gdrive/{gdrive_id(FIRST_USE)}: cannot be reached (ConnectionError' in failed[FIRST_USE]
+    assert f'{base}/gdrive/{gdrive_id(RECORDED)}: not requested: {base[len("http://"):]} cannot be reached' \
+        in failed[RECORDED]
+
+
 # ---------------------------------------------------------------------------------------------------- the Hub
 
 def _fresh_machine(server: WeightsServer, cache: Path, manifest: Path) -> dict:

@@ -1,10 +1,10 @@
 """`python -m osnet_zoo.data`: facts about a dataset on disk (the command line of :mod:`osnet_zoo.data.stats`).
 
-``stats``  a dataset's splits (identities, images, cameras: the papers' Table 2) and the per-channel pixel
-           mean and standard deviation of its training images (0..1 scale),
-           each image resized to the training size first (so every image weighs the same), for
-           dataset-specific normalisation (ICCV 2019 supplementary, Table 12a). It prints them as recipe keys
-           and as ``--mean`` / ``--std`` options, and with ``--output`` writes them to a JSON file.
+stats  a dataset's splits (identities, images, cameras: the papers' Table 2) and the per-channel pixel
+       mean and standard deviation of its training images (0..1 scale), each image resized to the training
+       size first (so every image weighs the same), for dataset-specific normalisation (ICCV 2019
+       supplementary, Table 12a). It prints them as recipe keys and as ``--mean`` / ``--std`` options, and
+       with ``--output`` writes them to a JSON file.
 
 Examples::
 
@@ -27,13 +27,13 @@ __all__ = ['get_args_parser', 'main']
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.data``."""
-    doc = __doc__.split('\n\n')
-    parser = argparse.ArgumentParser(prog='python -m osnet_zoo.data', description=doc[0].strip('`: '),
-                                     epilog='\n\n'.join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = cli.describe(__doc__)
+    doc = epilog.split('\n\n')
+    parser = cli.ArgumentParser(prog='python -m osnet_zoo.data', description=description, epilog=epilog)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{stats}')
+    # the docstring's paragraph on the command ('stats  text...') is its description
     stats = sub.add_parser('stats', help='per-channel mean / std of the training images',
-                           description=' '.join(doc[1].split()[1:]), epilog='\n\n'.join(doc[2:]),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           description=' '.join(doc[0].split()[1:]).capitalize(), epilog='\n\n'.join(doc[1:]))
     stats.add_argument('--dataset', required=True, help='dataset name (market1501, msmt17, pa100k, cifar10, ...)')
     cli.add_root(stats)
     stats.add_argument('--height', type=int, default=256, help='resize height (default 256)')

@@ -33,7 +33,9 @@ from ..data.datasets import IMAGE_EXTENSIONS, LABELLED_DATASETS, LabelledSplit
 from ..evaluation.labelled import load_classifier, score_labelled
 from ..files import atomic_write_json
 from ..metrics.attribute_figure import attribute_figure, ground_truth_likelihoods
-from ..metrics.plots import LINE_HEIGHT, colour_bar, draw_text_lines, label_font, save_png, stack, title_band
+from ..metrics.plots import (
+    LINE_HEIGHT, colour_bar, count_of, draw_text_lines, label_font, save_png, stack, title_band,
+)
 from ..models.osnet import ChannelGate, OmniScaleBlock
 from ..models.run_record import require_run_record
 from .model import resolve_preprocessing
@@ -44,6 +46,7 @@ __all__ = ['SPLITS', 'STRIP_BAR_WIDTH', 'activation_maps', 'overlay_activation',
 
 SPLITS = ('query', 'gallery', 'train')
 STRIP_BAR_WIDTH = 10  # the colour bar at the end of each per-image strip
+MIN_FIGURE_WIDTH = 360  # px: the narrowest figure, so its title and colour key never squeeze into a few columns
 
 
 # --------------------------------------------------------------------------------------------- arithmetic
@@ -294,7 +297,9 @@ def run_actmap(items: Sequence[ReIDItem], models: Dict[str, nn.Module], output: 
     """Activation-map figures of ``items`` for each of ``models`` (name -> model, one or two). Writes
     ``output/maps/NNNN_<image>.png`` (the image, then its overlay per model, then a vertical colour bar: the
     colour map from 0 at the bottom to 1 at the top) and ``output/actmaps.png`` (a title, the colour scale,
-    then the first ``grid_images`` images: a row of images, then a row of overlays per model)."""
+    then the first ``grid_images`` images: a row of images, then a row of overlays per model). Returns the files
+    written and ``caption``, the text of the title band (it wraps, never cut, on a figure at least
+    ``MIN_FIGURE_WIDTH`` px wide)."""
     if not items:
         raise ValueError('no images to visualise')
     first = next(iter(models.values()))
@@ -320,11 +325,13 @@ def run_actmap(items: Sequence[ReIDItem], models: Dict[str, nn.Module], output: 
     names = ['image'] + list(models)
     grid = out / 'actmaps.png'
     panels = _panel_grid(grid_rows, names)
-    header = title_band(panels.width, f'Activation maps (conv5) of {" vs ".join(models)}, input {size[0]}x{size[1]}',
-                        ['Colour: the sum of |feature| over channels at each position, upsampled and scaled to '
-                         '0..1 per image (jet colour map, blended over the image).'])
-    save_png(stack(header, _colour_scale(panels.width), panels), grid)
-    return {'grid': str(grid), 'maps': written, 'models': list(models), 'input_size': list(size)}
+    # a few small images make a narrow grid: the title and its key get room of their own (and wrap within it)
+    width = max(panels.width, MIN_FIGURE_WIDTH)
+    caption = {'title': f'Activation maps (conv5) of {" vs ".join(models)}, input {size[0]}x{size[1]}',
+               'lines': ['Colour: the sum of |feature| over channels at each position, upsampled and scaled to '
+                         '0..1 per image (jet colour map, blended over the image).']}
+    save_png(stack(title_band(width, caption['title'], caption['lines']), _colour_scale(width), panels), grid)
+    return {'grid': str(grid), 'maps': written, 'models': list(models), 'input_size': list(size), 'caption': caption}
 
 
 def run_gates(items: Sequence[ReIDItem], model: nn.Module, output: os.PathLike, device: torch.device,
@@ -335,7 +342,7 @@ def run_gates(items: Sequence[ReIDItem], model: nn.Module, output: os.PathLike, 
     ``clusters`` (seeded; clusters numbered by size, largest first), the ``per_cluster`` members nearest each
     centre drawn in one row per cluster, each with its distance to the centre, under a title naming
     ``model_name``. Writes ``output/gate_clusters.png`` and ``output/gate_clusters.json`` and returns the
-    JSON's content."""
+    JSON's content (``caption``: the text drawn, the title band and each row's name)."""
     if len(items) < clusters:
         raise ValueError(f'{len(items)} images cannot make {clusters} clusters: use more images or fewer clusters')
     size = size or input_size(model)
@@ -362,17 +369,19 @@ def run_gates(items: Sequence[ReIDItem], model: nn.Module, output: os.PathLike, 
             row.append(np.asarray(thumbnail))
         rows.append(row)
         captions.append([f'{d:.3f}' for _, d in members])
-        names.append(f'cluster {c + 1}\n{int((labels == c).sum())} images')
+        names.append(f'cluster {c + 1}\n{count_of(int((labels == c).sum()), "image")}')
     distinct = int(torch.unique(gates, dim=0).shape[0])
     out = Path(output)
     panels = _panel_grid(rows, names, captions=captions)
-    header = title_band(
-        panels.width, f'Aggregation-gate clusters of {model_name}: {len(items)} images, k-means k={clusters} '
-                      f'(seed {seed})',
-        [f'Gate vectors: the last omni-scale block\'s aggregation gate, one vector per stream, concatenated '
-         f'({gates.shape[1]} values per image; {distinct} distinct vectors among the images).',
-         'Each row: one cluster, largest first; its images nearest the centre, left to right; under each, its '
-         'Euclidean distance to the centre.'])
+    caption = {'title': f'Aggregation-gate clusters of {model_name}: {count_of(len(items), "image")}, '
+                        f'k-means k={clusters} (seed {seed})',
+               'lines': [f'Gate vectors: the last omni-scale block\'s aggregation gate, one vector per stream, '
+                         f'concatenated ({gates.shape[1]} values per image; {count_of(distinct, "distinct vector")} among '
+                         'the images).',
+                         'Each row: one cluster, largest first; its images nearest the centre, left to right; under '
+                         'each, its Euclidean distance to the centre.'],
+               'rows': [name.replace('\n', ', ') for name in names]}
+    header = title_band(max(panels.width, MIN_FIGURE_WIDTH), caption['title'], caption['lines'])
     save_png(stack(header, panels), out / 'gate_clusters.png')
     summary = {
         'num_images': len(items), 'num_clusters': clusters, 'seed': seed, 'gate_dim': int(gates.shape[1]),
@@ -382,6 +391,7 @@ def run_gates(items: Sequence[ReIDItem], model: nn.Module, output: os.PathLike, 
                      for c, members in enumerate(nearest)],
         'images': [{'index': i, 'path': it.path, 'pid': it.pid, 'camid': it.camid, 'cluster': int(labels[i]),
                     'distance': float(distances[i])} for i, it in enumerate(items)],
+        'caption': caption,  # the text drawn: the title band and each row's name
     }
     atomic_write_json(out / 'gate_clusters.json', summary)
     return summary

@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .plots import LINE_HEIGHT, label_font
+from .plots import LINE_HEIGHT, fit_text, label_font
 
 __all__ = ['ground_truth_likelihoods', 'attribute_figure', 'GREEN', 'RED']
 
@@ -38,9 +38,7 @@ def attribute_figure(images: Sequence[np.ndarray], rows: Sequence[List[Dict[str,
         w = min(cell_width, max(1, round(img.width * image_height / max(img.height, 1))))
         canvas.paste(img.resize((w, image_height)), (x + (cell_width - w) // 2, pad))
         for j, entry in enumerate(row):
-            text = f"{entry['attribute']}: {100 * float(entry['probability']):.1f}%"
-            while text and draw.textlength(text, font=font) > cell_width:
-                text = text[:-2] + '…'
+            text = fit_text(draw, f"{entry['attribute']}: {100 * float(entry['probability']):.1f}%", cell_width, font)
             draw.text((x, 2 * pad + image_height + j * LINE_HEIGHT), text, font=font,
                       fill=GREEN if entry['correct'] else RED)
     return canvas

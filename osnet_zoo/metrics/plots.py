@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw, ImageFont
 from ..files import atomic_path
 
 __all__ = ['plot_cmc', 'ranked_results_grid', 'ranked_legend', 'pick_queries', 'ranked_cell_label',
-           'draw_text_lines', 'label_font', 'save_png', 'summary_line', 'title_band', 'colour_bar', 'stack']
+           'draw_text_lines', 'label_font', 'save_png', 'summary_line', 'title_band', 'title_band_lines', 'wrap_text',
+           'fit_text', 'colour_bar', 'stack', 'count_of']
 
 GREEN, RED, GREY = (0, 170, 0), (210, 0, 0), (90, 90, 90)
 TEXT = (20, 20, 20)
@@ -42,39 +43,71 @@ def draw_text_lines(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], lines: Seque
     font = font or label_font()
     x, y = xy
     for i, line in enumerate(lines):
-        text = line
-        while text and draw.textlength(text, font=font) > width:
-            text = text[:-2] + '…' if len(text) > 1 else ''
+        text = fit_text(draw, line, width, font)
         offset = max(0, (width - int(draw.textlength(text, font=font))) // 2)
         draw.text((x + offset, y + i * LINE_HEIGHT), text, fill=fill, font=font)
+
+
+def count_of(n: int, noun: str) -> str:
+    """``'1 image'``, ``'3 images'``."""
+    return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
+def fit_text(draw: ImageDraw.ImageDraw, text: str, room: int, font: ImageFont.ImageFont) -> str:
+    """``text``, cut with '…' until it fits in ``room`` px."""
+    while text and draw.textlength(text, font=font) > room:
+        text = text[:-2] + '…' if len(text) > 1 else ''
+    return text
+
+
+def wrap_text(text: str, room: int, font: Optional[ImageFont.ImageFont] = None) -> List[str]:
+    """``text`` broken into lines at spaces, each at most ``room`` px wide in ``font`` (a single word wider than
+    that is cut with '…')."""
+    font = font or label_font()
+    draw = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+    lines: List[str] = []
+    for word in text.split():
+        candidate = f'{lines[-1]} {word}' if lines else word
+        if lines and draw.textlength(candidate, font=font) <= room:
+            lines[-1] = candidate
+        else:
+            lines.append(fit_text(draw, word, room, font))
+    return lines
+
+
+def title_band_lines(width: int, title: str, lines: Sequence[str] = (), pad: int = 6) -> Tuple[List[str], List[str]]:
+    """What :func:`title_band` writes: the title's lines (13 px) and the other lines (10 px), each wrapped to
+    the band's width, so nothing is cut off."""
+    room = max(1, width - 2 * pad)
+    return (wrap_text(title, room, label_font(TITLE_SIZE)),
+            [part for line in lines for part in wrap_text(line, room, label_font())])
 
 
 def title_band(width: int, title: str, lines: Sequence[str] = (),
                swatches: Sequence[Tuple[Tuple[int, int, int], str]] = (), pad: int = 6) -> Image.Image:
     """A white band ``width`` px wide: ``title`` (13 px), then ``swatches`` on one line (a filled square of each
-    colour followed by its text), then ``lines`` (10 px), all left-aligned; a line too long is cut with '…'."""
+    colour followed by its text), then ``lines`` (10 px), all left-aligned; the title and the lines wrap at the
+    band's width (:func:`title_band_lines`), a swatch too long is cut with '…'."""
     font, big = label_font(), label_font(TITLE_SIZE)
-    height = pad + TITLE_HEIGHT + (LINE_HEIGHT if swatches else 0) + LINE_HEIGHT * len(lines) + pad // 2
+    title_lines, lines = title_band_lines(width, title, lines, pad)
+    height = (pad + TITLE_HEIGHT * len(title_lines) + (LINE_HEIGHT if swatches else 0) + LINE_HEIGHT * len(lines)
+              + pad // 2)
     band = Image.new('RGB', (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(band)
-
-    def fit(text: str, room: int, f) -> str:
-        while text and draw.textlength(text, font=f) > room:
-            text = text[:-2] + '…' if len(text) > 1 else ''
-        return text
-
-    draw.text((pad, pad), fit(title, width - 2 * pad, big), fill=TEXT, font=big)
-    y = pad + TITLE_HEIGHT
+    y = pad
+    for line in title_lines:
+        draw.text((pad, y), line, fill=TEXT, font=big)
+        y += TITLE_HEIGHT
     if swatches:
         x = pad
         for colour, text in swatches:
             draw.rectangle([x, y + 1, x + 9, y + 10], fill=colour)
-            text = fit(text, max(0, width - pad - x - 13), font)
+            text = fit_text(draw, text, max(0, width - pad - x - 13), font)
             draw.text((x + 13, y), text, fill=TEXT, font=font)
             x += 13 + int(draw.textlength(text, font=font)) + 14
         y += LINE_HEIGHT
     for line in lines:
-        draw.text((pad, y), fit(line, width - 2 * pad, font), fill=TEXT, font=font)
+        draw.text((pad, y), line, fill=TEXT, font=font)
         y += LINE_HEIGHT
     return band
 
@@ -99,18 +132,20 @@ def stack(*parts: Image.Image) -> Image.Image:
 
 
 def _format_distance(distance: float) -> str:
-    # cosine distances live in [0, 2]; squared euclidean ones can be large
-    return f'{distance:.3f}' if abs(distance) < 100 else f'{distance:.0f}'
+    # cosine distances live in [0, 2]; squared euclidean ones can be large: four or five digits fit a cell
+    if abs(distance) < 10:
+        return f'{distance:.3f}'
+    return f'{distance:.2f}' if abs(distance) < 100 else f'{distance:.0f}'
 
 
 def ranked_cell_label(rank: Optional[int], pid: int, camid: int, distance: Optional[float] = None) -> List[str]:
     """The label lines under one picture of the ranked grid: ``rank`` None is the query, else the 1-based
-    rank and the distance to the query; then the identity and the camera (1-based, as in the file names:
-    camid 0 is ``c1``)."""
+    rank and the distance to the query (``#1  d=0.123``: the font's narrow space alone would run them
+    together); then the identity and the camera (1-based, as in the file names: camid 0 is ``c1``)."""
     if rank is None:
         head = 'query'
     else:
-        head = f'#{rank}' + (f' {_format_distance(float(distance))}' if distance is not None else '')
+        head = f'#{rank}' + (f'  d={_format_distance(float(distance))}' if distance is not None else '')
     return [head, f'ID {pid}', f'cam {camid + 1}']
 
 
@@ -159,8 +194,8 @@ def ranked_legend(width: int, title: str, distance: str = 'distance', labels: bo
     lines = ['Each row: a query, then its nearest gallery images left to right (same identity on the same camera '
              'excluded, as the protocol does).']
     if labels:
-        lines.append(f'Under each picture: #rank and the {distance} to the query (smaller = nearer), the identity, '
-                     'the camera.')
+        lines.append(f'Under each picture: #rank and d, the {distance} to the query (smaller = nearer), the '
+                     'identity, the camera.')
     return title_band(width, title, lines, swatches)
 
 

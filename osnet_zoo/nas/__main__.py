@@ -5,7 +5,9 @@ the residual add, both); 4^6 = 4,096 architectures. A supernet holds four separa
 mixed by eq. (8) of the paper (Gumbel-softmax over non-negative weights pi), trained jointly with pi. The
 argmax of pi is the derived architecture, written as a genotype JSON that builds an ordinary OSNet. With
 several seeds, `select` trains each seed's child with the cross-domain recipe and keeps the best on the
-targets. Examples::
+targets.
+
+Examples::
 
     python -m osnet_zoo.nas                                # small search on synthetic data, CPU, minutes
     python -m osnet_zoo.nas search --preset paper --root ~/datasets --device cuda --precision bf16 --channels-last
@@ -39,14 +41,15 @@ from .supernet import SEARCH_MODES
 
 # the module docstring's command lines of each subcommand: its --help examples
 _EXAMPLE_LINES = [line for line in __doc__.splitlines() if line.startswith(('    python', '    torch'))]
-SEARCH_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES
-                                            if ' proof ' not in line and ' select ' not in line)
-SELECT_EXAMPLES = 'examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES
-                                            if ' select ' in line or ' --seeds ' in line)
-PROOF_EXAMPLES = ('examples:\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' in line)
+SEARCH_EXAMPLES = 'Examples::\n\n' + '\n'.join(line for line in _EXAMPLE_LINES
+                                               if ' proof ' not in line and ' select ' not in line)
+SELECT_EXAMPLES = 'Examples::\n\n' + '\n'.join(line for line in _EXAMPLE_LINES
+                                               if ' select ' in line or ' --seeds ' in line)
+PROOF_EXAMPLES = ('Examples::\n\n' + '\n'.join(line for line in _EXAMPLE_LINES if ' proof ' in line)
                   + '\n    # a smoke run on the CPU in a minute\n    python -m osnet_zoo.nas proof --device cpu '
-                    '--train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
-                    '--model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 --output runs/nas_proof_smoke')
+                    '--train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 \\\n'
+                    '        --model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 '
+                    '--output runs/nas_proof_smoke')
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -65,9 +68,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.nas {search,select,proof}``."""
-    p = argparse.ArgumentParser(prog='python -m osnet_zoo.nas', description=__doc__.split('\n\n')[0],
-                                epilog=__doc__.split('\n\n', 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = cli.describe(__doc__)
+    p = cli.ArgumentParser(prog='python -m osnet_zoo.nas', description=description, epilog=epilog)
     sub = p.add_subparsers(dest='command', metavar='{search,select,proof}')
     _add_search_parser(sub)
     _add_select_parser(sub)
@@ -78,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _add_search_parser(sub: Any) -> None:
     """``search``: the preset and every option that overrides it."""
     s = sub.add_parser('search', help='search the IN placement (the default command)',
-                       formatter_class=cli.HelpFormatter, epilog=SEARCH_EXAMPLES,
+                       epilog=SEARCH_EXAMPLES,
                        description='Search the IN placement. --preset quick (default): synthetic data, width 0.25, '
                                    '128x64, batch 32, SGD lr 0.05, 6 epochs, temperature halved every epoch, '
                                    'one seed; CPU-sized. --preset paper: MSMT17 (all splits), '
@@ -132,7 +134,7 @@ def _add_search_parser(sub: Any) -> None:
 
 def _add_select_parser(sub: Any) -> None:
     """``select``: train each seed's child cross-domain and keep the best."""
-    se = sub.add_parser('select', formatter_class=cli.HelpFormatter, epilog=SELECT_EXAMPLES,
+    se = sub.add_parser('select', epilog=SELECT_EXAMPLES,
                         help='train each seed\'s child cross-domain and keep the best',
                         description='Read the search in --output (config.json, seed_<k>/genotype.json), train each '
                                     'seed\'s child from scratch on the search\'s sources with the cross-domain recipe '
@@ -152,7 +154,7 @@ def _add_select_parser(sub: Any) -> None:
 
 def _add_proof_parser(sub: Any) -> None:
     """``proof``: the mini Table 7 on synthetic data."""
-    pr = sub.add_parser('proof', formatter_class=cli.HelpFormatter, epilog=PROOF_EXAMPLES,
+    pr = sub.add_parser('proof', epilog=PROOF_EXAMPLES,
                         help='mini Table 7: search on synthetic domain A, train 4 models, test on domain B',
                         description='Mini Table 7 on synthetic data: search on domain A once per seed; train each '
                                     'seed\'s child and keep the best on B (the selection); train OSNet, OSNet-IBN and '

@@ -1,15 +1,17 @@
 """The options of ``python -m osnet_zoo.train`` (a library module: the protocol of the small benchmarks parses
-the options it forwards with it too). Examples::
+the options it forwards with it too). Its --help ends with the rest of this docstring.
+
+Examples::
 
     python -m osnet_zoo.train                                   # synthetic demo, CPU, a few minutes
     python -m osnet_zoo.train --recipe imagenet_finetune --root ~/datasets --sources market1501
     python -m osnet_zoo.train --recipe cross_domain_msmt17 --root ~/datasets --device cuda --precision bf16
     python -m osnet_zoo.train --recipe mix4 --root ~/datasets --device cuda --output runs/mix4
     python -m osnet_zoo.train --recipe attributes_pa100k --root ~/datasets --device cuda --output runs/pa100k
-    python -m osnet_zoo.train --recipe cifar10 --root ~/datasets --device cuda \
+    python -m osnet_zoo.train --recipe cifar10 --root ~/datasets --device cuda \\
         --model-args layers=[3,8,6] stem=cifar num_streams=1 aggregation=add
     python -m osnet_zoo.train --model resnet50 --pretrained none --sources market1501 --root ~/datasets
-    python -m osnet_zoo.train --recipe small_finetune --sources viper --targets viper --split-id 3 \
+    python -m osnet_zoo.train --recipe small_finetune --sources viper --targets viper --split-id 3 \\
         --init-checkpoint runs/mix4 --root ~/datasets --output runs/viper/split_03
     torchrun --nproc_per_node 8 -m osnet_zoo.train --recipe scratch --root ~/datasets --device cuda
 
@@ -34,11 +36,10 @@ DESCRIPTION = 'Train OSNet for person re-identification.'
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.train``."""
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog='python -m osnet_zoo.train',
         description=DESCRIPTION + ' Shipped recipes: ' + ', '.join(list_recipes()) + '.',
-        epilog='examples:\n' + '\n'.join(line for line in __doc__.splitlines() if line.startswith('    ')),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=cli.describe(__doc__)[1])
     g = p.add_argument_group('recipe and data')
     g.add_argument('--recipe', default='synthetic', help='shipped recipe name or a YAML file (default: synthetic)')
     cli.add_root(g)

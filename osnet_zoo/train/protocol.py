@@ -4,8 +4,10 @@ Each split is one fine-tuning run of ``python -m osnet_zoo.train`` (default reci
 the Mix4 network) in ``OUTPUT/split_NN/``, then each evaluation of that split (VIPeR: both directions) is
 written to ``OUTPUT/split_NN/result_<name>.json`` (the results.json schema of train and evaluate).
 Finished runs and evaluations are skipped, an interrupted training resumes from its checkpoint, so the
-command can be rerun until it completes.
-``OUTPUT/summary.json`` holds every evaluation and the mean and std of Rank-1/5/10 and mAP::
+command can be rerun until it completes. ``OUTPUT/summary.json`` holds every evaluation and the mean and std
+of Rank-1/5/10 and mAP.
+
+Examples::
 
     python -m osnet_zoo.train.protocol --dataset viper --init-checkpoint runs/mix4 --root ~/datasets --output runs/viper
     python -m osnet_zoo.train.protocol --dataset grid --init-checkpoint runs/mix4 --root ~/datasets --device cuda \\
@@ -40,12 +42,9 @@ __all__ = ['get_args_parser', 'main', 'run_name', 'evaluate_run']
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.train.protocol`` (other options go to each training run)."""
-    p = argparse.ArgumentParser(
-        prog='python -m osnet_zoo.train.protocol', allow_abbrev=False,
-        description=__doc__.split('\n\n')[0],
-        epilog='examples:\n' + '\n'.join(line for line in __doc__.splitlines() if line.startswith('    '))
-               + '\n\nAny other option is passed to python -m osnet_zoo.train for every split.',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = cli.describe(__doc__)
+    p = cli.ArgumentParser(prog='python -m osnet_zoo.train.protocol', allow_abbrev=False, description=description,
+                           epilog=epilog)
     p.add_argument('--dataset', required=True, choices=sorted(PROTOCOLS), help='the benchmark whose splits to run')
     p.add_argument('--recipe', default='small_finetune', help='training recipe of each split (default: small_finetune)')
     p.add_argument('--init-checkpoint', metavar='PATH',

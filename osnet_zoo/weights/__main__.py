@@ -310,11 +310,11 @@ def _size(text: str) -> tuple:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.weights {list,download,convert,push,verify,mirror}``."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog='python -m osnet_zoo.weights',
         description='OSNet pretrained weights: list the weights manifest, convert reference (torchreid) '
                     'checkpoints to Hub-ready safetensors, publish them, and verify cached files.',
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{list,download,convert,push,verify,mirror}')
     _add_list(sub)
     _add_download(sub)
@@ -327,7 +327,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
     """``list``: the manifest as a table."""
-    p = sub.add_parser('list', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['list'],
+    p = sub.add_parser('list', epilog=SUB_EXAMPLES['list'],
                        help='print the weights manifest as a table')
     cli.add_model(p, default=None, help='only this architecture, e.g. osnet_x1_0')
     p.add_argument('--markdown', action='store_true', help="print the README's zoo table (Markdown) instead")
@@ -338,7 +338,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 def _add_download(sub: argparse._SubParsersAction) -> None:
     """``download``: prefetch tags into the osnet-zoo cache."""
     p = sub.add_parser(
-        'download', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['download'],
+        'download', epilog=SUB_EXAMPLES['download'],
         help='prefetch tags into the osnet-zoo cache (verified, converted to safetensors)',
         description='Fetch each tag from its sources in order (our Hub mirror, the authors\' Hub file, Google Drive), '
                     'check it (sha256 where the manifest records it, else trust on first use: the lock file), '
@@ -354,7 +354,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     """``convert``: a checkpoint to a Hub folder, or to one torchreid-layout file."""
     p = sub.add_parser(
-        'convert', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['convert'],
+        'convert', epilog=SUB_EXAMPLES['convert'],
         help='convert a checkpoint to model.safetensors + config.json + README.md',
         description='Read a checkpoint safely (torchreid classic or AIN layout, a trainer checkpoint '
                     "{'state_dict': ...} with module. prefixes, or safetensors), check it with a forward pass, and "
@@ -382,7 +382,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 def _add_push(sub: argparse._SubParsersAction) -> None:
     """``push``: upload a converted folder."""
     p = sub.add_parser(
-        'push', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['push'],
+        'push', epilog=SUB_EXAMPLES['push'],
         help='upload a converted folder to the Hugging Face Hub',
         description='Check a converted folder (the weights must load into the architecture of its config.json) '
                     'and upload model.safetensors, config.json and README.md in one commit. Needs a Hub token '
@@ -401,7 +401,7 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     """``verify``: re-hash the caches, or record reference files."""
     p = sub.add_parser(
-        'verify', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['verify'],
+        'verify', epilog=SUB_EXAMPLES['verify'],
         help='re-hash the osnet-zoo cache and the Hugging Face cache against the manifest',
         description='Re-hash the osnet-zoo cache (each conversion against what it was written as, and its source '
                     'against the manifest\'s sha256 or the lock file\'s) and every cached weights file of the '
@@ -420,7 +420,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _add_mirror(sub: argparse._SubParsersAction) -> None:
     """``mirror``: convert, card and publish a folder of reference files."""
     p = sub.add_parser(
-        'mirror', formatter_class=cli.HelpFormatter, epilog=SUB_EXAMPLES['mirror'],
+        'mirror', epilog=SUB_EXAMPLES['mirror'],
         help='convert, card and publish every reference file of a folder (the whole zoo)',
         description='DIR holds reference files as downloaded (any names). Each is identified by sha256, else by '
                     'name, class count and keys (ambiguous or unknown files are reported and skipped), its digests '

@@ -303,5 +303,12 @@ def download_url(url: str, dest: Path, quiet: bool = True) -> None:
         raise WeightsUnavailableError(f'HTTP {e.response.status_code if e.response is not None else "error"}') \
             from None
     except requests.RequestException as e:
-        raise WeightsUnavailableError(f'cannot be reached ({type(e).__name__}: '
-                                      f'{" ".join(str(e).split())[:200]})') from None
+        raise WeightsUnavailableError(f'cannot be reached ({connection_failure(e)})') from None
+
+
+def connection_failure(e: requests.RequestException) -> str:
+    """Why a request failed, without its URL (the caller names the URL, and a host's failure is reported for
+    every file asked of it): urllib3's reason where requests wraps one (refused, timed out, name not resolved)."""
+    inner = e.args[0] if e.args else None
+    reason = getattr(inner, 'reason', None) or inner or e
+    return f'{type(e).__name__}: {" ".join(str(reason).split())[:200]}'

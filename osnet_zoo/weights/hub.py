@@ -446,8 +446,8 @@ def _fetch_gdrive(job: _Download, folder: Path) -> Fetched:
     entry, source, name = job.entry, job.source, job.entry.name
     url = cache.gdrive_download_url(source.gdrive_id)
     host = urlsplit(url).netloc
-    if _unreachable.get(host):
-        raise _Missing(_unreachable[host])
+    if _unreachable.get(host):  # one failed connection per host: this file's URL, not the first one's
+        raise _Missing(f'{url}: not requested: {host} {_unreachable[host]} (found with an earlier file)')
     original = folder / cache.ORIGINALS / source.filename
     try:
         with atomic_path(original) as tmp:
@@ -455,7 +455,7 @@ def _fetch_gdrive(job: _Download, folder: Path) -> Fetched:
             digest, size, status, tensors = _accept(entry, source, tmp, url, job.root, job.check)
     except WeightsUnavailableError as e:
         if 'cannot be reached' in str(e):
-            _unreachable[host] = f'{url} {e}'
+            _unreachable[host] = str(e)
         raise _Missing(f'{url}: {e}') from None
     except WeightsIntegrityError as e:
         if isinstance(e, WeightsTrustError) or str(e).startswith(name):

@@ -18,9 +18,14 @@ from .optimize import resolve_dtype
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'clip_boxes']
+__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'RESIZES', 'clip_boxes']
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
+# How a crop is squashed to the input size. 'antialias': the model's interpolation with antialiasing (as PIL and
+# torchvision resize the training images). 'cv2': what cv2.resize(crop, (W, H), interpolation=INTER_LINEAR) does
+# to a uint8 crop, and so boxmot 25.0.0's ReID backends: bilinear (half-pixel centres), no antialiasing, the
+# result rounded to uint8 (docs/trackers.md measures how close it comes to OpenCV's own).
+RESIZES = ('antialias', 'cv2')
 
 
 def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> Tuple[np.ndarray, np.ndarray]:
@@ -80,6 +85,7 @@ class FeatureExtractor:
             threads: Optional[int] = None,
             preprocessing: Optional[Dict[str, Any]] = None,
             fixed_batch: bool = False,
+            resize: str = 'antialias',
     ):
         """
         Args:
@@ -112,11 +118,18 @@ class FeatureExtractor:
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
+            resize: how crops are squashed to the input size (:data:`RESIZES`): 'antialias' (default; the
+                model's interpolation, antialiased) or 'cv2' (bilinear without antialiasing, rounded to uint8,
+                as ``cv2.resize(..., INTER_LINEAR)`` and boxmot's ReID backends do). Crops already at the input
+                size are not resized either way.
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+        if resize not in RESIZES:
+            raise ValueError(f'resize must be one of {RESIZES}, got {resize!r}.')
+        self.resize = resize
         self.device = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.dtype = resolve_dtype(precision)
         self.precision = precision
@@ -149,6 +162,9 @@ class FeatureExtractor:
         x = x.to(self.device, non_blocking=True).unsqueeze(0).float()
         if tuple(x.shape[-2:]) == (h, w):
             return x
+        if self.resize == 'cv2':  # OpenCV's INTER_LINEAR on a uint8 image: no antialiasing, uint8 out
+            out = F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False, antialias=False)
+            return out.round_().clamp_(0, 255)
         mode = self.preprocessing['interpolation']
         if mode == 'nearest':
             return F.interpolate(x, size=(h, w), mode='nearest')
@@ -265,4 +281,5 @@ class FeatureExtractor:
         c, h, w = self.preprocessing['input_size']
         return (f'FeatureExtractor(model={self.model_name!r}, device={str(self.device)!r}, '
                 f'precision={self.precision!r}, backend={self.plan.describe()!r}, batch_size={self.batch_size}, '
-                f'input={h}x{w}, channel_order={self.channel_order!r}, normalize={self.normalize})')
+                f'input={h}x{w}, resize={self.resize!r}, channel_order={self.channel_order!r}, '
+                f'normalize={self.normalize})')

@@ -14,6 +14,7 @@ from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tens
 from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import resolve_dtype
+from .resize_cv2 import resize_like_cv2
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -22,9 +23,9 @@ __all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'RESIZES', 'clip_
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
 # How a crop is squashed to the input size. 'antialias': the model's interpolation with antialiasing (as PIL and
-# torchvision resize the training images). 'cv2': what cv2.resize(crop, (W, H), interpolation=INTER_LINEAR) does
-# to a uint8 crop, and so boxmot 25.0.0's ReID backends: bilinear (half-pixel centres), no antialiasing, the
-# result rounded to uint8 (docs/trackers.md measures how close it comes to OpenCV's own).
+# torchvision resize the training images). 'cv2': the pixels cv2.resize(crop, (W, H), interpolation=INTER_LINEAR)
+# gives a uint8 crop, and so boxmot 25.0.0's ReID backends: bilinear, no antialiasing, OpenCV's fixed point
+# (osnet_zoo.inference.resize_cv2).
 RESIZES = ('antialias', 'cv2')
 
 
@@ -119,9 +120,9 @@ class FeatureExtractor:
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
             resize: how crops are squashed to the input size (:data:`RESIZES`): 'antialias' (default; the
-                model's interpolation, antialiased) or 'cv2' (bilinear without antialiasing, rounded to uint8,
-                as ``cv2.resize(..., INTER_LINEAR)`` and boxmot's ReID backends do). Crops already at the input
-                size are not resized either way.
+                model's interpolation, antialiased) or 'cv2' (the pixels ``cv2.resize(..., INTER_LINEAR)``
+                gives, as boxmot's ReID backends resize: bilinear, no antialiasing, uint8). Crops already at the
+                input size are not resized either way.
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
@@ -162,9 +163,8 @@ class FeatureExtractor:
         x = x.to(self.device, non_blocking=True).unsqueeze(0).float()
         if tuple(x.shape[-2:]) == (h, w):
             return x
-        if self.resize == 'cv2':  # OpenCV's INTER_LINEAR on a uint8 image: no antialiasing, uint8 out
-            out = F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False, antialias=False)
-            return out.round_().clamp_(0, 255)
+        if self.resize == 'cv2':
+            return resize_like_cv2(x, (h, w))
         mode = self.preprocessing['interpolation']
         if mode == 'nearest':
             return F.interpolate(x, size=(h, w), mode='nearest')

@@ -144,7 +144,12 @@ def _write_and_run(tmp: Path) -> None:
     nested = torch.load(tmp / 'osnet_x0_25_test.pt', weights_only=True)
     torch.save({**nested['state_dict'], 'model_name': nested['model_name']}, tmp / 'osnet_x0_25_flat.pt')
     shutil.copyfile(tmp / 'osnet_x0_25_test.pt.metadata.json', tmp / 'osnet_x0_25_flat.pt.metadata.json')
-    refused = [str(tmp / 'osnet_x0_25_test.pth'), str(tmp / 'osnet_x0_25_flat.pt')]
+    # and our .pt with a model_kwargs key boxmot does not know in its metadata file
+    shutil.copyfile(tmp / 'osnet_x0_25_test.pt', tmp / 'osnet_x0_25_kwargs.pt')
+    metadata = json.loads((tmp / 'osnet_x0_25_test.pt.metadata.json').read_text())
+    metadata['model_kwargs'] = {**metadata['model_kwargs'], 'width': 2}
+    (tmp / 'osnet_x0_25_kwargs.pt.metadata.json').write_text(json.dumps(metadata))
+    refused = [str(tmp / 'osnet_x0_25_test.pth'), str(tmp / 'osnet_x0_25_flat.pt'), str(tmp / 'osnet_x0_25_kwargs.pt')]
     (tmp / 'request.json').write_text(json.dumps({'files': request, 'refused': refused}))
     # this environment's Python in a child that imports no osnet_zoo: boxmot sees only the files
     env = child_env(BOXMOT_ORT_LOG_LEVEL='3')
@@ -230,6 +235,7 @@ def test_what_boxmot_refuses(boxmot_run):
     assert result['refused']['osnet_x0_25_test.pth'].startswith('ValueError: Unsupported ReID artifact format')
     flat = result['refused']['osnet_x0_25_flat.pt']
     assert flat.startswith('RuntimeError: Checkpoint') and "unexpected=['model_name']" in flat
+    assert result['refused']['osnet_x0_25_kwargs.pt'] == "ValueError: Unknown model_kwargs in schema v1: ['width']"
 
 
 @pytest.mark.parametrize('arch,suffix', FILES)
@@ -323,3 +329,24 @@ def test_our_appearance_model_gives_boxmot_backend_features(appearance_scene, tm
     # the antialiased resize sees other pixels in the downscaled people
     antialiased = BoxmotAppearanceModel(net, device='cpu', resize='antialias').get_features(boxes, frames[-1])
     assert _cosines(antialiased[:PEOPLE], ours[:PEOPLE]).max() < 0.9999
+
+
+def test_export_names_and_the_docs_table_follow_boxmots_catalogue():
+    """BOXMOT_DOWNLOAD_NAMES is boxmot's list of names it downloads by, and docs/trackers.md's table maps each of its
+    OSNet names to the tag of ours that is the same Drive file, with both class counts."""
+    _boxmot_or_skip()
+    from boxmot.reid.core.catalog import NR_CLASSES_DICT, TRAINED_URLS
+    from osnet_zoo.inference.export import BOXMOT_DOWNLOAD_NAMES
+    from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest
+
+    assert set(TRAINED_URLS) == BOXMOT_DOWNLOAD_NAMES
+    ours = {entry.upstream.get('gdrive_id'): entry for entry in load_manifest(PACKAGED_MANIFEST).entries.values()}
+    expected = []
+    for name, url in TRAINED_URLS.items():
+        if name.startswith('osnet'):
+            entry = ours[url.split('id=')[1]]
+            guessed = next(NR_CLASSES_DICT[k] for k in sorted(NR_CLASSES_DICT, key=len, reverse=True) if k in name)
+            expected.append(f'| `{name}` | `{entry.architecture}.{entry.tag}` | {entry.num_classes} | {guessed} |')
+    page = (REPO / 'docs' / 'trackers.md').read_text()
+    table = [line for line in page.splitlines() if line.startswith('| `osnet') and line.count('|') == 5]
+    assert table == expected

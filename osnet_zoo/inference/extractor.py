@@ -25,7 +25,7 @@ ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor
 # How a crop is squashed to the input size. 'antialias': the model's interpolation with antialiasing (as PIL and
 # torchvision resize the training images). 'cv2': the pixels cv2.resize(crop, (W, H), interpolation=INTER_LINEAR)
 # gives a uint8 crop, and so boxmot 25.0.0's ReID backends: bilinear, no antialiasing, OpenCV's fixed point
-# (osnet_zoo.inference.resize_cv2).
+# (osnet_zoo.inference.resize_cv2). A crop already at the input size is not resized either way.
 RESIZES = ('antialias', 'cv2')
 
 
@@ -51,6 +51,12 @@ def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> T
     kept = finite & (windows[:, 2] - windows[:, 0] >= min_size) & (windows[:, 3] - windows[:, 1] >= min_size)
     return windows, kept
 
+def _checked_resize(resize: str) -> str:
+    if resize not in RESIZES:
+        raise ValueError(f'resize must be one of {RESIZES}, got {resize!r}.')
+    return resize
+
+
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
 
@@ -66,7 +72,7 @@ class FeatureExtractor:
     * torch tensors CHW or BCHW, uint8 (0-255) or float (0-1), in ``channel_order``, on any device.
 
     Every image is resized (squashed, no crop) to the model's input size with its interpolation
-    (antialiased), then normalised with its mean / std — all from the model's timm ``pretrained_cfg``.
+    (antialiased; ``resize='cv2'``: OpenCV's bilinear, as boxmot resizes), then normalised with its mean / std — all from the model's timm ``pretrained_cfg``.
     """
 
     def __init__(
@@ -119,18 +125,13 @@ class FeatureExtractor:
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
-            resize: how crops are squashed to the input size (:data:`RESIZES`): 'antialias' (default; the
-                model's interpolation, antialiased) or 'cv2' (the pixels ``cv2.resize(..., INTER_LINEAR)``
-                gives, as boxmot's ReID backends resize: bilinear, no antialiasing, uint8). Crops already at the
-                input size are not resized either way.
+            resize: 'antialias' (default) or 'cv2' (``cv2.resize`` INTER_LINEAR's pixels, boxmot's): :data:`RESIZES`.
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
-        if resize not in RESIZES:
-            raise ValueError(f'resize must be one of {RESIZES}, got {resize!r}.')
-        self.resize = resize
+        self.resize = _checked_resize(resize)
         self.device = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.dtype = resolve_dtype(precision)
         self.precision = precision

@@ -50,12 +50,15 @@ def main() -> None:
     parser.add_argument('--root', type=Path, default=Path('/tmp/resize_data'), help='where the renders go')
     parser.add_argument('--scales', type=int, nargs='+', default=[1, 2, 3],
                         help='render the synthetic set at this multiple of 128x64')
+    parser.add_argument('--num-test-ids', type=int, default=50, help='test identities of each render (the default set)')
+    parser.add_argument('--num-train-ids', type=int, default=100, help='training identities (rendered, not used)')
     parser.add_argument('--output', type=Path, help='also write the figures here (JSON)')
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     rows = []
     for scale in args.scales:
-        dataset = synthetic_reid(args.root / f'x{scale}', height=128 * scale, width=64 * scale)
+        dataset = synthetic_reid(args.root / f'x{scale}', height=128 * scale, width=64 * scale,
+                                 num_test_ids=args.num_test_ids, num_train_ids=args.num_train_ids)
         start = time.perf_counter()
         row = {'scale': scale, 'render': f'{128 * scale}x{64 * scale}', 'query': len(dataset.query),
                'gallery': len(dataset.gallery)}

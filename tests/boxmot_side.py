@@ -1,4 +1,5 @@
-"""boxmot's side of tests/test_boxmot.py, run by the boxmot environment's Python (it imports no osnet_zoo).
+"""boxmot's side of tests/test_boxmot.py, run in a child process of the test's own interpreter; it imports no
+osnet_zoo (RESULT.json records that), so boxmot sees only the files.
 
     python tests/boxmot_side.py REQUEST.json RESULT.json
 
@@ -79,6 +80,7 @@ def main(request_path: str, result_path: str) -> None:
             result['refused'][Path(path).name] = f'{type(e).__name__}: {e}'
     result['onnxruntime_after'] = version('onnxruntime')
     result['onnxruntime_imported'] = onnxruntime.__version__
+    result['osnet_zoo_imported'] = any(name.split('.')[0] == 'osnet_zoo' for name in sys.modules)
     Path(result_path).write_text(json.dumps(result, indent=1))
 
 

@@ -75,3 +75,20 @@ def test_bench_weights_download(tmp_path):
     res = json.loads(out.read_text())
     assert set(res) == {'osnet_x0_25.msmt17_combineall', 'osnet_x0_25.market1501'}
     assert all(r['first_s'] > 0 and r['cached_s'] > 0 and r['baseline_s'] > 0 for r in res.values())
+
+
+def test_resize_boxmot(tmp_path):
+    import timm
+    from osnet_zoo.train.final import save_model_folder
+
+    run = tmp_path / 'run'
+    save_model_folder(timm.create_model('osnet_x0_25', num_classes=0), 'osnet_x0_25', run / 'final', (128, 64),
+                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    out = tmp_path / 'resize.json'
+    _bench('resize_boxmot.py', run, '--root', tmp_path / 'data', '--scales', 1, 2, '--num-test-ids', 4,
+           '--num-train-ids', 2, '--output', out)
+    rows = json.loads(out.read_text())
+    assert [r['render'] for r in rows] == ['128x64', '256x128']
+    assert rows[0]['antialias'] == rows[0]['cv2']  # renders at the 128x64 input: nothing is resized
+    assert all(0 < r[k]['rank1'] <= 1 and 0 < r[k]['mAP'] <= 1 for r in rows for k in ('antialias', 'cv2'))
+    assert all(r.get('cv2_vs_opencv_min_cosine', 1.0) > 0.9999 for r in rows)  # with OpenCV installed

@@ -1,15 +1,19 @@
-"""Our tracker files in the real tracker: boxmot 25.0.0 loads each export format as written.
+"""Our tracker files and our appearance model in the real tracker, boxmot 25.0.0, installed in this environment.
 
-boxmot lives in its own environment (it pins onnxruntime 1.24.3 and replaces a different one at run time; it pulls
-pandas, pyarrow, scikit-learn, ...): .ci/run builds ``.boxmot-venv`` beside ``.venv``. This test writes the
-files with osnet_zoo here, then runs ``tests/boxmot_side.py`` with that environment's Python, which knows
-nothing of osnet_zoo: like a user who exports in one environment and tracks in another, the files and their
-``.metadata.json`` are all that passes between the two. Without that environment the test is skipped, saying
-so; ``OSNET_ZOO_REQUIRE_BOXMOT=1`` (set by .ci/run) turns the skip into a failure.
+.ci/run installs boxmot==25.0.0 (and the onnxruntime==1.24.3 its ONNX backend would otherwise install at run time)
+into the same environment as osnet_zoo, and checks ``pip check``. The file tests write the files with osnet_zoo,
+then run ``tests/boxmot_side.py`` with this same interpreter in a child process that never imports osnet_zoo:
+boxmot reads only the files and their ``.metadata.json``, as for a user who exports and then tracks. The
+appearance-model tests run boxmot's trackers in this process with ``BoxmotAppearanceModel`` as ``reid_model``.
+Without boxmot the tests are skipped, saying so; ``OSNET_ZOO_REQUIRE_BOXMOT=1`` (set by .ci/run) turns the skip
+into a failure.
 """
+import importlib.util
 import json
 import os
 import shutil
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,6 @@ from osnet_zoo.weights.__main__ import main as weights_cli
 from conftest import REPO, child_env, run_python
 
 BOXMOT_VERSION = '25.0.0'
-BOXMOT_PYTHON = Path(os.environ.get('OSNET_ZOO_BOXMOT_PYTHON', REPO / '.boxmot-venv' / 'bin' / 'python'))
 REQUIRED = os.environ.get('OSNET_ZOO_REQUIRE_BOXMOT') == '1'
 TRACKERS = ('BotSort', 'StrongSort', 'DeepOcSort')
 # two architectures (the classic and the AIN key layout), two input sizes (the main job's 128x64, 256x128)
@@ -44,15 +47,11 @@ def _boxmot_or_skip() -> None:
             pytest.fail(f'{reason} (OSNET_ZOO_REQUIRE_BOXMOT=1)', pytrace=False)
         pytest.skip(reason)
 
-    if not BOXMOT_PYTHON.is_file():
-        unavailable(f'no boxmot environment at {BOXMOT_PYTHON} (.ci/run builds it with boxmot=={BOXMOT_VERSION}; '
-                    'or point OSNET_ZOO_BOXMOT_PYTHON at a Python that has it)')
-    probe = run_python('-c', 'import boxmot; print(boxmot.__version__)', python=BOXMOT_PYTHON,
-                       env=child_env(PYTHONPATH=None, VIRTUAL_ENV=None), timeout=300)
-    if probe.returncode != 0:
-        unavailable(f'boxmot is not importable by {BOXMOT_PYTHON}: {probe.stderr.strip().splitlines()[-1:]}')
-    if probe.stdout.strip() != BOXMOT_VERSION:
-        unavailable(f'{BOXMOT_PYTHON} has boxmot {probe.stdout.strip()}; this test pins {BOXMOT_VERSION}')
+    if importlib.util.find_spec('boxmot') is None:
+        unavailable(f'boxmot is not installed in this environment ({sys.executable}; .ci/run installs '
+                    f'boxmot=={BOXMOT_VERSION} onnxruntime==1.24.3 beside osnet_zoo)')
+    if version('boxmot') != BOXMOT_VERSION:
+        unavailable(f'this environment has boxmot {version("boxmot")}; these tests pin {BOXMOT_VERSION}')
 
 
 def _calibrated(model: nn.Module, size, seed: int) -> nn.Module:
@@ -145,12 +144,17 @@ def _write_and_run(tmp: Path) -> None:
     nested = torch.load(tmp / 'osnet_x0_25_test.pt', weights_only=True)
     torch.save({**nested['state_dict'], 'model_name': nested['model_name']}, tmp / 'osnet_x0_25_flat.pt')
     shutil.copyfile(tmp / 'osnet_x0_25_test.pt.metadata.json', tmp / 'osnet_x0_25_flat.pt.metadata.json')
-    refused = [str(tmp / 'osnet_x0_25_test.pth'), str(tmp / 'osnet_x0_25_flat.pt')]
+    # and our .pt with a model_kwargs key boxmot does not know in its metadata file
+    shutil.copyfile(tmp / 'osnet_x0_25_test.pt', tmp / 'osnet_x0_25_kwargs.pt')
+    metadata = json.loads((tmp / 'osnet_x0_25_test.pt.metadata.json').read_text())
+    metadata['model_kwargs'] = {**metadata['model_kwargs'], 'width': 2}
+    (tmp / 'osnet_x0_25_kwargs.pt.metadata.json').write_text(json.dumps(metadata))
+    refused = [str(tmp / 'osnet_x0_25_test.pth'), str(tmp / 'osnet_x0_25_flat.pt'), str(tmp / 'osnet_x0_25_kwargs.pt')]
     (tmp / 'request.json').write_text(json.dumps({'files': request, 'refused': refused}))
-    # the boxmot environment's Python, without this checkout on its path: it knows nothing of osnet_zoo
-    env = child_env(PYTHONPATH=None, VIRTUAL_ENV=None, BOXMOT_ORT_LOG_LEVEL='3')
+    # this environment's Python in a child that imports no osnet_zoo: boxmot sees only the files
+    env = child_env(BOXMOT_ORT_LOG_LEVEL='3')
     run = run_python(REPO / 'tests' / 'boxmot_side.py', tmp / 'request.json', tmp / 'result.json',
-                     python=BOXMOT_PYTHON, env=env, timeout=1200, cwd=tmp)
+                     python=sys.executable, env=env, timeout=1200, cwd=tmp)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
 
 
@@ -183,9 +187,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_boxmot_environment_kept_its_onnxruntime(boxmot_run):
     _, _, result = boxmot_run
-    assert result['boxmot'] == BOXMOT_VERSION
+    assert result['boxmot'] == BOXMOT_VERSION and result['osnet_zoo_imported'] is False
     # boxmot's ONNX backend installs onnxruntime==1.24.3 at run time when another version is there; .ci/run
-    # installs that one up front, so loading our .onnx changed nothing (and the main environment never sees it)
+    # installs that one up front, so loading our .onnx changed nothing in the shared environment
     assert result['onnxruntime_before'] == result['onnxruntime_after'] == '1.24.3'
 
 
@@ -231,6 +235,9 @@ def test_what_boxmot_refuses(boxmot_run):
     assert result['refused']['osnet_x0_25_test.pth'].startswith('ValueError: Unsupported ReID artifact format')
     flat = result['refused']['osnet_x0_25_flat.pt']
     assert flat.startswith('RuntimeError: Checkpoint') and "unexpected=['model_name']" in flat
+    kwargs = result['refused']['osnet_x0_25_kwargs.pt']
+    assert kwargs.startswith('ValueError: Invalid model metadata for ') and \
+        kwargs.endswith("osnet_x0_25_kwargs.pt: Unknown model_kwargs in schema v1: ['width']")
 
 
 @pytest.mark.parametrize('arch,suffix', FILES)
@@ -250,3 +257,98 @@ def test_boxmot_trackers_run_with_our_file(boxmot_run, arch, suffix, tracker):
     detections = np.load(tmp / f'{name}.scene.npz')['detections'][-1][:, :4]
     boxes = np.asarray(last['boxes'])
     assert np.abs(np.sort(boxes, axis=0) - np.sort(detections, axis=0)).max() < 4.0
+
+
+# ------------------------------------------------------------------ our appearance model inside boxmot's trackers
+
+APPEARANCE_TRACKERS = ('BotSort', 'StrongSort', 'DeepOcSort', 'HybridSort', 'BoostTrack')
+PERSON = (208, 96)  # the people's boxes: larger than the 128x64 input, so every crop is resized
+# boxes boxmot accepts (x2 > x1, y2 > y1) that have no pixel in the frame, and a tiny one (1x2 pixels)
+NO_PIXELS = [[300.1, 300.0, 300.4, 360.0], [700.0, 100.0, 760.0, 228.0]]
+TINY = [400.0, 400.0, 401.0, 402.0]
+
+
+@pytest.fixture(scope='module')
+def appearance_scene():
+    """(the embedding net, FRAMES BGR frames, detections per frame: PEOPLE people, then NO_PIXELS and TINY)."""
+    _boxmot_or_skip()
+    torch.manual_seed(0)
+    net = _calibrated(timm.create_model('osnet_x0_25', num_classes=0), SIZES['osnet_x0_25'], 101)
+    net.pretrained_cfg = {**net.pretrained_cfg, 'input_size': (3, *SIZES['osnet_x0_25'])}
+    crops = _crops(PERSON, PEOPLE, seed=7)
+    frames, people = _scene(crops, seed=7)
+    extra = np.array([[*box, 0.9, 0] for box in NO_PIXELS + [TINY]], np.float32)
+    detections = [np.concatenate([d, extra]) for d in people]
+    return net, frames, detections
+
+
+def _tracker(name: str, model):
+    import boxmot
+
+    # BoostTrack uses appearance only when asked; the others by default
+    return getattr(boxmot, name)(reid_model=model, **({'use_embeddings': True} if name == 'BoostTrack' else {}))
+
+
+@pytest.mark.parametrize('tracker', APPEARANCE_TRACKERS)
+def test_our_appearance_model_in_every_tracker_that_uses_appearance(appearance_scene, tracker):
+    from osnet_zoo.integrations.boxmot import BoxmotAppearanceModel
+
+    net, frames, detections = appearance_scene
+    model = BoxmotAppearanceModel(net, device='cpu')
+    live = _tracker(tracker, model)
+    tracks = [live.update(d, f) for f, d in zip(frames, detections)]  # boxes without pixels: no crash
+    assert live._get_live_reid_model() is model and live.last_emb_size == 512
+    # the people keep one identity each over the last frames, their boxes on the detections
+    people = detections[-1][:PEOPLE, :4]
+
+    def ids(rows):
+        return [int(rows[np.abs(rows[:, :4] - box).max(1).argmin(), 4]) for box in people]
+
+    assert len(set(ids(tracks[-1]))) == PEOPLE and ids(tracks[-1]) == ids(tracks[-2])
+    assert min(np.abs(tracks[-1][:, :4] - box).max(1).min() for box in people) < 4.0
+    # what the tracker got for this frame: the people's features as FeatureExtractor gives them (boxmot's
+    # resize), the boxes without pixels one shared row, every row of norm 1
+    features = model.get_features(detections[-1][:, :4], frames[-1])
+    crops = [frames[-1][int(y0):int(y1), int(x0):int(x1)] for x0, y0, x1, y1 in people.round()]
+    ours = osnet_zoo.FeatureExtractor(net, device='cpu', channel_order='bgr', resize='cv2')(crops).numpy()
+    assert _cosines(features[:PEOPLE], ours).min() >= 0.9999
+    assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(features[PEOPLE], features[PEOPLE + 1])
+
+
+def test_our_appearance_model_gives_boxmot_backend_features(appearance_scene, tmp_path):
+    """With resize='cv2' (the default) our model and boxmot's own ONNX backend, on the same weights, give the same
+    rows for resized crops, boxes without pixels (boxmot: a black crop) and a tiny box."""
+    from boxmot.reid.core import ReID
+    from osnet_zoo.integrations.boxmot import BoxmotAppearanceModel
+
+    net, frames, detections = appearance_scene
+    export_model(net, tmp_path / 'osnet_x0_25_test.onnx', fmt='onnx')
+    theirs = ReID(weights=tmp_path / 'osnet_x0_25_test.onnx', device='cpu', half=False).model
+    boxes = detections[-1][:, :4] + np.float32([0.3, -0.2, 0.4, 0.1])  # fractions of a pixel: the same rounding
+    ours = BoxmotAppearanceModel(net, device='cpu').get_features(boxes, frames[-1])
+    assert _cosines(ours, theirs.get_features(boxes, frames[-1])).min() >= 0.99999
+    # the antialiased resize sees other pixels in the downscaled people
+    antialiased = BoxmotAppearanceModel(net, device='cpu', resize='antialias').get_features(boxes, frames[-1])
+    assert _cosines(antialiased[:PEOPLE], ours[:PEOPLE]).max() < 0.9999
+
+
+def test_export_names_and_the_docs_table_follow_boxmots_catalogue():
+    """BOXMOT_DOWNLOAD_NAMES is boxmot's list of names it downloads by, and docs/trackers.md's table maps each of its
+    OSNet names to the tag of ours that is the same Drive file, with both class counts."""
+    _boxmot_or_skip()
+    from boxmot.reid.core.catalog import NR_CLASSES_DICT, TRAINED_URLS
+    from osnet_zoo.inference.export import BOXMOT_DOWNLOAD_NAMES
+    from osnet_zoo.weights.manifest import PACKAGED_MANIFEST, load_manifest
+
+    assert set(TRAINED_URLS) == BOXMOT_DOWNLOAD_NAMES
+    ours = {entry.upstream.get('gdrive_id'): entry for entry in load_manifest(PACKAGED_MANIFEST).entries.values()}
+    expected = []
+    for name, url in TRAINED_URLS.items():
+        if name.startswith('osnet'):
+            entry = ours[url.split('id=')[1]]
+            guessed = next(NR_CLASSES_DICT[k] for k in sorted(NR_CLASSES_DICT, key=len, reverse=True) if k in name)
+            expected.append(f'| `{name}` | `{entry.architecture}.{entry.tag}` | {entry.num_classes} | {guessed} |')
+    page = (REPO / 'docs' / 'trackers.md').read_text()
+    table = [line for line in page.splitlines() if line.startswith('| `osnet') and line.count('|') == 5]
+    assert table == expected

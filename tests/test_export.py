@@ -167,7 +167,7 @@ def test_fixed_batch_cli_and_default_names(tmp_path):
     assert session.get_inputs()[0].shape == [2, 3, 256, 128]
     assert default_export_name('osnet_x0_25', 'msmt17_combineall', 'onnx') == 'osnet_x0_25_msmt17_combineall.onnx'
     assert default_export_name('osnet_x0_25', None, 'torchscript') == 'osnet_x0_25.torchscript'
-    assert default_export_name('osnet_ain_x1_0', 'msmt17', 'torchreid') == 'osnet_ain_x1_0_msmt17.pt'
+    assert default_export_name('osnet_ain_x1_0', 'msmt17', 'torchreid') == 'osnet_ain_x1_0_msmt17_osnetzoo.pt'
 
 
 def test_torchreid_cli(checkpoint, torchreid_fixtures, tmp_path, capsys):

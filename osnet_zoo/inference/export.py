@@ -4,12 +4,15 @@ as ONNX, TorchScript or a torchreid-layout ``.pt`` state dict, checked and docum
 The exported graph takes a normalised image batch and returns embeddings; BatchNorm is folded into the
 convs first (exact up to rounding). The file is then run against the PyTorch model on the same random
 batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — and the maximum absolute
-difference is printed and must stay within the tolerance (1e-4 in fp32; in fp16, 1% of the largest
-output). A torchreid ``.pt`` (the file tracking libraries such as boxmot load as-is) is reloaded through
+difference is printed and must stay within the tolerance, scaled by the output's magnitude: 1e-4 of the
+largest output (at least 1e-4) in fp32, 1% of the largest output in fp16. Rounding errors grow with the
+values, so an absolute bound would refuse a faithful export whose embeddings are in the hundreds. A torchreid ``.pt`` (the file tracking libraries such as boxmot load as-is) is reloaded through
 ``load_osnet_checkpoint`` and must give back every tensor bit for bit.
 
 Files are named ``<architecture>_<tag>.<ext>`` by default (``.onnx``, ``.torchscript``, ``.pt``): trackers
-tell the architecture from the file name. Beside the file, ``<file>.json`` holds our contract (input /
+tell the architecture from the file name. A ``.pt`` whose default name is one boxmot downloads by name
+(:data:`BOXMOT_DOWNLOAD_NAMES`: given a bare name it does not find, boxmot fetches the authors' file instead,
+silently) is named ``<architecture>_<tag>_osnetzoo.pt``; an ``out`` given under such a name gets a notice. Beside the file, ``<file>.json`` holds our contract (input /
 output names, shapes, dtype, the preprocessing, the check) and ``<file>.metadata.json`` the few facts a
 tracking library needs (:data:`TRACKER_METADATA_KEYS`), including the keys boxmot 25.0.0 reads from that file
 (:data:`BOXMOT_METADATA_KEYS`; its loader takes them before anything in the file or its name).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -37,11 +41,14 @@ from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
            'OUTPUT_NAME', 'TOLERANCES', 'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS',
-           'BOXMOT_METADATA_KEYS', 'default_export_name', 'metadata_path', 'contract_path']
+           'BOXMOT_METADATA_KEYS', 'BOXMOT_DOWNLOAD_NAMES', 'default_export_name', 'metadata_path', 'contract_path']
+
+_logger = logging.getLogger(__name__)
 
 INPUT_NAME = 'images'
 OUTPUT_NAME = 'features'
-# allowed max |exported - PyTorch fp32|: absolute in fp32; in fp16, relative to the largest reference value
+# allowed max |exported - PyTorch fp32|, relative to the largest reference value: max(1, max |reference|) in fp32
+# (outputs near zero keep an absolute 1e-4), max |reference| in fp16
 TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
 EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt'}
 EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
@@ -51,6 +58,15 @@ EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
 # for OSNet names; an ONNX graph's fixed H, W override it). A schema version other than 1, or any other key
 # in model_kwargs, makes boxmot refuse the file.
 BOXMOT_METADATA_KEYS = ('model_name', 'num_classes', 'preprocess', 'model_kwargs_schema_version', 'model_kwargs')
+# The .pt names boxmot 25.0.0 downloads when given a bare name it finds neither in the working directory nor in its
+# weights folder (boxmot.reid.core.catalog.TRAINED_URLS); osnet_x0_25_msmt17.pt is its default ReID model. The
+# osnet_ibn / osnet_ain names there are the authors' msmt17_combineall checkpoints (4101 classes).
+BOXMOT_DOWNLOAD_NAMES = frozenset(
+    [f'{arch}_{data}.pt' for arch in ('resnet50', 'resnet50_fc512', 'mlfn', 'hacnn', 'mobilenetv2_x1_0',
+                                      'mobilenetv2_x1_4', 'osnet_x1_0', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25')
+     for data in ('market1501', 'dukemtmcreid', 'msmt17')]
+    + ['osnet_ibn_x1_0_msmt17.pt', 'osnet_ain_x1_0_msmt17.pt', 'lmbn_n_duke.pt', 'lmbn_n_market.pt',
+       'lmbn_n_cuhk03_d.pt'])
 TRACKER_METADATA_KEYS = ('architecture', 'tag', 'format', 'file', 'input_size', 'input_shape', 'layout',
                          'channel_order', 'pixel_scale', 'mean', 'std', 'resize', 'interpolation', 'antialias',
                          'output_dim', 'normalized', 'dtype', 'dynamic_batch') + BOXMOT_METADATA_KEYS
@@ -96,10 +112,11 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
     else:
         runtime = f'torch.jit {torch.__version__}'
     tolerance = TOLERANCES[precision]
-    allowed = tolerance if precision == 'fp32' else tolerance * scale
+    allowed = tolerance * (max(1.0, scale) if precision == 'fp32' else scale)
     return dict(runtime=runtime, batch_sizes=[int(b.shape[0]) for b in batches], max_abs_diff=worst,
-                max_abs_reference=scale, tolerance=tolerance,
-                tolerance_kind='absolute' if precision == 'fp32' else 'relative to max |reference|',
+                max_abs_reference=scale, tolerance=tolerance, allowed_abs_diff=allowed,
+                tolerance_kind='relative to max(1, max |reference|)' if precision == 'fp32'
+                else 'relative to max |reference|',
                 passed=worst <= allowed)
 
 
@@ -140,10 +157,22 @@ def _architecture_and_tag(model: Union[str, nn.Module], net: nn.Module, pretrain
 
 def default_export_name(architecture: str, tag: Optional[str], fmt: str) -> str:
     """``<architecture>_<tag>.<ext>`` (``<architecture>.<ext>`` without a tag), e.g.
-    ``osnet_x0_25_msmt17_combineall.onnx``: trackers pick the architecture out of the file name."""
+    ``osnet_x0_25_msmt17_combineall.onnx``: trackers pick the architecture out of the file name. A name boxmot
+    downloads by (:data:`BOXMOT_DOWNLOAD_NAMES`) gets ``_osnetzoo`` before the suffix."""
     if fmt not in EXPORT_SUFFIXES:
         raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
-    return (f'{architecture}_{tag}' if tag else architecture) + EXPORT_SUFFIXES[fmt]
+    stem = f'{architecture}_{tag}' if tag else architecture
+    if stem + EXPORT_SUFFIXES[fmt] in BOXMOT_DOWNLOAD_NAMES:
+        stem += '_osnetzoo'
+    return stem + EXPORT_SUFFIXES[fmt]
+
+
+def _warn_boxmot_name(out: Path) -> None:
+    """The notice for an export written under a name boxmot downloads by."""
+    if out.name in BOXMOT_DOWNLOAD_NAMES:
+        _logger.warning('osnet_zoo: %s is also the name of a file boxmot downloads (the authors\' weights): give '
+                        'boxmot its path (%s), never the bare name, or it may fetch its own file instead.', out.name,
+                        out if out.is_absolute() or out.parent != Path('.') else Path('.') / out.name)
 
 
 def _check_suffix(out: Path, fmt: str) -> None:
@@ -233,6 +262,7 @@ def export_model(
     # a folder (an existing one, or a path without a file suffix) receives the file under its default name
     out = Path(name) if out is None else Path(out) / name if Path(out).is_dir() or not Path(out).suffix else Path(out)
     _check_suffix(out, fmt)
+    _warn_boxmot_name(out)
     prep = resolve_preprocessing(net, {'input_size': input_size} if input_size is not None else None)
     reference = Embedder(net, normalize=normalize).eval()
     if fmt == 'torchreid':
@@ -264,7 +294,8 @@ def export_model(
     _write_metadata(out, contract, architecture, tag, prep, dynamic=batch_dim == 'batch')
     if not check['passed']:
         raise ExportCheckError(f"{out}: exported model differs from PyTorch by {check['max_abs_diff']:.3g} "
-                           f"(tolerance {check['tolerance']:g}).")
+                               f"(allowed {check['allowed_abs_diff']:.3g}: tolerance {check['tolerance']:g} "
+                               f"{check['tolerance_kind']}, outputs up to {check['max_abs_reference']:.3g}).")
     return contract
 
 

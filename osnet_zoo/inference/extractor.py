@@ -14,13 +14,19 @@ from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tens
 from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import resolve_dtype
+from .resize_cv2 import resize_like_cv2
 
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'clip_boxes']
+__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'RESIZES', 'clip_boxes']
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
+# How a crop is squashed to the input size. 'antialias': the model's interpolation with antialiasing (as PIL and
+# torchvision resize the training images). 'cv2': the pixels cv2.resize(crop, (W, H), interpolation=INTER_LINEAR)
+# gives a uint8 crop, and so boxmot 25.0.0's ReID backends: bilinear, no antialiasing, OpenCV's fixed point
+# (osnet_zoo.inference.resize_cv2). A crop already at the input size is not resized either way.
+RESIZES = ('antialias', 'cv2')
 
 
 def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> Tuple[np.ndarray, np.ndarray]:
@@ -45,6 +51,12 @@ def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> T
     kept = finite & (windows[:, 2] - windows[:, 0] >= min_size) & (windows[:, 3] - windows[:, 1] >= min_size)
     return windows, kept
 
+def _checked_resize(resize: str) -> str:
+    if resize not in RESIZES:
+        raise ValueError(f'resize must be one of {RESIZES}, got {resize!r}.')
+    return resize
+
+
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
 
@@ -60,7 +72,7 @@ class FeatureExtractor:
     * torch tensors CHW or BCHW, uint8 (0-255) or float (0-1), in ``channel_order``, on any device.
 
     Every image is resized (squashed, no crop) to the model's input size with its interpolation
-    (antialiased), then normalised with its mean / std — all from the model's timm ``pretrained_cfg``.
+    (antialiased; ``resize='cv2'``: OpenCV's bilinear, as boxmot resizes), then normalised with its mean / std — all from the model's timm ``pretrained_cfg``.
     """
 
     def __init__(
@@ -80,6 +92,7 @@ class FeatureExtractor:
             threads: Optional[int] = None,
             preprocessing: Optional[Dict[str, Any]] = None,
             fixed_batch: bool = False,
+            resize: str = 'antialias',
     ):
         """
         Args:
@@ -112,11 +125,13 @@ class FeatureExtractor:
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
+            resize: 'antialias' (default) or 'cv2' (``cv2.resize`` INTER_LINEAR's pixels, boxmot's): :data:`RESIZES`.
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+        self.resize = _checked_resize(resize)
         self.device = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.dtype = resolve_dtype(precision)
         self.precision = precision
@@ -149,6 +164,8 @@ class FeatureExtractor:
         x = x.to(self.device, non_blocking=True).unsqueeze(0).float()
         if tuple(x.shape[-2:]) == (h, w):
             return x
+        if self.resize == 'cv2':
+            return resize_like_cv2(x, (h, w))
         mode = self.preprocessing['interpolation']
         if mode == 'nearest':
             return F.interpolate(x, size=(h, w), mode='nearest')
@@ -265,4 +282,5 @@ class FeatureExtractor:
         c, h, w = self.preprocessing['input_size']
         return (f'FeatureExtractor(model={self.model_name!r}, device={str(self.device)!r}, '
                 f'precision={self.precision!r}, backend={self.plan.describe()!r}, batch_size={self.batch_size}, '
-                f'input={h}x{w}, channel_order={self.channel_order!r}, normalize={self.normalize})')
+                f'input={h}x{w}, resize={self.resize!r}, channel_order={self.channel_order!r}, '
+                f'normalize={self.normalize})')

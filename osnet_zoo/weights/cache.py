@@ -19,6 +19,8 @@ This module imports nothing from ``osnet_zoo.models``.
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import json
 import os
 import re
@@ -27,11 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import requests
 import torch
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from ..files import atomic_path, atomic_save_safetensors, atomic_write_json
 from .io import CheckpointError, file_sha256
@@ -52,8 +56,12 @@ CONFIG_FILE = 'config.json'
 ORIGINALS = 'original'
 _GDRIVE_TEMPLATE = 'https://drive.google.com/uc?id={id}'
 _TRUE = ('1', 'on', 'yes', 'true')
-# connect / between-bytes timeouts of a Drive download: an unreachable host fails in seconds
+# connect / between-bytes timeouts of a download: an unreachable host fails in seconds
 DOWNLOAD_TIMEOUT_S = (5.0, 60.0)
+# Google's hosts: only their links need gdown (Drive's confirmation page for large files); any other URL (a
+# mirror given by $OSNET_ZOO_GDRIVE_URL, the tests' stand-in) is a plain HTTP GET
+_DRIVE_HOSTS = ('drive.google.com', 'drive.usercontent.google.com', 'docs.google.com')
+_CHUNK = 1 << 20
 
 
 class PretrainedWeightsError(CheckpointError):
@@ -284,20 +292,21 @@ def html_title(path: Path) -> Optional[str]:
 
 
 def download_url(url: str, dest: Path, quiet: bool = True) -> None:
-    """Download ``url`` (a Drive link, with gdown's confirmation handling, or any URL) into ``dest``.
+    """Download ``url`` into ``dest``: a Google Drive link through gdown (Drive's confirmation page), any other
+    URL with a plain GET (timeouts, the HTTP status and the announced length checked).
 
     Raises:
         WeightsUnavailableError: the host cannot be reached or answers with an HTTP error.
         WeightsIntegrityError: the body ended early (truncated), or Drive refused (quota, no access).
     """
-    import gdown  # imported on the first download only: `import osnet_zoo` stays light (tests/test_structure.py)
-    from gdown.exceptions import DownloadError, FileURLRetrievalError
     try:
-        with open(dest, 'wb') as f:
-            gdown.download(url, output=f, quiet=quiet, timeout=DOWNLOAD_TIMEOUT_S, retries=0)
-    except FileURLRetrievalError as e:  # Drive's own error page: quota exceeded, no access
+        if (urlsplit(url).hostname or '') in _DRIVE_HOSTS:
+            _download_drive(url, dest, quiet)
+        else:
+            _download_plain(url, dest, quiet)
+    except _DriveRefused as e:  # Drive's own error page: quota exceeded, no access
         raise WeightsIntegrityError(f'Drive refused the file ({" ".join(str(e).split())[:300]})') from None
-    except DownloadError as e:  # gdown: the body ended before the announced size
+    except _IncompleteDownload as e:
         raise WeightsIntegrityError(f'the download is incomplete ({" ".join(str(e).split())[:200]})') from None
     except requests.HTTPError as e:
         raise WeightsUnavailableError(f'HTTP {e.response.status_code if e.response is not None else "error"}') \
@@ -312,3 +321,62 @@ def connection_failure(e: requests.RequestException) -> str:
     inner = e.args[0] if e.args else None
     reason = getattr(inner, 'reason', None) or inner or e
     return f'{type(e).__name__}: {" ".join(str(reason).split())[:200]}'
+
+
+class _IncompleteDownload(Exception):
+    """The body ended before the length the server announced."""
+
+
+class _DriveRefused(Exception):
+    """Drive answered with its own error page (quota exceeded, no access) instead of the file."""
+
+
+@functools.lru_cache(maxsize=None)
+def _gdown() -> Tuple[Any, frozenset, Optional[type], type]:
+    """gdown, imported on the first Drive download only (`import osnet_zoo` stays light, tests/test_structure.py),
+    with what the installed version offers: gdown 5.x (boxmot 25.0.0 pins gdown<6) has no timeout / retries
+    options and no DownloadError, gdown >= 6 has all three. We declare gdown>=5.1 and adapt.
+    Returns (the module, its download options, its incomplete-body error or None, its refusal error)."""
+    import gdown
+    import gdown.exceptions
+    return (gdown, frozenset(inspect.signature(gdown.download).parameters),
+            getattr(gdown.exceptions, 'DownloadError', None), gdown.exceptions.FileURLRetrievalError)
+
+
+def _download_plain(url: str, dest: Path, quiet: bool) -> None:
+    """GET ``url`` into ``dest`` (a progress bar unless ``quiet``), refusing an HTTP error status and a body
+    shorter than its Content-Length."""
+    with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        response.raise_for_status()
+        # with a content encoding, Content-Length counts the encoded bytes, not the ones written
+        announced = None if response.headers.get('Content-Encoding') else response.headers.get('Content-Length')
+        written = 0
+        try:
+            with open(dest, 'wb') as f, tqdm(total=int(announced) if announced and announced.isdigit() else None,
+                                             unit='B', unit_scale=True, disable=quiet, leave=False) as bar:
+                for chunk in response.iter_content(_CHUNK):
+                    f.write(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
+            raise _IncompleteDownload(f'{written} bytes, then {type(e).__name__}') from None
+    if announced is not None and announced.isdigit() and written != int(announced):
+        raise _IncompleteDownload(f'{written} of the {announced} bytes announced')
+
+
+def _download_drive(url: str, dest: Path, quiet: bool) -> None:
+    """gdown's download of a Drive link into ``dest``, with the options the installed gdown has (gdown 5.x: no
+    timeout, so a host that stops answering mid-way is waited for)."""
+    gdown, offered, incomplete, refused = _gdown()
+    options = {k: v for k, v in (('timeout', DOWNLOAD_TIMEOUT_S), ('retries', 0)) if k in offered}
+    try:
+        with open(dest, 'wb') as f:
+            gdown.download(url, output=f, quiet=quiet, **options)
+    except refused as e:
+        raise _DriveRefused(str(e)) from None
+    except requests.exceptions.ChunkedEncodingError as e:  # gdown 5.x: the body ended early
+        raise _IncompleteDownload(f'{type(e).__name__}: {e}') from None
+    except Exception as e:
+        if incomplete is not None and isinstance(e, incomplete):  # gdown >= 6: incomplete body
+            raise _IncompleteDownload(str(e)) from None
+        raise

@@ -1,6 +1,7 @@
 """``FeatureExtractor``: person crops in any common form -> L2-normalised re-ID embeddings."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 
 from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tensor
+from ..threads import compute_threads
 from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import resolve_dtype
@@ -18,7 +20,7 @@ from .optimize import resolve_dtype
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'clip_boxes']
+__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'clip_boxes', 'torch_threads']
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
 
@@ -44,6 +46,20 @@ def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> T
     windows = np.clip(rounded, 0, upper).astype(np.int64)
     kept = finite & (windows[:, 2] - windows[:, 0] >= min_size) & (windows[:, 3] - windows[:, 1] >= min_size)
     return windows, kept
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads, then give the caller's count back (None: as it is)."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
@@ -80,6 +96,8 @@ class FeatureExtractor:
             threads: Optional[int] = None,
             preprocessing: Optional[Dict[str, Any]] = None,
             fixed_batch: bool = False,
+            spin: bool = False,
+            workers: int = 0,
     ):
         """
         Args:
@@ -108,7 +126,18 @@ class FeatureExtractor:
                 ``osnet_zoo.inference.backend``); ``optimize`` / ``compile`` / ``cuda_graph`` ask for the
                 PyTorch path. 'torch': the PyTorch model (plain unless ``optimize``). 'onnxruntime': force
                 onnxruntime (CPU, fp32). ``self.plan`` says what runs and why.
-            threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``).
+            threads: CPU threads of the network: onnxruntime's intra-op pool, or torch's count during the calls
+                (given back after each call). Default: ``torch.get_num_threads()`` capped to the CPUs this
+                process may use (affinity, cgroup quota) less ``workers``; with ``OMP_NUM_THREADS`` set, torch's
+                count as it is (``osnet_zoo.threads.compute_threads``).
+            spin: False (default): waiting threads sleep (onnxruntime's ``allow_spinning`` 0) and the torch work
+                between the network calls (resizing the crops) runs on one thread, so that no busy-waiting pool
+                takes the CPU that another process, or our own next step, needs (issue 31: beside one busy
+                process the old default was 22x slower than idle). True: the old behaviour (onnxruntime's
+                workers spin, the preprocessing runs on torch's own count): the lowest latency on an idle
+                machine only.
+            workers: threads or processes of the caller running beside the extractor (decoding images), counted
+                against the default ``threads``.
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
@@ -130,12 +159,14 @@ class FeatureExtractor:
                            else net.pretrained_cfg.get('architecture', type(net).__name__))
         self.feature_dim = int(getattr(net, 'head_hidden_size', 0) or getattr(net, 'num_features', 0)) or None
         plan = select_backend(backend, self.device, precision, optimize, compile, cuda_graph, fixed_batch)
+        self.spin = bool(spin)
+        self.threads = compute_threads(torch.get_num_threads(), workers, threads)
         # an nn.Module, an InferenceModel or an OnnxRuntimeModel; the plan can change when onnxruntime
         # was chosen automatically and the model could not be exported
-        self.model, self.plan = build_runtime(
-            net, plan, self.device, precision, self.batch_size, self.preprocessing['input_size'],
-            threads=threads, spinning=False,  # preprocessing runs between the calls: spinning would slow it
-            compile=compile)
+        with torch_threads(self.threads):  # an export and its check run on the network's threads too
+            self.model, self.plan = build_runtime(
+                net, plan, self.device, precision, self.batch_size, self.preprocessing['input_size'],
+                threads=self.threads, spinning=self.spin, compile=compile)
         self.backend = self.plan.backend
         self.cuda_graph = self.plan.cuda_graph
         self._mean = torch.tensor(self.preprocessing['mean'], device=self.device).view(1, 3, 1, 1) * 255
@@ -170,7 +201,8 @@ class FeatureExtractor:
         chunk: List[torch.Tensor] = []
         indices: List[int] = []
         for index, item in iter_images(inputs):
-            chunk.append(self._resize(to_rgb_tensor(item, index, order)))
+            with torch_threads(self._preprocess_threads()):
+                chunk.append(self._resize(to_rgb_tensor(item, index, order)))
             indices.append(index)
             if len(chunk) == self.batch_size:
                 yield self._normalise(chunk), indices
@@ -178,12 +210,24 @@ class FeatureExtractor:
         if chunk:
             yield self._normalise(chunk), indices
 
+    def _preprocess_threads(self) -> Optional[int]:
+        """One torch thread for the small ops between network calls on the CPU (no OpenMP team to wake and
+        to spin), unless ``spin`` asked for the old behaviour; None: torch's count as it is."""
+        return 1 if self.device.type == 'cpu' and not self.spin else None
+
     def _normalise(self, chunk: List[torch.Tensor]) -> torch.Tensor:
-        return (torch.cat(chunk) - self._mean) / self._std
+        with torch_threads(self._preprocess_threads()):
+            return (torch.cat(chunk) - self._mean) / self._std
 
     # --------------------------------------------------------------------------------------- inference
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type != 'cpu' or self.plan.backend != 'torch':
+            return self._run_network(batch)
+        with torch_threads(self.threads):  # the caller's count is given back after the call
+            return self._run_network(batch)
+
+    def _run_network(self, batch: torch.Tensor) -> torch.Tensor:
         n = batch.shape[0]
         if self.cuda_graph and n < self.batch_size:  # the graph has a fixed batch: pad the last chunk
             pad = batch[-1:].expand(self.batch_size - n, *batch.shape[1:])
@@ -265,4 +309,5 @@ class FeatureExtractor:
         c, h, w = self.preprocessing['input_size']
         return (f'FeatureExtractor(model={self.model_name!r}, device={str(self.device)!r}, '
                 f'precision={self.precision!r}, backend={self.plan.describe()!r}, batch_size={self.batch_size}, '
-                f'input={h}x{w}, channel_order={self.channel_order!r}, normalize={self.normalize})')
+                f'input={h}x{w}, channel_order={self.channel_order!r}, normalize={self.normalize}, '
+                f'threads={self.threads}, spin={self.spin})')

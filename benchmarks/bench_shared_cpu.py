@@ -21,7 +21,7 @@ Cases:
   main job below), wall clock of the whole command; ``*_old``: with ``--spin --threads N`` (N: torch's own
   count, the old thread count and wait policy).
 * ``train``: the README's main job (``python -m osnet_zoo.train``) with ``--epochs E``, idle and beside 2
-  busy processes, wall clock and its Rank-1 / mAP.
+  busy processes, wall clock and its Rank-1 / mAP; and idle with ``--spin`` (the old wait policy).
 
 Examples::
 
@@ -200,22 +200,24 @@ def bench_commands(work: Path, checkpoint: Path, loads: Sequence[int], rounds: i
     return table
 
 
-def bench_train(work: Path, epochs: int, loads: Sequence[int]) -> Dict[str, Any]:
+def bench_train(work: Path, epochs: int, loads: Sequence[int], old: bool) -> Dict[str, Any]:
+    """The main job beside each of ``loads`` busy processes; with ``old``, also idle with ``--spin`` (OpenMP's
+    default wait policy, as before issue 31: what the new default costs on an idle machine)."""
     subprocess.run([sys.executable, '-c', 'import sys; from osnet_zoo.data import load_datasets; '
                     'load_datasets("synthetic", sys.argv[1])', str(work / 'data')], env=child_env(), check=True)
     table = {}
-    for n in loads:
-        out = work / f'train_busy{n}'
+    runs = [(f'load{n}', n, []) for n in loads] + ([('load0_spin', 0, ['--spin'])] if old else [])
+    for name, n, extra in runs:
+        out = work / f'train_{name}'
         with Busy(n):
             res = run_command(['osnet_zoo.train', '--epochs', str(epochs), '--root', str(work / 'data'),
-                               '--output', str(out)], work)
+                               '--output', str(out), *extra], work)
         results = json.loads((out / 'results.json').read_text())
         line = next((ln for ln in res['stdout'].splitlines() if 'Rank-1' in ln), '')
-        table[f'load{n}'] = dict(seconds=res['seconds'], result_line=line, results_digest=_metrics(results))
-        print(f'train busy {n}: {res["seconds"]:.1f} s  {line}', flush=True)
-    if 0 in loads:
-        for n in loads:
-            table[f'load{n}']['ratio'] = table[f'load{n}']['seconds'] / table['load0']['seconds']
+        table[name] = dict(seconds=res['seconds'], result_line=line, metrics=_metrics(results))
+        print(f'train {name}: {res["seconds"]:.1f} s  {line}', flush=True)
+    for row in table.values():
+        row['ratio'] = row['seconds'] / table['load0']['seconds']
     return table
 
 
@@ -261,9 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with tempfile.TemporaryDirectory(prefix='bench_shared_cpu_') as tmp:
         work = Path(tmp)
         if 'train' not in args.skip or 'commands' not in args.skip:
-            record['train'] = bench_train(work, args.epochs, [0, 2])
+            record['train'] = bench_train(work, args.epochs, [0, 2], old=not args.quick)
         if 'commands' not in args.skip:
-            record['commands'] = bench_commands(work, work / 'train_busy0', loads if not args.quick else [0, 1],
+            record['commands'] = bench_commands(work, work / 'train_load0', loads if not args.quick else [0, 1],
                                                 1, old=not args.quick)
         if 'from_boxes' not in args.skip:
             record['from_boxes'] = bench_from_boxes(args.models.split(','), args.cases.split(','), loads,

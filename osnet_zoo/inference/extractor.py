@@ -77,6 +77,16 @@ class FeatureExtractor:
 
     Every image is resized (squashed, no crop) to the model's input size with its interpolation
     (antialiased), then normalised with its mean / std — all from the model's timm ``pretrained_cfg``.
+
+    Threads, on the CPU (issue 31): the network runs on ``threads`` (onnxruntime's intra-op pool, or torch's
+    count during each call, given back after it); by default ``torch.get_num_threads()`` capped to the CPUs
+    this process may use (affinity, cgroup quota) less ``workers``, or torch's count as it is when
+    ``OMP_NUM_THREADS`` is set (:func:`osnet_zoo.threads.compute_threads`). With ``spin=False`` (default)
+    waiting threads sleep: onnxruntime's pools do not spin, and the small torch ops between the network calls
+    (resizing the crops) run on one thread, so no busy-waiting pool takes the CPU another process or our next
+    step needs (beside one busy process the old default was 22x slower than idle). ``spin=True`` is the old
+    behaviour: the lowest latency on an idle machine only. Torch's own OpenMP pool spins unless the process
+    started with ``OMP_WAIT_POLICY=PASSIVE`` (docs/deployment.md).
     """
 
     def __init__(
@@ -126,21 +136,13 @@ class FeatureExtractor:
                 ``osnet_zoo.inference.backend``); ``optimize`` / ``compile`` / ``cuda_graph`` ask for the
                 PyTorch path. 'torch': the PyTorch model (plain unless ``optimize``). 'onnxruntime': force
                 onnxruntime (CPU, fp32). ``self.plan`` says what runs and why.
-            threads: CPU threads of the network: onnxruntime's intra-op pool, or torch's count during the calls
-                (given back after each call). Default: ``torch.get_num_threads()`` capped to the CPUs this
-                process may use (affinity, cgroup quota) less ``workers``; with ``OMP_NUM_THREADS`` set, torch's
-                count as it is (``osnet_zoo.threads.compute_threads``).
-            spin: False (default): waiting threads sleep (onnxruntime's ``allow_spinning`` 0) and the torch work
-                between the network calls (resizing the crops) runs on one thread, so that no busy-waiting pool
-                takes the CPU that another process, or our own next step, needs (issue 31: beside one busy
-                process the old default was 22x slower than idle). True: the old behaviour (onnxruntime's
-                workers spin, the preprocessing runs on torch's own count): the lowest latency on an idle
-                machine only.
-            workers: threads or processes of the caller running beside the extractor (decoding images), counted
-                against the default ``threads``.
+            threads: CPU threads of the network (default: torch's count capped to the CPUs this process may use
+                less ``workers``; see the class docstring).
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
+            spin: let waiting threads busy-wait, the old behaviour (see the class docstring).
+            workers: the caller's threads or processes running beside the extractor (decoding images).
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
@@ -159,18 +161,20 @@ class FeatureExtractor:
                            else net.pretrained_cfg.get('architecture', type(net).__name__))
         self.feature_dim = int(getattr(net, 'head_hidden_size', 0) or getattr(net, 'num_features', 0)) or None
         plan = select_backend(backend, self.device, precision, optimize, compile, cuda_graph, fixed_batch)
-        self.spin = bool(spin)
-        self.threads = compute_threads(torch.get_num_threads(), workers, threads)
-        # an nn.Module, an InferenceModel or an OnnxRuntimeModel; the plan can change when onnxruntime
-        # was chosen automatically and the model could not be exported
-        with torch_threads(self.threads):  # an export and its check run on the network's threads too
-            self.model, self.plan = build_runtime(
-                net, plan, self.device, precision, self.batch_size, self.preprocessing['input_size'],
-                threads=self.threads, spinning=self.spin, compile=compile)
+        self.spin, self.threads = bool(spin), compute_threads(torch.get_num_threads(), workers, threads)
+        self.model, self.plan = self._build_runtime(net, plan, compile)
         self.backend = self.plan.backend
         self.cuda_graph = self.plan.cuda_graph
         self._mean = torch.tensor(self.preprocessing['mean'], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(self.preprocessing['std'], device=self.device).view(1, 3, 1, 1) * 255
+
+    def _build_runtime(self, net: nn.Module, plan: Any, compile: Union[bool, str]) -> Tuple[nn.Module, Any]:
+        """An nn.Module, an InferenceModel or an OnnxRuntimeModel, and its plan (another one when onnxruntime
+        was chosen automatically and the model could not be exported)."""
+        with torch_threads(self.threads):  # an export and its check run on the network's threads too
+            return build_runtime(net, plan, self.device, self.precision, self.batch_size,
+                                 self.preprocessing['input_size'], threads=self.threads, spinning=self.spin,
+                                 compile=compile)
 
     # ------------------------------------------------------------------------------------ preprocessing
 

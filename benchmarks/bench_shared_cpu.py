@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 BUSY = [sys.executable, '-c', 'while True: pass']
+CASES = ('default', 'default_old', 'optimize', 'optimize_old', 'eager', 'eager_old', 'eager_passive')
+QUICK_CASES = ('default', 'default_old', 'eager', 'eager_old')
 # one case, in its own process: build once, then answer "seconds" lines with the median ms of the calls made
 CHILD = r'''
 import json, os, statistics, sys, time, warnings
@@ -243,17 +246,19 @@ def print_table(title: str, table: Dict[str, Dict[str, Any]], unit: str) -> None
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true', help='~2 min: osnet_x0_25, fewer cases, 1 round, 1 epoch')
-    p.add_argument('--models', default='osnet_x0_25,osnet_x1_0')
-    p.add_argument('--cases', default='default,default_old,optimize,optimize_old,eager,eager_old,eager_passive')
-    p.add_argument('--rounds', type=int, default=2)
-    p.add_argument('--seconds', type=float, default=1.5, help='timing window of one from_boxes measurement')
-    p.add_argument('--epochs', type=int, default=3, help='epochs of the main job')
+    p.add_argument('--models', help='from_boxes models (default: osnet_x0_25,osnet_x1_0; --quick: osnet_x0_25)')
+    p.add_argument('--cases', help=f'from_boxes cases (default: {",".join(CASES)}; --quick: {",".join(QUICK_CASES)})')
+    p.add_argument('--rounds', type=int, help='interleaved rounds of from_boxes (default: 2; --quick: 1)')
+    p.add_argument('--seconds', type=float, help='timing window of one from_boxes measurement (default: 1.5 s)')
+    p.add_argument('--epochs', type=int, help='epochs of the main job (default: 3; --quick: 1)')
     p.add_argument('--skip', nargs='*', default=[], choices=['from_boxes', 'commands', 'train'])
     p.add_argument('--output', default=None, help='JSON file of the figures')
     args = p.parse_args(argv)
-    if args.quick:
-        args.models, args.cases, args.rounds, args.seconds, args.epochs = \
-            'osnet_x0_25', 'default,default_old,eager,eager_old', 1, 1.0, 1
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still kills its busy processes
+    defaults = dict(models='osnet_x0_25', cases=','.join(QUICK_CASES), rounds=1, seconds=1.0, epochs=1) if args.quick \
+        else dict(models='osnet_x0_25,osnet_x1_0', cases=','.join(CASES), rounds=2, seconds=1.5, epochs=3)
+    for name, value in defaults.items():  # what the command line gave wins
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     loads = [0, 1, 2]
     record: Dict[str, Any] = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), machine=platform.node(),

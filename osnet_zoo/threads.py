@@ -162,8 +162,8 @@ def prepare_cli_process(environ: MutableMapping[str, str] = os.environ, argv: Op
                         torch_loaded: Optional[bool] = None) -> Dict[str, str]:
     """For a ``python -m osnet_zoo...`` process, before torch loads: set :data:`WAIT_POLICY_ENV` (waiting
     OpenMP threads sleep instead of spinning; measured in benchmarks/RESULTS.md, issue 31), unless the user
-    set ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``, or gave ``--spin``. Anything else (a library import, torch
-    already loaded) changes nothing. Returns what it set (also kept for :func:`describe`)."""
+    set ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``, or gave ``--spin``. Anything else (a
+    library import, torch already loaded) changes nothing. Returns what it set (also kept for :func:`describe`)."""
     argv = list(getattr(sys, 'orig_argv', []) if argv is None else argv)
     if cli_module(argv) is None or '--spin' in argv:  # --spin: the command line asked for the old behaviour
         return {}

@@ -259,6 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument('--seconds', type=float, help='timing window of one from_boxes measurement (default: 1.5 s)')
     p.add_argument('--epochs', type=int, help='epochs of the main job (default: 3; --quick: 1)')
     p.add_argument('--skip', nargs='*', default=[], choices=['from_boxes', 'commands', 'train'])
+    p.add_argument('--loads', default='0,1,2', help='busy processes beside from_boxes and the commands (default 0,1,2)')
     p.add_argument('--output', default=None, help='JSON file of the figures')
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still kills its busy processes
@@ -266,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         else dict(models='osnet_x0_25,osnet_x1_0', cases=','.join(CASES), rounds=2, seconds=1.5, epochs=3)
     for name, value in defaults.items():  # what the command line gave wins
         setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
-    loads = [0, 1, 2]
+    loads = [int(n) for n in args.loads.split(',')]
     record: Dict[str, Any] = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), machine=platform.node(),
         processor=platform.processor() or platform.machine(), cpus=os.cpu_count(), loadavg_before=os.getloadavg(),
@@ -277,7 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if 'train' not in args.skip or 'commands' not in args.skip:
             record['train'] = bench_train(work, args.epochs, [0, 2], old=not args.quick)
         if 'commands' not in args.skip:
-            record['commands'] = bench_commands(work, work / 'train_load0', loads if not args.quick else [0, 1],
+            record['commands'] = bench_commands(work, work / 'train_load0', [n for n in loads if n < 2] if args.quick else loads,
                                                 1, old=not args.quick)
         if 'from_boxes' not in args.skip:
             record['from_boxes'] = bench_from_boxes(args.models.split(','), args.cases.split(','), loads,

@@ -12,7 +12,7 @@ import torch
 
 from osnet_zoo import threads
 from osnet_zoo.inference import FeatureExtractor
-from conftest import child_env, run_module, run_python
+from conftest import REPO, child_env, run_module, run_python
 from test_backend import Tiny
 from test_extractor import trained_looking
 
@@ -187,3 +187,14 @@ def test_the_command_prints_its_start_line_and_sets_the_wait_policy(tmp_path):
     out = run_module('osnet_zoo.extract', *common, '--threads', '2', '--spin', '--output', tmp_path / 'b.safetensors',
                      env=dict(env, OMP_NUM_THREADS='1'), check=True)
     assert out.stdout.splitlines()[0] == 'CPU: 2 compute threads (OMP_NUM_THREADS=1), 1 decoding threads'
+
+
+def test_the_shared_cpu_benchmark_runs_and_writes_its_figures(tmp_path):
+    out = tmp_path / 'shared.json'
+    run_python(REPO / 'benchmarks' / 'bench_shared_cpu.py', '--skip', 'train', 'commands', '--models', 'osnet_x0_25',
+               '--cases', 'default,eager', '--rounds', 1, '--seconds', 0.05, '--loads', 0, '--output', out,
+               cwd=REPO, check=True)
+    rows = json.loads(out.read_text())['from_boxes']
+    assert set(rows) == {'osnet_x0_25 default', 'osnet_x0_25 eager'}
+    assert all(r['load0'] > 0 and r['x_fastest_idle'] >= 1 for r in rows.values())
+    assert rows['osnet_x0_25 eager']['backend'] == 'torch'

@@ -9,6 +9,12 @@
 """
 from ._lazy import lazy_exports
 from ._version import __version__
+from . import threads as _threads
+
+# a `python -m osnet_zoo...` process only, before torch loads (the one moment OpenMP reads its wait policy);
+# a library import changes nothing
+_threads.prepare_cli_process()
+
 from .models import (
     OSNet, checkpoint_filter_fn, create_osnet, osnet_ain, osnet_ibn, osnet_x0_5, osnet_x0_25, osnet_x0_75,
     osnet_x1_0,

@@ -20,11 +20,12 @@ import timm
 import torch
 import yaml
 
+from . import threads as cpu_threads
 from .precision import PRECISIONS as _DTYPES
 
 __all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'ArgumentParser', 'plain_text', 'describe',
-           'default_device', 'add_output', 'add_device', 'add_precision', 'add_batch_size', 'add_workers', 'add_model',
-           'add_root', 'parse_key_values', 'resolve_workers',
+           'default_device', 'add_output', 'add_device', 'add_precision', 'add_batch_size', 'add_workers', 'add_threads',
+           'set_up_threads', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
            'check_at_least', 'check_osnet', 'error_message', 'format_table', 'run']
 
 PRECISIONS = tuple(_DTYPES)  # the --precision names of osnet_zoo/precision.py, the one table
@@ -149,6 +150,26 @@ def resolve_workers(workers: Optional[int], device: str) -> int:
             raise ValueError(f'--workers must be >= 0, got {workers}.')
         return workers
     return 0 if str(device).startswith('cpu') else min(8, os.cpu_count() or 1)
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` (CPU compute threads) and ``--spin`` (waiting threads busy-wait, the old behaviour)."""
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU compute threads (default: the CPUs this process may use, from its affinity and '
+                             'cgroup quota, less the loader workers; OMP_NUM_THREADS, when set, wins)')
+    parser.add_argument('--spin', action='store_true',
+                        help="waiting threads busy-wait (OpenMP's default wait policy, onnxruntime's spinning): the "
+                             'old behaviour, lowest latency on an idle machine, far slower beside other busy '
+                             'processes (default: they sleep; docs/deployment.md)')
+
+
+def set_up_threads(threads: Optional[int], workers: int = 0, worker_kind: str = 'loader workers') -> Tuple[int, str]:
+    """Size this process's torch CPU pool (``--threads``, else :func:`osnet_zoo.threads.compute_threads`: the
+    CPU budget less ``workers``); returns the count and the start line saying what was decided, to print once."""
+    check_at_least(threads=(threads, 1))
+    count = cpu_threads.compute_threads(torch.get_num_threads(), workers, threads)
+    torch.set_num_threads(count)
+    return count, cpu_threads.describe(count, workers, worker_kind)
 
 
 def parse_key_values(items: Union[Sequence[str], Mapping[str, Any], None], option: str) -> Dict[str, Any]:

@@ -120,6 +120,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
     cli.add_batch_size(p, 128)
     cli.add_workers(p, 2, help='data-loading worker processes (default: 2)')
+    cli.add_threads(p)
     p.add_argument('--height', type=int, help="input height (default: the model's pretrained_cfg or run record, 256)")
     p.add_argument('--width', type=int, help="input width (default: the model's pretrained_cfg or run record, 128)")
     p.add_argument('--max-rank', type=int, default=50, help='longest CMC rank reported (default: 50)')
@@ -139,6 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         raise ValueError('--device cuda but no CUDA device is available')
     # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
     device = du.init_distributed(args.device)
+    args.threads, args.cpu_line = cli.set_up_threads(args.threads, args.workers)
     try:
         if args.task != 'reid':  # classifiers: osnet_zoo.evaluation.labelled
             return evaluate_labelled_cli(args, device) if du.is_main_process() else {}
@@ -167,7 +169,8 @@ def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Mod
     runtime = model
     if plan.backend != 'torch' or plan.optimize:  # the plain model runs as before, under autocast
         runtime, plan = build_runtime(model, plan, device, args.precision, args.batch_size,
-                                      (3, args.height, args.width))
+                                      (3, args.height, args.width), threads=args.threads,
+                                      spinning=args.spin)
     key_parts = dict(weights_digest=model_digest(model) if du.is_main_process() else '', flip=args.flip,
                      precision=args.precision, backend=plan.describe(),
                      preprocessing=dict(input_size=[args.height, args.width], mean=list(mean), std=list(std),
@@ -177,7 +180,7 @@ def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Mod
               f', input {args.height}x{args.width}, distance {args.distance}' +
               (', re-ranking' if args.rerank else '') +
               (', flip' if args.flip else '') + f', {args.precision}, device {device}, {plan.describe()}' +
-              (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else ''))
+              (f', {du.get_world_size()} processes' if du.get_world_size() > 1 else '') + f'; {args.cpu_line}')
     return model, runtime, options, key_parts
 
 

@@ -76,6 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_batch_size(parser, 64)
     parser.add_argument('--shard-size', type=int, default=2048, help='images per resumable shard (default 2048)')
     cli.add_workers(parser, 4, help='image decoding threads (default: 4)')
+    cli.add_threads(parser)
     parser.add_argument('--no-normalize', action='store_true', help='keep raw embeddings (no L2 normalisation)')
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip unreadable images (listed in the metadata) instead of stopping with an error')
@@ -110,6 +111,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (RuntimeError, ValueError) as e:
         raise RuntimeError(f'cannot join the torchrun process group: {cli.error_message(e)}') from None
     main_rank = du.is_main_process()
+    threads, cpu_line = cli.set_up_threads(args.threads, args.workers, 'decoding threads')
+    if main_rank:  # the start line
+        print(cpu_line)
     try:
         apply_run_record(args, default_model=DEFAULT_MODEL, log=print if main_rank else None)
         sources = _sources(args)
@@ -126,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             checkpoint_path=args.checkpoint, device=str(device), precision=args.precision,
             batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
             skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,
-            backend=args.backend, progress=main_rank)
+            backend=args.backend, progress=main_rank, threads=threads, spin=args.spin)
     finally:
         du.cleanup()
     if not main_rank:

@@ -1,6 +1,7 @@
 """``FeatureExtractor``: person crops in any common form -> L2-normalised re-ID embeddings."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 
 from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tensor
+from ..threads import compute_threads
 from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
 from .optimize import resolve_dtype
@@ -19,7 +21,7 @@ from .resize_cv2 import resize_like_cv2
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'RESIZES', 'clip_boxes']
+__all__ = ['FeatureExtractor', 'ImageInput', 'CHANNEL_ORDERS', 'RESIZES', 'clip_boxes', 'torch_threads']
 
 ImageInput = Union[str, os.PathLike, 'PIL.Image.Image', np.ndarray, torch.Tensor]
 # How a crop is squashed to the input size. 'antialias': the model's interpolation with antialiasing (as PIL and
@@ -57,6 +59,20 @@ def _checked_resize(resize: str) -> str:
     return resize
 
 
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads, then give the caller's count back (None: as it is)."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class FeatureExtractor:
     """Re-ID embeddings for person crops, batched, in inference mode.
 
@@ -72,7 +88,18 @@ class FeatureExtractor:
     * torch tensors CHW or BCHW, uint8 (0-255) or float (0-1), in ``channel_order``, on any device.
 
     Every image is resized (squashed, no crop) to the model's input size with its interpolation
-    (antialiased; ``resize='cv2'``: OpenCV's bilinear, as boxmot resizes), then normalised with its mean / std — all from the model's timm ``pretrained_cfg``.
+    (antialiased; ``resize='cv2'``: OpenCV's bilinear, as boxmot resizes), then normalised with its mean / std —
+    all from the model's timm ``pretrained_cfg``.
+
+    Threads, on the CPU (issue 31): the network runs on ``threads`` (onnxruntime's intra-op pool, or torch's
+    count during each call, given back after it); by default ``torch.get_num_threads()`` capped to the CPUs
+    this process may use (affinity, cgroup quota) less ``workers``, or torch's count as it is when
+    ``OMP_NUM_THREADS`` is set (:func:`osnet_zoo.threads.compute_threads`). With ``spin=False`` (default)
+    waiting threads sleep: onnxruntime's pools do not spin, and the small torch ops between the network calls
+    (resizing the crops) run on one thread, so no busy-waiting pool takes the CPU another process or our next
+    step needs (beside one busy process the old default was 22x slower than idle). ``spin=True`` is the old
+    behaviour: the lowest latency on an idle machine only. Torch's own OpenMP pool spins unless the process
+    started with ``OMP_WAIT_POLICY=PASSIVE`` (docs/deployment.md).
     """
 
     def __init__(
@@ -93,6 +120,8 @@ class FeatureExtractor:
             preprocessing: Optional[Dict[str, Any]] = None,
             fixed_batch: bool = False,
             resize: str = 'antialias',
+            spin: bool = False,
+            workers: int = 0,
     ):
         """
         Args:
@@ -121,11 +150,14 @@ class FeatureExtractor:
                 ``osnet_zoo.inference.backend``); ``optimize`` / ``compile`` / ``cuda_graph`` ask for the
                 PyTorch path. 'torch': the PyTorch model (plain unless ``optimize``). 'onnxruntime': force
                 onnxruntime (CPU, fp32). ``self.plan`` says what runs and why.
-            threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``).
+            threads: CPU threads of the network (default: torch's count capped to the CPUs this process may use
+                less ``workers``; see the class docstring).
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
             fixed_batch: the calls bring full batches of ``batch_size`` (a folder, a dataset; the last chunk
                 may be smaller): on CUDA, ``backend='auto'`` then also captures a CUDA graph for it.
             resize: 'antialias' (default) or 'cv2' (``cv2.resize`` INTER_LINEAR's pixels, boxmot's): :data:`RESIZES`.
+            spin: let waiting threads busy-wait, the old behaviour (see the class docstring).
+            workers: the caller's threads or processes running beside the extractor (decoding images).
         """
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
@@ -145,16 +177,20 @@ class FeatureExtractor:
                            else net.pretrained_cfg.get('architecture', type(net).__name__))
         self.feature_dim = int(getattr(net, 'head_hidden_size', 0) or getattr(net, 'num_features', 0)) or None
         plan = select_backend(backend, self.device, precision, optimize, compile, cuda_graph, fixed_batch)
-        # an nn.Module, an InferenceModel or an OnnxRuntimeModel; the plan can change when onnxruntime
-        # was chosen automatically and the model could not be exported
-        self.model, self.plan = build_runtime(
-            net, plan, self.device, precision, self.batch_size, self.preprocessing['input_size'],
-            threads=threads, spinning=False,  # preprocessing runs between the calls: spinning would slow it
-            compile=compile)
+        self.spin, self.threads = bool(spin), compute_threads(torch.get_num_threads(), workers, threads)
+        self.model, self.plan = self._build_runtime(net, plan, compile)
         self.backend = self.plan.backend
         self.cuda_graph = self.plan.cuda_graph
         self._mean = torch.tensor(self.preprocessing['mean'], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(self.preprocessing['std'], device=self.device).view(1, 3, 1, 1) * 255
+
+    def _build_runtime(self, net: nn.Module, plan: Any, compile: Union[bool, str]) -> Tuple[nn.Module, Any]:
+        """An nn.Module, an InferenceModel or an OnnxRuntimeModel, and its plan (another one when onnxruntime
+        was chosen automatically and the model could not be exported)."""
+        with torch_threads(self.threads):  # an export and its check run on the network's threads too
+            return build_runtime(net, plan, self.device, self.precision, self.batch_size,
+                                 self.preprocessing['input_size'], threads=self.threads, spinning=self.spin,
+                                 compile=compile)
 
     # ------------------------------------------------------------------------------------ preprocessing
 
@@ -187,7 +223,8 @@ class FeatureExtractor:
         chunk: List[torch.Tensor] = []
         indices: List[int] = []
         for index, item in iter_images(inputs):
-            chunk.append(self._resize(to_rgb_tensor(item, index, order)))
+            with torch_threads(self._preprocess_threads()):
+                chunk.append(self._resize(to_rgb_tensor(item, index, order)))
             indices.append(index)
             if len(chunk) == self.batch_size:
                 yield self._normalise(chunk), indices
@@ -195,12 +232,24 @@ class FeatureExtractor:
         if chunk:
             yield self._normalise(chunk), indices
 
+    def _preprocess_threads(self) -> Optional[int]:
+        """One torch thread for the small ops between network calls on the CPU (no OpenMP team to wake and
+        to spin), unless ``spin`` asked for the old behaviour; None: torch's count as it is."""
+        return 1 if self.device.type == 'cpu' and not self.spin else None
+
     def _normalise(self, chunk: List[torch.Tensor]) -> torch.Tensor:
-        return (torch.cat(chunk) - self._mean) / self._std
+        with torch_threads(self._preprocess_threads()):
+            return (torch.cat(chunk) - self._mean) / self._std
 
     # --------------------------------------------------------------------------------------- inference
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type != 'cpu' or self.plan.backend != 'torch':
+            return self._run_network(batch)
+        with torch_threads(self.threads):  # the caller's count is given back after the call
+            return self._run_network(batch)
+
+    def _run_network(self, batch: torch.Tensor) -> torch.Tensor:
         n = batch.shape[0]
         if self.cuda_graph and n < self.batch_size:  # the graph has a fixed batch: pad the last chunk
             pad = batch[-1:].expand(self.batch_size - n, *batch.shape[1:])
@@ -283,4 +332,4 @@ class FeatureExtractor:
         return (f'FeatureExtractor(model={self.model_name!r}, device={str(self.device)!r}, '
                 f'precision={self.precision!r}, backend={self.plan.describe()!r}, batch_size={self.batch_size}, '
                 f'input={h}x{w}, resize={self.resize!r}, channel_order={self.channel_order!r}, '
-                f'normalize={self.normalize})')
+                f'normalize={self.normalize}, threads={self.threads}, spin={self.spin})')

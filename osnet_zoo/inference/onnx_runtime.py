@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .._version import __version__
 from ..files import atomic_write_json
+from ..threads import compute_threads
 from ..weights import file_sha256, model_digest
 from ..weights.cache import CACHE_ENV, cache_root
 from .export import INPUT_NAME, OUTPUT_NAME, export_model
@@ -102,13 +103,15 @@ class OnnxRuntimeModel(nn.Module):
         """
         Args:
             model: the embedding model (an nn.Module returning (N, D) features).
-            threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``, the count the torch
-                paths use: one per physical core unless ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` say
-                otherwise).
+            threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()`` capped to the CPUs this
+                process may use, :func:`osnet_zoo.threads.compute_threads`; ``OMP_NUM_THREADS`` set: torch's
+                count as it is).
             path: export to this .onnx file (checked, not cached).
-            spinning: let onnxruntime's worker threads busy-wait between and after runs. Lowest latency
-                for back-to-back runs; turn it off when other CPU work (preprocessing) runs between calls,
-                which the spinning threads would otherwise slow down (see benchmarks/RESULTS.md).
+            spinning: let onnxruntime's worker threads busy-wait between and after runs
+                (``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning``). Lowest latency
+                for back-to-back runs on an idle machine; turn it off when other CPU work runs between the calls
+                (preprocessing) or beside them (other processes), which spinning threads slow down
+                (benchmarks/RESULTS.md, issue 31).
             cache: True: keep the checked export in :func:`onnx_cache_dir` and reuse it; a folder:
                 cache there; False: export to a temporary folder, kept while this object lives.
             input_size: (C, H, W) of the graph (default: the model's ``pretrained_cfg``, 3x256x128).
@@ -173,10 +176,11 @@ class OnnxRuntimeModel(nn.Module):
 
     def _session(self, ort: Any, threads: Optional[int], spinning: bool) -> Any:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.intra_op_num_threads = compute_threads(torch.get_num_threads(), explicit=threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spinning else '0')
+        for pool in ('intra_op', 'inter_op'):  # waiting workers sleep unless asked to spin
+            options.add_session_config_entry(f'session.{pool}.allow_spinning', '1' if spinning else '0')
         return ort.InferenceSession(str(self.path), options, providers=['CPUExecutionProvider'])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

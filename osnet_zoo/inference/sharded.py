@@ -188,6 +188,8 @@ def extract_features(
         optimize: bool = False,
         backend: str = 'auto',
         progress: bool = True,
+        threads: Optional[int] = None,
+        spin: bool = False,
 ) -> bool:
     """Extract features of the images in ``sources`` into ``out`` (resumable; see the module docstring).
 
@@ -196,6 +198,9 @@ def extract_features(
     (and the merged output, written by rank 0 once every rank is done) are those of a one-process run,
     whatever the world size; a rerun, with any world size, skips the finished shards. An error on one rank
     stops every rank (see :func:`osnet_zoo.distributed.fail_together`).
+
+    ``threads`` / ``spin`` are the extractor's (:class:`FeatureExtractor`; the ``workers`` decoding threads
+    count against its default ``threads``).
 
     Returns True when ``out`` is complete, False when ``max_shards`` (per rank) stopped the run early.
     """
@@ -220,7 +225,7 @@ def extract_features(
             extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
                                          normalize=normalize, pretrained=pretrained,
                                          checkpoint_path=checkpoint_path, optimize=optimize, backend=backend,
-                                         fixed_batch=True)
+                                         fixed_batch=True, threads=threads, spin=spin, workers=workers)
     if du.is_main_process() and not plan.state_file.is_file():
         parts.mkdir(parents=True, exist_ok=True)
         atomic_write_text(plan.state_file,

@@ -58,6 +58,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     cli.add_precision(g)
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     cli.add_workers(g)
+    cli.add_threads(g)
     g.add_argument('--resume', action='store_true',
                    help='continue from the checkpoints in --output (finished seeds / models are kept)')
     g.add_argument('--stop-after-epoch', type=int, default=0,
@@ -196,6 +197,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         argv = ['search'] + argv  # `python -m osnet_zoo.nas [options]` means a search
     args = get_args_parser().parse_args(argv)
     engine = _engine(args)
+    _, line = cli.set_up_threads(args.threads, engine.workers)
+    if du.is_main_process() and not args.quiet:  # the start line
+        print(line)
     try:
         _run(args, engine)
     except StoppedEarly as e:

@@ -13,6 +13,7 @@ to ``OUTPUT/checkpoint.pth``; ``--resume`` continues from it. The training itsel
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -26,6 +27,9 @@ __all__ = ['get_args_parser', 'main']
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Run ``python -m osnet_zoo.train``; returns the final evaluation results per target dataset."""
     cfg, given = parse_config(argv)
+    _, line = cli.set_up_threads(get_args_parser().parse_args(argv).threads, cfg.workers)
+    if os.environ.get('RANK', '0') == '0':  # the start line, once (torchrun: rank 0)
+        print(line)
     return train(cfg, given)
 
 

@@ -92,6 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('engineering')
     cli.add_device(g)
     cli.add_precision(g)
+    cli.add_threads(g)
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     g.add_argument('--compile', action='store_true', help='torch.compile the model')
     cli.add_output(g, 'runs/osnet', 'folder for checkpoints, logs, curves, final model')

@@ -53,10 +53,14 @@ def clip_boxes(boxes_xyxy: Any, height: int, width: int, min_size: int = 2) -> T
     kept = finite & (windows[:, 2] - windows[:, 0] >= min_size) & (windows[:, 3] - windows[:, 1] >= min_size)
     return windows, kept
 
-def _checked_resize(resize: str) -> str:
+def _check_options(channel_order: str, batch_size: int, resize: str) -> None:
+    """Refuse a FeatureExtractor option outside its range, naming it."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     if resize not in RESIZES:
         raise ValueError(f'resize must be one of {RESIZES}, got {resize!r}.')
-    return resize
 
 
 @contextlib.contextmanager
@@ -159,11 +163,8 @@ class FeatureExtractor:
             spin: let waiting threads busy-wait, the old behaviour (see the class docstring).
             workers: the caller's threads or processes running beside the extractor (decoding images).
         """
-        if channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f'channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.')
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
-        self.resize = _checked_resize(resize)
+        _check_options(channel_order, batch_size, resize)
+        self.resize = resize
         self.device = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.dtype = resolve_dtype(precision)
         self.precision = precision

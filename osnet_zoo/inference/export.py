@@ -35,6 +35,7 @@ from ..models.osnet import OSNet
 from ..models.torchreid_layout import reference_architecture, save_torchreid_checkpoint
 from ..weights import load_osnet_checkpoint, read_checkpoint, unwrap_state_dict
 from .model import build_embedding_model, resolve_preprocessing
+from .run_record import check_preprocessing
 from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
@@ -237,6 +238,7 @@ def export_model(
     out = Path(name) if out is None else Path(out) / name if Path(out).is_dir() or not Path(out).suffix else Path(out)
     _check_suffix(out, fmt)
     prep = resolve_preprocessing(net, {'input_size': input_size} if input_size is not None else None)
+    check_preprocessing(prep, metadata_path(out))  # what the metadata will promise, checked before any file
     reference = Embedder(net, normalize=normalize).eval()
     if fmt == 'torchreid':
         return _export_torchreid(model, net, out, architecture, tag, prep, pretrained, checkpoint_path,

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import gdown
 import requests
@@ -40,6 +41,7 @@ from .io import CheckpointError, file_sha256
 
 __all__ = ['CACHE_ENV', 'STRICT_ENV', 'GDRIVE_ENV', 'KEEP_ORIGINALS_ENV', 'LOCK_FILE', 'PretrainedWeightsError',
            'WeightsIntegrityError', 'WeightsUnavailableError', 'WeightsTrustError', 'cache_root', 'strict_mode',
+           'network_timeouts', 'CONNECT_TIMEOUT_ENV', 'READ_TIMEOUT_ENV', 'MAX_REDIRECTS',
            'keep_originals', 'gdrive_download_url', 'read_lock', 'lock_record', 'record_first_use', 'CachedWeights',
            'cached', 'store', 'tag_lock', 'html_title', 'download_url', 'cached_originals']
 
@@ -54,8 +56,12 @@ CONFIG_FILE = 'config.json'
 ORIGINALS = 'original'
 _GDRIVE_TEMPLATE = 'https://drive.google.com/uc?id={id}'
 _TRUE = ('1', 'on', 'yes', 'true')
-# connect / between-bytes timeouts of a Drive download: an unreachable host fails in seconds
+# connect / read (between-bytes) timeouts of every network request, in seconds: an unreachable host fails in
+# seconds, one that accepts the connection and never answers within the read timeout; settable (docs/weights.md)
+CONNECT_TIMEOUT_ENV = 'OSNET_ZOO_CONNECT_TIMEOUT'
+READ_TIMEOUT_ENV = 'OSNET_ZOO_READ_TIMEOUT'
 DOWNLOAD_TIMEOUT_S = (5.0, 60.0)
+MAX_REDIRECTS = requests.models.DEFAULT_REDIRECT_LIMIT  # a Drive redirect loop ends after these (requests' limit)
 
 
 class PretrainedWeightsError(CheckpointError):
@@ -95,12 +101,38 @@ def keep_originals() -> bool:
     return _flag(KEEP_ORIGINALS_ENV, True)
 
 
+def network_timeouts() -> Tuple[float, float]:
+    """(connect, read) timeouts in seconds of every download: ``$OSNET_ZOO_CONNECT_TIMEOUT`` and
+    ``$OSNET_ZOO_READ_TIMEOUT``, else 5 and 60. A value that is not a positive number is a ValueError naming
+    the variable."""
+    values = []
+    for name, default in zip((CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV), DOWNLOAD_TIMEOUT_S):
+        text = os.environ.get(name, '').strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            value = float('nan')
+        if not 0 < value < float('inf'):
+            raise ValueError(f'{name}={text!r}: expected a number of seconds above 0 (default {default:g}).')
+        values.append(value)
+    return values[0], values[1]
+
+
 def gdrive_download_url(gdrive_id: str) -> str:
     """The URL a Drive file is downloaded from: ``$OSNET_ZOO_GDRIVE_URL`` (a template with ``{id}``) or Drive's."""
     template = os.environ.get(GDRIVE_ENV) or _GDRIVE_TEMPLATE
+    example = 'e.g. http://127.0.0.1:8000/{id}'
     if '{id}' not in template:
-        raise ValueError(f'{GDRIVE_ENV}={template!r} must contain {{id}}, e.g. http://127.0.0.1:8000/{{id}}')
-    return template.replace('{id}', gdrive_id)
+        raise ValueError(f'{GDRIVE_ENV}={template!r} must contain {{id}}, {example}')
+    url = template.replace('{id}', gdrive_id)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number raises here)
+    except ValueError as e:
+        raise ValueError(f'{GDRIVE_ENV}={template!r} is not a valid URL ({e}), {example}') from None
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError(f'{GDRIVE_ENV}={template!r} is not an http(s) URL with a host, {example}')
+    return url
 
 
 @contextmanager
@@ -221,6 +253,9 @@ def cached(root: Path, name: str) -> Optional[CachedWeights]:
 def tag_lock(root: Path, name: str) -> Iterator[Path]:
     """Hold ``name``'s download lock; clears what a killed download left (temporary files). Yields the folder."""
     folder = root / name
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f'{name}: the osnet-zoo cache entry {folder} is a file, not a folder (the cache '
+                                 'was edited): delete it and load again.')
     with _flock(folder / '.download.flock'):
         for leftover in list(folder.glob('.*.tmp*')) + list((folder / ORIGINALS).glob('.*.tmp*')):
             leftover.unlink(missing_ok=True)
@@ -292,9 +327,10 @@ def download_url(url: str, dest: Path, quiet: bool = True) -> None:
         WeightsUnavailableError: the host cannot be reached or answers with an HTTP error.
         WeightsIntegrityError: the body ended early (truncated), or Drive refused (quota, no access).
     """
+    timeouts = network_timeouts()
     try:
         with open(dest, 'wb') as f:
-            gdown.download(url, output=f, quiet=quiet, timeout=DOWNLOAD_TIMEOUT_S, retries=0)
+            gdown.download(url, output=f, quiet=quiet, timeout=timeouts, retries=0)
     except FileURLRetrievalError as e:  # Drive's own error page: quota exceeded, no access
         raise WeightsIntegrityError(f'Drive refused the file ({" ".join(str(e).split())[:300]})') from None
     except DownloadError as e:  # gdown: the body ended before the announced size
@@ -302,6 +338,14 @@ def download_url(url: str, dest: Path, quiet: bool = True) -> None:
     except requests.HTTPError as e:
         raise WeightsUnavailableError(f'HTTP {e.response.status_code if e.response is not None else "error"}') \
             from None
+    except requests.TooManyRedirects:
+        raise WeightsUnavailableError(f'redirected more than {MAX_REDIRECTS} times (a redirect loop?): '
+                                      'not downloaded') from None
+    except requests.Timeout as e:
+        raise WeightsUnavailableError(f'cannot be reached: no answer within the timeouts ({timeouts[0]:g} s to '
+                                      f'connect, {timeouts[1]:g} s to read; {CONNECT_TIMEOUT_ENV}, {READ_TIMEOUT_ENV}'
+                                      f') ({type(e).__name__})') from None
     except requests.RequestException as e:
         raise WeightsUnavailableError(f'cannot be reached ({type(e).__name__}: '
                                       f'{" ".join(str(e).split())[:200]})') from None
+

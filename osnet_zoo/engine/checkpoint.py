@@ -236,7 +236,11 @@ def _legacy_kind(folder: Path, settings: Optional[Dict[str, Any]]) -> str:
         return 'nas search'
     if isinstance(settings, dict) and 'model' in settings or (folder / 'final').is_dir():
         return 'train'
-    return 'unknown'
+    return 'unrecognised'
+
+
+def _a(kind: str) -> str:
+    return ('an ' if kind[:1] in 'aeiou' else 'a ') + kind
 
 
 def _read_json(path: Path) -> Any:
@@ -307,17 +311,17 @@ def claim_run_folder(folder: Union[str, Path], kind: str, settings: Dict[str, An
     aside_hint = f'--overwrite to move it aside (to {folder}.replaced-<time>) and start afresh'
     if found is not None:
         if found['kind'] != kind:
-            raise FileExistsError(f'--output {folder} holds a {found["kind"]} run, not a {kind} run, and is not '
+            raise FileExistsError(f'--output {folder} holds {_a(found["kind"])} run, not {_a(kind)} run, and is not '
                                   f'overwritten: pass {aside_hint}, or another --output (--resume continues only '
                                   'a run of the same kind).')
         differ = _differences(found['settings'], settings) if check_on_resume or not resume else []
         if differ:
-            raise FileExistsError(f'--output {folder} holds a {kind} run of other settings ({"; ".join(differ[:3])})'
+            raise FileExistsError(f'--output {folder} holds {_a(kind)} run of other settings ({"; ".join(differ[:3])})'
                                   f' and is not overwritten: '
                                   + ('--resume continues it only with its recorded settings; ' if resume else '')
                                   + f'pass {aside_hint}, or another --output.')
         if not resume and found['progress'] and not finished:
-            raise FileExistsError(f'--output {folder} holds a {kind} run with checkpoints and is not overwritten: '
+            raise FileExistsError(f'--output {folder} holds {_a(kind)} run with checkpoints and is not overwritten: '
                                   f'pass --resume to continue it, {aside_hint}, or another --output.')
     if writer:
         folder.mkdir(parents=True, exist_ok=True)
@@ -330,6 +334,6 @@ def refuse_run_folder(folder: Union[str, Path], command: str, writes: Sequence[s
     names ``command`` writes there) would replace: a FileExistsError naming the folder and the files."""
     found = recorded_run(folder)
     clash = [name for name in writes if (Path(folder) / name).exists()]
-    if found is not None and found['kind'] != command and clash:
-        raise FileExistsError(f'--output {folder} holds a {found["kind"]} run: {command} would replace its '
+    if found is not None and found['kind'] in ('train', 'nas search') and clash:
+        raise FileExistsError(f'--output {folder} holds {_a(found["kind"])} run: {command} would replace its '
                               f'{", ".join(clash)}; pass another --output.')

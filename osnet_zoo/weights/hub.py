@@ -162,15 +162,15 @@ def fetch_hub_file(location: HubFile, cache_dir: Optional[Union[str, os.PathLike
             return Path(hf_hub_download(
                 location.repo_id, location.filename, revision=location.revision, cache_dir=cache_dir,
                 local_files_only=local_only, library_name='osnet_zoo', etag_timeout=read))
-    except httpx2.HTTPError as e:  # a redirect loop, a host that stops answering: what huggingface_hub passes on
-        raise _Missing(f'download of {_url(location.repo_id, location.filename, location.revision)} failed '
-                       f'({type(e).__name__}: {_first_line(e)})') from e
     except LocalEntryNotFoundError as e:
         raise _Missing(f'not in the Hugging Face cache ({hf_cache_dir(cache_dir)})') from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
     except (HfHubHTTPError, OSError) as e:
         raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
+    except httpx2.HTTPError as e:  # a redirect loop, a host that stops answering: what huggingface_hub passes on
+        raise _Missing(f'download of {_url(location.repo_id, location.filename, location.revision)} failed '
+                       f'({type(e).__name__}: {_first_line(e)})') from e
 
 
 @contextlib.contextmanager
@@ -494,15 +494,15 @@ def _fetch_unpinned(file: HubFile, manifest: WeightsManifest, cache_dir: Any) ->
             with _hub_timeouts() as read:
                 path = Path(hf_hub_download(file.repo_id, file.filename, revision=revision, cache_dir=cache_dir,
                                             library_name='osnet_zoo', etag_timeout=read))
-        except httpx2.HTTPError as e:
-            raise _Missing(f'download of {_url(file.repo_id, file.filename, revision)} failed '
-                           f'({type(e).__name__}: {_first_line(e)})') from e
         except (EntryNotFoundError, RevisionNotFoundError):
             continue  # not in that revision: try main
         except RepositoryNotFoundError as e:
             raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
         except (HfHubHTTPError, OSError) as e:
             raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
+        except httpx2.HTTPError as e:
+            raise _Missing(f'download of {_url(file.repo_id, file.filename, revision)} failed '
+                           f'({type(e).__name__}: {_first_line(e)})') from e
         commit = path.parent.name  # huggingface_hub's snapshots/<commit>/<filename>
         return path, commit if re.fullmatch(r'[0-9a-f]{40}', commit) else revision
     raise _Missing(f'not on the Hub at revision {pinned} nor at main')

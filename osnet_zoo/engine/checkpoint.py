@@ -276,15 +276,15 @@ def _aside(folder: Path) -> Path:
     return aside
 
 
-def _differences(recorded: Dict[str, Any], settings: Dict[str, Any]) -> List[str]:
-    """``key recorded -> new`` for each setting whose recorded value differs (compared as JSON)."""
+def _differences(recorded: Dict[str, Any], settings: Dict[str, Any], ignore: Sequence[str]) -> List[str]:
+    """``key recorded -> new`` for each setting (but ``ignore``) whose recorded value differs (as JSON)."""
     plain = json.loads(json.dumps(settings, default=str))
     return [f'{k} {recorded[k]!r} there, {plain[k]!r} here' for k in sorted(plain)
-            if k in recorded and recorded[k] != plain[k]]
+            if k in recorded and k not in ignore and recorded[k] != plain[k]]
 
 
 def claim_run_folder(folder: Union[str, Path], kind: str, settings: Dict[str, Any], *, resume: bool,
-                     overwrite: bool, finished: bool = False, check_on_resume: bool = True,
+                     overwrite: bool, finished: bool = False, resumable: Sequence[str] = (),
                      writer: bool = True) -> str:
     """Take ``folder`` for a run of ``kind`` (``'train'``, ``'nas search'``) defined by ``settings``, never
     writing over another job's files; records ``run.json`` (on the ``writer``, the main process). Returns:
@@ -295,8 +295,9 @@ def claim_run_folder(folder: Union[str, Path], kind: str, settings: Dict[str, An
       then treats it as resumed: nothing is trained again).
 
     Anything else is a FileExistsError naming the folder and the two options (``--resume``, ``--overwrite``):
-    a run of another kind, of other settings (compared on the keys of ``settings``; with ``resume`` only when
-    ``check_on_resume``), or one with checkpoints when ``resume`` is not given.
+    a run of another kind, of other settings (compared on the keys of ``settings``, but with ``resume`` not
+    those in ``resumable``: what a resumed run may change), or one with checkpoints when ``resume`` is not
+    given.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -314,7 +315,7 @@ def claim_run_folder(folder: Union[str, Path], kind: str, settings: Dict[str, An
             raise FileExistsError(f'--output {folder} holds {_a(found["kind"])} run, not {_a(kind)} run, and is not '
                                   f'overwritten: pass {aside_hint}, or another --output (--resume continues only '
                                   'a run of the same kind).')
-        differ = _differences(found['settings'], settings) if check_on_resume or not resume else []
+        differ = _differences(found['settings'], settings, resumable if resume else ())
         if differ:
             raise FileExistsError(f'--output {folder} holds {_a(kind)} run of other settings ({"; ".join(differ[:3])})'
                                   f' and is not overwritten: '

@@ -236,8 +236,8 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
     if args.synthetic_ids:
         overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
     cfg = resolve_config(base, **overrides)
-    claim_run_folder(args.output, 'nas search', {k: v for k, v in cfg.items() if k not in RESUMABLE},
-                     resume=engine.resume, overwrite=args.overwrite, writer=du.is_main_process())
+    claim_run_folder(args.output, 'nas search', {k: v for k, v in cfg.items() if k != 'root'}, resume=engine.resume,
+                     overwrite=args.overwrite, resumable=RESUMABLE, writer=du.is_main_process())
     du.barrier()  # the folder is claimed (or moved aside) before any rank writes into it
     found = search(cfg, Path(args.output), engine)
     if du.is_main_process():

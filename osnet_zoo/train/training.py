@@ -157,10 +157,9 @@ def claim_output(cfg: TrainConfig, state: Optional[Dict[str, Any]],
     or checkpoints without ``--resume`` is refused, unless ``--overwrite`` moves it aside. A finished run of
     these very settings is taken as resumed (its results are returned, nothing is trained again)."""
     out = Path(cfg.output)
-    free = _NOT_SETTINGS + (RESUME_CHANGEABLE if cfg.resume else ())
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in free}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_SETTINGS}
     how = claim_run_folder(out, 'train', settings, resume=bool(cfg.resume), overwrite=cfg.overwrite,
-                           finished=finished_results(out) is not None,
+                           finished=finished_results(out) is not None, resumable=RESUME_CHANGEABLE,
                            writer=os.environ.get('RANK', '0') == '0')  # before torchrun's process group exists
     if how == 'continue' and not cfg.resume:
         return read_resume(dataclasses.replace(cfg, resume='auto'), given)

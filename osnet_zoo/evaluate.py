@@ -42,6 +42,7 @@ from . import cli
 from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, data_root
 from .data.datasets import LABELLED_DATASETS
+from .engine.checkpoint import refuse_run_folder
 from .evaluation import cached_split_features, rank_split, results_document, target_metrics
 from .evaluation.labelled import load_classifier, score_labelled
 from .files import atomic_write_json
@@ -102,6 +103,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        "--checkpoint (default: a training run's own architecture)")
     p.add_argument('--checkpoint', help='checkpoint file to load (safetensors, .pth, .pth.tar), or a training run '
                                         '(its folder, final/ or final/model.safetensors)')
+    p.add_argument('--no-pretrained', action='store_true',
+                   help='random weights, seeded (to try the pipeline only; as extract, export and visualize)')
     p.add_argument('--task', default='reid', choices=['reid', 'classification', 'attributes'],
                    help='reid (default); classification: single-crop top-1/top-5 on a class dataset (imagenet val '
                         'folders, cifar10, cifar100) with the classifier; attributes: the PA-100K metrics')
@@ -135,6 +138,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     # before anything is built: a 0 here would silently mean the default (--height) or divide by zero
     cli.check_at_least(height=(args.height, MIN_INPUT_SIZE), width=(args.width, MIN_INPUT_SIZE),
                        batch_size=(args.batch_size, 1), max_rank=(args.max_rank, 1))
+    if args.no_pretrained and args.task != 'reid':
+        raise ValueError(f'--no-pretrained: --task {args.task} scores a trained classifier (give --checkpoint); '
+                         'random weights are for trying the re-ID pipeline (--task reid)')
+    refuse_run_folder(args.output, 'evaluate', ('results.json', 'cmc.png'))  # never a training run's results
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError('--device cuda but no CUDA device is available')
@@ -156,7 +163,10 @@ def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Mod
     apply_run_record(args, log=print if du.is_main_process() else None)  # a training run: architecture, size, ...
     args.distance = args.distance or 'cosine'
     arch = cli.check_osnet(args.model, 're-ID evaluation takes an OSNet embedding').split('.')[0]
-    model = build_embedding_model(arch if args.checkpoint else args.model, pretrained=not args.checkpoint,
+    if args.no_pretrained:
+        torch.manual_seed(0)  # random weights, the same on every rank (and so the same cached features)
+    model = build_embedding_model(arch if args.checkpoint else args.model,
+                                  pretrained=not (args.checkpoint or args.no_pretrained),
                                   checkpoint_path=args.checkpoint).to(device)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))

@@ -6,7 +6,10 @@ Training and the architecture search share this bookkeeping and one checkpoint f
   ``rng``, ``epoch``, plus what the caller adds), written atomically every epoch unless the weights became
   NaN/inf, and read back with ``torch.load(weights_only=True)``;
 * ``metrics.jsonl`` gets one line per epoch (and per evaluation), always *after* that epoch's checkpoint, so a
-  logged epoch has its checkpoint; a resumed run drops the lines of epochs after the checkpoint it continues.
+  logged epoch has its checkpoint; a resumed run drops the lines of epochs after the checkpoint it continues;
+* ``run.json`` says what the folder holds (the kind of run and the settings that define it), so that no other
+  job writes over it: :func:`claim_run_folder` refuses a folder holding another run unless asked to resume
+  it (``--resume``) or to move it aside (``--overwrite``).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -21,12 +25,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..files import atomic_torch_save, atomic_write_text, describe_write_failure
+from ..files import atomic_torch_save, atomic_write_json, atomic_write_text, describe_write_failure
 from ..weights.io import CheckpointError, read_checkpoint
 
 __all__ = ['CHECKPOINT_KEYS', 'seed_everything', 'rng_state', 'set_rng_state', 'save_training_state',
            'load_training_state', 'restore_training_state', 'RunFolder', 'append_jsonl', 'read_jsonl',
-           'training_labels_digest']
+           'training_labels_digest', 'RUN_FILE', 'recorded_run', 'claim_run_folder', 'refuse_run_folder']
 
 
 def seed_everything(seed: int) -> None:
@@ -216,3 +220,121 @@ class RunFolder:
     def records(self) -> List[Dict[str, Any]]:
         """Every line of ``metrics.jsonl``, in order ([] before the first)."""
         return read_jsonl(self.log)
+
+
+# ----------------------------------------------------------------------------------------------- what a folder holds
+
+RUN_FILE = 'run.json'
+# files a run writes: a folder holding one of them holds a run (written before run.json existed, or by a run)
+_RUN_FILES = ('checkpoint.pth', 'metrics.jsonl', 'config.json', 'results.json', 'final', 'seeds.json',
+              'genotype.json')
+
+
+def _legacy_kind(folder: Path, settings: Optional[Dict[str, Any]]) -> str:
+    """The kind of a run folder written without ``run.json``, from its files."""
+    if isinstance(settings, dict) and 'seeds' in settings and 'select_recipe' in settings:
+        return 'nas search'
+    if isinstance(settings, dict) and 'model' in settings or (folder / 'final').is_dir():
+        return 'train'
+    return 'unrecognised'
+
+
+def _a(kind: str) -> str:
+    return ('an ' if kind[:1] in 'aeiou' else 'a ') + kind
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+
+
+def recorded_run(folder: Union[str, Path]) -> Optional[Dict[str, Any]]:
+    """What the run folder ``folder`` holds: ``{'kind', 'settings', 'progress'}`` (``settings`` from its
+    ``run.json``, else its ``config.json``; ``progress``: whether it saved a checkpoint), or None when it
+    holds no run (no folder, an empty one, or only the ``run.json`` of a run that wrote nothing yet)."""
+    folder = Path(folder)
+    if not folder.is_dir() or not (any((folder / f).exists() for f in _RUN_FILES) or any(folder.glob('seed_*'))):
+        return None
+    record = _read_json(folder / RUN_FILE)
+    config = _read_json(folder / 'config.json')
+    if isinstance(record, dict) and isinstance(record.get('kind'), str) and isinstance(record.get('settings'), dict):
+        kind, settings = record['kind'], record['settings']
+    else:
+        kind, settings = _legacy_kind(folder, config), config if isinstance(config, dict) else {}
+    progress = any(folder.glob('checkpoint.pth')) or any(folder.glob('seed_*/checkpoint.pth'))
+    return dict(kind=kind, settings=settings, progress=progress)
+
+
+def _aside(folder: Path) -> Path:
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    aside, n = folder.with_name(f'{folder.name}.replaced-{stamp}'), 1
+    while aside.exists():
+        n += 1
+        aside = folder.with_name(f'{folder.name}.replaced-{stamp}-{n}')
+    return aside
+
+
+def _differences(recorded: Dict[str, Any], settings: Dict[str, Any], ignore: Sequence[str]) -> List[str]:
+    """``key recorded -> new`` for each setting (but ``ignore``) whose recorded value differs (as JSON)."""
+    plain = json.loads(json.dumps(settings, default=str))
+    return [f'{k} {recorded[k]!r} there, {plain[k]!r} here' for k in sorted(plain)
+            if k in recorded and k not in ignore and recorded[k] != plain[k]]
+
+
+def claim_run_folder(folder: Union[str, Path], kind: str, settings: Dict[str, Any], *, resume: bool,
+                     overwrite: bool, finished: bool = False, resumable: Sequence[str] = (),
+                     writer: bool = True) -> str:
+    """Take ``folder`` for a run of ``kind`` (``'train'``, ``'nas search'``) defined by ``settings``, never
+    writing over another job's files; records ``run.json`` (on the ``writer``, the main process). Returns:
+
+    * ``'new'``: the folder holds no run, or a run of this kind and these settings that saved no checkpoint,
+      or (``overwrite``) the run it held was moved aside to ``FOLDER.replaced-<time>``: start afresh;
+    * ``'continue'``: it holds this run and ``resume`` asks to continue it, or it is ``finished`` (the caller
+      then treats it as resumed: nothing is trained again).
+
+    Anything else is a FileExistsError naming the folder and the two options (``--resume``, ``--overwrite``):
+    a run of another kind, of other settings (compared on the keys of ``settings``, but with ``resume`` not
+    those in ``resumable``: what a resumed run may change), or one with checkpoints when ``resume`` is not
+    given.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f'--output {folder} is a file, not a folder: pass a folder for the run.')
+    found = recorded_run(folder)
+    if found is not None and overwrite:
+        if writer:
+            aside = _aside(folder)
+            folder.rename(aside)
+            print(f'--overwrite: moved the {found["kind"]} run that was in {folder} aside to {aside}')
+        found = None
+    aside_hint = f'--overwrite to move it aside (to {folder}.replaced-<time>) and start afresh'
+    if found is not None:
+        if found['kind'] != kind:
+            raise FileExistsError(f'--output {folder} holds {_a(found["kind"])} run, not {_a(kind)} run, and is not '
+                                  f'overwritten: pass {aside_hint}, or another --output (--resume continues only '
+                                  'a run of the same kind).')
+        differ = _differences(found['settings'], settings, resumable if resume else ())
+        if differ:
+            raise FileExistsError(f'--output {folder} holds {_a(kind)} run of other settings ({"; ".join(differ[:3])})'
+                                  f' and is not overwritten: '
+                                  + ('--resume continues it only with its recorded settings; ' if resume else '')
+                                  + f'pass {aside_hint}, or another --output.')
+        if not resume and found['progress'] and not finished:
+            raise FileExistsError(f'--output {folder} holds {_a(kind)} run with checkpoints and is not overwritten: '
+                                  f'pass --resume to continue it, {aside_hint}, or another --output.')
+    if writer:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / RUN_FILE, dict(kind=kind, settings=json.loads(json.dumps(settings, default=str))))
+    return 'continue' if found is not None and (resume or (finished and found['progress'])) else 'new'
+
+
+def refuse_run_folder(folder: Union[str, Path], command: str, writes: Sequence[str]) -> None:
+    """Refuse an ``--output`` of ``command`` that holds a training or search run whose files ``writes`` (the
+    names ``command`` writes there) would replace: a FileExistsError naming the folder and the files."""
+    found = recorded_run(folder)
+    clash = [name for name in writes if (Path(folder) / name).exists()]
+    if found is not None and found['kind'] in ('train', 'nas search') and clash:
+        raise FileExistsError(f'--output {folder} holds {_a(found["kind"])} run: {command} would replace its '
+                              f'{", ".join(clash)}; pass another --output.')

@@ -83,6 +83,7 @@ class TrainConfig:
     compile: bool = False
     output: str = 'runs/osnet'
     resume: Optional[str] = None
+    overwrite: bool = False  # move a run already in ``output`` aside instead of refusing the folder
     seed: int = 1
     deterministic: bool = False
     tensorboard: bool = False
@@ -115,7 +116,8 @@ _SCHEMA: Dict[str, tuple] = {
     'eval_freq': ('int', 0), 'distance': ('str', ('euclidean', 'cosine')), 'citation': ('str?', None),
     'recipe': ('str', None), 'root': ('str?', None), 'workers': ('int', 0), 'device': ('str', None),
     'precision': ('str', PRECISIONS), 'channels_last': ('bool', None), 'compile': ('bool', None),
-    'output': ('str', None), 'resume': ('str?', None), 'seed': ('int', 0), 'deterministic': ('bool', None),
+    'output': ('str', None), 'resume': ('str?', None), 'overwrite': ('bool', None),
+    'seed': ('int', 0), 'deterministic': ('bool', None),
     'tensorboard': ('bool', None), 'max_steps_per_epoch': ('int', 0),
 }
 _EXPECTED = {'str': 'a string', 'str?': 'a string (or null)', 'names': 'a list of names', 'int': 'an integer',
@@ -237,7 +239,7 @@ def check_channel_values(value: Any, key: str) -> List[float]:
 
 
 # On --resume, where this process runs always comes from the current command line (or its defaults) ...
-RESUME_CURRENT = ('workers', 'device', 'output', 'resume', 'root')
+RESUME_CURRENT = ('workers', 'device', 'output', 'resume', 'overwrite', 'root')
 # ... these may be changed by giving them (the learning-rate schedule is rebuilt for lr / epochs) ...
 RESUME_CHANGEABLE = ('lr', 'epochs', 'eval_freq', 'precision', 'tensorboard', 'compile', 'channels_last',
                      'deterministic', 'max_steps_per_epoch')

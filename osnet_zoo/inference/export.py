@@ -37,6 +37,7 @@ from ..models.osnet import OSNet
 from ..models.torchreid_layout import reference_architecture, save_torchreid_checkpoint
 from ..weights import read_checkpoint, unwrap_state_dict
 from .model import build_embedding_model, create_model, resolve_preprocessing
+from ..models.run_record import check_preprocessing
 from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
@@ -264,6 +265,7 @@ def export_model(
     _check_suffix(out, fmt)
     _warn_boxmot_name(out)
     prep = resolve_preprocessing(net, {'input_size': input_size} if input_size is not None else None)
+    check_preprocessing(prep, metadata_path(out))  # what the metadata will promise, checked before any file
     reference = Embedder(net, normalize=normalize).eval()
     if fmt == 'torchreid':
         return _export_torchreid(model, net, out, architecture, tag, prep, pretrained, checkpoint_path,

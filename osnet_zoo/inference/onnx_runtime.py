@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -70,10 +71,15 @@ def _record_path(path: Path) -> Path:
 def _read_entry(path: Path, key: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], str]:
     """The contract of a usable cache entry, or (None, why it is not usable; '' when it does not exist)."""
     record_file = _record_path(path)
+    if record_file.is_dir():
+        return None, f'{record_file.name} is a folder, not a record'
     if not record_file.is_file():
         return None, ''
     try:
         record = json.loads(record_file.read_text())
+        problem = _record_problem(record)
+        if problem:
+            return None, f'its record {record_file.name} {problem}'
         if record.get('key') != key:
             return None, 'its record is for another model or setting'
         if not path.is_file():
@@ -86,6 +92,34 @@ def _read_entry(path: Path, key: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any
         return contract, ''
     except (OSError, ValueError, KeyError, TypeError) as e:
         return None, f'its record {record_file.name} is unreadable ({type(e).__name__}: {e})'
+
+
+def _record_problem(record: Any) -> str:
+    """What is wrong with the layout of a cache record, in words ('' when it has what the entry needs)."""
+    if not isinstance(record, dict):
+        return f'is a {type(record).__name__}, not a mapping'
+    contract = record.get('contract')
+    if not isinstance(contract, dict) or not isinstance(record.get('sha256'), str):
+        return 'lacks its sha256 or contract'
+    shape = (contract.get('output') or {}).get('shape') if isinstance(contract.get('output'), dict) else None
+    if not (isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 0):
+        return "lacks the contract's output shape"
+    if not isinstance(contract.get('check'), dict):
+        return "lacks the contract's check"
+    return ''
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a damaged cache entry (its file and record; a folder in the place of either) so that it is
+    written again; what cannot be removed is left to the export's own error."""
+    for item in (path, _record_path(path)):
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        elif item.exists() or item.is_symlink():
+            try:
+                item.unlink()
+            except OSError:
+                pass
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -144,6 +178,7 @@ class OnnxRuntimeModel(nn.Module):
                 if damaged:
                     _logger.warning('osnet_zoo: the cached ONNX export %s is damaged (%s); exporting it again.',
                                     self.path, damaged)
+                    _remove_entry(self.path)
                 self.contract = self._export_cached(model, key, opset)
         self.session = session or self._session(ort, threads, spinning)
         self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-__all__ = ['RunRecord', 'read_run_record', 'require_run_record', 'apply_run_record', 'WEIGHTS_FILE', 'RECORD_FILE']
+import timm
+
+__all__ = ['RunRecord', 'read_run_record', 'require_run_record', 'apply_run_record', 'check_preprocessing',
+           'WEIGHTS_FILE', 'RECORD_FILE']
 
 WEIGHTS_FILE = 'model.safetensors'
 RECORD_FILE = 'config.json'
@@ -80,8 +84,37 @@ def _read_config(path: Path) -> Optional[Dict[str, Any]]:
     return config
 
 
+def _numbers(value: Any, count: int) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def check_preprocessing(prep: Mapping[str, Any], where: Union[str, os.PathLike]) -> None:
+    """The one check of how images are prepared for a model (what a run record's ``pretrained_cfg`` holds and
+    what an export writes): ``input_size`` three positive integers (C, H, W), ``mean`` three finite numbers,
+    ``std`` three finite numbers above 0, ``interpolation`` a name. A ValueError names the key and ``where``
+    (the file)."""
+    size = prep.get('input_size')
+    if size is not None and not (_numbers(size, 3) and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ValueError(f'{where}: input_size {size!r} is not three positive integers (channels, height, width); '
+                         'the file is damaged or was edited')
+    for key in ('mean', 'std'):
+        value = prep.get(key)
+        if value is not None and not (_numbers(value, 3) and (key == 'mean' or min(value) > 0)):
+            raise ValueError(f'{where}: {key} {value!r} is not three finite numbers (R, G, B)'
+                             + (' above 0' if key == 'std' else '') + '; the file is damaged or was edited')
+    interpolation = prep.get('interpolation')
+    if interpolation is not None and not (isinstance(interpolation, str) and interpolation):
+        raise ValueError(f'{where}: interpolation {interpolation!r} is not a name (bilinear, bicubic, ...)')
+
+
 def _record(folder: Path, config: Dict[str, Any]) -> RunRecord:
     cfg = config.get('pretrained_cfg') or {}
+    architecture = config['architecture']
+    if not isinstance(architecture, str) or not timm.is_model(architecture.split('.')[0]):
+        raise ValueError(f'{folder / RECORD_FILE}: architecture {architecture!r} is not a timm model name '
+                         f'(e.g. osnet_x1_0); the file is damaged or was edited')
+    check_preprocessing(cfg, folder / RECORD_FILE)
     # the classifier is not part of an embedding model; 'avg' pooling is every OSNet's own default
     model_args = {k: v for k, v in (config.get('model_args') or {}).items()
                   if k != 'num_classes' and not (k == 'global_pool' and v == 'avg')}
@@ -114,6 +147,9 @@ def read_run_record(path: Union[str, os.PathLike]) -> Optional[RunRecord]:
         return None
     if (path / RECORD_FILE).is_file():
         config = _read_config(path / RECORD_FILE)
+        if config is None and (path / WEIGHTS_FILE).is_file():  # a model folder whose record lost its key
+            raise ValueError(f'{path / RECORD_FILE}: no architecture (a timm model name, e.g. osnet_x1_0) beside '
+                             f'{WEIGHTS_FILE}; the file is damaged or was edited')
         if config is not None:
             if not (path / WEIGHTS_FILE).is_file():
                 raise FileNotFoundError(f'model folder {path} has a {RECORD_FILE} but no {WEIGHTS_FILE}')

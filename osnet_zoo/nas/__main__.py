@@ -33,11 +33,17 @@ import torch
 from osnet_zoo import cli
 from osnet_zoo import distributed as du
 
+from osnet_zoo.engine.checkpoint import claim_run_folder
+
 from .proof import run_proof
 from .search import PAPER_CONFIG, QUICK_CONFIG, Engine, StoppedEarly, resolve_config, search
 from .select import select
 from .supernet import SEARCH_MODES
 
+
+# search settings that a resumed search may change (more epochs, seeds, the selection after it); any other
+# must be the recorded one, as the checkpoints were trained with it
+RESUMABLE = ('epochs', 'seeds', 'targets', 'select', 'select_recipe', 'root', 'max_steps_per_epoch')
 
 # the module docstring's command lines of each subcommand: its --help examples
 _EXAMPLE_LINES = [line for line in __doc__.splitlines() if line.startswith(('    python', '    torch'))]
@@ -90,6 +96,9 @@ def _add_search_parser(sub: Any) -> None:
                                    '1 2 3 4, then the selection (see `select`) on market1501 and dukemtmcreid. Any '
                                    'option below overrides the preset.')
     s.add_argument('--preset', choices=['quick', 'paper'], default='quick', help='the settings to start from')
+    s.add_argument('--overwrite', action='store_true',
+                   help='when --output holds another run (a training, a search of other settings, or one with '
+                        'checkpoints without --resume), move it aside to OUTPUT.replaced-<time> (default: refuse)')
     cli.add_output(s, 'runs/nas', 'output folder (genotype.json, probabilities.png, seeds.json)')
     g = s.add_argument_group('data (default: the preset)')
     cli.add_root(g)
@@ -233,6 +242,9 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
     if args.synthetic_ids:
         overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
     cfg = resolve_config(base, **overrides)
+    claim_run_folder(args.output, 'nas search', {k: v for k, v in cfg.items() if k != 'root'}, resume=engine.resume,
+                     overwrite=args.overwrite, resumable=RESUMABLE, writer=du.is_main_process())
+    du.barrier()  # the folder is claimed (or moved aside) before any rank writes into it
     found = search(cfg, Path(args.output), engine)
     if du.is_main_process():
         for g in found:

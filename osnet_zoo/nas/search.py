@@ -28,6 +28,7 @@ from osnet_zoo.engine import (CHECKPOINT_KEYS, ReIDLoss, RunFolder, build_optimi
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_path, atomic_write_json
 from osnet_zoo.models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
+from osnet_zoo.models.osnet import MIN_INPUT_SIZE
 
 from .supernet import CANDIDATES, SEARCH_MODES, SuperNet, temperature_at
 
@@ -35,7 +36,8 @@ matplotlib.use('Agg')  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-__all__ = ['StoppedEarly', 'Engine', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'load_dataset', 'load_data',
+__all__ = ['StoppedEarly', 'Engine', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'check_search_config',
+           'load_dataset', 'load_data',
            'train_network', 'epoch_record', 'record_config', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
 
 
@@ -83,9 +85,34 @@ def resolve_config(base: Dict[str, Any], **overrides: Any) -> Dict[str, Any]:
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     if cfg['mode'] not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, got {cfg['mode']!r}.")
-    if cfg['samples'] < 1:
-        raise ValueError(f"samples (Monte-Carlo draws per step) must be >= 1, got {cfg['samples']}.")
+    check_search_config(cfg)
     return cfg
+
+
+# option -> (lowest value, whether the value must lie above it rather than reach it): the search's ranges
+_LOWEST = {'epochs': (1, False), 'batch_size': (1, False), 'samples': (1, False), 'height': (MIN_INPUT_SIZE, False),
+           'width': (MIN_INPUT_SIZE, False), 'model_width': (0, True), 'lr': (0, False), 'momentum': (0, False),
+           'weight_decay': (0, False), 'arch_weight_decay': (0, False), 'label_smooth': (0, False),
+           'tau_initial': (0, True), 'tau_floor': (0, True), 'tau_halve_every': (1, False),
+           'max_steps_per_epoch': (0, False)}
+
+
+def check_search_config(cfg: Dict[str, Any]) -> None:
+    """Refuse a search or selection setting out of range, naming its option: ``--epochs 0``, a negative
+    temperature, seeds that are not distinct integers (``--seeds 1 1``)."""
+    for key, (low, strict) in _LOWEST.items():
+        value = cfg.get(key)
+        if key not in cfg:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (strict and value == low):
+            raise ValueError(f"--{key.replace('_', '-')} must be {'above' if strict else 'at least'} {low}, "
+                             f'got {value!r}.')
+    seeds = cfg.get('seeds')
+    if (not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                             for x in seeds)):
+        raise ValueError(f'--seeds must be one or more integers, got {seeds!r}.')
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f'--seeds {" ".join(map(str, seeds))}: each seed once (a seed searches once).')
 
 
 def load_dataset(names: Sequence[str], cfg: Dict[str, Any], combineall: bool = False) -> ReIDDataset:

@@ -25,7 +25,8 @@ from osnet_zoo.models import build_model_from_genotype, load_genotype, save_geno
 from osnet_zoo.engine import seed_everything
 from osnet_zoo.engine.recipes import load_recipe
 
-from .search import Engine, cross_domain_eval, load_dataset, record_config, resolve_config, train_network
+from .search import (Engine, check_search_config, cross_domain_eval, load_dataset, record_config, resolve_config,
+                     train_network)
 
 __all__ = ['RECIPE_KEYS', 'selection_config', 'select', 'selection_markdown']
 
@@ -41,16 +42,43 @@ def _search_config(out: Path) -> Dict[str, Any]:
         raise FileNotFoundError(f'{path} not found: `nas select --output {out}` reads a search folder; run '
                                 f'`python -m osnet_zoo.nas search --output {out} --seeds 1 2 3 4` first.')
     try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        cfg = json.loads(path.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f'{path} is not valid JSON ({e}).') from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f'{path} holds a {type(cfg).__name__}, not the config of a `nas search` run.')
     missing = [k for k in ('seeds', 'sources', 'targets', 'select_recipe', 'model_width') if k not in cfg]
     if missing:
         raise ValueError(f'{path} is not the config of a `nas search` run (no {", ".join(missing)}); '
                          'search again with this version, or give the search folder.')
     for k in ('world_size', 'batch_size_per_rank'):  # recorded facts of the search's run, not options
         cfg.pop(k, None)
+    try:
+        check_search_config(cfg)
+    except ValueError as e:
+        raise ValueError(f'{path}: {str(e).replace("--", "", 1)} The file is damaged or was edited.') from None
     return cfg
+
+
+def _read_result(path: Path) -> Dict[str, Any]:
+    """A finished child's ``result.json`` (what :func:`select` wrote), or a ValueError naming the file and the
+    damage: delete it and the child is trained again."""
+    try:
+        row = json.loads(path.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        row, why = None, f'not valid JSON ({e})'
+    else:
+        why = f'a {type(row).__name__}, not a mapping'
+    if isinstance(row, dict):
+        results = row.get('results')
+        scored = isinstance(results, dict) and results and all(
+            isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in ('rank1', 'mAP'))
+            for r in results.values())
+        why = None if scored and isinstance(row.get('seed'), int) and isinstance(row.get('block_norms'), list) \
+            else "no seed, block_norms or results (rank1 and mAP per target)"
+    if why is not None:
+        raise ValueError(f'{path} is damaged: {why}; delete it to train that child again.')
+    return row
 
 
 def selection_config(search_cfg: Dict[str, Any], recipe: Optional[str] = None, **overrides: Any) -> Dict[str, Any]:
@@ -100,9 +128,8 @@ def select(out: Path, engine: Engine, recipe: Optional[str] = None, train_cfg: O
             continue
         folder = out / 'select' / f'seed_{seed}'
         result = folder / 'result.json'
-        if engine.resume and result.is_file() and json.loads(result.read_text()).get('epochs') == cfg['epochs']:
-            row = json.loads(result.read_text())
-        else:
+        row = _read_result(result) if engine.resume and result.is_file() else None
+        if row is None or row.get('epochs') != cfg['epochs']:
             record_config(cfg, folder / 'config.json')
             seed_everything(TRAIN_SEED)
             model = build_model_from_genotype(g, width=cfg['model_width'], num_classes=num_classes)

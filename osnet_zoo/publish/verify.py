@@ -30,7 +30,10 @@ def verify_caches(manifest: WeightsManifest, cache_dir: str) -> int:
     except CacheNotFound:
         if ours is not None:
             return ours
-        print(f'No Hugging Face cache at {cache_dir} and no osnet-zoo cache at {cache_root()}: nothing to verify.',
+        root = cache_root()
+        ours_text = (f'the osnet-zoo cache {root} holds no converted tag and no lock file' if root.is_dir()
+                     else f'no osnet-zoo cache at {root}')
+        print(f'No Hugging Face cache at {cache_dir} (no such folder) and {ours_text}: nothing to verify.',
               file=sys.stderr)
         return 2
     return max(verify_hf_cache(manifest, cache_dir, hf_cache), ours or 0)

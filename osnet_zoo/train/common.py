@@ -91,6 +91,10 @@ def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         models = [build_model(name, num_classes, pretrained=bool(cfg.pretrained), checkpoint=weights,
                               model_args=cfg.model_args) for _ in range(2 if cfg.dml else 1)]
     except CheckpointError as e:
+        if file is None:  # the weights of --pretrained (the recipe's or the command line's) failed
+            raise CheckpointError(f'--pretrained {cfg.pretrained} (the starting weights of {name}; set by the '
+                                  f'recipe {cfg.recipe!r} unless given): {e} To start from random weights, pass '
+                                  '--pretrained none.') from None
         raise CheckpointError(f'--init-checkpoint {file}: {e} (is --model / --model-args the one it was '
                               f'trained with?)') from None
     return MutualLearning(models) if cfg.dml else models[0]

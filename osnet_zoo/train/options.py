@@ -99,6 +99,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--resume', nargs='?', const='auto', default=None,
                    help='resume from OUTPUT/checkpoint.pth (or the given checkpoint) with the settings it recorded; '
                         'only --lr, --epochs, --eval-freq, --precision and engineering options may change')
+    g.add_argument('--overwrite', action='store_true', default=None,
+                   help='when --output holds another run (other settings, a search, or an unfinished run without '
+                        '--resume), move it aside to OUTPUT.replaced-<time> and start afresh (default: refuse)')
     g.add_argument('--seed', type=int, default=1, help='random seed (default: 1)')
     g.add_argument('--deterministic', action='store_true', help='deterministic algorithms (exact resume)')
     g.add_argument('--tensorboard', action='store_true', help='also log to TensorBoard (needs tensorboard)')

@@ -7,12 +7,14 @@ the final model. A run on an attribute or category dataset goes to :mod:`osnet_z
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -23,7 +25,8 @@ from osnet_zoo.data import TrainLoader, build_train_loader, load_datasets
 from osnet_zoo.data.datasets import DATASETS, LABELLED_DATASETS, PROTOCOLS
 from osnet_zoo.engine import (MutualLearning, ReIDLoss, RunFolder, build_optimizer, build_scheduler, start_epoch,
                               train_one_epoch, training_labels_digest)
-from osnet_zoo.engine.recipes import TrainConfig
+from osnet_zoo.engine.checkpoint import claim_run_folder
+from osnet_zoo.engine.recipes import RESUME_CHANGEABLE, RESUME_CURRENT, TrainConfig
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits, results_document
 from osnet_zoo.files import atomic_write_json
 from osnet_zoo.models.embedding import Embedder
@@ -34,7 +37,7 @@ from .curves import plot_curves
 from .final import save_model_folder
 from .labelled import is_labelled_run, train_labelled
 
-__all__ = ['train', 'validate_config', 'dataset_options', 'evaluate', 'save_final_models']
+__all__ = ['train', 'validate_config', 'claim_output', 'dataset_options', 'evaluate', 'save_final_models']
 
 
 def train(cfg: TrainConfig, given: Sequence[str] = ()) -> Dict[str, Any]:
@@ -42,6 +45,7 @@ def train(cfg: TrainConfig, given: Sequence[str] = ()) -> Dict[str, Any]:
     returns the final evaluation results per target dataset."""
     cfg, state = read_resume(cfg, given)
     validate_config(cfg)
+    cfg, state = claim_output(cfg, state, given)
     if is_labelled_run(cfg):  # attributes / categories (PA-100K, CIFAR, ImageNet)
         return train_labelled(cfg, state)
     device = set_up(cfg)
@@ -140,6 +144,26 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ValueError('--tensorboard needs the tensorboard package: pip install "osnet-zoo[tensorboard]"')
     if cfg.init_checkpoint:
         resolve_init_checkpoint(cfg.init_checkpoint)  # likewise a wrong --init-checkpoint
+
+
+# options that do not make a run another run: where it runs, and the recipe's name (its values are compared)
+_NOT_SETTINGS = (*RESUME_CURRENT, 'overwrite', 'recipe', 'citation')
+
+
+def claim_output(cfg: TrainConfig, state: Optional[Dict[str, Any]],
+                 given: Sequence[str]) -> Tuple[TrainConfig, Optional[Dict[str, Any]]]:
+    """Take ``--output`` for this run without writing over another job's
+    (:func:`osnet_zoo.engine.checkpoint.claim_run_folder`): a folder holding a run of other settings, a search,
+    or checkpoints without ``--resume`` is refused, unless ``--overwrite`` moves it aside. A finished run of
+    these very settings is taken as resumed (its results are returned, nothing is trained again)."""
+    out = Path(cfg.output)
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_SETTINGS}
+    how = claim_run_folder(out, 'train', settings, resume=bool(cfg.resume), overwrite=cfg.overwrite,
+                           finished=finished_results(out) is not None, resumable=RESUME_CHANGEABLE,
+                           writer=os.environ.get('RANK', '0') == '0')  # before torchrun's process group exists
+    if how == 'continue' and not cfg.resume:
+        return read_resume(dataclasses.replace(cfg, resume='auto'), given)
+    return cfg, state
 
 
 def dataset_options(cfg: TrainConfig) -> Dict[str, Dict[str, Any]]:

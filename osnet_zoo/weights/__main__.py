@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from .. import cli
 from ..inference.export import export_model
+from ..models.run_record import read_run_record
 from ..models.osnet import pretrained_fit_problem
 from . import cache
 from .cache import PretrainedWeightsError, cache_root
@@ -201,7 +202,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError('convert --to hub needs --tag TAG (e.g. market1501, or any name for your own weights)')
     manifest = _load(args)
     result = convert_checkpoint(args.checkpoint, args.model, args.tag, Path(args.output), manifest=manifest,
-                                check_size=args.check_size)
+                                check_size=args.check_size, **_recorded_training(args))
     for w in result.warnings:
         print(f'warning: {w}', file=sys.stderr)
     print(f'converted {result.source} -> {result.out_dir}')
@@ -213,6 +214,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
         written = record_conversion(manifest, result, path=args.manifest, force=args.force)
         print('  manifest updated: ' + ', '.join(str(p) for p in written))
     return 0
+
+
+def _recorded_training(args: argparse.Namespace) -> dict:
+    """How the weights were trained, from the run record beside ``args.checkpoint`` (a run's final/, its
+    model.safetensors or the run folder; ``args.checkpoint`` then names the weights file): input size,
+    mean / std, distance and architecture arguments go into the Hub folder as recorded, not the 256x128
+    defaults. {} for a file without a record (a torchreid .pth)."""
+    record = read_run_record(args.checkpoint)
+    if record is None:
+        return {}
+    if record.architecture != args.model.split('.')[0]:
+        raise ValueError(f'--model {args.model}: the run record {record.config} says the weights are a '
+                         f'{record.architecture}; convert them with --model {record.architecture}.')
+    args.checkpoint = record.weights
+    return dict(input_size=record.input_hw, mean=record.preprocessing.get('mean'),
+                std=record.preprocessing.get('std'), distance=record.distance, model_args=record.model_args or None)
 
 
 def _convert_to_torchreid(args: argparse.Namespace) -> int:

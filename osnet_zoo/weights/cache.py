@@ -42,6 +42,7 @@ from .io import CheckpointError, file_sha256
 
 __all__ = ['CACHE_ENV', 'STRICT_ENV', 'GDRIVE_ENV', 'KEEP_ORIGINALS_ENV', 'LOCK_FILE', 'PretrainedWeightsError',
            'WeightsIntegrityError', 'WeightsUnavailableError', 'WeightsTrustError', 'cache_root', 'strict_mode',
+           'network_timeouts', 'CONNECT_TIMEOUT_ENV', 'READ_TIMEOUT_ENV', 'MAX_REDIRECTS',
            'keep_originals', 'gdrive_download_url', 'read_lock', 'lock_record', 'record_first_use', 'CachedWeights',
            'cached', 'store', 'tag_lock', 'html_title', 'download_url', 'cached_originals']
 
@@ -56,8 +57,12 @@ CONFIG_FILE = 'config.json'
 ORIGINALS = 'original'
 _GDRIVE_TEMPLATE = 'https://drive.google.com/uc?id={id}'
 _TRUE = ('1', 'on', 'yes', 'true')
-# connect / between-bytes timeouts of a download: an unreachable host fails in seconds
+# connect / read (between-bytes) timeouts of every network request, in seconds: an unreachable host fails in
+# seconds, one that accepts the connection and never answers within the read timeout; settable (docs/weights.md)
+CONNECT_TIMEOUT_ENV = 'OSNET_ZOO_CONNECT_TIMEOUT'
+READ_TIMEOUT_ENV = 'OSNET_ZOO_READ_TIMEOUT'
 DOWNLOAD_TIMEOUT_S = (5.0, 60.0)
+MAX_REDIRECTS = requests.models.DEFAULT_REDIRECT_LIMIT  # a Drive redirect loop ends after these (requests' limit)
 # Google's hosts: only their links need gdown (Drive's confirmation page for large files); any other URL (a
 # mirror given by $OSNET_ZOO_GDRIVE_URL, the tests' stand-in) is a plain HTTP GET
 _DRIVE_HOSTS = ('drive.google.com', 'drive.usercontent.google.com', 'docs.google.com')
@@ -101,12 +106,38 @@ def keep_originals() -> bool:
     return _flag(KEEP_ORIGINALS_ENV, True)
 
 
+def network_timeouts() -> Tuple[float, float]:
+    """(connect, read) timeouts in seconds of every download: ``$OSNET_ZOO_CONNECT_TIMEOUT`` and
+    ``$OSNET_ZOO_READ_TIMEOUT``, else 5 and 60. A value that is not a positive number is a ValueError naming
+    the variable."""
+    values = []
+    for name, default in zip((CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV), DOWNLOAD_TIMEOUT_S):
+        text = os.environ.get(name, '').strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            value = float('nan')
+        if not 0 < value < float('inf'):
+            raise ValueError(f'{name}={text!r}: expected a number of seconds above 0 (default {default:g}).')
+        values.append(value)
+    return values[0], values[1]
+
+
 def gdrive_download_url(gdrive_id: str) -> str:
     """The URL a Drive file is downloaded from: ``$OSNET_ZOO_GDRIVE_URL`` (a template with ``{id}``) or Drive's."""
     template = os.environ.get(GDRIVE_ENV) or _GDRIVE_TEMPLATE
+    example = 'e.g. http://127.0.0.1:8000/{id}'
     if '{id}' not in template:
-        raise ValueError(f'{GDRIVE_ENV}={template!r} must contain {{id}}, e.g. http://127.0.0.1:8000/{{id}}')
-    return template.replace('{id}', gdrive_id)
+        raise ValueError(f'{GDRIVE_ENV}={template!r} must contain {{id}}, {example}')
+    url = template.replace('{id}', gdrive_id)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number raises here)
+    except ValueError as e:
+        raise ValueError(f'{GDRIVE_ENV}={template!r} is not a valid URL ({e}), {example}') from None
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError(f'{GDRIVE_ENV}={template!r} is not an http(s) URL with a host, {example}')
+    return url
 
 
 @contextmanager
@@ -227,6 +258,9 @@ def cached(root: Path, name: str) -> Optional[CachedWeights]:
 def tag_lock(root: Path, name: str) -> Iterator[Path]:
     """Hold ``name``'s download lock; clears what a killed download left (temporary files). Yields the folder."""
     folder = root / name
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f'{name}: the osnet-zoo cache entry {folder} is a file, not a folder (the cache '
+                                 'was edited): delete it and load again.')
     with _flock(folder / '.download.flock'):
         for leftover in list(folder.glob('.*.tmp*')) + list((folder / ORIGINALS).glob('.*.tmp*')):
             leftover.unlink(missing_ok=True)
@@ -299,11 +333,12 @@ def download_url(url: str, dest: Path, quiet: bool = True) -> None:
         WeightsUnavailableError: the host cannot be reached or answers with an HTTP error.
         WeightsIntegrityError: the body ended early (truncated), or Drive refused (quota, no access).
     """
+    timeouts = network_timeouts()
     try:
         if (urlsplit(url).hostname or '') in _DRIVE_HOSTS:
-            _download_drive(url, dest, quiet)
+            _download_drive(url, dest, quiet, timeouts)
         else:
-            _download_plain(url, dest, quiet)
+            _download_plain(url, dest, quiet, timeouts)
     except _DriveRefused as e:  # Drive's own error page: quota exceeded, no access
         raise WeightsIntegrityError(f'Drive refused the file ({" ".join(str(e).split())[:300]})') from None
     except _IncompleteDownload as e:
@@ -311,6 +346,13 @@ def download_url(url: str, dest: Path, quiet: bool = True) -> None:
     except requests.HTTPError as e:
         raise WeightsUnavailableError(f'HTTP {e.response.status_code if e.response is not None else "error"}') \
             from None
+    except requests.TooManyRedirects:
+        raise WeightsUnavailableError(f'redirected more than {MAX_REDIRECTS} times (a redirect loop?): '
+                                      'not downloaded') from None
+    except requests.Timeout as e:
+        raise WeightsUnavailableError(f'cannot be reached: no answer within the timeouts ({timeouts[0]:g} s to '
+                                      f'connect, {timeouts[1]:g} s to read; {CONNECT_TIMEOUT_ENV}, {READ_TIMEOUT_ENV}'
+                                      f') ({type(e).__name__})') from None
     except requests.RequestException as e:
         raise WeightsUnavailableError(f'cannot be reached ({connection_failure(e)})') from None
 
@@ -343,10 +385,10 @@ def _gdown() -> Tuple[Any, frozenset, Optional[type], type]:
             getattr(gdown.exceptions, 'DownloadError', None), gdown.exceptions.FileURLRetrievalError)
 
 
-def _download_plain(url: str, dest: Path, quiet: bool) -> None:
+def _download_plain(url: str, dest: Path, quiet: bool, timeouts: Tuple[float, float]) -> None:
     """GET ``url`` into ``dest`` (a progress bar unless ``quiet``), refusing an HTTP error status and a body
     shorter than its Content-Length."""
-    with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT_S) as response:
+    with requests.get(url, stream=True, timeout=timeouts) as response:
         response.raise_for_status()
         # with a content encoding, Content-Length counts the encoded bytes, not the ones written
         announced = None if response.headers.get('Content-Encoding') else response.headers.get('Content-Length')
@@ -364,11 +406,11 @@ def _download_plain(url: str, dest: Path, quiet: bool) -> None:
         raise _IncompleteDownload(f'{written} of the {announced} bytes announced')
 
 
-def _download_drive(url: str, dest: Path, quiet: bool) -> None:
+def _download_drive(url: str, dest: Path, quiet: bool, timeouts: Tuple[float, float]) -> None:
     """gdown's download of a Drive link into ``dest``, with the options the installed gdown has (gdown 5.x: no
     timeout, so a host that stops answering mid-way is waited for)."""
     gdown, offered, incomplete, refused = _gdown()
-    options = {k: v for k, v in (('timeout', DOWNLOAD_TIMEOUT_S), ('retries', 0)) if k in offered}
+    options = {k: v for k, v in (('timeout', timeouts), ('retries', 0)) if k in offered}
     try:
         with open(dest, 'wb') as f:
             gdown.download(url, output=f, quiet=quiet, **options)
@@ -380,3 +422,4 @@ def _download_drive(url: str, dest: Path, quiet: bool) -> None:
         if incomplete is not None and isinstance(e, incomplete):  # gdown >= 6: incomplete body
             raise _IncompleteDownload(str(e)) from None
         raise
+

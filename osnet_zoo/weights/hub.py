@@ -27,12 +27,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import timm
 import torch
 from huggingface_hub import constants as hf_constants
+import httpx2
 from huggingface_hub import get_session, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
@@ -90,7 +91,8 @@ def _hub_unreachable_reason() -> Optional[str]:
     endpoint = hf_constants.ENDPOINT
     if endpoint not in _unreachable:
         try:
-            get_session().head(endpoint, timeout=_PROBE_TIMEOUT_S)
+            connect, read = cache.network_timeouts()
+            get_session().head(endpoint, timeout=httpx2.Timeout(min(read, _PROBE_TIMEOUT_S), connect=connect))
             _unreachable[endpoint] = ''
         except Exception as e:  # httpx raises its own connect/timeout/proxy error types
             _unreachable[endpoint] = f'{endpoint} cannot be reached ({type(e).__name__}: {_first_line(e)})'
@@ -153,16 +155,55 @@ def fetch_hub_file(location: HubFile, cache_dir: Optional[Union[str, os.PathLike
     Raises:
         _Missing: the file is not cached and cannot be downloaded (the reason is in the message).
     """
+    if not local_only:
+        _answers(_url(location.repo_id, location.filename, location.revision))
     try:
-        return Path(hf_hub_download(
-            location.repo_id, location.filename, revision=location.revision, cache_dir=cache_dir,
-            local_files_only=local_only, library_name='osnet_zoo'))
+        with _hub_timeouts() as read:
+            return Path(hf_hub_download(
+                location.repo_id, location.filename, revision=location.revision, cache_dir=cache_dir,
+                local_files_only=local_only, library_name='osnet_zoo', etag_timeout=read))
     except LocalEntryNotFoundError as e:
         raise _Missing(f'not in the Hugging Face cache ({hf_cache_dir(cache_dir)})') from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
     except (HfHubHTTPError, OSError) as e:
         raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
+    except httpx2.HTTPError as e:  # a redirect loop, a host that stops answering: what huggingface_hub passes on
+        raise _Missing(f'download of {_url(location.repo_id, location.filename, location.revision)} failed '
+                       f'({type(e).__name__}: {_first_line(e)})') from e
+
+
+@contextlib.contextmanager
+def _hub_timeouts() -> Iterator[float]:
+    """huggingface_hub's download timeout set to our read timeout while a file is fetched (it reads the
+    module constant at each request; the metadata request takes ``etag_timeout``, the read timeout yielded)."""
+    _, read = cache.network_timeouts()
+    previous = hf_constants.HF_HUB_DOWNLOAD_TIMEOUT
+    hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = read
+    try:
+        yield read
+    finally:
+        hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = previous
+
+
+def _answers(url: str) -> None:
+    """One HEAD request to ``url`` within our timeouts, without retries: a host that accepts the connection
+    and never answers, or redirects in a loop, is a _Missing naming the URL at once. (huggingface_hub retries
+    a timed-out metadata request five times with a 60 s timeout: minutes for a silent host.)"""
+    connect, read = cache.network_timeouts()
+    try:
+        get_session().head(url, timeout=httpx2.Timeout(read, connect=connect), follow_redirects=True)
+    except httpx2.TooManyRedirects:
+        raise _Missing(f'{url} redirects in a loop (more than {get_session().max_redirects} redirects)') from None
+    except httpx2.TimeoutException as e:
+        raise _Missing(f'{url} did not answer within the timeouts ({connect:g} s to connect, {read:g} s to read; '
+                       f'{cache.CONNECT_TIMEOUT_ENV}, {cache.READ_TIMEOUT_ENV}) ({type(e).__name__})') from None
+    except httpx2.HTTPError as e:
+        raise _Missing(f'{url} cannot be reached ({type(e).__name__}: {_first_line(e)})') from None
+
+
+def _url(repo_id: str, filename: str, revision: Optional[str]) -> str:
+    return hf_hub_url(repo_id, filename, revision=revision)
 
 
 def _first_line(e: BaseException) -> str:
@@ -491,15 +532,20 @@ def _fetch_unpinned(file: HubFile, manifest: WeightsManifest, cache_dir: Any) ->
     the file is there, else at ``main``. Returns the path and the commit it resolved to."""
     pinned = manifest.most_pinned_revision(file.repo_id)
     for revision in [r for r in (pinned, 'main') if r]:
+        _answers(_url(file.repo_id, file.filename, revision))
         try:
-            path = Path(hf_hub_download(file.repo_id, file.filename, revision=revision, cache_dir=cache_dir,
-                                        library_name='osnet_zoo'))
+            with _hub_timeouts() as read:
+                path = Path(hf_hub_download(file.repo_id, file.filename, revision=revision, cache_dir=cache_dir,
+                                            library_name='osnet_zoo', etag_timeout=read))
         except (EntryNotFoundError, RevisionNotFoundError):
             continue  # not in that revision: try main
         except RepositoryNotFoundError as e:
             raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
         except (HfHubHTTPError, OSError) as e:
             raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
+        except httpx2.HTTPError as e:
+            raise _Missing(f'download of {_url(file.repo_id, file.filename, revision)} failed '
+                           f'({type(e).__name__}: {_first_line(e)})') from e
         commit = path.parent.name  # huggingface_hub's snapshots/<commit>/<filename>
         return path, commit if re.fullmatch(r'[0-9a-f]{40}', commit) else revision
     raise _Missing(f'not on the Hub at revision {pinned} nor at main')

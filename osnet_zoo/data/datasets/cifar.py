@@ -51,7 +51,12 @@ def read_cifar_binary(path: Union[str, os.PathLike], label_bytes: int, label_ind
 
 
 def _names(path: Path, dataset: str) -> List[str]:
-    return check_class_names([line.strip() for line in path.read_text().splitlines() if line.strip()], dataset, path)
+    try:
+        text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        raise DatasetLayoutError(f'{dataset}: {path} is not a text file of class names, one per line (not UTF-8: '
+                                 f'byte {e.start}); is it the binary release\'s file?') from None
+    return check_class_names([line.strip() for line in text.splitlines() if line.strip()], dataset, path)
 
 
 def _split(files: Sequence[Path], label_bytes: int, label_index: int, num_classes: int) -> LabelledSplit:

@@ -28,11 +28,18 @@ def read_class_folders(directory: Path, classes: Dict[str, int], dataset: str) -
     paths, labels = [], []
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if not entry.is_dir():
+            if entry.name.lower().endswith(IMAGE_EXTENSIONS):  # never counted without a word
+                raise DatasetLayoutError(f'{dataset}: {entry.path}: an image outside the class folders; each image '
+                                         f'lies in {directory}/<class>/ (sort the validation images into their '
+                                         f'class folders). Expected layout:\n{IMAGENET_LAYOUT}')
             continue
         if entry.name not in classes:
             raise DatasetLayoutError(f'{dataset}: {entry.path}: class folder not among the {len(classes)} '
                                      f'training classes')
         for image in sorted(os.scandir(entry.path), key=lambda e: e.name):
+            if image.is_dir():
+                raise DatasetLayoutError(f'{dataset}: {image.path}: a folder inside the class folder {entry.name}; '
+                                         f'its images are not read: move them into {entry.path} itself')
             if image.name.lower().endswith(IMAGE_EXTENSIONS):
                 paths.append(image.path)
                 labels.append(classes[entry.name])

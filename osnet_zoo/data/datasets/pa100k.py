@@ -47,8 +47,10 @@ def pa100k(root: Union[str, os.PathLike]) -> LabelledDataset:
     mat_path = base / 'annotation.mat'
     try:
         mat = sio.loadmat(str(mat_path))
-    except (OSError, ValueError, NotImplementedError) as e:
-        raise DatasetLayoutError(f'pa100k: cannot read {mat_path} as a MATLAB v5 file ({e})') from None
+    except Exception as e:  # noqa: BLE001  scipy's reader: MatReadError (empty, truncated), IndexError, ValueError ...
+        raise DatasetLayoutError(f'pa100k: cannot read {mat_path} as a MATLAB v5 file ({type(e).__name__}: '
+                                 f'{" ".join(str(e).split())[:120] or "no details"}): empty, truncated or not '
+                                 'the released annotation.mat') from None
     keys = ['attributes'] + [f'{s}_{k}' for s in PA100K_SPLITS for k in ('images_name', 'label')]
     missing = [k for k in keys if k not in mat]
     if missing:

@@ -94,13 +94,13 @@ def divergence_message(what: str, epoch: int, step: Optional[int], checkpoint: O
     where = f'epoch {epoch + 1}' + (f', step {step + 1}' if step is not None else ' (at its end)')
     if checkpoint is not None and Path(checkpoint).is_file():
         of = f'of epoch {epoch}, the last finished one' if epoch > 0 else 'of an earlier run'
-        on_disk = (f'the checkpoint {checkpoint} ({of}) is intact: lower the learning rate (--lr; or drop fp16) '
+        on_disk = (f'the checkpoint {checkpoint} ({of}) is intact; lower the learning rate (--lr; or drop fp16) '
                    'and continue it with --resume')
     else:
-        on_disk = ('no checkpoint was saved (none is written before the first epoch ends): restart with a lower '
+        on_disk = ('no checkpoint was saved (none is written before the first epoch ends); restart with a lower '
                    'learning rate (--lr)')
     run = f'{desc}: training' if desc != 'epoch' else 'Training'
-    return f'{run} diverged at {where}: {what}; stopping. {on_disk}.'
+    return f'{run} diverged at {where}: {what}. Stopped: {on_disk}.'
 
 
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'rng', 'epoch')  # what every run folder's checkpoint holds

@@ -103,11 +103,12 @@ def _check_epoch_end(model: nn.Module, images: Optional[torch.Tensor], loss: flo
         return
     broken = du.reduce_mean(0.0 if _eval_outputs_finite(model, images) else 1.0, device) > 0
     if broken:
-        largest = max((float(p.detach().abs().max()) for p in model.parameters() if p.numel()), default=0.0)
+        state = [v for v in model.state_dict().values() if v.is_floating_point() and v.numel()]
+        largest = max((float(v.detach().abs().max()) for v in state), default=0.0)
         raise FloatingPointError(on_diverged(
             f'the model\'s outputs in eval mode (as it is tested and saved) became NaN/inf on the last batch while '
-            f'the training loss stayed finite ({loss:.4g}): the weights grew too large (largest |weight| '
-            f'{largest:.3g})'))
+            f'the training loss stayed finite ({loss:.4g}): its weights or BatchNorm running statistics grew too '
+            f'large (largest magnitude {largest:.3g})'))
 
 
 def _step(model: nn.Module, criterion: Callable[..., Any], optimizer: torch.optim.Optimizer, images: torch.Tensor,

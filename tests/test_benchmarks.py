@@ -92,3 +92,19 @@ def test_resize_boxmot(tmp_path):
     assert rows[0]['antialias'] == rows[0]['cv2']  # renders at the 128x64 input: nothing is resized
     assert all(0 < r[k]['rank1'] <= 1 and 0 < r[k]['mAP'] <= 1 for r in rows for k in ('antialias', 'cv2'))
     assert all(r.get('cv2_vs_opencv_min_cosine', 1.0) > 0.9999 for r in rows)  # with OpenCV installed
+
+
+def test_bench_main_job_range(tmp_path):
+    out = tmp_path / 'range.json'
+    _bench('bench_main_job_range.py', '--seeds', 1, 2, '--threads', 1, '--work', tmp_path / 'work', '--json', out,
+           '--', '--epochs', 1, '--max-steps-per-epoch', 1, '--height', 32, '--width', 16)
+    res = json.loads(out.read_text())
+    assert [(r['seed'], r['threads']) for r in res['rows']] == [(1, 1), (2, 1)]
+    rank1 = sorted(r['rank1'] for r in res['rows'])
+    assert res['all']['rank1'] == dict(min=rank1[0], median=sum(rank1) / 2, max=rank1[1])
+    assert res['per_threads']['1']['runs'] == 2 and 0 < res['chance_rank1'] < 100
+    # a finished run is read back, not trained again
+    stamp = (tmp_path / 'work' / 'runs' / 'seed1_threads1' / 'results.json').stat().st_mtime_ns
+    _bench('bench_main_job_range.py', '--seeds', 1, '--threads', 1, '--work', tmp_path / 'work', '--',
+           '--epochs', 1, '--max-steps-per-epoch', 1, '--height', 32, '--width', 16)
+    assert (tmp_path / 'work' / 'runs' / 'seed1_threads1' / 'results.json').stat().st_mtime_ns == stamp

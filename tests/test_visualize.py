@@ -95,9 +95,10 @@ def test_kmeans_finds_separated_blobs_and_is_seeded():
 
 @pytest.mark.parametrize('case', ['identical', 'few distinct', 'saturated with outliers', 'random duplicates'])
 def test_kmeans_never_leaves_a_cluster_empty(case):
-    """What a trained model's gates look like: sigmoids at exactly 1.0, so many images share one gate vector
-    (the main job's osnet_x0_25: 62 distinct vectors among 142 query images). Lloyd's algorithm with a plain
-    restart emptied clusters there (IndexError in `gates`); every cluster must keep a point."""
+    """What a trained model's gates can look like: sigmoids at exactly 1.0, so many images share one gate vector
+    (the main job's osnet_x0_25, seed 1, one thread, 256x128: 62 distinct vectors among 142 query images; how
+    many depends on the run, docs/visualize.md). Lloyd's algorithm with a plain restart emptied clusters there
+    (IndexError in `gates`); every cluster must keep a point."""
     g = torch.Generator().manual_seed(0)
     x = {
         'identical': torch.ones(20, 8),

@@ -28,7 +28,7 @@ import torch.nn as nn
 from ..files import atomic_torch_save, atomic_write_json, atomic_write_text, describe_write_failure
 from ..weights.io import CheckpointError, read_checkpoint
 
-__all__ = ['CHECKPOINT_KEYS', 'seed_everything', 'rng_state', 'set_rng_state', 'save_training_state',
+__all__ = ['CHECKPOINT_KEYS', 'divergence_message', 'seed_everything', 'rng_state', 'set_rng_state', 'save_training_state',
            'load_training_state', 'restore_training_state', 'RunFolder', 'append_jsonl', 'read_jsonl',
            'training_labels_digest', 'RUN_FILE', 'recorded_run', 'claim_run_folder', 'refuse_run_folder']
 
@@ -88,6 +88,23 @@ def non_finite_parameters(state_dict: Dict[str, torch.Tensor]) -> List[str]:
     """Names of the floating-point entries of ``state_dict`` holding NaN or inf."""
     return [k for k, v in state_dict.items()
             if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def divergence_message(what: str, epoch: int, step: Optional[int], checkpoint: Optional[Union[str, Path]],
+                       desc: str = 'epoch') -> str:
+    """The one line a diverged run ends with: where (``epoch`` 0-based, ``step`` 0-based or None for the
+    epoch's end), ``what`` went non-finite, and what is on disk (the checkpoint of the epochs before, which
+    the loop never overwrites with a diverged model) and what to do."""
+    where = f'epoch {epoch + 1}' + (f', step {step + 1}' if step is not None else ' (at its end)')
+    if checkpoint is not None and Path(checkpoint).is_file():
+        of = f'of epoch {epoch}, the last finished one' if epoch > 0 else 'of an earlier run'
+        on_disk = (f'the checkpoint {checkpoint} ({of}) is intact; lower the learning rate (--lr; or drop fp16) '
+                   'and continue it with --resume')
+    else:
+        on_disk = ('no checkpoint was saved (none is written before the first epoch ends); restart with a lower '
+                   'learning rate (--lr)')
+    run = f'{desc}: training' if desc != 'epoch' else 'Training'
+    return f'{run} diverged at {where}: {what}. Stopped: {on_disk}.'
 
 
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'rng', 'epoch')  # what every run folder's checkpoint holds
@@ -202,11 +219,9 @@ class RunFolder:
             return
         weights = model.state_dict()
         bad = non_finite_parameters(weights)
-        if bad:  # never overwrite the last good checkpoint with exploded weights
-            kept = (f'the checkpoint {self.checkpoint} of the previous epoch is kept' if self.checkpoint.is_file()
-                    else 'no checkpoint was saved')
-            raise FloatingPointError(f'The weights became NaN/inf (e.g. {bad[0]}) at epoch {epoch}: '
-                                     f'stopping; {kept}. Lower the learning rate (--lr).')
+        if bad:  # never overwrite the last good checkpoint with exploded weights (or running statistics)
+            raise FloatingPointError(divergence_message(f'the weights became NaN/inf (e.g. {bad[0]})', epoch - 1,
+                                                        None, self.checkpoint))
         save_training_state(self.checkpoint, model=weights, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None,
                             rng=rng_state(), epoch=epoch, **extra)

@@ -90,7 +90,8 @@ def test_resize_boxmot(tmp_path):
     rows = json.loads(out.read_text())
     assert [r['render'] for r in rows] == ['128x64', '256x128']
     assert rows[0]['antialias'] == rows[0]['cv2']  # renders at the 128x64 input: nothing is resized
-    assert all(0 < r[k]['rank1'] <= 1 and 0 < r[k]['mAP'] <= 1 for r in rows for k in ('antialias', 'cv2'))
+    # an untrained model on 4 identities may rank no true match first (Rank-1 0); every query has a match (mAP > 0)
+    assert all(0 <= r[k]['rank1'] <= 1 and 0 < r[k]['mAP'] <= 1 for r in rows for k in ('antialias', 'cv2'))
     assert all(r.get('cv2_vs_opencv_min_cosine', 1.0) > 0.9999 for r in rows)  # with OpenCV installed
 
 

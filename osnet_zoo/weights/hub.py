@@ -21,6 +21,7 @@ This module imports nothing from ``osnet_zoo.models``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -30,11 +31,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+import requests
 import timm
 import torch
 from huggingface_hub import constants as hf_constants
-import httpx2
-from huggingface_hub import get_session, hf_hub_download, hf_hub_url
+from huggingface_hub import hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
 )
@@ -65,6 +66,21 @@ _PROBE_TIMEOUT_S = 5.0
 _unreachable: Dict[str, str] = {}
 
 
+def _hub_client_errors() -> Tuple[type, ...]:
+    """The HTTP client errors huggingface_hub passes on (a redirect loop, a host that stops answering): its
+    client is requests (0.x), httpx (1.x) or httpx2 (2.x), whichever the installed release uses."""
+    errors: List[type] = [requests.RequestException]
+    for client in ('httpx', 'httpx2'):
+        try:
+            errors.append(importlib.import_module(client).HTTPError)
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+_HUB_CLIENT_ERRORS = _hub_client_errors()
+
+
 def hub_offline_reason() -> Optional[str]:
     """Why huggingface_hub works offline, in words that are true (None when it is not offline)."""
     value = os.environ.get('HF_HUB_OFFLINE')
@@ -92,9 +108,9 @@ def _hub_unreachable_reason() -> Optional[str]:
     if endpoint not in _unreachable:
         try:
             connect, read = cache.network_timeouts()
-            get_session().head(endpoint, timeout=httpx2.Timeout(min(read, _PROBE_TIMEOUT_S), connect=connect))
+            requests.head(endpoint, timeout=(connect, min(read, _PROBE_TIMEOUT_S)))
             _unreachable[endpoint] = ''
-        except Exception as e:  # httpx raises its own connect/timeout/proxy error types
+        except requests.RequestException as e:
             _unreachable[endpoint] = f'{endpoint} cannot be reached ({type(e).__name__}: {_first_line(e)})'
     return _unreachable[endpoint] or None
 
@@ -168,7 +184,7 @@ def fetch_hub_file(location: HubFile, cache_dir: Optional[Union[str, os.PathLike
         raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
     except (HfHubHTTPError, OSError) as e:
         raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
-    except httpx2.HTTPError as e:  # a redirect loop, a host that stops answering: what huggingface_hub passes on
+    except _HUB_CLIENT_ERRORS as e:  # a redirect loop, a host that stops answering: what huggingface_hub passes on
         raise _Missing(f'download of {_url(location.repo_id, location.filename, location.revision)} failed '
                        f'({type(e).__name__}: {_first_line(e)})') from e
 
@@ -192,13 +208,13 @@ def _answers(url: str) -> None:
     a timed-out metadata request five times with a 60 s timeout: minutes for a silent host.)"""
     connect, read = cache.network_timeouts()
     try:
-        get_session().head(url, timeout=httpx2.Timeout(read, connect=connect), follow_redirects=True)
-    except httpx2.TooManyRedirects:
-        raise _Missing(f'{url} redirects in a loop (more than {get_session().max_redirects} redirects)') from None
-    except httpx2.TimeoutException as e:
+        requests.head(url, timeout=(connect, read), allow_redirects=True)
+    except requests.TooManyRedirects:
+        raise _Missing(f'{url} redirects in a loop (more than {cache.MAX_REDIRECTS} redirects)') from None
+    except requests.Timeout as e:
         raise _Missing(f'{url} did not answer within the timeouts ({connect:g} s to connect, {read:g} s to read; '
                        f'{cache.CONNECT_TIMEOUT_ENV}, {cache.READ_TIMEOUT_ENV}) ({type(e).__name__})') from None
-    except httpx2.HTTPError as e:
+    except requests.RequestException as e:
         raise _Missing(f'{url} cannot be reached ({type(e).__name__}: {_first_line(e)})') from None
 
 
@@ -543,7 +559,7 @@ def _fetch_unpinned(file: HubFile, manifest: WeightsManifest, cache_dir: Any) ->
             raise _Missing(f'not on the Hub ({type(e).__name__}: {_first_line(e)})') from e
         except (HfHubHTTPError, OSError) as e:
             raise _Missing(f'download failed ({type(e).__name__}: {_first_line(e)})') from e
-        except httpx2.HTTPError as e:
+        except _HUB_CLIENT_ERRORS as e:
             raise _Missing(f'download of {_url(file.repo_id, file.filename, revision)} failed '
                            f'({type(e).__name__}: {_first_line(e)})') from e
         commit = path.parent.name  # huggingface_hub's snapshots/<commit>/<filename>

@@ -98,3 +98,22 @@ def test_an_engineering_switch_is_store_true_and_a_recipe_switch_has_a_no_form()
         settings.Setting('mixup', 'bool', False, group='g', help='h')], ['g'])
     assert vars(parser.parse_args([])) == {'fast': False, 'mixup': None}  # None: the recipe's value stands
     assert vars(parser.parse_args(['--fast', '--no-mixup'])) == {'fast': True, 'mixup': False}
+
+
+def test_the_search_settings_use_the_same_mechanism():
+    from osnet_zoo.nas.__main__ import RESUMABLE, get_args_parser as nas_parser
+    from osnet_zoo.nas.search import PAPER_CONFIG, QUICK_CONFIG, SEARCH_SETTINGS, resolve_config
+    assert list(PAPER_CONFIG) == [s.name for s in SEARCH_SETTINGS]
+    assert set(RESUMABLE) == {s.name for s in SEARCH_SETTINGS if s.resume == 'changeable'}
+    search = nas_parser()._subparsers._group_actions[0].choices['search']
+    dests = {a.dest for a in search._actions}
+    assert {s.name for s in SEARCH_SETTINGS if s.group} <= dests
+    args = search.parse_args(['--tau-floor', '0.5', '--no-conv1-in'])
+    assert (args.tau_floor, args.conv1_in, args.epochs) == (0.5, False, None)  # None: the preset's
+    assert resolve_config(QUICK_CONFIG, tau_floor=2)['tau_floor'] == 2.0
+    with pytest.raises(ValueError, match=r"option 'tau_floor' \(--tau-floor\) must be > 0, got 0.0"):
+        resolve_config(QUICK_CONFIG, tau_floor=0.0)
+    with pytest.raises(ValueError, match=r"option 'mode' \(--mode\): 'x' is not one of all, sampled"):
+        resolve_config(QUICK_CONFIG, mode='x')
+    with pytest.raises(ValueError, match='each seed once'):  # the one check across values stays by hand
+        resolve_config(QUICK_CONFIG, seeds=[1, 1])

@@ -5,6 +5,8 @@ From that one list come the config class (:func:`config_class`, i.e. ``TrainConf
 ``config.json`` stores), the recipe check (:func:`check_value`: a wrong type or a value out of bounds is one line
 naming the option), the command line (:func:`add_options`) and the resume rules (:func:`resume_rule`). Adding a
 training option is one ``Setting`` here plus the code that uses it (docs/architecture.md shows an example).
+The architecture search declares its own list with the same class and functions
+(:data:`osnet_zoo.nas.search.SEARCH_SETTINGS`).
 """
 from __future__ import annotations
 
@@ -29,12 +31,14 @@ __all__ = ['Setting', 'TRAIN_SETTINGS', 'TRAIN_GROUPS', 'KINDS', 'check_value', 
 KINDS: Dict[str, Tuple[str, Any]] = {
     'str': ('a string', str), 'str?': ('a string (or null)', Optional[str]), 'names': ('a list of names', List[str]),
     'int': ('an integer', int), 'int?': ('an integer (or null)', Optional[int]),
+    'float?': ('a number (or null)', Optional[float]),
     'ints': ('a list of integers (epochs)', List[int]), 'float': ('a number', float), 'bool': ('true or false', bool),
     'dict': ('a mapping of KEY: VALUE', Dict[str, Any]), 'rgb': ('three numbers (R, G, B) in 0..1', List[float])}
 
 # what a kind is on the command line (argparse keywords); a setting's own ``cli`` keywords come on top
 _CLI_KINDS: Dict[str, Dict[str, Any]] = {
-    'int': dict(type=int), 'int?': dict(type=int), 'float': dict(type=float), 'names': dict(nargs='+'),
+    'int': dict(type=int), 'int?': dict(type=int), 'float': dict(type=float), 'float?': dict(type=float),
+    'names': dict(nargs='+'),
     'ints': dict(type=int, nargs='+'), 'rgb': dict(type=float, nargs=3, metavar=('R', 'G', 'B')),
     'dict': dict(nargs='+', metavar='KEY=VALUE')}
 
@@ -43,7 +47,8 @@ _CLI_KINDS: Dict[str, Dict[str, Any]] = {
 class Setting:
     """One training setting.
 
-    ``bounds``: the lowest value (numbers, and each number of a list), or the allowed values (a tuple), or None.
+    ``bounds``: the lowest value (numbers, and each number of a list), or the allowed values (a tuple), or None;
+    ``above``: the value must lie above the lowest one, not reach it. ``empty_ok``: a list of names may be empty.
     ``group``: its ``--help`` group; None keeps it off the command line (a recipe sets it). ``cli``: extra
     argparse keywords (``metavar``, ``dest`` for a flag spelled otherwise, ``default``), or a function adding the
     option shared by every verb (``cli.add_device``). ``recipe``: a recipe may set it (else: command line only,
@@ -53,6 +58,8 @@ class Setting:
     kind: str
     default: Any
     bounds: Union[None, int, float, Tuple[str, ...]] = None
+    above: bool = False
+    empty_ok: bool = False
     help: Optional[str] = None
     group: Optional[str] = None
     cli: Union[Mapping[str, Any], Callable[[Any], None]] = field(default_factory=dict)
@@ -106,7 +113,7 @@ TRAIN_SETTINGS: Tuple[Setting, ...] = (
     Setting('stepsize', 'ints', [], 1, group=OPTIM, help='multistep milestones (epochs)'),
     Setting('gamma', 'float', 0.1, 0, group=OPTIM, help='multistep decay factor'),
     Setting('fixbase_epochs', 'int', 0, 0, group=OPTIM, help='first epochs train only the classifier'),
-    Setting('transforms', 'names', ['random_flip'], _augmentations(), group=DATA,
+    Setting('transforms', 'names', ['random_flip'], _augmentations(), group=DATA, empty_ok=True,
             help='random_flip random_crop random_patch color_jitter random_erase'),
     Setting('label_smooth', 'float', 0.1, 0, group=OPTIM, help='label smoothing of the identity loss'),
     Setting('triplet_weight', 'float', 0.0, 0, group=OPTIM, help='weight of the hard-mining triplet loss (0: off)'),
@@ -171,7 +178,8 @@ def _kind_ok(kind: str, v: Any) -> bool:
             'names': lambda: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
             'int': lambda: _is_int(v), 'int?': lambda: v is None or _is_int(v),
             'ints': lambda: isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
-            'float': lambda: isinstance(v, float) and v == v, 'bool': lambda: isinstance(v, bool),
+            'float': lambda: isinstance(v, float) and v == v, 'float?': lambda: v is None or _kind_ok('float', v),
+            'bool': lambda: isinstance(v, bool),
             'dict': lambda: isinstance(v, dict),
             'rgb': lambda: isinstance(v, (list, tuple)) and len(v) == 3
             and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in v)}[kind]()
@@ -183,7 +191,7 @@ def check_value(setting: Setting, value: Any) -> Any:
     kind, limit, key = setting.kind, setting.bounds, setting.name
     if (kind == 'ints' and _is_int(value)) or (kind == 'names' and isinstance(value, str)):
         value = [value]
-    if kind == 'float' and _is_int(value):
+    if kind in ('float', 'float?') and _is_int(value):
         value = float(value)
     where = f'option {key!r} ({option_name(key)})'
     if not _kind_ok(kind, value):
@@ -194,14 +202,14 @@ def check_value(setting: Setting, value: Any) -> Any:
         if bad:
             raise ValueError(f'{where}: {bad[0]!r} is not one of {", ".join(limit)}.')
     elif limit is not None and value is not None:
-        bad = [v for v in each if v < limit]
+        bad = [v for v in each if v < limit or (setting.above and v == limit)]
         if bad:
-            raise ValueError(f'{where} must be >= {limit}, got {bad[0]!r}.')
+            raise ValueError(f'{where} must be {">" if setting.above else ">="} {limit}, got {bad[0]!r}.')
     if kind == 'rgb':
         value = [float(v) for v in value]
     if kind in ('ints', 'names'):
         value = list(value)
-        if kind == 'names' and not value and key != 'transforms':
+        if kind == 'names' and not value and not setting.empty_ok:
             raise ValueError(f'{where}: expected at least one name, got an empty list.')
     return value
 
@@ -247,13 +255,16 @@ def _add_option(group: Any, s: Setting) -> None:
     group.add_argument(flag, **kwargs)
 
 
-def add_options(parser: argparse.ArgumentParser, settings: Sequence[Setting], groups: Sequence[str]) -> None:
+def add_options(parser: argparse.ArgumentParser, settings: Sequence[Setting],
+                groups: Sequence[str]) -> Dict[str, Any]:
     """One command-line option per setting that has a ``group``, in the argument groups ``groups`` (in that
-    order). A recipe's option defaults to None (not given: the recipe's value stands)."""
+    order; returned by title, for options that are not settings). A recipe's option defaults to None (not
+    given: the recipe's value stands)."""
     made = {name: parser.add_argument_group(name) for name in groups}
     for s in settings:
         if s.group is not None:
             _add_option(made[s.group], s)
+    return made
 
 
 def resume_rule(settings: Sequence[Setting], rule: str) -> Tuple[str, ...]:

@@ -34,16 +34,18 @@ from osnet_zoo import cli
 from osnet_zoo import distributed as du
 
 from osnet_zoo.engine.checkpoint import claim_run_folder
+from osnet_zoo.engine.settings import add_options, resume_rule
 
 from .proof import run_proof
-from .search import PAPER_CONFIG, QUICK_CONFIG, Engine, StoppedEarly, resolve_config, search
+from .search import (PAPER_CONFIG, QUICK_CONFIG, SEARCH_GROUPS, SEARCH_SETTINGS, Engine, StoppedEarly,
+                     resolve_config, search)
 from .select import select
 from .supernet import SEARCH_MODES
 
 
 # search settings that a resumed search may change (more epochs, seeds, the selection after it); any other
 # must be the recorded one, as the checkpoints were trained with it
-RESUMABLE = ('epochs', 'seeds', 'targets', 'select', 'select_recipe', 'root', 'max_steps_per_epoch')
+RESUMABLE = resume_rule(SEARCH_SETTINGS, 'changeable')
 
 # the module docstring's command lines of each subcommand: its --help examples
 _EXAMPLE_LINES = [line for line in __doc__.splitlines() if line.startswith(('    python', '    torch'))]
@@ -100,45 +102,10 @@ def _add_search_parser(sub: Any) -> None:
                    help='when --output holds another run (a training, a search of other settings, or one with '
                         'checkpoints without --resume), move it aside to OUTPUT.replaced-<time> (default: refuse)')
     cli.add_output(s, 'runs/nas', 'output folder (genotype.json, probabilities.png, seeds.json)')
-    g = s.add_argument_group('data (default: the preset)')
-    cli.add_root(g)
-    g.add_argument('--sources', nargs='+', help='training datasets, e.g. msmt17 or synthetic')
-    g.add_argument('--combineall', action=argparse.BooleanOptionalAction, default=None,
-                   help='train on all splits of the sources')
-    g.add_argument('--targets', nargs='+',
-                   help='cross-domain datasets on which the selection compares the seeds\' children')
-    g.add_argument('--synthetic-ids', type=int, nargs=2, metavar=('TRAIN', 'TEST'),
-                   help='identities of generated synthetic sets (default 100 50); a root holds one size')
-    g.add_argument('--height', type=int)
-    g.add_argument('--width', type=int, help='image width')
-    g.add_argument('--transforms', nargs='+', help='random_flip random_crop random_patch color_jitter random_erase')
-    g = s.add_argument_group('search (default: the preset)')
-    g.add_argument('--model-width', type=float, help='OSNet width multiplier beta')
-    g.add_argument('--mode', choices=SEARCH_MODES,
-                   help="'all': every candidate computed and mixed (eq. 5 and 8); 'sampled': only the drawn one, "
-                        'straight-through (a memory option, not the paper\'s)')
-    g.add_argument('--samples', type=int, help='Monte-Carlo draws of the architecture per step (S)')
-    g.add_argument('--seeds', type=int, nargs='+', help='one search per seed (then `select` chooses among them)')
-    g.add_argument('--select', action=argparse.BooleanOptionalAction, default=None,
-                   help='after the search, run `select` on its output (the paper preset does)')
-    g.add_argument('--tau-initial', type=float, help='initial Gumbel-softmax temperature')
-    g.add_argument('--tau-halve-every', type=int, help='halve the temperature every N epochs')
-    g.add_argument('--tau-floor', type=float, help='lowest temperature')
-    g.add_argument('--no-conv1-in', dest='conv1_in', action='store_false', default=None,
-                   help='BN instead of the fixed IN in conv1')
-    g = s.add_argument_group('optimisation (default: the preset)')
-    g.add_argument('--epochs', type=int)
-    cli.add_batch_size(g, None, help='images per optimisation step over all processes (the global batch; split '
-                       'evenly across torchrun processes)')
-    g.add_argument('--optim', choices=['sgd', 'adam', 'adamw'])
-    g.add_argument('--lr', type=float)
-    g.add_argument('--momentum', type=float)
-    g.add_argument('--weight-decay', type=float)
-    g.add_argument('--lr-scheduler', choices=['cosine', 'multistep', 'constant'])
-    g.add_argument('--arch-lr', type=float, help='learning rate of pi (default: --lr)')
-    g.add_argument('--arch-weight-decay', type=float, help='weight decay of pi')
-    g.add_argument('--label-smooth', type=float)
-    g.add_argument('--max-steps-per-epoch', type=int, help='cap iterations per epoch (smoke tests)')
+    groups = add_options(s, SEARCH_SETTINGS, SEARCH_GROUPS)  # one option per declared setting (search.py)
+    groups[SEARCH_GROUPS[0]].add_argument(
+        '--synthetic-ids', type=int, nargs=2, metavar=('TRAIN', 'TEST'),
+        help='identities of generated synthetic sets (default 100 50); a root holds one size')
     _engine_args(s)
 
 

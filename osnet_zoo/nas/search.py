@@ -11,6 +11,7 @@ skipped, so an interrupted multi-seed search picks up where it stopped.
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ import matplotlib
 import torch
 import torch.nn as nn
 
+from osnet_zoo import cli
 from osnet_zoo import distributed as du
 from osnet_zoo.data import ReIDDataset, TrainLoader, build_train_loader, load_datasets
 from osnet_zoo.engine import (CHECKPOINT_KEYS, ReIDLoss, RunFolder, build_optimizer, build_scheduler,
                               restore_training_state, seed_everything, start_epoch, train_one_epoch)
+from osnet_zoo.engine.optim import OPTIMIZERS, SCHEDULERS
+from osnet_zoo.engine.settings import Setting, check_value
 from osnet_zoo.evaluation import evaluate_models, load_eval_splits
 from osnet_zoo.files import atomic_path, atomic_write_json
 from osnet_zoo.models.genotype import GENOTYPE_FORMAT, load_genotype, save_genotype
@@ -36,9 +40,9 @@ matplotlib.use('Agg')  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-__all__ = ['StoppedEarly', 'Engine', 'PAPER_CONFIG', 'QUICK_CONFIG', 'resolve_config', 'check_search_config',
-           'load_dataset', 'load_data',
-           'train_network', 'epoch_record', 'record_config', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
+__all__ = ['StoppedEarly', 'Engine', 'SEARCH_SETTINGS', 'SEARCH_GROUPS', 'PAPER_CONFIG', 'QUICK_CONFIG',
+           'resolve_config', 'check_search_config', 'load_dataset', 'load_data', 'train_network', 'epoch_record',
+           'record_config', 'search_one_seed', 'search', 'plot_probabilities', 'cross_domain_eval']
 
 
 class StoppedEarly(Exception):
@@ -57,17 +61,58 @@ class Engine:
     stop_after_epoch: int = 0  # stop each training after this many epochs in one invocation (0: never)
 
 
-# The paper's search recipe (section 4.2): every value can be overridden. Four seeds, then the selection
-# ("four times with different random seeds ... the best cross-domain performance", next to Table 1): each child
-# trained with the cross-domain recipe on the sources and tested on the targets (MSMT17 -> Market1501, Duke).
-PAPER_CONFIG: Dict[str, Any] = dict(
-    sources=['msmt17'], combineall=True, targets=['market1501', 'dukemtmcreid'], root=None, dataset_options={},
-    height=256, width=128, model_width=1.0, conv1_in=True,
-    epochs=120, batch_size=512, optim='sgd', lr=0.1, momentum=0.9, weight_decay=5e-4, lr_scheduler='cosine',
-    arch_lr=None, arch_weight_decay=0.0, transforms=['random_flip', 'color_jitter'], label_smooth=0.1,
-    mode='all', samples=1, tau_initial=10.0, tau_halve_every=20, tau_floor=1.0, seeds=[1, 2, 3, 4],
-    distance='euclidean', max_steps_per_epoch=0, select=True, select_recipe='cross_domain_msmt17',
+DATA, SEARCH, OPTIM = 'data (default: the preset)', 'search (default: the preset)', 'optimisation (default: the preset)'
+SEARCH_GROUPS = (DATA, SEARCH, OPTIM)  # the order of ``python -m osnet_zoo.nas search --help``
+
+# Every search setting, declared once (the kinds and checks of the training settings,
+# osnet_zoo/engine/settings.py): the defaults are the paper's search recipe (section 4.2). Four seeds, then the
+# selection ("four times with different random seeds ... the best cross-domain performance", next to Table 1):
+# each child trained with the cross-domain recipe on the sources and tested on the targets (MSMT17 -> Market1501,
+# Duke). ``resume='changeable'``: a resumed search may change it (more epochs, seeds, the selection after it);
+# any other must be the recorded one, as the checkpoints were trained with it.
+SEARCH_SETTINGS: Tuple[Setting, ...] = (
+    Setting('sources', 'names', ['msmt17'], group=DATA, help='training datasets, e.g. msmt17 or synthetic'),
+    Setting('combineall', 'bool', True, group=DATA, help='train on all splits of the sources'),
+    Setting('targets', 'names', ['market1501', 'dukemtmcreid'], group=DATA, empty_ok=True, resume='changeable',
+            help='cross-domain datasets on which the selection compares the seeds\' children'),
+    Setting('root', 'str?', None, group=DATA, cli=cli.add_root, resume='changeable'),
+    Setting('dataset_options', 'dict', {}, help='reader options (--synthetic-ids: the synthetic sets\' sizes)'),
+    Setting('height', 'int', 256, MIN_INPUT_SIZE, group=DATA, help='image height'),
+    Setting('width', 'int', 128, MIN_INPUT_SIZE, group=DATA, help='image width'),
+    Setting('model_width', 'float', 1.0, 0, above=True, group=SEARCH, help='OSNet width multiplier beta'),
+    Setting('conv1_in', 'bool', True, group=SEARCH, help='the fixed IN in conv1 (--no-conv1-in: BN instead)'),
+    Setting('epochs', 'int', 120, 1, group=OPTIM, resume='changeable', help='training epochs'),
+    Setting('batch_size', 'int', 512, 1, group=OPTIM, cli=lambda g: cli.add_batch_size(
+        g, None, help='images per optimisation step over all processes (the global batch; split evenly across '
+                      'torchrun processes)')),
+    Setting('optim', 'str', 'sgd', OPTIMIZERS, group=OPTIM, help='optimiser'),
+    Setting('lr', 'float', 0.1, 0, group=OPTIM, help='learning rate'),
+    Setting('momentum', 'float', 0.9, 0, group=OPTIM, help="SGD's momentum"),
+    Setting('weight_decay', 'float', 5e-4, 0, group=OPTIM, help='weight decay'),
+    Setting('lr_scheduler', 'str', 'cosine', SCHEDULERS, group=OPTIM, help='learning-rate schedule'),
+    Setting('arch_lr', 'float?', None, 0, group=OPTIM, help='learning rate of pi (default: --lr)'),
+    Setting('arch_weight_decay', 'float', 0.0, 0, group=OPTIM, help='weight decay of pi'),
+    Setting('transforms', 'names', ['random_flip', 'color_jitter'], group=DATA, empty_ok=True,
+            help='random_flip random_crop random_patch color_jitter random_erase'),
+    Setting('label_smooth', 'float', 0.1, 0, group=OPTIM, help='label smoothing of the identity loss'),
+    Setting('mode', 'str', 'all', SEARCH_MODES, group=SEARCH,
+            help="'all': every candidate computed and mixed (eq. 5 and 8); 'sampled': only the drawn one, "
+                 'straight-through (a memory option, not the paper\'s)'),
+    Setting('samples', 'int', 1, 1, group=SEARCH, help='Monte-Carlo draws of the architecture per step (S)'),
+    Setting('tau_initial', 'float', 10.0, 0, above=True, group=SEARCH, help='initial Gumbel-softmax temperature'),
+    Setting('tau_halve_every', 'int', 20, 1, group=SEARCH, help='halve the temperature every N epochs'),
+    Setting('tau_floor', 'float', 1.0, 0, above=True, group=SEARCH, help='lowest temperature'),
+    Setting('seeds', 'ints', [1, 2, 3, 4], group=SEARCH, resume='changeable',
+            help='one search per seed (then `select` chooses among them)'),
+    Setting('distance', 'str', 'euclidean', ('euclidean', 'cosine'), help='distance of the cross-domain tests'),
+    Setting('max_steps_per_epoch', 'int', 0, 0, group=OPTIM, resume='changeable',
+            help='cap iterations per epoch (smoke tests)'),
+    Setting('select', 'bool', True, group=SEARCH, resume='changeable',
+            help='after the search, run `select` on its output (the paper preset does)'),
+    Setting('select_recipe', 'str', 'cross_domain_msmt17', resume='changeable',
+            help='training recipe of the selection\'s children'),
 )
+PAPER_CONFIG: Dict[str, Any] = {s.name: copy.deepcopy(s.default) for s in SEARCH_SETTINGS}
 # The default of `python -m osnet_zoo.nas`: a small search on the synthetic set that a CPU finishes in minutes.
 QUICK_CONFIG: Dict[str, Any] = dict(
     PAPER_CONFIG, sources=['synthetic'], combineall=False, targets=['synthetic_b'], height=128, width=64,
@@ -77,40 +122,27 @@ QUICK_CONFIG: Dict[str, Any] = dict(
 
 
 def resolve_config(base: Dict[str, Any], **overrides: Any) -> Dict[str, Any]:
-    """``base`` with every override that is not None; unknown keys are an error naming them."""
+    """``base`` with every override that is not None, checked (:func:`check_search_config`); unknown keys are an
+    error naming them."""
     unknown = set(overrides) - set(base)
     if unknown:
         raise KeyError(f'Unknown search options {sorted(unknown)}; known: {sorted(base)}.')
     cfg = dict(base)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    if cfg['mode'] not in SEARCH_MODES:
-        raise ValueError(f"mode must be one of {SEARCH_MODES}, got {cfg['mode']!r}.")
     check_search_config(cfg)
     return cfg
 
 
-# option -> (lowest value, whether the value must lie above it rather than reach it): the search's ranges
-_LOWEST = {'epochs': (1, False), 'batch_size': (1, False), 'samples': (1, False), 'height': (MIN_INPUT_SIZE, False),
-           'width': (MIN_INPUT_SIZE, False), 'model_width': (0, True), 'lr': (0, False), 'momentum': (0, False),
-           'weight_decay': (0, False), 'arch_weight_decay': (0, False), 'label_smooth': (0, False),
-           'tau_initial': (0, True), 'tau_floor': (0, True), 'tau_halve_every': (1, False),
-           'max_steps_per_epoch': (0, False)}
-
-
 def check_search_config(cfg: Dict[str, Any]) -> None:
-    """Refuse a search or selection setting out of range, naming its option: ``--epochs 0``, a negative
-    temperature, seeds that are not distinct integers (``--seeds 1 1``)."""
-    for key, (low, strict) in _LOWEST.items():
-        value = cfg.get(key)
-        if key not in cfg:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (strict and value == low):
-            raise ValueError(f"--{key.replace('_', '-')} must be {'above' if strict else 'at least'} {low}, "
-                             f'got {value!r}.')
+    """Check (and normalise in place) every declared setting that ``cfg`` holds against its declaration, naming
+    the first bad one (``--epochs 0``, a temperature of 0), and that the seeds are distinct (``--seeds 1 1``)."""
     seeds = cfg.get('seeds')
-    if (not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
-                                                             for x in seeds)):
+    if not isinstance(seeds, list) or not seeds:  # a lone seed too: a recorded search always lists its seeds
         raise ValueError(f'--seeds must be one or more integers, got {seeds!r}.')
+    for s in SEARCH_SETTINGS:
+        if s.name in cfg:
+            cfg[s.name] = check_value(s, cfg[s.name])
+    seeds = cfg['seeds']
     if len(set(seeds)) != len(seeds):
         raise ValueError(f'--seeds {" ".join(map(str, seeds))}: each seed once (a seed searches once).')
 

@@ -56,7 +56,7 @@ def _search_config(out: Path) -> Dict[str, Any]:
     try:
         check_search_config(cfg)
     except ValueError as e:
-        raise ValueError(f'{path}: {str(e).replace("--", "", 1)} The file is damaged or was edited.') from None
+        raise ValueError(f'{path}: {e} The file is damaged or was edited.') from None
     return cfg
 
 

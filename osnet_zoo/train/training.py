@@ -119,17 +119,14 @@ def train(cfg: TrainConfig, given: Sequence[str] = ()) -> Dict[str, Any]:
 
 
 def validate_config(cfg: TrainConfig) -> None:
-    """Refuse a bad setting before any work (not after all epochs), naming the option."""
+    """Refuse a bad setting before any work (not after all epochs), naming the option: what needs more than the
+    setting's own declaration (types and bounds, checked when the config is built): known datasets and models,
+    the output folder, optional packages, the starting weights."""
     for option, names in (('--sources', cfg.sources), ('--targets', cfg.targets)):
         unknown = [n for n in names if n not in DATASETS and n not in LABELLED_DATASETS]
         if unknown:
             raise ValueError(f'{option} {unknown[0]!r}: unknown dataset; available: '
                              f'{", ".join(sorted(DATASETS) + sorted(LABELLED_DATASETS))}.')
-    for option, value, low in (('--epochs', cfg.epochs, 1), ('--batch-size', cfg.batch_size, 1),
-                               ('--eval-freq', cfg.eval_freq, 0),
-                               ('--max-steps-per-epoch', cfg.max_steps_per_epoch, 0)):
-        if value < low:
-            raise ValueError(f'{option} must be >= {low}, got {value}.')
     arch = cfg.model.split('.')[0]
     if not timm.is_model(arch):
         raise ValueError(f'--model {cfg.model!r} is not a timm model; choose an OSNet '

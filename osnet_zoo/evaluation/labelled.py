@@ -4,9 +4,8 @@ classification|attributes`` (its CLI) both use :func:`score_labelled`; :func:`lo
 with its classifier (``evaluate`` and ``visualize attributes``)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn

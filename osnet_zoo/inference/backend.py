@@ -24,8 +24,9 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from ..precision import resolve_dtype
 from .onnx_runtime import OnnxRuntimeModel
-from .optimize import optimize_for_inference, resolve_dtype
+from .optimize import optimize_for_inference
 
 __all__ = ['BACKENDS', 'BACKEND_HELP', 'BackendPlan', 'select_backend', 'build_runtime', 'missing_onnx_packages']
 

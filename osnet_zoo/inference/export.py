@@ -32,11 +32,12 @@ import torch.nn as nn
 
 from .._version import __version__
 from ..files import atomic_path, atomic_write_json
+from ..models.builder import create_model
 from ..models.embedding import Embedder
 from ..models.osnet import OSNet
 from ..models.torchreid_layout import reference_architecture, save_torchreid_checkpoint
 from ..weights import read_checkpoint, unwrap_state_dict
-from .model import build_embedding_model, create_model, resolve_preprocessing
+from .model import build_embedding_model, resolve_preprocessing
 from ..models.run_record import check_preprocessing
 from .optimize import fold_batchnorm
 

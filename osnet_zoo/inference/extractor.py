@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 
 from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tensor
+from ..precision import resolve_dtype
 from ..threads import compute_threads
 from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
-from .optimize import resolve_dtype
 from .resize_cv2 import resize_like_cv2
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """The model behind every inference path (the extractor, export, evaluation, visualisation): the embedding
-built by the one builder (:func:`osnet_zoo.models.builder.create_model`, re-exported here) from a name, a tag,
+built by the one builder (:func:`osnet_zoo.models.builder.create_model`) from a name, a tag,
 a checkpoint or a run folder (:func:`build_embedding_model`), and its preprocessing contract; a trained model's
 own record (``run_record``) feeds both."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from timm.data import resolve_data_config
 from ..models.builder import create_model
 from ..models.run_record import read_run_record
 
-__all__ = ['create_model', 'build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
+__all__ = ['build_embedding_model', 'resolve_preprocessing', 'DEFAULT_MODEL']
 
 DEFAULT_MODEL = 'osnet_x1_0'  # what FeatureExtractor and extract use when given no model
 

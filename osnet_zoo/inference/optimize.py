@@ -23,12 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.osnet import ChannelGate, LiteConv3x3, OmniScaleBlock
-# the one precision table, re-exported here where extractor and backend import resolve_dtype from
-from ..precision import PRECISIONS, resolve_dtype
+from ..precision import resolve_dtype
 
 __all__ = [
     'optimize_for_inference', 'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner',
-    'StreamBatchedOmniScaleBlock', 'LiteLevel', 'PRECISIONS', 'resolve_dtype',
+    'StreamBatchedOmniScaleBlock', 'LiteLevel',
 ]
 
 _logger = logging.getLogger(__name__)

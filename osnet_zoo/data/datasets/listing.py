@@ -127,10 +127,12 @@ def read_listing(path: Union[str, os.PathLike]) -> ReIDDataset:
     naming the file and the line."""
     listing = Path(os.path.expanduser(os.fspath(path))).absolute()
     try:
-        with open(listing, newline='', encoding='utf-8-sig') as f:
-            rows = _read_rows(f, listing)
+        f = open(listing, newline='', encoding='utf-8-sig')
     except FileNotFoundError:
         raise ListingError(f'{listing}: no such CSV listing') from None
+    try:
+        with f:
+            rows = _read_rows(f, listing)
     except (UnicodeDecodeError, csv.Error) as e:
         raise ListingError(f'{listing}: not a CSV text file ({e})') from None
     return dataset_from_rows(rows, listing.stem, listing, listing.parent)

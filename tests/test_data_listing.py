@@ -113,6 +113,11 @@ def test_csv_listing_trains_and_evaluate_prints_what_train_printed(listing, tmp_
     # six queries, each with gallery images of its person from other cameras; not a trivial 100%
     assert res['evaluate_line']['valid'] == res['evaluate_line']['queries'] == 6
     assert res['trained']['num_gallery'] == 18 and 0 < res['trained']['mAP'] < 1
+    # the same listing by another relative path, from another folder, is the same run (recorded absolute)
+    again = run_module('osnet_zoo.train', '--sources', 'listing.csv', '--targets', 'listing.csv', '--output',
+                       tmp_path / 'run', *TINY, cwd=listing.parent)
+    assert again.returncode == 0 and f'The run in {tmp_path / "run"} is already finished' in again.stdout, \
+        again.stderr[-2000:]
 
 
 def test_folder_layout_without_cameras_trains_and_evaluates_the_same(tmp_path):
@@ -196,7 +201,7 @@ BAD_LISTINGS = {
                       ['line 4: image', 'gone.png does not exist']),
     'not_an_image': (lambda rows: edit(rows, 1, path='notes.jpg'), None,
                      ['line 3:', 'notes.jpg is not an image']),
-    'query_without_gallery': (lambda rows: [r for r in rows if not (r['pid'] == 'person-9' and r['split'] == 'gallery')],
+    'query_without_gallery': (lambda rows: [r for r in rows if (r['pid'], r['split']) != ('person-9', 'gallery')],
                               None, ["query identity 'person-9' has no image in the gallery",
                                      '(1 query identities lack one']),
     'training_identity_with_one_image': (lambda rows: [r for r in rows if not (r['pid'] in ('person-1', 'person-4')

@@ -35,8 +35,8 @@ from PIL import Image, UnidentifiedImageError
 from ...files import atomic_write_text
 from .base import IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem
 
-__all__ = ['read_listing', 'read_folder', 'dataset_from_rows', 'read_dataset_path', 'is_dataset_path', 'folder_rows', 'write_listing',
-           'ListingRow', 'ListingError', 'LISTING_COLUMNS', 'LISTING_SPLITS', 'FOLDER_LAYOUT']
+__all__ = ['read_listing', 'read_folder', 'dataset_from_rows', 'read_dataset_path', 'is_dataset_path', 'folder_rows',
+           'write_listing', 'ListingRow', 'ListingError', 'LISTING_COLUMNS', 'LISTING_SPLITS', 'FOLDER_LAYOUT']
 
 LISTING_COLUMNS = ('path', 'pid', 'camid', 'split')
 LISTING_SPLITS = ('train', 'query', 'gallery')

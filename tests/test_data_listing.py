@@ -159,8 +159,12 @@ def test_to_csv_converts_a_folder_with_cameras(tmp_path, capsys):
     for f in files:
         (tmp_path / 'f' / f).parent.mkdir(parents=True, exist_ok=True)
         person_image(make, len(f)).save(tmp_path / 'f' / f)
+    (tmp_path / 'f' / 'train' / 'ann' / 'notes.txt').write_text('not an image')
     assert data_main(['to-csv', str(tmp_path / 'f'), '--output', str(tmp_path / 'out' / 'f.csv')])['images'] == 8
-    assert 'wrote' in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert 'wrote' in printed.out
+    assert f"1 files that are not images (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff, .ppm, .pgm) left out (first: " \
+           f"{tmp_path / 'f' / 'train' / 'ann' / 'notes.txt'})" in printed.err
     written = list(csv.DictReader(open(tmp_path / 'out' / 'f.csv')))
     assert {r['path']: r['camid'] for r in written} == {
         '../f/train/ann/c1/a.png': '1', '../f/train/ann/c2/b.jpg': '2', '../f/train/bob/x_c3_1.png': '3',

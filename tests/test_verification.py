@@ -213,3 +213,29 @@ def test_cli_bad_inputs_one_line_each(verified, capsys, tmp_path):
                           'cpu'])
     assert 'give --output' in err
     assert not (tmp_path / 'out').exists()
+
+
+def test_cli_on_a_csv_listing_of_generated_images(verified, tmp_path):
+    """A user's own images as a CSV listing (osnet_zoo.data.datasets.listing): the pairs are counted from it."""
+    from osnet_zoo.data.datasets.listing import read_listing
+    _, run, _ = verified
+    rows = ['path,pid,camid,split']
+    rng = np.random.default_rng(0)
+    for person in ('ann', 'bob', 'cid', 'dee', 'eve'):
+        colour = rng.integers(0, 256, 3)
+        for split, cams in (('train', (0, 1)), ('query', (0,)), ('gallery', (1, 2, 1))):
+            for k, cam in enumerate(cams):
+                noise = rng.integers(-30, 30, (48, 24, 3))
+                pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
+                name = f'images/{person}_{split}_{k}.png'
+                (tmp_path / 'images').mkdir(exist_ok=True)
+                Image.fromarray(pixels).save(tmp_path / name)
+                rows.append(f'{name},{person},{cam},{split}')
+    (tmp_path / 'mine.csv').write_text('\n'.join(rows) + '\n')
+    record = main(['--checkpoint', str(run), '--dataset', str(tmp_path / 'mine.csv'), '--eer', '--device', 'cpu',
+                   '--output', str(tmp_path / 'out'), '--workers', '0'])
+    ds = read_listing(tmp_path / 'mine.csv')
+    same = sum(q.pid == g.pid for q in ds.query for g in ds.gallery)
+    assert (record['metrics']['num_positive'], record['metrics']['num_negative']) == (same, 5 * 15 - same) == (15, 60)
+    assert record['chosen_at'] == 'eer' and record['data']['dataset'] == str(tmp_path / 'mine.csv')
+    assert json.loads((tmp_path / 'out' / 'verification.json').read_text()) == record

@@ -61,13 +61,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.verify``."""
     description, epilog = cli.describe(__doc__)
     p = cli.ArgumentParser(prog='python -m osnet_zoo.verify', description=description, epilog=epilog)
-    cli.add_model(p, default=None,
-                  help="osnet_* name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights, or with "
-                       "--checkpoint (default: a training run's own architecture)")
-    p.add_argument('--checkpoint', help='a training run (its folder, final/ or final/model.safetensors), or a '
-                                        'checkpoint file for --model')
-    p.add_argument('--no-pretrained', action='store_true',
-                   help='random weights, seeded (to try the pipeline only; as evaluate and extract)')
+    p.add_argument('--checkpoint', help='the model whose threshold is chosen: a training run (its folder, final/ or '
+                                        'final/model.safetensors), or a checkpoint file for --model')
+    cli.add_model(p, default=None, help="the OSNet to verify with, when --checkpoint names no run: a timm name, "
+                                        "with a tag (osnet_x1_0.msmt17_combineall) for its pretrained weights")
+    p.add_argument('--no-pretrained', action='store_true', help='random weights, seeded (to try the pipeline)')
     p.add_argument('--dataset', default='synthetic',
                    help='the labelled images: a dataset name (market1501, synthetic, ...) under --root, or what '
                         'build_dataset reads (default: synthetic)')

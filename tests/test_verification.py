@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-import torch.nn as nn
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
@@ -20,6 +19,7 @@ from osnet_zoo.evaluation.verification import (
 from osnet_zoo.models.folder import write_model_folder
 from osnet_zoo.verify import main
 from conftest import run_module
+from test_extractor import trained_looking
 
 SMALL = dict(num_train_ids=2, num_test_ids=8, num_cameras=3, cameras_per_id=(2, 3), images_per_camera=(1, 2),
              num_distractors=3, num_junk=2)
@@ -80,21 +80,9 @@ def test_bad_pairs_one_line_each():
         operating_point(roc_curve([0.1, 0.2], [True, False]), 1.5)
 
 
-def trained_looking(model: nn.Module, seed: int) -> nn.Module:
-    """Fixed random norm statistics, so that embeddings depend clearly on the pixels."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-    return model.eval()
-
-
 def _run_folder(path, seed: int):
     torch.manual_seed(seed)
-    model = trained_looking(timm.create_model('osnet_x0_25', num_classes=0), seed)
+    model = trained_looking(timm.create_model('osnet_x0_25', num_classes=0))  # other seed: other conv weights
     write_model_folder(model.state_dict(), 'osnet_x0_25', 'mine', path / 'final', input_size=(64, 32),
                        distance='cosine')
     return path

@@ -278,6 +278,10 @@ from osnet_zoo.data import read_listing
 def shop(root, **options):
     """The shop's people: the listing under ROOT/shop/."""
     return read_listing(Path(root) / 'shop' / 'listing.csv')
+
+
+def not_a_dataset(root, **options):
+    return [root]
 '''
 
 PYPROJECT = '''\
@@ -294,6 +298,8 @@ py-modules = ["shop_reader"]
 
 [project.entry-points."osnet_zoo.datasets"]
 shopfloor = "shop_reader:shop"
+wrongtype = "shop_reader:not_a_dataset"
+broken = "shop_reader:missing"
 '''
 
 
@@ -319,3 +325,9 @@ def test_entry_point_reader_of_an_installed_package(listing, tmp_path):
     bad = run_module('osnet_zoo.data', 'stats', '--dataset', 'shopflor', '--root', root, env=env)
     assert bad.returncode == 1 and 'Traceback' not in bad.stderr
     assert re.search(r"error: --dataset 'shopflor': unknown dataset; available: .*market1501.*shopfloor", bad.stderr)
+    # a reader that does not load, or returns no ReIDDataset: one line naming the entry point
+    for name, says in (('broken', "dataset 'broken': cannot load its reader shop_reader:missing (entry point of "
+                                  'group osnet_zoo.datasets)'),
+                       ('wrongtype', "dataset 'wrongtype': its reader shop_reader:not_a_dataset returned list")):
+        bad = run_module('osnet_zoo.data', 'stats', '--dataset', name, '--root', root, env=env)
+        assert bad.returncode == 1 and 'Traceback' not in bad.stderr and says in bad.stderr, bad.stderr[-1000:]

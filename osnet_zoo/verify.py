@@ -1,8 +1,8 @@
 """`python -m osnet_zoo.verify`: calibrate "same person?": ROC, TPR at FPR, EER and a threshold, recorded beside the model.
 
 The command line of :mod:`osnet_zoo.evaluation.verification`. The model (``--checkpoint`` a training run, as
-every command takes it, or ``--model``) embeds the images of ``--dataset`` (a dataset name under ``--root``, or
-what ``build_dataset`` reads) with ``FeatureExtractor``, the pipeline that later uses the threshold. The
+every command takes it, or ``--model``) embeds the images of ``--dataset`` (a dataset name under ``--root``, a
+CSV listing or a dataset folder: docs/data.md) with ``FeatureExtractor``, the pipeline that later uses the threshold. The
 labelled pairs (``--pairs``) are by default every query image against every gallery image (``query``,
 ``gallery`` or ``train``: every two images of that split); images of unknown identity (junk, pid -1) form
 none. A pair's score is the cosine similarity of the two L2-normalised embeddings (one minus evaluate's cosine
@@ -11,7 +11,7 @@ distance); same person when score >= threshold.
 Examples::
 
     python -m osnet_zoo.verify --checkpoint runs/osnet --dataset synthetic
-    python -m osnet_zoo.verify --checkpoint runs/osnet --dataset synthetic --pairs gallery --eer
+    python -m osnet_zoo.verify --checkpoint runs/osnet --dataset shop/listing.csv --pairs gallery --eer
     python -m osnet_zoo.verify --model osnet_x1_0.msmt17_combineall --dataset market1501 --root ~/data \\
         --target-fpr 1e-4 --output runs/verify_market
 
@@ -67,8 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                         "with a tag (osnet_x1_0.msmt17_combineall) for its pretrained weights")
     p.add_argument('--no-pretrained', action='store_true', help='random weights, seeded (to try the pipeline)')
     p.add_argument('--dataset', default='synthetic',
-                   help='the labelled images: a dataset name (market1501, synthetic, ...) under --root, or what '
-                        'build_dataset reads (default: synthetic)')
+                   help='the labelled images: a dataset name (market1501, synthetic, ...) under --root, a CSV listing '
+                        '(path,pid,camid,split) or a train/query/gallery folder (docs/data.md) (default: synthetic)')
     cli.add_root(p)
     p.add_argument('--pairs', default='query-gallery', choices=PAIR_SETS,
                    help='which pairs are scored: query-gallery (every query image against every gallery image), '

@@ -151,8 +151,9 @@ def test_feature_extractor_uses_the_recorded_threshold(verified):
 def test_threshold_refused_for_another_model_or_preprocessing(verified, tmp_path):
     tmp, run, _ = verified
     other = _run_folder(tmp_path / 'other', seed=1)
-    with pytest.raises(ValueError, match=r'chosen for osnet_x0_25 \(weights [0-9a-f]{12}\), not for this model'):
+    with pytest.raises(ValueError, match=r'chosen for osnet_x0_25 \(weights [0-9a-f]{12}\), not for this model') as e:
         FeatureExtractor(checkpoint_path=other, device='cpu', backend='torch').load_threshold(run)
+    assert str(run / 'verification.json') in str(e.value) and '\n' not in str(e.value)
     same_weights = FeatureExtractor(checkpoint_path=run, device='cpu', backend='torch')
     with pytest.raises(ValueError, match=r'other preprocessing \(input_size differ\).*input 64x32.*input 128x64'):
         FeatureExtractor(checkpoint_path=run, device='cpu', backend='torch',

@@ -69,6 +69,8 @@ def test_pair_scores_query_gallery_and_within_a_split():
     scores, same = pair_scores(feats[:2], [1, 2], feats, [1, 0, 2])
     assert same.tolist() == [True, False, False, False, False, True]
     assert scores == pytest.approx([1, 0, 2 ** -0.5, 0, 1, 2 ** -0.5])
+    with pytest.raises(ValueError, match='other_features: 3 rows, but 2 identities'):
+        pair_scores(feats[:2], [1, 2], feats, [1, 0])
 
 
 def test_bad_pairs_one_line_each():

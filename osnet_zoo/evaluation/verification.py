@@ -88,6 +88,9 @@ def pair_scores(features: torch.Tensor, pids: Sequence[int], other_features: Opt
     ``other_features`` (query x gallery), or, without ``other_features``, every two distinct rows of ``features``
     (each unordered pair once). Images of unknown identity (pid < 0: Market-1501's junk) form no pair; pid 0
     (distractors) is an identity like any other."""
+    for given, ids, name in ((features, pids, 'features'), (other_features, other_pids, 'other_features')):
+        if given is not None and (ids is None or len(given) != len(ids)):
+            raise ValueError(f'{name}: {len(given)} rows, but {"no" if ids is None else len(ids)} identities')
     kept, keep = _kept(pids)
     feats = torch.as_tensor(features)[torch.from_numpy(keep)]
     if other_features is None:

@@ -1,12 +1,12 @@
-"""`python -m osnet_zoo.verify`: calibrate "same person?": ROC, TPR at FPR, EER and a threshold, recorded beside the model.
+"""`python -m osnet_zoo.verify`: calibrate "same person?": ROC, TPR at FPR, EER and a threshold beside the model.
 
 The command line of :mod:`osnet_zoo.evaluation.verification`. The model (``--checkpoint`` a training run, as
 every command takes it, or ``--model``) embeds the images of ``--dataset`` (a dataset name under ``--root``, a
-CSV listing or a dataset folder: docs/data.md) with ``FeatureExtractor``, the pipeline that later uses the threshold. The
-labelled pairs (``--pairs``) are by default every query image against every gallery image (``query``,
-``gallery`` or ``train``: every two images of that split); images of unknown identity (junk, pid -1) form
-none. A pair's score is the cosine similarity of the two L2-normalised embeddings (one minus evaluate's cosine
-distance); same person when score >= threshold.
+CSV listing or a dataset folder: docs/data.md) with ``FeatureExtractor``, the pipeline that later uses the
+threshold. The labelled pairs (``--pairs``) are by default every query image against every gallery image
+(``query``, ``gallery`` or ``train``: every two images of that split); images of unknown identity (junk, pid -1)
+form none. A pair's score is the cosine similarity of the two L2-normalised embeddings (one minus evaluate's
+default cosine distance); same person when score >= threshold.
 
 Examples::
 
@@ -202,6 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                          f'{args.target_fpr:g}')
     cli.check_at_least(batch_size=(args.batch_size, 1), workers=(args.workers, 0))
     record = apply_run_record(args)
+    if record is not None and record.distance == 'euclidean':
+        print('note: the run evaluates with the euclidean distance of the raw embeddings; verification scores the '
+              "cosine similarity of the normalised ones (FeatureExtractor's), another ordering of the pairs")
     out = _output(args, record)
     cli.check_osnet(args.model, 'verification takes an OSNet embedding')
     ds = build_dataset(args.dataset, data_root(args.root))

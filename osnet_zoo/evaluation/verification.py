@@ -1,9 +1,11 @@
 """Verification: "are these two crops the same person?" as a score, its ROC, and a recorded threshold.
 
 The score of a pair is the cosine similarity of the two L2-normalised embeddings (:func:`cosine_scores`): one minus
-the cosine distance ``python -m osnet_zoo.evaluate`` ranks with, and a monotone function of its squared euclidean
-distance on normalised features, so every ranking and every ROC below is the same under either distance. A pair is
-called "same person" when its score is ``>= threshold``.
+the cosine distance ``python -m osnet_zoo.evaluate`` ranks with by default, and a decreasing function of the squared
+euclidean distance of the *normalised* embeddings (``2 - 2 cos``), so the ROC is the same under either. (A run
+recorded with ``euclidean`` is ranked by evaluate on the raw embeddings, which is another ordering; verification
+always scores the normalised ones, as ``FeatureExtractor`` returns them, on a bounded scale.) A pair is called
+"same person" when its score is ``>= threshold``.
 
 From labelled pairs (:func:`pair_scores`: every query against every gallery image by default) come
 

@@ -50,6 +50,8 @@ RUN: Dict[str, str] = {
         '--device cpu --train-ids 8 --test-ids 4 --search-epochs 1 --train-epochs 1 --max-steps-per-epoch 1 '
         '--model-width 0.25 --height 64 --width 32 --batch-size 8 --seeds 1 2 --quiet',
     'python -m osnet_zoo.weights list': '',
+    # the tiny set has too few different-person pairs for the default --target-fpr 1e-3: the EER's threshold
+    'python -m osnet_zoo.verify --checkpoint runs/osnet --dataset synthetic': '--eer --workers 1 --device cpu',
 }
 
 REAL_DATA = 'needs a real benchmark dataset under ~/datasets or ~/data'
@@ -126,6 +128,8 @@ SKIPPED: Dict[str, str] = {
     'python benchmarks/bench_inference.py --preset cpu': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset gpu': 'a benchmark on a GPU',
     'python benchmarks/bench_extractor.py': 'a benchmark: minutes of timing',
+    'python -m osnet_zoo.verify --model osnet_x1_0.msmt17_combineall --dataset market1501 --root ~/data '
+    '--target-fpr 1e-4 --output runs/verify_market': HUB + '; ' + REAL_DATA,
 }
 
 FENCE = re.compile(r'^```bash[ \t]*\n(.*?)^```', re.S | re.M)

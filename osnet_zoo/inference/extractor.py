@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 
 from ..data.images import CHANNEL_ORDERS, check_layout, iter_images, to_rgb_tensor
+from ..evaluation.verification import cosine_scores, load_threshold, model_identity
 from ..precision import resolve_dtype
 from ..threads import compute_threads
 from .backend import build_runtime, select_backend
@@ -177,6 +178,8 @@ class FeatureExtractor:
         self.model_name = (model if isinstance(model, str) else type(model).__name__ if model is not None
                            else net.pretrained_cfg.get('architecture', type(net).__name__))
         self.feature_dim = int(getattr(net, 'head_hidden_size', 0) or getattr(net, 'num_features', 0)) or None
+        # what a verification threshold is tied to (load_threshold); None until one is loaded
+        self.identity, self.threshold = model_identity(net, self.model_name), None
         plan = select_backend(backend, self.device, precision, optimize, compile, cuda_graph, fixed_batch)
         self.spin, self.threads = bool(spin), compute_threads(torch.get_num_threads(), workers, threads)
         self.model, self.plan = self._build_runtime(net, plan, compile)
@@ -327,6 +330,58 @@ class FeatureExtractor:
             with torch.inference_mode():
                 feats = self._forward(batch)
                 yield indices, F.normalize(feats, dim=1) if norm else feats
+
+    # ------------------------------------------------------------------------------------ verification
+
+    def load_threshold(self, path: Union[str, os.PathLike]) -> 'FeatureExtractor':
+        """Use the "same person" threshold that ``python -m osnet_zoo.verify`` recorded at ``path`` (its
+        ``verification.json``, or the folder holding it: the run folder) in :meth:`same_person` and :meth:`match`;
+        returns the extractor. Refused (a ValueError naming the file and what differs) when the threshold was
+        chosen for other weights, another architecture or another preprocessing (input size, interpolation,
+        mean / std, ``resize``) than this extractor's: scores are only comparable to the threshold of the model
+        and the pixels that made them."""
+        self.threshold, self.threshold_record = load_threshold(
+            path, self.identity, {**self.preprocessing, 'resize': self.resize})
+        return self
+
+    def _features_of(self, x: Any, channel_order: Optional[str]) -> torch.Tensor:
+        """Rows of embeddings: ``x`` itself when it is one (D,) or several (N, D) float embeddings of this
+        model's size (a numpy array or a tensor), else the embeddings of the images ``x``."""
+        if isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim in (1, 2) and x.shape[-1] == self.feature_dim and (
+                x.dtype.is_floating_point if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)):
+            return torch.as_tensor(x).reshape(-1, self.feature_dim)
+        return self(x, channel_order=channel_order, normalize=True)
+
+    def similarity(self, a: Any, b: Any, channel_order: Optional[str] = None) -> torch.Tensor:
+        """(len(a), len(b)) cosine similarities, on the CPU: ``a`` and ``b`` are crops (any input form of
+        ``__call__``) or embeddings ((D,) or (N, D)); the score ``python -m osnet_zoo.verify`` calibrates."""
+        return cosine_scores(self._features_of(a, channel_order), self._features_of(b, channel_order))
+
+    def _require_threshold(self) -> float:
+        if self.threshold is None:
+            raise ValueError('no threshold loaded: choose one with python -m osnet_zoo.verify, then '
+                             'extractor.load_threshold(RUN_FOLDER or verification.json)')
+        return self.threshold
+
+    def same_person(self, a: Any, b: Any, channel_order: Optional[str] = None) -> Union[bool, torch.Tensor]:
+        """Whether ``a`` and ``b`` show the same person under the loaded threshold (:meth:`load_threshold`;
+        similarity >= threshold). One crop or embedding each: a bool; N and N: a (N,) bool tensor, pair by
+        pair (``a[i]`` with ``b[i]``); one against N: each of the N against it."""
+        threshold = self._require_threshold()
+        scores = self.similarity(a, b, channel_order)
+        if scores.shape == (1, 1):
+            return bool(scores[0, 0] >= threshold)
+        if scores.shape[0] == scores.shape[1]:
+            return torch.diagonal(scores) >= threshold
+        if 1 in scores.shape:
+            return scores.flatten() >= threshold
+        raise ValueError(f'same_person compares pair by pair: got {scores.shape[0]} and {scores.shape[1]} '
+                         'inputs; give as many of each (or one against many), or use match() for every pair')
+
+    def match(self, query: Any, gallery: Any, channel_order: Optional[str] = None) -> torch.Tensor:
+        """(len(query), len(gallery)) bool tensor: which gallery entries pass the loaded threshold for each query
+        (crops or embeddings on either side); ``similarity`` gives the scores behind it."""
+        return self.similarity(query, gallery, channel_order) >= self._require_threshold()
 
     def __repr__(self) -> str:
         c, h, w = self.preprocessing['input_size']

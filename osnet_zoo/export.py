@@ -28,7 +28,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     '(torch.jit.load) and TFLite (the LiteRT interpreter) must match PyTorch (max abs diff <= 1e-4 '
                     'in fp32); a torchreid .pt must reload bit-identically. Beside the file: <file>.json '
                     '(input/output names, preprocessing, check) and <file>.metadata.json (architecture, input size, '
-                    'mean/std, channel order, layout, output dim, normalised or not, and the keys boxmot reads: '
+                    'mean/std, channel order, output dim, normalised or not, and the keys boxmot reads: '
                     'model_name, num_classes, preprocess, model_kwargs.img_size).\n\n'
                     'Files are written into the --output folder as <architecture>_<tag>.<ext> (.onnx, .torchscript, '
                     '.pt, .tflite): boxmot picks its backend by the suffix, and without the metadata file it tells '
@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
                         help='onnx, torchscript (.torchscript), torchreid (a .pt holding the state_dict in the '
-                             'reference key layout and its model_name) or tflite (.tflite, channels-last input, '
+                             'reference key layout and its model_name) or tflite (.tflite, NCHW input like the others, '
                              'checked with the LiteRT interpreter; needs pip install "osnet-zoo[tflite]"; '
                              'default: onnx)')
     cli.add_output(parser, 'runs/export',

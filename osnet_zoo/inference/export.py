@@ -294,10 +294,8 @@ def export_model(
         **_contract_header(fmt, out, architecture, tag, model, checkpoint_path),
         'opset': opset if fmt == 'onnx' else None,
         'bn_folded': fold_bn,
-        'input': {'name': INPUT_NAME, 'dtype': str(dtype).replace('torch.', ''), 'colour_order': 'RGB',
-                  # TFLite: channels last, its own layout and what boxmot's LiteRT backend feeds by default
-                  **({'shape': [batch_dim, h, w, c], 'layout': 'NHWC'} if fmt == 'tflite'
-                     else {'shape': [batch_dim, c, h, w], 'layout': 'NCHW'})},
+        'input': {'name': INPUT_NAME, 'shape': [batch_dim, c, h, w], 'dtype': str(dtype).replace('torch.', ''),
+                  'layout': 'NCHW', 'colour_order': 'RGB'},
         'output': {'name': OUTPUT_NAME, 'shape': [batch_dim, _feature_dim(reference, example)],
                    'dtype': str(dtype).replace('torch.', ''), 'l2_normalized': normalize},
         'preprocessing': _preprocessing_contract(prep),
@@ -336,7 +334,7 @@ def _check_options(model: Union[str, nn.Module], fmt: str, half: bool, batch_siz
 def _write_graph(exported: nn.Module, example: torch.Tensor, out: Path, fmt: str, dynamic_batch: bool,
                  opset: int) -> None:
     """Write ``exported`` (traced on ``example``) to ``out`` atomically: ONNX (checked by onnx's checker) or
-    frozen TorchScript (scripted, else traced); TFLite through litert-torch (channels-last input)."""
+    frozen TorchScript (scripted, else traced); TFLite through litert-torch."""
     if fmt == 'tflite':
         write_tflite(exported, example, out)
         return
@@ -401,7 +399,7 @@ def _write_metadata(out: Path, contract: Dict[str, Any], architecture: str, tag:
         'file': out.name,
         'input_size': [h, w],  # height, width
         'input_shape': contract['input']['shape'],
-        'layout': contract['input']['layout'],
+        'layout': 'NCHW',
         'channel_order': 'rgb',
         'pixel_scale': 255.0,  # x = (pixel / pixel_scale - mean) / std
         'mean': list(prep['mean']),

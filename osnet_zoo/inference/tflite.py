@@ -4,10 +4,11 @@ The converter is litert-torch (Google's PyTorch-to-LiteRT converter, the package
 the runtime the LiteRT interpreter of ai-edge-litert; both come with the optional extra
 ``pip install "osnet-zoo[tflite]"`` (docs/deployment.md says why this converter and what the others do).
 
-The file takes channels-last images, ``(batch, H, W, 3)`` float32: TFLite's own layout, the one boxmot's LiteRT
-backend feeds by default (it tells the layout from the input shape), and the one camera pipelines on phones
-hold. The graph is converted at a batch of one and takes any batch through the interpreter's
-``resize_tensor_input``.
+The file takes the same input as the ONNX export, ``(batch, 3, H, W)`` float32 (NCHW): boxmot 25.0.0's LiteRT
+backend tells the layout from the input shape, and for a channels-last file it transposes the batch twice (once
+in ``inference_preprocess``, once in ``forward``), so only an NCHW file runs there. The converter turns the
+convolutions channels-last inside the graph itself. The graph is converted at a batch of one and takes any
+batch through the interpreter's ``resize_tensor_input``.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import torch.nn as nn
 
 from ..files import atomic_path
 
-__all__ = ['TFLITE_PACKAGES', 'TFLITE_INSTALL', 'missing_tflite_packages', 'require_tflite', 'ChannelsLastInput',
-           'write_tflite', 'run_tflite', 'tflite_runtime']
+__all__ = ['TFLITE_PACKAGES', 'TFLITE_INSTALL', 'missing_tflite_packages', 'require_tflite', 'write_tflite',
+           'run_tflite', 'tflite_runtime']
 
 # import name -> distribution name, of what ``export --format tflite`` needs
 TFLITE_PACKAGES = {'litert_torch': 'litert-torch', 'ai_edge_litert': 'ai-edge-litert'}
@@ -44,18 +45,6 @@ def require_tflite() -> None:
                          f'extra): {TFLITE_INSTALL}')
 
 
-class ChannelsLastInput(nn.Module):
-    """``model`` taking ``(N, H, W, C)`` images: the permute to ``(N, C, H, W)`` is the graph's first op, which
-    the converter folds into its own channels-last convolutions."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.permute(0, 3, 1, 2))
-
-
 @contextlib.contextmanager
 def _quiet_converter() -> Iterator[None]:
     """litert-torch prints a progress line per conversion step unless told not to (an environment variable)."""
@@ -71,15 +60,14 @@ def _quiet_converter() -> Iterator[None]:
 
 
 def write_tflite(model: nn.Module, example: torch.Tensor, out: Path) -> None:
-    """Convert ``model`` (an fp32 module taking NCHW images), traced on ``example`` (NCHW), to a channels-last
-    ``.tflite`` at ``out``, written atomically."""
+    """Convert ``model`` (an fp32 module taking NCHW images), traced on the first image of ``example``, to a
+    ``.tflite`` at ``out`` (NCHW input, batch 1, resizable), written atomically."""
     require_tflite()
     import litert_torch  # optional dependency (the 'tflite' extra): loaded only for this format
 
-    sample = example[:1].permute(0, 2, 3, 1).contiguous()
     with _quiet_converter():
         with torch.no_grad():
-            converted = litert_torch.convert(ChannelsLastInput(model).eval(), (sample,))
+            converted = litert_torch.convert(model.eval(), (example[:1].contiguous(),))
         with atomic_path(out) as tmp:
             converted.export(str(tmp))
 
@@ -89,7 +77,7 @@ def run_tflite(path: Path, images: torch.Tensor) -> torch.Tensor:
     from ai_edge_litert.interpreter import Interpreter  # optional dependency (the 'tflite' extra)
 
     interpreter = Interpreter(model_path=str(path))
-    feed = images.permute(0, 2, 3, 1).contiguous().numpy()
+    feed = images.contiguous().numpy()
     index = interpreter.get_input_details()[0]['index']
     interpreter.resize_tensor_input(index, list(feed.shape))
     interpreter.allocate_tensors()

@@ -1,6 +1,6 @@
 """``export --format tflite``: the file litert-torch writes, run by the LiteRT interpreter (ai-edge-litert), gives
-PyTorch's features; its contract and tracker metadata describe it (NCHW input, as the ONNX export); without the converter the CLI says in one
-line which extra to install.
+PyTorch's features; its contract and tracker metadata describe it (NCHW input, as the ONNX export); without the
+converter the CLI says in one line which extra to install.
 
 The converter is the optional extra ``osnet-zoo[tflite]``. Without it the tests that convert are skipped, saying so;
 ``OSNET_ZOO_REQUIRE_TFLITE=1`` (set by .ci/run, which installs the extra) turns the skip into a failure.

@@ -4,9 +4,9 @@ extra), checked and documented.
 
 The exported graph takes a normalised image batch and returns embeddings; BatchNorm is folded into the
 convs first (exact up to rounding). The file is then run against the PyTorch model on the same random
-batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript, the LiteRT interpreter for TFLite — and
-the maximum absolute difference is printed and must stay within the tolerance, scaled by the output's magnitude: 1e-4 of the
-largest output (at least 1e-4) in fp32, 1% of the largest output in fp16. Rounding errors grow with the
+batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript, the LiteRT interpreter for TFLite — and the
+maximum absolute difference is printed and must stay within the tolerance, scaled by the output's magnitude: 1e-4
+of the largest output (at least 1e-4) in fp32, 1% of the largest output in fp16. Rounding errors grow with the
 values, so an absolute bound would refuse a faithful export whose embeddings are in the hundreds. A torchreid ``.pt`` (the file tracking libraries such as boxmot load as-is) is reloaded through
 ``load_osnet_checkpoint`` and must give back every tensor bit for bit.
 

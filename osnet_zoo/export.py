@@ -1,5 +1,5 @@
-"""`python -m osnet_zoo.export`: an OSNet embedding model as ONNX, TorchScript or a torchreid-layout ``.pt`` (the
-file tracking libraries load), checked, with our contract and a tracker metadata JSON beside it.
+"""`python -m osnet_zoo.export`: an OSNet embedding model as ONNX, TorchScript, a torchreid-layout ``.pt`` (the
+file tracking libraries load) or TFLite, checked, with our contract and a tracker metadata JSON beside it.
 
 Only the command line: the CLI of :mod:`osnet_zoo.inference.export` (``export_model``, ``check_export``), which
 does the work.
@@ -24,15 +24,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m osnet_zoo.export``."""
     parser = cli.ArgumentParser(
         prog='python -m osnet_zoo.export',
-        description='Export an OSNet embedding model and check the file: ONNX (onnxruntime) and TorchScript '
-                    '(torch.jit.load) must match PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must '
-                    'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '
-                    'check) and <file>.metadata.json (architecture, input size, mean/std, channel order, output '
-                    'dim, normalised or not, and the keys boxmot reads: model_name, num_classes, preprocess, '
-                    'model_kwargs.img_size).\n\n'
+        description='Export an OSNet embedding model and check the file: ONNX (onnxruntime), TorchScript '
+                    '(torch.jit.load) and TFLite (the LiteRT interpreter) must match PyTorch (max abs diff <= 1e-4 '
+                    'in fp32); a torchreid .pt must reload bit-identically. Beside the file: <file>.json '
+                    '(input/output names, preprocessing, check) and <file>.metadata.json (architecture, input size, '
+                    'mean/std, channel order, output dim, normalised or not, and the keys boxmot reads: '
+                    'model_name, num_classes, preprocess, model_kwargs.img_size).\n\n'
                     'Files are written into the --output folder as <architecture>_<tag>.<ext> (.onnx, .torchscript, '
-                    '.pt): boxmot picks its backend by the suffix, and without the metadata file it tells the '
-                    'architecture from the file name; an --output ending in the format\'s suffix names the file '
+                    '.pt, .tflite): boxmot picks its backend by the suffix, and without the metadata file it tells '
+                    'the architecture from the file name; an --output ending in the format\'s suffix names the file '
                     'itself. A training run (--checkpoint runs/osnet) gives its architecture and the input size and '
                     'mean/std it was trained with.\n\n'
                     'Export writes a device-independent file: it builds, traces and checks on the CPU from generated '
@@ -47,15 +47,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  # your own checkpoint -> osnet_x1_0_market.torchscript\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      --format torchscript\n'
+               '  # TFLite for LiteRT (boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.tflite)\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format tflite\n'
                '  # a training run -> runs/export/osnet_x0_25_trained.onnx (input size from the run)\n'
                '  python -m osnet_zoo.export --checkpoint runs/osnet')
     cli.add_model(parser, default=None,
                   help='timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights '
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
-                        help='onnx, torchscript (.torchscript) or torchreid (a .pt holding the state_dict in the '
-                             'reference key layout and its model_name; default: onnx)')
-    cli.add_output(parser, 'runs/export', 'output folder, or a file name ending in .onnx / .torchscript / .pt')
+                        help='onnx, torchscript (.torchscript), torchreid (a .pt holding the state_dict in the '
+                             'reference key layout and its model_name) or tflite (.tflite, NCHW input like the others, '
+                             'checked with the LiteRT interpreter; needs pip install "osnet-zoo[tflite]"; '
+                             'default: onnx)')
+    cli.add_output(parser, 'runs/export',
+                   'output folder, or a file name ending in .onnx / .torchscript / .pt / .tflite')
     parser.add_argument('--checkpoint', default=None,
                         help='local checkpoint to load instead of pretrained weights, or a training run (its folder, '
                              'final/ or final/model.safetensors)')

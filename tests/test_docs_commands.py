@@ -78,6 +78,11 @@ SKIPPED: Dict[str, str] = {
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx': HUB,
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid': HUB,
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchscript': HUB,
+    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format tflite': HUB + ' (tests/test_tflite.py '
+                                                                                    'exports a local model)',
+    'pip install osnet-zoo[tflite]': "installs from the registry into this environment; .ci/run installs the extra",
+    'boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.tflite ...':
+        "boxmot's CLI (a video and boxmot[yolo]'s detector); tests/test_boxmot_tflite.py runs its ReID and trackers",
     'python -m osnet_zoo.export --model osnet_x1_0 --checkpoint market.pth --format torchscript '
     '--output osnet.torchscript':
         'needs a trained market.pth',

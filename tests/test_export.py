@@ -155,7 +155,7 @@ def test_failed_check_is_reported(tmp_path, capsys):
     assert cli.run(lambda: (_ for _ in ()).throw(ExportCheckError('bad.onnx: differs from PyTorch')), **ENDING) == 1
     assert capsys.readouterr().err == 'error: bad.onnx: differs from PyTorch\n'
     with pytest.raises(SystemExit):
-        main(['--format', 'tflite'])
+        main(['--format', 'coreml'])  # not a format we write
 
 
 def test_fixed_batch_cli_and_default_names(tmp_path):

@@ -1,11 +1,12 @@
 """Exporting the embedding model (the library behind `python -m osnet_zoo.export`): an OSNet embedding model
-as ONNX, TorchScript or a torchreid-layout ``.pt`` state dict, checked and documented.
+as ONNX, TorchScript, a torchreid-layout ``.pt`` state dict or TFLite (:mod:`.tflite`, the optional 'tflite'
+extra), checked and documented.
 
 The exported graph takes a normalised image batch and returns embeddings; BatchNorm is folded into the
 convs first (exact up to rounding). The file is then run against the PyTorch model on the same random
-batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — and the maximum absolute
-difference is printed and must stay within the tolerance, scaled by the output's magnitude: 1e-4 of the
-largest output (at least 1e-4) in fp32, 1% of the largest output in fp16. Rounding errors grow with the
+batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript, the LiteRT interpreter for TFLite — and the
+maximum absolute difference is printed and must stay within the tolerance, scaled by the output's magnitude: 1e-4
+of the largest output (at least 1e-4) in fp32, 1% of the largest output in fp16. Rounding errors grow with the
 values, so an absolute bound would refuse a faithful export whose embeddings are in the hundreds. A torchreid ``.pt`` (the file tracking libraries such as boxmot load as-is) is reloaded through
 ``load_osnet_checkpoint`` and must give back every tensor bit for bit.
 
@@ -40,6 +41,7 @@ from ..weights import read_checkpoint, unwrap_state_dict
 from .model import build_embedding_model, resolve_preprocessing
 from ..models.run_record import check_preprocessing
 from .optimize import fold_batchnorm
+from .tflite import require_tflite, run_tflite, tflite_runtime, write_tflite
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
            'OUTPUT_NAME', 'TOLERANCES', 'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS',
@@ -52,7 +54,7 @@ OUTPUT_NAME = 'features'
 # allowed max |exported - PyTorch fp32|, relative to the largest reference value: max(1, max |reference|) in fp32
 # (outputs near zero keep an absolute 1e-4), max |reference| in fp16
 TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
-EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt'}
+EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt', 'tflite': '.tflite'}
 EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
 # What boxmot 25.0.0 reads from <file>.metadata.json (boxmot.reid.core.registry): the architecture it builds for
 # a .pt, the classifier size it builds it with, its crop resize ('resize' squashes the crop to the input size
@@ -96,6 +98,8 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
         xe = x.to(dtype)
         if fmt == 'onnx':
             got = _ort_run(path, xe)
+        elif fmt == 'tflite':
+            got = run_tflite(path, xe)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
@@ -111,6 +115,8 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
     if fmt == 'onnx':
         import onnxruntime  # optional dependency: loaded only when an ONNX file is checked
         runtime = f'onnxruntime {onnxruntime.__version__}'
+    elif fmt == 'tflite':
+        runtime = tflite_runtime()
     else:
         runtime = f'torch.jit {torch.__version__}'
     tolerance = TOLERANCES[precision]
@@ -185,6 +191,8 @@ def _check_suffix(out: Path, fmt: str) -> None:
         raise ValueError(f'{out}: a torchreid export ends in .pt (trackers pick their PyTorch backend by it).')
     if fmt == 'onnx' and out.suffix != '.onnx':
         raise ValueError(f'{out}: an ONNX export ends in .onnx.')
+    if fmt == 'tflite' and out.suffix != '.tflite':
+        raise ValueError(f'{out}: a TFLite export ends in .tflite (boxmot picks its LiteRT backend by it).')
 
 
 def _model_with_classifier(model: Union[str, nn.Module], pretrained: bool,
@@ -279,10 +287,10 @@ def export_model(
     example = torch.randn(batch_size, c, h, w, generator=gen)
     _write_graph(exported, example.to(dtype), out, fmt, dynamic_batch, opset)
     batches = [example]
-    if dynamic_batch or fmt == 'torchscript':
+    if dynamic_batch or fmt in ('torchscript', 'tflite'):
         batches.append(torch.randn(batch_size + 2, c, h, w, generator=gen))
     check = check_export(out, fmt, reference, batches, dtype)
-    batch_dim: Union[int, str] = 'batch' if dynamic_batch or fmt == 'torchscript' else batch_size
+    batch_dim: Union[int, str] = 'batch' if dynamic_batch or fmt in ('torchscript', 'tflite') else batch_size
     contract = {
         **_contract_header(fmt, out, architecture, tag, model, checkpoint_path),
         'opset': opset if fmt == 'onnx' else None,
@@ -309,6 +317,10 @@ def _check_options(model: Union[str, nn.Module], fmt: str, half: bool, batch_siz
         raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
     if fmt == 'onnx':
         check_opset(opset)
+    if fmt == 'tflite':
+        require_tflite()  # before anything is built: one line naming the extra
+        if half:
+            raise ValueError('--format tflite writes fp32 (drop --precision fp16).')
     if fmt == 'torchreid' and (half or normalize):
         raise ValueError('--format torchreid writes the fp32 weights; the reference model returns unnormalised '
                          'embeddings (drop --precision fp16 / --normalize).')
@@ -323,7 +335,10 @@ def _check_options(model: Union[str, nn.Module], fmt: str, half: bool, batch_siz
 def _write_graph(exported: nn.Module, example: torch.Tensor, out: Path, fmt: str, dynamic_batch: bool,
                  opset: int) -> None:
     """Write ``exported`` (traced on ``example``) to ``out`` atomically: ONNX (checked by onnx's checker) or
-    frozen TorchScript (scripted, else traced)."""
+    frozen TorchScript (scripted, else traced); TFLite through litert-torch."""
+    if fmt == 'tflite':
+        write_tflite(exported, example, out)
+        return
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript-based exporters warn about their deprecation
         if fmt == 'onnx':

@@ -20,7 +20,7 @@ from osnet_zoo.inference.export import export_model
 from osnet_zoo.inference.openvino_cache import cached_openvino_model
 from osnet_zoo.inference.openvino_runtime import OpenVinoMissingError, OpenVinoModel
 from osnet_zoo.models.embedding import Embedder
-from conftest import run_module, run_python
+from conftest import REPO, run_module, run_python
 from test_extractor import trained_looking
 
 SIZE = (3, 64, 32)  # small crops: every export and timing here stays short
@@ -228,3 +228,20 @@ def test_a_broken_ir_folder_is_one_clear_error(exported, tmp_path):
     assert '\n' not in str(error.value)
     with pytest.raises(ValueError, match='not found or not an IR'):
         OpenVinoModel(tmp_path / 'missing.onnx')
+
+
+def test_bench_deploy_runs_and_writes_its_table(tmp_path):
+    """benchmarks/bench_deploy.py (tiny settings; no timing asserted: figures live in benchmarks/RESULTS.md)."""
+    out = tmp_path / 'deploy.json'
+    run_python(REPO / 'benchmarks' / 'bench_deploy.py', '--models', 'osnet_x0_25', '--batch-sizes', '1,3',
+               '--height', 64, '--width', 32, '--rounds', 1, '--iters', 1, '--warmup', 1, '--threads', 1,
+               '--json', out, cwd=REPO, check=True)
+    result = json.loads(out.read_text())
+    rows = result['rows']
+    assert [(r['batch'], r['engine']) for r in rows] == [(b, e) for b in (1, 3)
+                                                         for e in ('onnxruntime_fp32', 'openvino_fp32', 'auto')]
+    assert result['baseline'] == 'onnxruntime_fp32'
+    assert all(r['ms_per_crop'] > 0 and r['min_cosine_vs_torch'] > 0.9999 and r['ratio_to_fastest'] >= 1.0
+               for r in rows)
+    assert {r['runtime'] for r in rows if r['engine'] == 'openvino_fp32'} == {'OpenVinoModel'}
+    assert {r['runtime'] for r in rows if r['engine'] == 'auto'} <= {'OpenVinoModel', 'OnnxRuntimeModel'}

@@ -25,11 +25,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog='python -m osnet_zoo.export',
         description='Export an OSNet embedding model and check the file: ONNX (onnxruntime), TorchScript '
-                    '(torch.jit.load) and TFLite (the LiteRT interpreter) must match PyTorch (max abs diff <= 1e-4 '
-                    'in fp32); a torchreid .pt must reload bit-identically. Beside the file: <file>.json '
-                    '(input/output names, preprocessing, check) and <file>.metadata.json (architecture, input size, '
-                    'mean/std, channel order, output dim, normalised or not, and the keys boxmot reads: '
-                    'model_name, num_classes, preprocess, model_kwargs.img_size).\n\n'
+                    '(torch.jit.load), OpenVINO (its CPU plugin, fp32) and TFLite (the LiteRT interpreter) must match '
+                    'PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must reload bit-identically. Beside the '
+                    'file: <file>.json (input/output names, preprocessing, check) and <file>.metadata.json '
+                    '(architecture, input size, mean/std, channel order, output dim, normalised or not, and the keys '
+                    'boxmot reads: model_name, num_classes, preprocess, model_kwargs.img_size).\n\n'
                     'Files are written into the --output folder as <architecture>_<tag>.<ext> (.onnx, .torchscript, '
                     '.pt, .tflite): boxmot picks its backend by the suffix, and without the metadata file it tells '
                     'the architecture from the file name; an --output ending in the format\'s suffix names the file '
@@ -47,6 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  # your own checkpoint -> osnet_x1_0_market.torchscript\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      --format torchscript\n'
+               '  # OpenVINO -> runs/export/osnet_x0_25_msmt17_combineall_openvino_model/ (boxmot --reid takes it)\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format openvino\n'
                '  # TFLite for LiteRT (boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.tflite)\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format tflite\n'
                '  # a training run -> runs/export/osnet_x0_25_trained.onnx (input size from the run)\n'
@@ -56,11 +58,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
                         help='onnx, torchscript (.torchscript), torchreid (a .pt holding the state_dict in the '
-                             'reference key layout and its model_name) or tflite (.tflite, NCHW input like the others, '
-                             'checked with the LiteRT interpreter; needs pip install "osnet-zoo[tflite]"; '
-                             'default: onnx)')
-    cli.add_output(parser, 'runs/export',
-                   'output folder, or a file name ending in .onnx / .torchscript / .pt / .tflite')
+                             'reference key layout and its model_name), openvino (a folder <name>_openvino_model '
+                             'with the fp32 IR <name>.xml / .bin: pip install "osnet-zoo[openvino]") or tflite '
+                             '(.tflite, NCHW input like the others, checked with the LiteRT interpreter: pip install '
+                             '"osnet-zoo[tflite]"); default: onnx')
+    cli.add_output(parser, 'runs/export', 'output folder, or a file name ending in .onnx / .torchscript / .pt / '
+                                          '.tflite (OpenVINO: a folder name ending in _openvino_model)')
     parser.add_argument('--checkpoint', default=None,
                         help='local checkpoint to load instead of pretrained weights, or a training run (its folder, '
                              'final/ or final/model.safetensors)')
@@ -75,7 +78,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--with-classifier', action='store_true',
                         help='torchreid: keep the classifier (and write num_classes); trackers only need the '
                              'embedding')
-    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
+    parser.add_argument('--opset', type=int, default=17,
+                        help='ONNX opset (default 17; OpenVINO converts from that ONNX graph)')
     parser.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers separate')
     return parser
 
@@ -92,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         fold_bn=not args.no_fold_bn, with_classifier=args.with_classifier)
     check = contract['check']
     out = Path(args.output)
-    out = out if out.is_file() else out / contract['file']
+    out = out if out.is_file() or out.name == contract['file'] else out / contract['file']
     print(f"Wrote {out} ({args.format}, {contract['architecture']}, input {contract['input']['shape']} "
           f"{contract['input']['dtype']}, output {contract['output']['shape']})")
     if args.format == 'torchreid':

@@ -41,7 +41,7 @@ import torch
 from . import cli
 from . import distributed as du
 from .data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, data_root
-from .data.datasets import LABELLED_DATASETS
+from .data.datasets import LABELLED_DATASETS, dataset_file_tag
 from .engine.checkpoint import refuse_run_folder
 from .evaluation import cached_split_features, rank_split, results_document, target_metrics
 from .evaluation.labelled import load_classifier, score_labelled
@@ -110,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         'folders, cifar10, cifar100) with the classifier; attributes: the PA-100K metrics')
     p.add_argument('--dataset', nargs='+', default=['synthetic'],
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '
-                        'cuhk03_labeled, synthetic, synthetic_b (default: synthetic)')
+                        'cuhk03_labeled, synthetic, synthetic_b, a registered reader, or a path to a CSV listing or '
+                        'a dataset folder of your own images (docs/data.md) (default: synthetic)')
     cli.add_root(p)
     p.add_argument('--distance', default=None, choices=['cosine', 'euclidean'],
                    help="distance: cosine or squared euclidean (default: a training run's own, else cosine)")
@@ -209,7 +210,8 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
             ds = build_dataset(name, data_root(args.root))
         if main_rank:
             print(ds.summary())
-        feats = {split: cached_split_features(out / f'features_{name}_{split}.safetensors', getattr(ds, split),
+        feats = {split: cached_split_features(out / f'features_{dataset_file_tag(name)}_{split}.safetensors',
+                                              getattr(ds, split),
                                               key_parts, runtime, device, options, desc=f'{name} {split}')
                  for split in ('query', 'gallery')}
         if main_rank:
@@ -223,7 +225,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device) -> Dict:
     atomic_write_json(out / 'results.json', summary, indent=1)
     plot_cmc(results, out / 'cmc.png', title=f'{args.model}: CMC')
     print(f'wrote {out / "results.json"}, {out / "cmc.png"}, ' +
-          ', '.join(str(out / f'ranked_{n}.png') for n in results))
+          ', '.join(str(out / f'ranked_{dataset_file_tag(n)}.png') for n in results))
     return summary
 
 
@@ -237,7 +239,7 @@ def _score(args: argparse.Namespace, name: str, ds, feats: Dict[str, torch.Tenso
     picks = pick_queries(res)
     rows = dist[picks].numpy() if dist is not None else pairwise_distance(
         feats['query'][picks], feats['gallery'], args.distance).numpy()
-    ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{name}.png',
+    ranked_results_grid(rows, picks, ds.query, ds.gallery, out / f'ranked_{dataset_file_tag(name)}.png',
                         title=f'Ranked results: {args.model} on {name} (queries from the best to the worst AP)',
                         distance=('squared ' if args.distance == 'euclidean' else '') + f'{args.distance} distance'
                         + (' after re-ranking' if args.rerank else ''))

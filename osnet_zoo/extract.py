@@ -58,7 +58,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help='folders (searched recursively), image files, or quoted glob patterns ("**" recurses); '
                              'or --dataset')
     parser.add_argument('--dataset', help='instead of IMAGES: the images of a dataset under --root (market1501, '
-                                          'synthetic, ...; a synthetic set is generated on first use)')
+                                          'synthetic, ...; a synthetic set is generated on first use), or of a '
+                                          'CSV listing or dataset folder given by its path (docs/data.md)')
     parser.add_argument('--split', nargs='+', default=['query', 'gallery'], choices=['query', 'gallery', 'train'],
                         help="the dataset's splits, in this order (default: query gallery)")
     cli.add_root(parser)

@@ -83,7 +83,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='architecture arguments for --model, e.g. num_streams=1 (the T = 1 baseline)')
     g.add_argument('--no-pretrained', action='store_true', help='random weights (to try the pipeline only)')
     g.add_argument('--dataset', help='dataset name: market1501, dukemtmcreid, msmt17, cuhk03, synthetic, ... '
-                                     '(default synthetic, generated under --root on first use)')
+                                     '(default synthetic, generated under --root on first use), or a path to a '
+                                     'CSV listing or a dataset folder (docs/data.md)')
     g.add_argument('--root', default=cli.DEFAULT_DATA_ROOT,
                    help='folder holding the datasets (default: $OSNET_ZOO_DATA or ~/.cache/osnet_zoo/data)')
     g.add_argument('--split', default='query', choices=SPLITS, help='dataset split to show (default query)')

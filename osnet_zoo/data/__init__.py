@@ -1,7 +1,8 @@
 """Re-ID data, one home per stage: datasets -> sampler -> transforms -> loader (images: the one image reader)."""
 from .datasets import (
-    DATASETS, IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, build_dataset, cuhk03, dukemtmcreid,
-    market1501, msmt17,
+    DATASETS, ENTRY_POINT_GROUP, IMAGE_EXTENSIONS, DatasetLayoutError, ListingError, ReIDDataset, ReIDItem,
+    available_datasets, build_dataset, cuhk03, dukemtmcreid, folder_rows, market1501, msmt17, read_folder,
+    read_listing, register_dataset, write_listing,
 )
 from .images import (
     CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, iter_images, read_image, read_image_tensor,
@@ -24,4 +25,6 @@ __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 
            'read_image', 'read_image_tensor', 'verify_images',
            'RandomIdentitySampler', 'RandomPatch', 'build_train_transform', 'build_test_transform', 'normalize_batch',
            'sample_seed', 'seeded_rng', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EpochBatches', 'DEFAULT_DATA_ROOT',
-           'data_root', 'load_datasets', 'device_batches', 'TrainLoader', 'build_train_loader', 'build_eval_loader']
+           'data_root', 'load_datasets', 'device_batches', 'TrainLoader', 'build_train_loader', 'build_eval_loader',
+           'register_dataset', 'available_datasets', 'ENTRY_POINT_GROUP', 'read_listing', 'read_folder',
+           'folder_rows', 'write_listing', 'ListingError']

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .datasets import DATASETS, LABELLED_DATASETS, LabelledSplit
+from .datasets import LABELLED_DATASETS, LabelledSplit, is_known_dataset, unknown_dataset_message
 from .images import ImageDataset
 from .labelled import LabelledImages, build_labelled_transform
 from .loader import data_root, load_datasets
@@ -47,7 +47,8 @@ def _spread(n: int, keep: Optional[int]) -> List[int]:
 
 def dataset_stats(name: str, root: Optional[str], height: int, width: int, max_images: Optional[int] = None,
                   batch_size: int = 64, workers: int = 0) -> Dict[str, Any]:
-    """:func:`channel_stats` of the training split of dataset ``name`` (re-ID, attributes or categories),
+    """:func:`channel_stats` of the training split of dataset ``name`` (re-ID, attributes or categories; a CSV
+    listing or a dataset folder too),
     each image resized to ``height`` x ``width``; ``max_images`` spreads a sample over the split."""
     if height < 1 or width < 1 or batch_size < 1:
         raise ValueError('--height, --width and --batch-size must be >= 1')
@@ -58,14 +59,15 @@ def dataset_stats(name: str, root: Optional[str], height: int, width: int, max_i
         subset = LabelledSplit(train.labels[keep], paths=[train.paths[i] for i in keep] if train.paths else None,
                                pixels=train.pixels[keep] if train.pixels is not None else None)
         dataset: Any = LabelledImages(subset, build_labelled_transform(height, width, (), train=False))
-    elif name in DATASETS:
+    elif is_known_dataset(name):  # a re-ID reader, a CSV listing or a dataset folder
         full = load_datasets([name], root)
         items = full.train
+        if not items:
+            raise ValueError(f'--dataset {name}: no training images to compute statistics on')
         dataset = ImageDataset([items[i] for i in _spread(len(items), max_images)],
                                build_test_transform(height, width, normalize=False), as_tensor=True)
     else:
-        raise ValueError(f'--dataset {name!r}: unknown dataset; available: '
-                         f'{", ".join(sorted(DATASETS) + sorted(LABELLED_DATASETS))}')
+        raise ValueError(unknown_dataset_message(name, '--dataset', LABELLED_DATASETS))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     stats = channel_stats(b['image'] for b in tqdm(loader, desc=f'{name} train', unit='batch', file=sys.stderr))
     return dict(dataset=name, split='train', images=len(dataset), size=[height, width], **stats,

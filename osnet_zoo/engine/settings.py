@@ -84,8 +84,10 @@ TRAIN_SETTINGS: Tuple[Setting, ...] = (
     Setting('pretrained', 'str?', None, group=MODEL,
             help="pretrained tag to start from (e.g. 'imagenet'); 'none' for random"),
     Setting('sources', 'names', ['synthetic'], group=DATA,
-            help='training datasets (several: identities relabelled per source)'),
-    Setting('targets', 'names', ['synthetic'], group=DATA, help='evaluation datasets'),
+            help='training datasets (several: identities relabelled per source): names, or paths to a CSV listing or a '
+                 'dataset folder of your own images (docs/data.md)'),
+    Setting('targets', 'names', ['synthetic'], group=DATA,
+            help='evaluation datasets: names, or paths to a CSV listing or a dataset folder (docs/data.md)'),
     Setting('split_id', 'int?', None, 0, group=DATA,
             help=f'split of the multi-split benchmarks {sorted(PROTOCOLS)} (0..9)'),
     Setting('dataset_options', 'dict', {}, group=DATA, cli=dict(dest='dataset_options', flag='--dataset-option'),

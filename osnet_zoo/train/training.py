@@ -22,7 +22,8 @@ import torch.nn as nn
 
 from osnet_zoo import distributed as du
 from osnet_zoo.data import TrainLoader, build_train_loader, load_datasets
-from osnet_zoo.data.datasets import DATASETS, LABELLED_DATASETS, PROTOCOLS
+from osnet_zoo.data.datasets import (DATASETS, LABELLED_DATASETS, PROTOCOLS, dataset_reference, is_known_dataset,
+                                    unknown_dataset_message)
 from osnet_zoo.engine import (MutualLearning, ReIDLoss, RunFolder, build_optimizer, build_scheduler, start_epoch,
                               train_one_epoch, training_labels_digest)
 from osnet_zoo.engine.checkpoint import claim_run_folder
@@ -44,6 +45,9 @@ def train(cfg: TrainConfig, given: Sequence[str] = ()) -> Dict[str, Any]:
     """Train as ``cfg`` says (``given``: the options the command line named, which ``--resume`` may change);
     returns the final evaluation results per target dataset."""
     cfg, state = read_resume(cfg, given)
+    # a listing or folder is recorded by its absolute path: a resume or evaluate from elsewhere reads the same
+    cfg = dataclasses.replace(cfg, sources=[dataset_reference(n) for n in cfg.sources],
+                              targets=[dataset_reference(n) for n in cfg.targets])
     validate_config(cfg)
     cfg, state = claim_output(cfg, state, given)
     if is_labelled_run(cfg):  # attributes / categories (PA-100K, CIFAR, ImageNet)
@@ -123,10 +127,9 @@ def validate_config(cfg: TrainConfig) -> None:
     setting's own declaration (types and bounds, checked when the config is built): known datasets and models,
     the output folder, optional packages, the starting weights."""
     for option, names in (('--sources', cfg.sources), ('--targets', cfg.targets)):
-        unknown = [n for n in names if n not in DATASETS and n not in LABELLED_DATASETS]
+        unknown = [n for n in names if not is_known_dataset(n) and n not in LABELLED_DATASETS]
         if unknown:
-            raise ValueError(f'{option} {unknown[0]!r}: unknown dataset; available: '
-                             f'{", ".join(sorted(DATASETS) + sorted(LABELLED_DATASETS))}.')
+            raise ValueError(unknown_dataset_message(unknown[0], option, LABELLED_DATASETS))
     arch = cfg.model.split('.')[0]
     if not timm.is_model(arch):
         raise ValueError(f'--model {cfg.model!r} is not a timm model; choose an OSNet '

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from .base import (
     IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem, SplitFileError, find_dataset_dir, relabel,
@@ -13,40 +13,29 @@ from .cifar import cifar10, cifar100
 from .grid import grid
 from .imagenet import imagenet
 from .labelled import TASKS, LabelledDataset, LabelledSplit
+from .listing import (
+    FOLDER_LAYOUT, LISTING_COLUMNS, ListingError, dataset_from_rows, folder_rows, is_dataset_path, read_dataset_path, read_folder,
+    read_listing, write_listing,
+)
 from .market1501 import dukemtmcreid, market1501
 from .msmt17 import msmt17
 from .pa100k import pa100k
 from .protocols import PROTOCOLS, ProtocolRun, aggregate_runs, format_aggregate, protocol_runs
-from .synthetic import synthetic_reid
+from .registry import (
+    DATASETS, ENTRY_POINT_GROUP, available_datasets, dataset_builder, dataset_file_tag, dataset_reference,
+    is_known_dataset, register_dataset, unknown_dataset_message,
+)
 from .viper import viper
 
-__all__ = ['DATASETS', 'build_dataset', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'SplitFileError',
+__all__ = ['DATASETS', 'build_dataset', 'split_dataset_names', 'ReIDDataset', 'ReIDItem', 'DatasetLayoutError', 'SplitFileError',
            'market1501', 'dukemtmcreid', 'msmt17', 'cuhk03', 'extract_cuhk03_images', 'viper', 'grid', 'cuhk01',
            'extract_cuhk01_zip', 'PROTOCOLS', 'ProtocolRun', 'protocol_runs', 'aggregate_runs', 'format_aggregate',
            'relabel', 'find_dataset_dir', 'IMAGE_EXTENSIONS', 'LABELLED_DATASETS', 'LabelledDataset', 'LabelledSplit',
-           'TASKS', 'pa100k', 'cifar10', 'cifar100', 'imagenet']
+           'TASKS', 'pa100k', 'cifar10', 'cifar100', 'imagenet', 'read_listing', 'read_folder', 'read_dataset_path',
+           'folder_rows', 'write_listing', 'dataset_from_rows', 'is_dataset_path', 'ListingError', 'LISTING_COLUMNS', 'FOLDER_LAYOUT',
+           'ENTRY_POINT_GROUP', 'register_dataset', 'dataset_builder', 'available_datasets', 'is_known_dataset',
+           'unknown_dataset_message', 'dataset_reference', 'dataset_file_tag']
 
-
-def _synthetic(domain: int) -> Callable[..., ReIDDataset]:
-    def build(root: Union[str, os.PathLike], **kwargs) -> ReIDDataset:
-        return synthetic_reid(root, domain=domain, **kwargs)
-    return build
-
-
-DATASETS: Dict[str, Callable[..., ReIDDataset]] = {
-    'market1501': market1501,
-    'dukemtmcreid': dukemtmcreid,
-    'msmt17': msmt17,
-    'cuhk03': cuhk03,
-    'cuhk03_detected': lambda root, **kw: cuhk03(root, labeled=False, **kw),
-    'cuhk03_labeled': lambda root, **kw: cuhk03(root, labeled=True, **kw),
-    # the small benchmarks: split_id=0..9 (and direction='a2b'|'b2a' for VIPeR); see protocol_runs
-    'viper': viper,
-    'grid': grid,
-    'cuhk01': cuhk01,
-    'synthetic': _synthetic(0),
-    'synthetic_b': _synthetic(1),
-}
 
 # The other tasks of the OSNet paper (ICCV 2019 Secs. 4.2-4.4): attributes and category recognition.
 LABELLED_DATASETS: Dict[str, Callable[..., LabelledDataset]] = {
@@ -57,22 +46,36 @@ LABELLED_DATASETS: Dict[str, Callable[..., LabelledDataset]] = {
 }
 
 
+def split_dataset_names(name: Union[str, Sequence[str]]) -> List[str]:
+    """A list of dataset names, or a comma-separated string of them (a path that exists stays whole)."""
+    if not isinstance(name, str):
+        return list(name)
+    if os.path.exists(os.path.expanduser(name)):
+        return [name]
+    return [n.strip() for n in name.split(',')]
+
+
 def build_dataset(name: Union[str, Sequence[str]], root: Union[str, os.PathLike], combineall: bool = False,
                   per_dataset: Optional[Mapping[str, Mapping[str, Any]]] = None, **kwargs) -> ReIDDataset:
-    """A dataset by name (see ``DATASETS``), read from ``root``.
+    """A dataset by name, read from ``root``: a reader of ``DATASETS`` (built-in or ``register_dataset``), a
+    reader an installed package declares in the ``osnet_zoo.datasets`` entry-point group, or a path to a CSV
+    listing or a dataset folder (:mod:`.listing`; ``root`` is not used, relative paths are from the current
+    folder).
 
     ``name`` may be a list (or a comma-separated string) of several: their training sets are combined with
     identities relabelled per source (``dsetid`` = position), query/gallery from the first. ``combineall``
     adds each source's query and gallery identities to its training set first. ``per_dataset`` maps a
     name to options for that reader only (e.g. ``{'viper': {'split_id': 3, 'direction': 'b2a'}}``);
-    ``kwargs`` go to every reader.
+    ``kwargs`` go to every reader (not to listings).
     """
-    names = [n.strip() for n in name.split(',')] if isinstance(name, str) else list(name)
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown:
-        raise KeyError(f'unknown dataset {unknown[0]!r}; available: {sorted(DATASETS)}')
     datasets = []
-    for n in names:
-        ds = DATASETS[n](root, **kwargs, **dict((per_dataset or {}).get(n, {})))
+    for n in split_dataset_names(name):
+        builder = dataset_builder(n)
+        if builder is not None:
+            ds = builder(root, **kwargs, **dict((per_dataset or {}).get(n, {})))
+        elif is_dataset_path(n):
+            ds = read_dataset_path(n)
+        else:
+            raise KeyError(unknown_dataset_message(n))
         datasets.append(ds.combineall() if combineall else ds)
     return datasets[0] if len(datasets) == 1 else ReIDDataset.multi_source(datasets)

@@ -39,7 +39,7 @@ def test_help():
 
 VERBS = ['osnet_zoo.train.__main__', 'osnet_zoo.evaluate', 'osnet_zoo.extract', 'osnet_zoo.export',
          'osnet_zoo.nas.__main__', 'osnet_zoo.weights.__main__', 'osnet_zoo.visualize', 'osnet_zoo.__main__',
-         'osnet_zoo.data.__main__']
+         'osnet_zoo.data.__main__', 'osnet_zoo.search']
 
 
 def test_every_cli_has_get_args_parser_and_the_shared_vocabulary():

@@ -85,6 +85,8 @@ class IndexOptions:
             raise ValueError(f'--index {self.kind!r}: expected one of {", ".join(INDEXES)}')
         if self.engine not in ENGINES:
             raise ValueError(f'--engine {self.engine!r}: expected one of {", ".join(ENGINES)}')
+        if self.kind != 'exact' and self.engine == 'numpy':
+            raise ValueError(f'--index {self.kind} is a faiss index; --engine numpy has only the exact search')
         for name in ('nlist', 'nprobe', 'hnsw_m', 'ef_construction', 'ef_search', 'train_size', 'chunk_rows'):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -245,8 +247,6 @@ def build_index(gallery: np.ndarray, options: IndexOptions = IndexOptions(), pro
     search, and ``log``s a one-line notice; 'faiss' requires faiss; 'numpy' never uses it. The approximate
     indexes without faiss are an ImportError naming the extra."""
     _check_features(gallery, 'gallery')
-    if options.kind != 'exact' and options.engine == 'numpy':
-        raise ValueError(f'--index {options.kind} is a faiss index; --engine numpy has only the exact search')
     needs = f'--index {options.kind}' if options.kind != 'exact' else ('--engine faiss' if options.engine == 'faiss'
                                                                       else None)
     faiss = None if options.engine == 'numpy' else load_faiss(needs)
@@ -372,8 +372,9 @@ def ranked_lists_figure(result: SearchResult, queries: Sequence[SearchItem], gal
         found = [(int(g), float(d)) for g, d in zip(result.indices[qi], result.distances[qi]) if g >= 0]
         rows.append((queries[qi], [(gallery[g], d, _frame(queries[qi], gallery[g])) for g, d in found[:topk]]))
     canvas = ranked_rows_picture(rows, max(1, min(topk, result.indices.shape[1])))
-    swatches = [(GREY, 'query'), (GREEN, 'same identity'), (RED, 'another identity'),
-                (UNKNOWN, 'identity not known')]
+    frames = {colour for _, ranked in rows for _, _, colour in ranked}
+    swatches = [(GREY, 'query')] + [(c, text) for c, text in ((GREEN, 'same identity'), (RED, 'another identity'),
+                                                              (UNKNOWN, 'identity not known')) if c in frames]
     lines = ['Each row: a query, then its nearest gallery images left to right; under each: #rank and d, the '
              'cosine distance to the query (smaller = nearer), and the identity and camera where a listing gives them.',
              f'Index: {result.index}.']

@@ -8,9 +8,9 @@ model is given as in every command: ``--checkpoint`` (a checkpoint file, or a tr
 A features file made by another model, checkpoint or preprocessing is refused.
 
 The distance is the cosine distance (evaluate's default): ``1 - <q, g>`` on L2-normalised features. The index
-(docs/search.md): ``--index exact`` (default; faiss's flat index when faiss is installed, ``pip install
-"osnet-zoo[search]"``, else a chunked numpy search, the same answer), or an approximate faiss index for very
-large galleries: ``--index ivf`` (``--nlist``, ``--nprobe``) or ``--index hnsw`` (``--hnsw-m``,
+(docs/search.md): ``--index exact`` (default; faiss's flat index when faiss is installed,
+``pip install "osnet-zoo[search]"``, else a chunked numpy search, the same answer), or an approximate faiss
+index for very large galleries: ``--index ivf`` (``--nlist``, ``--nprobe``) or ``--index hnsw`` (``--hnsw-m``,
 ``--ef-construction``, ``--ef-search``).
 
 Writes to ``--output``: ``results.json`` (the settings, then per query its ranked matches), ``results.csv``

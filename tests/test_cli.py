@@ -142,6 +142,8 @@ PARSERS = {
     'train.protocol': ('osnet_zoo.train.protocol', None, ['--dataset', 'viper'], {}),
     'evaluate': ('osnet_zoo.evaluate', None, [], {}),
     'extract': ('osnet_zoo.extract', None, [], {}),
+    'search': ('osnet_zoo.search', None, ['--query', 'q.jpg', '--gallery', 'g/'], {
+        '--root': 'search takes its images, listings and features files by path: no dataset root'}),
     'export': ('osnet_zoo.export', None, [], {
         '--device': 'export writes a device-independent file: it builds, traces and checks on the CPU',
         '--root': 'export checks on generated inputs: it ' + NO_DATA, '--workers': 'export ' + NO_DATA}),

@@ -51,6 +51,7 @@ DISTANCE = 'cosine'
 UNKNOWN = (60, 110, 200)  # the frame of a match whose identity is not known (no listing)
 _INSTALL = 'pip install "osnet-zoo[search]"'
 _SCORES_PER_CHUNK = 1 << 25  # queries x gallery rows of inner products held at once by the numpy search
+_QUERY_BLOCK = 1024  # queries per faiss search call: a progress bar moves, and a block still fills BLAS
 
 
 class SearchItem(NamedTuple):
@@ -183,7 +184,10 @@ class GalleryIndex:
             indices, scores = _numpy_topk(self.gallery, q, k, self.options.chunk_rows, progress)
         else:
             self._set_search_knobs()
-            scores, indices = self.index.search(q, k)
+            blocks = [self.index.search(q[a:b], k) for a, b in tqdm(
+                list(_chunks(len(q), _QUERY_BLOCK)), desc='search', unit='block', disable=not progress,
+                dynamic_ncols=True)]
+            scores, indices = (np.concatenate(parts) for parts in zip(*blocks))
         distances = np.where(indices >= 0, 1.0 - scores, np.inf).astype(np.float32)
         return SearchResult(indices.astype(np.int64), distances, self.describe(), notes)
 
@@ -267,14 +271,14 @@ def search_gallery(queries: np.ndarray, gallery: np.ndarray, k: int, options: In
     return build_index(gallery, options, progress, log).search(np.asarray(queries), k, progress)
 
 
-def embed_images(extractor: FeatureExtractor, paths: Sequence[str], workers: int = 4,
-                 desc: str = 'embed') -> np.ndarray:
+def embed_images(extractor: FeatureExtractor, paths: Sequence[str], workers: int = 4, desc: str = 'embed',
+                 progress: bool = True) -> np.ndarray:
     """(len(paths), D) float32 L2-normalised features of image files, decoded on ``workers`` threads a few
     batches ahead, with a progress bar. An unreadable image is an error naming it."""
     feats: List[np.ndarray] = []
     block = 4 * extractor.batch_size
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(paths), desc=desc, unit='img',
-                                                           dynamic_ncols=True) as bar:
+                                                           disable=not progress, dynamic_ncols=True) as bar:
         for start, stop in _chunks(len(paths), block):
             images = list(pool.map(read_image, paths[start:stop]))
             for indices, f in extractor.iter_batches(images, normalize=True):

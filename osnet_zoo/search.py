@@ -72,8 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help='exact (default), or an approximate faiss index: ivf or hnsw')
     index.add_argument('--engine', default='auto', choices=ENGINES,
                        help='auto (default): faiss when installed, else numpy (exact only); faiss; numpy')
-    index.add_argument('--nlist', type=int, help='ivf: lists (default: 4 x sqrt(gallery size))')
-    index.add_argument('--nprobe', type=int, default=32, help='ivf: lists searched per query (default: 32)')
+    index.add_argument('--nlist', type=int, help='ivf: lists (default: sqrt(gallery size))')
+    index.add_argument('--nprobe', type=int, help='ivf: lists searched per query (default: nlist / 8)')
     index.add_argument('--hnsw-m', type=int, default=32, help='hnsw: links per node (default: 32)')
     index.add_argument('--ef-construction', type=int, default=80, help='hnsw: build candidates (default: 80)')
     index.add_argument('--ef-search', type=int, default=128, help='hnsw: search candidates (default: 128)')

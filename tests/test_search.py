@@ -62,6 +62,8 @@ def test_approximate_indexes_reach_the_exact_answer_with_enough_search(features)
     ivf.options = IndexOptions(kind='ivf', nlist=8, nprobe=1)
     partial = ivf.search(q, 10)
     assert 'nprobe 1' in partial.index and np.all(np.diff(partial.distances, axis=1) >= 0)
+    defaults = build_index(g, IndexOptions(kind='ivf'), log=lambda line: None)  # sqrt(500) lists, 1/8 searched
+    assert defaults.describe() == 'ivf (faiss IndexIVFFlat, nlist 22, nprobe 2)'
     hnsw = search_gallery(q, g, 10, IndexOptions(kind='hnsw', hnsw_m=16, ef_search=400), log=lambda line: None)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hnsw.indices, order)])
     assert recall >= 0.95 and 'efSearch 400' in hnsw.index

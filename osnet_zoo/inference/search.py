@@ -12,7 +12,8 @@ The gallery is read in chunks of rows (an ``extract`` features file is memory-ma
   "osnet-zoo[search]"``), else a chunked numpy product keeping each query's best ``k`` per chunk (the same
   answer, slower); both hold the gallery's rows once (faiss) or one chunk at a time (numpy).
 * ``ivf``: faiss ``IndexIVFFlat``: k-means on a sample of the gallery into ``nlist`` lists; a query searches
-  the ``nprobe`` lists nearest to it. More ``nprobe``: better recall, slower.
+  the ``nprobe`` lists nearest to it. More ``nprobe``: better recall, slower (benchmarks/RESULTS.md: recall@10
+  0.99 at nprobe = nlist / 8 on a million re-ID-shaped features, only at nprobe = nlist on uniform noise).
 * ``hnsw``: faiss ``IndexHNSWFlat``: a graph with ``hnsw_m`` links per node, built with ``ef_construction``
   candidates, searched with ``ef_search``. More ``ef_search``: better recall, slower.
 
@@ -66,14 +67,15 @@ class SearchItem(NamedTuple):
 class IndexOptions:
     """How the gallery is indexed (the module docstring says what each knob does).
 
-    ``nlist`` None: ``4 * sqrt(N)`` lists; ``train_size`` None: ``64 * nlist`` rows (at most N) train the
-    k-means; ``chunk_rows``: gallery rows read (and normalised) at a time.
+    ``nlist`` None: ``sqrt(N)`` lists; ``nprobe`` None: ``nlist / 8`` of them searched; ``train_size`` None:
+    ``64 * nlist`` rows (at most N) train the k-means; ``chunk_rows``: gallery rows read (and normalised) at a
+    time.
     """
 
     kind: str = 'exact'
     engine: str = 'auto'
     nlist: Optional[int] = None
-    nprobe: int = 32
+    nprobe: Optional[int] = None
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -160,7 +162,7 @@ class GalleryIndex:
         if self.index is None:
             return f'exact (numpy, chunks of {o.chunk_rows} rows)'
         if o.kind == 'ivf':
-            return f'ivf (faiss IndexIVFFlat, nlist {self.index.nlist}, nprobe {min(o.nprobe, self.index.nlist)})'
+            return f'ivf (faiss IndexIVFFlat, nlist {self.index.nlist}, nprobe {self._nprobe()})'
         if o.kind == 'hnsw':
             return (f'hnsw (faiss IndexHNSWFlat, M {o.hnsw_m}, efConstruction {o.ef_construction}, '
                     f'efSearch {o.ef_search})')
@@ -191,9 +193,13 @@ class GalleryIndex:
         distances = np.where(indices >= 0, 1.0 - scores, np.inf).astype(np.float32)
         return SearchResult(indices.astype(np.int64), distances, self.describe(), notes)
 
+    def _nprobe(self) -> int:
+        nlist = self.index.nlist
+        return min(self.options.nprobe or max(1, nlist // 8), nlist)
+
     def _set_search_knobs(self) -> None:
         if self.options.kind == 'ivf':
-            self.index.nprobe = min(self.options.nprobe, self.index.nlist)
+            self.index.nprobe = self._nprobe()
         elif self.options.kind == 'hnsw':
             self.index.hnsw.efSearch = self.options.ef_search
 
@@ -233,7 +239,7 @@ def _faiss_index(faiss: ModuleType, gallery: np.ndarray, o: IndexOptions, log: C
         index = faiss.IndexHNSWFlat(d, o.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = o.ef_construction
         return index
-    nlist = min(n, o.nlist or max(1, int(round(4 * math.sqrt(n)))))
+    nlist = min(n, o.nlist or max(1, int(round(math.sqrt(n)))))
     sample = _sample_rows(gallery, max(nlist, o.train_size or 64 * nlist), o.seed)
     log(f'training {nlist} IVF lists on {len(sample)} gallery rows')
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -154,6 +154,10 @@ PARSERS = {
     'data stats': ('osnet_zoo.data.__main__', 'stats', ['--dataset', 'market1501'], {
         '--model': 'stats reads pixels: no model runs', '--device': 'stats sums pixels on the CPU',
         '--precision': 'stats sums pixels in float64: no model runs'}),
+    'data to-csv': ('osnet_zoo.data.__main__', 'to-csv', ['folder'], {
+        **{o: 'to-csv lists the image files of a folder: it decodes no pixels and runs no model' for o in SHARED
+           if o != '--output'},
+        '--root': 'to-csv reads the folder given as its argument, not a dataset under a root'}),
     'nas search': ('osnet_zoo.nas.__main__', 'search', [], {
         '--model': 'the search builds its own supernet (--model-width)'}),
     'nas select': ('osnet_zoo.nas.__main__', 'select', [], {

@@ -121,6 +121,12 @@ SKIPPED: Dict[str, str] = {
     'pip install boxmot==25.0.0 onnxruntime==1.24.3': 'installs from the registry into this environment; .ci/run does',
     'pip check': '.ci/run does, after installing boxmot',
     'python -m pytest -q tests/test_boxmot.py': 'a test file of the suite; CI runs it with boxmot installed',
+    'python -m osnet_zoo.data to-csv ~/photos/shop --output shop/listing.csv':
+        'needs your folder of images; tests/test_data_listing.py runs to-csv on generated images',
+    'python -m osnet_zoo.train --sources shop/listing.csv --targets shop/listing.csv --output runs/shop':
+        'needs your listing; tests/test_data_listing.py trains on a listing of generated images',
+    'python -m osnet_zoo.evaluate --checkpoint runs/shop --dataset shop/listing.csv':
+        'needs your listing and run; tests/test_data_listing.py evaluates a listing run to the figures train printed',
     'python benchmarks/bench_loader.py --per-worker': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset cpu': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset gpu': 'a benchmark on a GPU',

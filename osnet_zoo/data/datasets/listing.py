@@ -28,15 +28,15 @@ import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, TextIO, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, TextIO, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
 
 from ...files import atomic_write_text
 from .base import IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem
 
-__all__ = ['read_listing', 'read_folder', 'dataset_from_rows', 'read_dataset_path', 'is_dataset_path', 'folder_rows', 'write_listing',
-           'ListingRow', 'ListingError', 'LISTING_COLUMNS', 'LISTING_SPLITS', 'FOLDER_LAYOUT']
+__all__ = ['read_listing', 'read_folder', 'dataset_from_rows', 'read_dataset_path', 'is_dataset_path', 'folder_rows',
+           'write_listing', 'ListingRow', 'ListingError', 'LISTING_COLUMNS', 'LISTING_SPLITS', 'FOLDER_LAYOUT']
 
 LISTING_COLUMNS = ('path', 'pid', 'camid', 'split')
 LISTING_SPLITS = ('train', 'query', 'gallery')
@@ -127,10 +127,12 @@ def read_listing(path: Union[str, os.PathLike]) -> ReIDDataset:
     naming the file and the line."""
     listing = Path(os.path.expanduser(os.fspath(path))).absolute()
     try:
-        with open(listing, newline='', encoding='utf-8-sig') as f:
-            rows = _read_rows(f, listing)
+        f = open(listing, newline='', encoding='utf-8-sig')
     except FileNotFoundError:
         raise ListingError(f'{listing}: no such CSV listing') from None
+    try:
+        with f:
+            rows = _read_rows(f, listing)
     except (UnicodeDecodeError, csv.Error) as e:
         raise ListingError(f'{listing}: not a CSV text file ({e})') from None
     return dataset_from_rows(rows, listing.stem, listing, listing.parent)
@@ -222,19 +224,22 @@ def _camera(path: Path, person_dir: Path, split: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def _split_images(root: Path, split: str) -> List[ListingRow]:
-    rows = []
+def _split_images(root: Path, split: str) -> Tuple[List[ListingRow], List[Path]]:
+    """The images of ``root/split/<person>/``, and the other files found there (not images by their suffix)."""
+    rows, others = [], []
     folder = root / split
     for person_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        images = sorted(p for p in person_dir.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        for image in images:
-            cam = _camera(image, person_dir, split)
-            rows.append(ListingRow(str(image), person_dir.name, -1 if cam is None else cam, split, str(image)))
+        for path in sorted(p for p in person_dir.rglob('*') if p.is_file()):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                others.append(path)
+                continue
+            cam = _camera(path, person_dir, split)
+            rows.append(ListingRow(str(path), person_dir.name, -1 if cam is None else cam, split, str(path)))
     loose = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if loose:
         raise ListingError(f'{folder / loose[0]}: an image directly in {split}/ has no person; put it in '
                            f'{split}/<person>/ ({len(loose)} such images). Expected layout:\n{FOLDER_LAYOUT}')
-    return rows
+    return rows, others
 
 
 def folder_rows(root: Union[str, os.PathLike]) -> List[ListingRow]:
@@ -244,7 +249,12 @@ def folder_rows(root: Union[str, os.PathLike]) -> List[ListingRow]:
     present = [s for s in LISTING_SPLITS if (root / s).is_dir()]
     if not present:
         raise ListingError(f'{root}: no train/, query/ or gallery/ folder. Expected layout:\n{FOLDER_LAYOUT}')
-    rows = [r for s in present for r in _split_images(root, s)]
+    found = [_split_images(root, s) for s in present]
+    rows = [r for split_rows, _ in found for r in split_rows]
+    others = [p for _, split_others in found for p in split_others]
+    if others:  # Thumbs.db, notes: counted, not read
+        print(f'{root}: {len(others)} files that are not images ({", ".join(IMAGE_EXTENSIONS)}) left out '
+              f'(first: {others[0]})', file=sys.stderr)
     with_camera = [r for r in rows if r.camid >= 0]
     if with_camera and len(with_camera) < len(rows):
         first = next(r for r in rows if r.camid < 0)

@@ -82,16 +82,16 @@ def _load(ep: EntryPoint) -> Builder:
     try:
         builder = ep.load()
     except Exception as e:  # any failure of another package's import is that package's, named here
-        raise ImportError(f'dataset {ep.name!r}: cannot load its reader {ep.value} (entry point of group '
+        raise RuntimeError(f'dataset {ep.name!r}: cannot load its reader {ep.value} (entry point of group '
                           f'{ENTRY_POINT_GROUP}): {type(e).__name__}: {e}') from e
     if not callable(builder):
-        raise TypeError(f'dataset {ep.name!r}: the entry point {ep.value} (group {ENTRY_POINT_GROUP}) is not a '
+        raise ValueError(f'dataset {ep.name!r}: the entry point {ep.value} (group {ENTRY_POINT_GROUP}) is not a '
                         'callable builder(root, **options)')
 
     def build(root: Union[str, os.PathLike], **options) -> ReIDDataset:
         ds = builder(root, **options)
         if not isinstance(ds, ReIDDataset):
-            raise TypeError(f'dataset {ep.name!r}: its reader {ep.value} returned {type(ds).__name__}, '
+            raise ValueError(f'dataset {ep.name!r}: its reader {ep.value} returned {type(ds).__name__}, '
                             'not an osnet_zoo ReIDDataset')
         return ds
     return build

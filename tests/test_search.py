@@ -62,6 +62,11 @@ def test_approximate_indexes_reach_the_exact_answer_with_enough_search(features)
     ivf.options = IndexOptions(kind='ivf', nlist=8, nprobe=1)
     partial = ivf.search(q, 10)
     assert 'nprobe 1' in partial.index and np.all(np.diff(partial.distances, axis=1) >= 0)
+    tiny = build_index(g[:40], IndexOptions(kind='ivf', nlist=8, nprobe=1), log=lambda line: None).search(q, 30)
+    short = int((tiny.indices < 0).any(axis=1).sum())  # one list of 40 rows holds fewer than 30 of them
+    assert short and tiny.notes == [f'{tiny.index} found fewer than 30 matches for {short} of 25 queries '
+                                    '(raise --nprobe)']
+    assert np.all(np.isinf(tiny.distances[tiny.indices < 0]))
     defaults = build_index(g, IndexOptions(kind='ivf'), log=lambda line: None)  # sqrt(500) lists, 1/8 searched
     assert defaults.describe() == 'ivf (faiss IndexIVFFlat, nlist 22, nprobe 2)'
     hnsw = search_gallery(q, g, 10, IndexOptions(kind='hnsw', hnsw_m=16, ef_search=400), log=lambda line: None)

@@ -191,6 +191,11 @@ class GalleryIndex:
                 dynamic_ncols=True)]
             scores, indices = (np.concatenate(parts) for parts in zip(*blocks))
         distances = np.where(indices >= 0, 1.0 - scores, np.inf).astype(np.float32)
+        short = int((indices < 0).any(axis=1).sum())
+        if short:
+            knob = '--nprobe' if self.options.kind == 'ivf' else '--ef-search'
+            notes.append(f'{self.describe()} found fewer than {k} matches for {short} of {len(q)} queries '
+                         f'(raise {knob})')
         return SearchResult(indices.astype(np.int64), distances, self.describe(), notes)
 
     def _nprobe(self) -> int:

@@ -195,7 +195,7 @@ def test_csv_listing_query_and_gallery(data, tmp_path):
 
 
 def test_features_file_gallery_is_memory_mapped_and_gives_the_folder_answer(data, tmp_path, capsys):
-    feats, paths, meta = map_features(data / 'gallery.safetensors')
+    feats, paths, _ = map_features(data / 'gallery.safetensors')
     assert isinstance(feats, np.memmap) and feats.shape == (9, 512)
     loaded, loaded_paths, _ = load_features(data / 'gallery.safetensors')
     assert np.array_equal(np.asarray(feats), loaded.numpy()) and paths == loaded_paths

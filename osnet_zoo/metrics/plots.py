@@ -138,10 +138,12 @@ def _format_distance(distance: float) -> str:
     return f'{distance:.2f}' if abs(distance) < 100 else f'{distance:.0f}'
 
 
-def ranked_cell_label(rank: Optional[int], pid: Optional[int], camid: Optional[int], distance: Optional[float] = None) -> List[str]:
+def ranked_cell_label(rank: Optional[int], pid: Optional[int], camid: Optional[int],
+                      distance: Optional[float] = None) -> List[str]:
     """The label lines under one picture of the ranked grid: ``rank`` None is the query, else the 1-based
     rank and the distance to the query (``#1  d=0.123``: the font's narrow space alone would run them
-    together); then the identity and the camera (1-based, as in the file names: camid 0 is ``c1``)."""
+    together); then the identity and the camera (1-based, as in the file names: camid 0 is ``c1``), unless the
+    identity is None (not known)."""
     if rank is None:
         head = 'query'
     else:

@@ -39,7 +39,7 @@ def test_help():
 
 VERBS = ['osnet_zoo.train.__main__', 'osnet_zoo.evaluate', 'osnet_zoo.extract', 'osnet_zoo.export',
          'osnet_zoo.nas.__main__', 'osnet_zoo.weights.__main__', 'osnet_zoo.visualize', 'osnet_zoo.__main__',
-         'osnet_zoo.data.__main__', 'osnet_zoo.verify']
+         'osnet_zoo.data.__main__', 'osnet_zoo.verify', 'osnet_zoo.search']
 
 
 def test_every_cli_has_get_args_parser_and_the_shared_vocabulary():
@@ -143,6 +143,8 @@ PARSERS = {
     'evaluate': ('osnet_zoo.evaluate', None, [], {}),
     'extract': ('osnet_zoo.extract', None, [], {}),
     'verify': ('osnet_zoo.verify', None, [], {}),
+    'search': ('osnet_zoo.search', None, ['--query', 'q.jpg', '--gallery', 'g/'], {
+        '--root': 'search takes its images, listings and features files by path: no dataset root'}),
     'export': ('osnet_zoo.export', None, [], {
         '--device': 'export writes a device-independent file: it builds, traces and checks on the CPU',
         '--root': 'export checks on generated inputs: it ' + NO_DATA, '--workers': 'export ' + NO_DATA}),

@@ -53,10 +53,15 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.weights list': '',
     # the tiny set has too few different-person pairs for the default --target-fpr 1e-3: the EER's threshold
     'python -m osnet_zoo.verify --checkpoint runs/osnet --dataset synthetic': '--eer --workers 1 --device cpu',
+    'python -m osnet_zoo.search --checkpoint runs/osnet --query ~/.cache/osnet_zoo/data/synthetic_reid/query '
+    '--gallery ~/.cache/osnet_zoo/data/synthetic_reid/bounding_box_test --topk 10 --output runs/search':
+        '--device cpu --workers 1',
 }
 
 REAL_DATA = 'needs a real benchmark dataset under ~/datasets or ~/data'
 HUB = 'downloads pretrained weights from the Hugging Face Hub'
+SEARCH_FEATURES = ('needs runs/gallery.safetensors of the extract command of docs/deployment.md, which runs beside it '
+                   'here; tests/test_search.py searches a features file')
 SKIPPED: Dict[str, str] = {
     'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.14.1 torchvision==0.29.1 -e .[test] '
     '&& python -m osnet_zoo.train': 'creates a venv and installs from the registry; CI runs it on a fresh clone',
@@ -137,6 +142,12 @@ SKIPPED: Dict[str, str] = {
     'python benchmarks/bench_extractor.py': 'a benchmark: minutes of timing',
     'python -m osnet_zoo.verify --model osnet_x1_0.msmt17_combineall --dataset market1501 --root ~/data '
     '--target-fpr 1e-4 --output runs/verify_market': HUB + '; ' + REAL_DATA,
+    'python -m osnet_zoo.search --checkpoint runs/osnet --query ~/.cache/osnet_zoo/data/synthetic_reid/query '
+    '--gallery runs/gallery.safetensors --output runs/search_features': SEARCH_FEATURES,
+    'pip install osnet-zoo[search]': 'installs from the registry; the test extra has faiss-cpu',
+    'python -m osnet_zoo.search --checkpoint runs/osnet --query ~/.cache/osnet_zoo/data/synthetic_reid/query '
+    '--gallery runs/gallery.safetensors --index ivf --nlist 1024 --nprobe 64 --output runs/search_ivf':
+        SEARCH_FEATURES,
 }
 
 FENCE = re.compile(r'^```bash[ \t]*\n(.*?)^```', re.S | re.M)

@@ -5,7 +5,7 @@ from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
 from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
 from ..models.run_record import RunRecord, apply_run_record, read_run_record
-from .sharded import extract_features, find_images, load_features
+from .sharded import extract_features, find_images, load_features, map_features
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,
     optimize_for_inference,
@@ -16,5 +16,5 @@ __all__ = [
     'resolve_preprocessing', 'DEFAULT_MODEL', 'RunRecord', 'read_run_record', 'apply_run_record', 'export_model',
     'check_export', 'ExportCheckError', 'optimize_for_inference',
     'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner', 'StreamBatchedOmniScaleBlock',
-    'extract_features', 'find_images', 'load_features',
+    'extract_features', 'find_images', 'load_features', 'map_features',
 ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from tqdm import tqdm
@@ -31,7 +32,7 @@ from ..data import IMAGE_EXTENSIONS, ImageReadError, read_image
 from ..files import atomic_save_safetensors, atomic_write_text
 from .extractor import FeatureExtractor
 
-__all__ = ['find_images', 'extract_features', 'load_features']
+__all__ = ['find_images', 'extract_features', 'load_features', 'map_features']
 
 # safetensors caps its JSON header at 100 MB; longer path lists go to a sidecar file
 _MAX_METADATA_PATHS_BYTES = 32_000_000
@@ -85,6 +86,44 @@ def load_features(path: str | os.PathLike) -> Tuple[torch.Tensor, List[str], Dic
     with safe_open(str(path), framework='pt') as f:
         meta = dict(f.metadata() or {})
         feats = f.get_tensor('features')
+    paths, info = _read_metadata(path, meta, feats.shape[0])
+    return feats, paths, info
+
+
+def map_features(path: str | os.PathLike) -> Tuple[np.ndarray, List[str], Dict[str, Any]]:
+    """As :func:`load_features`, with the features memory-mapped read-only (an (N, D) float32 ``np.memmap``):
+    no row is read from disk before it is used, so a gallery larger than the memory can be searched."""
+    path = Path(path)
+    header, data_start = _safetensors_header(path)
+    entry = header.get('features')
+    if not isinstance(entry, dict) or entry.get('dtype') != 'F32' or len(entry.get('shape') or ()) != 2:
+        raise ValueError(f'{path} is not an osnet_zoo features file (no 2-D float32 "features" tensor).')
+    (rows, dim), (begin, end) = entry['shape'], entry['data_offsets']
+    if end - begin != rows * dim * 4 or data_start + end > path.stat().st_size:
+        raise ValueError(f'{path} is damaged: its "features" tensor ({rows} x {dim}) does not fit the file.')
+    features = (np.memmap(path, np.float32, 'r', offset=data_start + begin, shape=(rows, dim)) if rows * dim
+                else np.zeros((rows, dim), np.float32))
+    paths, info = _read_metadata(path, dict(header.get('__metadata__') or {}), rows)
+    return features, paths, info
+
+
+def _safetensors_header(path: Path) -> Tuple[Dict[str, Any], int]:
+    """A safetensors file's JSON header and where its data starts (8 bytes of header length, then the header)."""
+    try:
+        with open(path, 'rb') as f:
+            length = int.from_bytes(f.read(8), 'little')
+            if not 2 <= length <= 100_000_000:
+                raise ValueError(f'header length {length}')
+            header = json.loads(f.read(length))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f'{path} is not an osnet_zoo features file (not safetensors: {e}).') from None
+    if not isinstance(header, dict):
+        raise ValueError(f'{path} is not an osnet_zoo features file (not safetensors).')
+    return header, 8 + length
+
+
+def _read_metadata(path: Path, meta: Dict[str, str], rows: int) -> Tuple[List[str], Dict[str, Any]]:
+    """The paths (N) and the metadata of a features file, its format and row count checked."""
     if meta.get('format') != _FORMAT:
         raise ValueError(f'{path} is not an osnet_zoo features file (metadata format {meta.get("format")!r}).')
     if 'paths' in meta:
@@ -94,9 +133,9 @@ def load_features(path: str | os.PathLike) -> Tuple[torch.Tensor, List[str], Dic
         paths = json.loads(sidecar.read_text())['paths']
     info = {k: json.loads(v) if k in ('preprocessing', 'skipped', 'normalized', 'num_images') else v
             for k, v in meta.items()}
-    if len(paths) != feats.shape[0]:
-        raise ValueError(f'{path}: {feats.shape[0]} feature rows but {len(paths)} paths.')
-    return feats, paths, info
+    if len(paths) != rows:
+        raise ValueError(f'{path}: {rows} feature rows but {len(paths)} paths.')
+    return paths, info
 
 
 def _run_key(paths: Sequence[str], settings: Dict[str, Any]) -> str:

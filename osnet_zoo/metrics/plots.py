@@ -12,9 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_path
 
-__all__ = ['plot_cmc', 'ranked_results_grid', 'ranked_legend', 'pick_queries', 'ranked_cell_label',
-           'draw_text_lines', 'label_font', 'save_png', 'summary_line', 'title_band', 'title_band_lines', 'wrap_text',
-           'fit_text', 'colour_bar', 'stack', 'count_of']
+__all__ = ['plot_cmc', 'ranked_results_grid', 'ranked_legend', 'ranked_rows_picture', 'pick_queries',
+           'ranked_cell_label', 'draw_text_lines', 'label_font', 'save_png', 'summary_line', 'title_band',
+           'title_band_lines', 'wrap_text', 'fit_text', 'colour_bar', 'stack', 'count_of']
 
 GREEN, RED, GREY = (0, 170, 0), (210, 0, 0), (90, 90, 90)
 TEXT = (20, 20, 20)
@@ -138,14 +138,18 @@ def _format_distance(distance: float) -> str:
     return f'{distance:.2f}' if abs(distance) < 100 else f'{distance:.0f}'
 
 
-def ranked_cell_label(rank: Optional[int], pid: int, camid: int, distance: Optional[float] = None) -> List[str]:
+def ranked_cell_label(rank: Optional[int], pid: Optional[int], camid: Optional[int],
+                      distance: Optional[float] = None) -> List[str]:
     """The label lines under one picture of the ranked grid: ``rank`` None is the query, else the 1-based
     rank and the distance to the query (``#1  d=0.123``: the font's narrow space alone would run them
-    together); then the identity and the camera (1-based, as in the file names: camid 0 is ``c1``)."""
+    together); then the identity and the camera (1-based, as in the file names: camid 0 is ``c1``), unless the
+    identity is None (not known)."""
     if rank is None:
         head = 'query'
     else:
         head = f'#{rank}' + (f'  d={_format_distance(float(distance))}' if distance is not None else '')
+    if pid is None:  # a search's image without a listing: no identity known
+        return [head]
     return [head, f'ID {pid}', f'cam {camid + 1}']
 
 
@@ -212,16 +216,33 @@ def ranked_results_grid(query_dist: np.ndarray, query_indices: Sequence[int], qu
     ``query_dist[i]`` is the distance row of query ``query_indices[i]``; items are ReIDItems
     (path, pid, camid).
     """
+    g_pids = np.array([it.pid for it in gallery_items])
+    g_cams = np.array([it.camid for it in gallery_items])
+    rows = []
+    for q, dist in zip(query_indices, query_dist):
+        qi = query_items[q]
+        dist = np.asarray(dist)
+        keep = ~((g_pids == qi.pid) & (g_cams == qi.camid))
+        order = np.flatnonzero(keep)[np.argsort(dist[keep], kind='stable')[:topk]]
+        rows.append((qi, [(gallery_items[g], float(dist[g]), GREEN if g_pids[g] == qi.pid else RED)
+                          for g in order]))
+    canvas = ranked_rows_picture(rows, topk, cell, labels)
+    return save_png(stack(ranked_legend(canvas.width, title, distance, labels), canvas), path)
+
+
+def ranked_rows_picture(rows: Sequence[Tuple[object, Sequence[Tuple[object, float, Tuple[int, int, int]]]]],
+                        topk: int, cell: tuple = (128, 64), labels: bool = True) -> Image.Image:
+    """The rows of a ranked-list picture: each row is ``(query item, [(gallery item, distance, frame colour),
+    ...])`` in rank order, drawn as the query (grey frame) then up to ``topk`` gallery images. Items have
+    ``path``, ``pid`` and ``camid`` (a pid of None: an unknown identity, no identity or camera line). An
+    unreadable image is drawn black."""
     h, w = cell
     pad, border = 6, 4
     band = 3 * LINE_HEIGHT + 2 if labels else 0
     row_h = h + band + pad
-    rows = len(query_indices)
-    canvas = Image.new('RGB', (pad + (topk + 1) * (w + pad) + pad, pad + rows * row_h), (255, 255, 255))
+    canvas = Image.new('RGB', (pad + (topk + 1) * (w + pad) + pad, pad + len(rows) * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = label_font()
-    g_pids = np.array([it.pid for it in gallery_items])
-    g_cams = np.array([it.camid for it in gallery_items])
 
     def paste(item, col: int, row: int, colour, label: List[str]) -> None:
         x = pad + col * (w + pad) + (pad if col > 0 else 0)
@@ -236,17 +257,11 @@ def ranked_results_grid(query_dist: np.ndarray, query_indices: Sequence[int], qu
         if labels:
             draw_text_lines(draw, (x - 1, y + h + 2), label, w + 1, font)
 
-    for row, (q, dist) in enumerate(zip(query_indices, query_dist)):
-        qi = query_items[q]
-        dist = np.asarray(dist)
+    for row, (qi, ranked) in enumerate(rows):
         paste(qi, 0, row, GREY, ranked_cell_label(None, qi.pid, qi.camid))
-        keep = ~((g_pids == qi.pid) & (g_cams == qi.camid))
-        order = np.flatnonzero(keep)[np.argsort(dist[keep], kind='stable')[:topk]]
-        for col, g in enumerate(order, start=1):
-            gi = gallery_items[g]
-            paste(gi, col, row, GREEN if g_pids[g] == qi.pid else RED,
-                  ranked_cell_label(col, gi.pid, gi.camid, float(dist[g])))
-    return save_png(stack(ranked_legend(canvas.width, title, distance, labels), canvas), path)
+        for col, (gi, dist, colour) in enumerate(ranked[:topk], start=1):
+            paste(gi, col, row, colour, ranked_cell_label(col, gi.pid, gi.camid, dist))
+    return canvas
 
 
 def summary_line(name: str, res: Dict) -> str:

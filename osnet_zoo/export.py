@@ -28,7 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog='python -m osnet_zoo.export',
         description='Export an OSNet embedding model and check the file: ONNX (onnxruntime) and TorchScript '
-                    '(torch.jit.load) must match PyTorch (max abs diff <= 1e-4 in fp32); a torchreid .pt must '
+                    '(torch.jit.load) and OpenVINO (its CPU plugin, fp32) must match PyTorch (max abs diff <= 1e-4 '
+                    'in fp32); a torchreid .pt must '
                     'reload bit-identically. Beside the file: <file>.json (input/output names, preprocessing, '
                     'check) and <file>.metadata.json (architecture, input size, mean/std, channel order, output '
                     'dim, normalised or not, and the keys boxmot reads: model_name, num_classes, preprocess, '
@@ -50,6 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  # your own checkpoint -> osnet_x1_0_market.torchscript\n'
                '  python -m osnet_zoo.export --model osnet_x1_0 --checkpoint osnet_x1_0_market.pth \\\n'
                '      --format torchscript\n'
+               '  # OpenVINO -> runs/export/osnet_x0_25_msmt17_combineall_openvino_model/ (boxmot --reid takes it)\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format openvino\n'
                '  # a training run -> runs/export/osnet_x0_25_trained.onnx (input size from the run)\n'
                '  python -m osnet_zoo.export --checkpoint runs/osnet\n'
                '  # INT8 for the CPU, calibrated on the run\'s training images, refused if Rank-1 drops > 1 point\n'
@@ -60,9 +63,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                   help='timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights '
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
     parser.add_argument('--format', default='onnx', choices=list(EXPORT_FORMATS),
-                        help='onnx, torchscript (.torchscript) or torchreid (a .pt holding the state_dict in the '
-                             'reference key layout and its model_name; default: onnx)')
-    cli.add_output(parser, 'runs/export', 'output folder, or a file name ending in .onnx / .torchscript / .pt')
+                        help='onnx, torchscript (.torchscript), torchreid (a .pt holding the state_dict in the '
+                             'reference key layout and its model_name) or openvino (a folder '
+                             '<name>_openvino_model with the fp32 IR <name>.xml / .bin: pip install '
+                             '"osnet-zoo[openvino]"; default: onnx)')
+    cli.add_output(parser, 'runs/export', 'output folder, or a file name ending in .onnx / .torchscript / .pt '
+                                          '(OpenVINO: a folder name ending in _openvino_model)')
     parser.add_argument('--checkpoint', default=None,
                         help='local checkpoint to load instead of pretrained weights, or a training run (its folder, '
                              'final/ or final/model.safetensors)')
@@ -77,7 +83,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--with-classifier', action='store_true',
                         help='torchreid: keep the classifier (and write num_classes); trackers only need the '
                              'embedding')
-    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
+    parser.add_argument('--opset', type=int, default=17,
+                        help='ONNX opset (default 17; OpenVINO converts from that ONNX graph)')
     parser.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers separate')
     add_int8_options(parser)
     return parser
@@ -117,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         fold_bn=not args.no_fold_bn, with_classifier=args.with_classifier)
     check = contract['check']
     out = Path(args.output)
-    out = out if out.is_file() else out / contract['file']
+    out = out if out.is_file() or out.name == contract['file'] else out / contract['file']
     print(f"Wrote {out} ({args.format}, {contract['architecture']}, input {contract['input']['shape']} "
           f"{contract['input']['dtype']}, output {contract['output']['shape']})")
     if args.format == 'torchreid':

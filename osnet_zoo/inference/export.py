@@ -7,7 +7,9 @@ batch — with onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — and 
 difference is printed and must stay within the tolerance, scaled by the output's magnitude: 1e-4 of the
 largest output (at least 1e-4) in fp32, 1% of the largest output in fp16. Rounding errors grow with the
 values, so an absolute bound would refuse a faithful export whose embeddings are in the hundreds. A torchreid ``.pt`` (the file tracking libraries such as boxmot load as-is) is reloaded through
-``load_osnet_checkpoint`` and must give back every tensor bit for bit.
+``load_osnet_checkpoint`` and must give back every tensor bit for bit. An OpenVINO IR (``--format openvino``,
+a folder ``<architecture>_<tag>_openvino_model`` with ``.xml`` / ``.bin``, the layout boxmot's OpenVINO backend
+takes) is converted from the ONNX graph and checked through OpenVINO's CPU plugin in fp32, as ONNX is.
 
 Files are named ``<architecture>_<tag>.<ext>`` by default (``.onnx``, ``.torchscript``, ``.pt``): trackers
 tell the architecture from the file name. A ``.pt`` whose default name is one boxmot downloads by name
@@ -23,6 +25,8 @@ import copy
 import datetime
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -31,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from .._version import __version__
-from ..files import atomic_path, atomic_write_json
+from ..files import atomic_path, atomic_write_json, make_folder
 from ..models.builder import create_model
 from ..models.embedding import Embedder
 from ..models.osnet import OSNet
@@ -39,11 +43,12 @@ from ..models.torchreid_layout import reference_architecture, save_torchreid_che
 from ..weights import read_checkpoint, unwrap_state_dict
 from .model import build_embedding_model, resolve_preprocessing
 from ..models.run_record import check_preprocessing
+from .openvino_runtime import IR_FOLDER_SUFFIX, OpenVinoModel, require_openvino
 from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
            'OUTPUT_NAME', 'TOLERANCES', 'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS',
-           'BOXMOT_METADATA_KEYS', 'BOXMOT_DOWNLOAD_NAMES', 'default_export_name', 'metadata_path', 'contract_path']
+           'BOXMOT_METADATA_KEYS', 'BOXMOT_DOWNLOAD_NAMES', 'BOXMOT_FOLDER_MANIFEST', 'default_export_name', 'metadata_path', 'contract_path']
 
 _logger = logging.getLogger(__name__)
 
@@ -52,7 +57,8 @@ OUTPUT_NAME = 'features'
 # allowed max |exported - PyTorch fp32|, relative to the largest reference value: max(1, max |reference|) in fp32
 # (outputs near zero keep an absolute 1e-4), max |reference| in fp16
 TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
-EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt'}
+# an OpenVINO export is a folder <name>_openvino_model holding <name>.xml / .bin (boxmot's OpenVINO backend takes it)
+EXPORT_SUFFIXES = {'onnx': '.onnx', 'torchscript': '.torchscript', 'torchreid': '.pt', 'openvino': IR_FOLDER_SUFFIX}
 EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
 # What boxmot 25.0.0 reads from <file>.metadata.json (boxmot.reid.core.registry): the architecture it builds for
 # a .pt, the classifier size it builds it with, its crop resize ('resize' squashes the crop to the input size
@@ -69,6 +75,9 @@ BOXMOT_DOWNLOAD_NAMES = frozenset(
      for data in ('market1501', 'dukemtmcreid', 'msmt17')]
     + ['osnet_ibn_x1_0_msmt17.pt', 'osnet_ain_x1_0_msmt17.pt', 'lmbn_n_duke.pt', 'lmbn_n_market.pt',
        'lmbn_n_cuhk03_d.pt'])
+# boxmot 25.0.0 reads the metadata of a folder (an OpenVINO export given as its folder) from this file in it
+# (boxmot.reid.core.artifacts); given the .xml, from <name>.xml.metadata.json beside it
+BOXMOT_FOLDER_MANIFEST = 'manifest.json'
 TRACKER_METADATA_KEYS = ('architecture', 'tag', 'format', 'file', 'input_size', 'input_shape', 'layout',
                          'channel_order', 'pixel_scale', 'mean', 'std', 'resize', 'interpolation', 'antialias',
                          'output_dim', 'normalized', 'dtype', 'dynamic_batch') + BOXMOT_METADATA_KEYS
@@ -96,6 +105,8 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
         xe = x.to(dtype)
         if fmt == 'onnx':
             got = _ort_run(path, xe)
+        elif fmt == 'openvino':
+            got = OpenVinoModel(path)(xe)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
@@ -111,6 +122,8 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
     if fmt == 'onnx':
         import onnxruntime  # optional dependency: loaded only when an ONNX file is checked
         runtime = f'onnxruntime {onnxruntime.__version__}'
+    elif fmt == 'openvino':
+        runtime = f"openvino {require_openvino().__version__.split('-')[0]} (CPU, fp32 accuracy hints)"
     else:
         runtime = f'torch.jit {torch.__version__}'
     tolerance = TOLERANCES[precision]
@@ -122,15 +135,29 @@ def check_export(path: Path, fmt: str, reference: nn.Module, batches: List[torch
                 passed=worst <= allowed)
 
 
+def _ir_xml(out: Path) -> Path:
+    """The .xml inside an OpenVINO export folder ``<name>_openvino_model``: ``<name>.xml``, as boxmot's exporter
+    names it."""
+    return out / (out.name[:-len(IR_FOLDER_SUFFIX)] + '.xml')
+
+
+def _is_ir_folder(out: Path) -> bool:
+    return out.name.endswith(IR_FOLDER_SUFFIX) and out.suffix == ''
+
+
 def contract_path(out: Union[str, os.PathLike]) -> Path:
-    """Where our contract JSON of an export goes: ``<file>.json``."""
+    """Where our contract JSON of an export goes: ``<file>.json`` (an OpenVINO folder: ``<name>.xml.json`` in it)."""
     out = Path(out)
+    out = _ir_xml(out) if _is_ir_folder(out) else out
     return out.with_name(out.name + '.json')
 
 
 def metadata_path(out: Union[str, os.PathLike]) -> Path:
-    """Where the tracker metadata JSON of an export goes: ``<file>.metadata.json``."""
+    """Where the tracker metadata JSON of an export goes: ``<file>.metadata.json`` (an OpenVINO folder:
+    ``<name>.xml.metadata.json`` in it, what boxmot reads when given the .xml; given the folder, it reads the
+    same facts from ``manifest.json`` there, :data:`BOXMOT_FOLDER_MANIFEST`)."""
     out = Path(out)
+    out = _ir_xml(out) if _is_ir_folder(out) else out
     return out.with_name(out.name + '.metadata.json')
 
 
@@ -185,6 +212,9 @@ def _check_suffix(out: Path, fmt: str) -> None:
         raise ValueError(f'{out}: a torchreid export ends in .pt (trackers pick their PyTorch backend by it).')
     if fmt == 'onnx' and out.suffix != '.onnx':
         raise ValueError(f'{out}: an ONNX export ends in .onnx.')
+    if fmt == 'openvino' and not _is_ir_folder(out):
+        raise ValueError(f'{out}: an OpenVINO export is a folder named <name>{IR_FOLDER_SUFFIX} (boxmot picks its '
+                         'OpenVINO backend by that ending); give that folder or the folder to write it in.')
 
 
 def _model_with_classifier(model: Union[str, nn.Module], pretrained: bool,
@@ -251,8 +281,10 @@ def export_model(
 
     ``fmt``: 'onnx' (a dynamic batch unless ``dynamic_batch=False``, then ``batch_size``), 'torchscript'
     (``.torchscript``, any batch) or 'torchreid' (a ``.pt`` holding ``{'state_dict': <the reference key layout>,
-    'model_name': ...}``, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier). ``out`` is
-    the file, or a folder (existing, or without a file suffix) that gets :func:`default_export_name`; None
+    'model_name': ...}``, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier) or 'openvino'
+    (a folder ``<name>_openvino_model`` holding the fp32 IR ``<name>.xml`` / ``.bin``, converted from the ONNX
+    graph, checked through OpenVINO's CPU plugin in fp32; the contract, the metadata and boxmot's
+    ``manifest.json`` inside it). ``out`` is the file (the OpenVINO folder), or a folder (existing, or without a file suffix) that gets :func:`default_export_name`; None
     writes that name in the working directory. ``input_size`` (C, H, W) overrides the model's
     ``pretrained_cfg`` input size (the graph's spatial size is fixed).
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
@@ -261,8 +293,7 @@ def export_model(
     net = build_embedding_model(model, pretrained, checkpoint_path)
     architecture, tag = _architecture_and_tag(model, net, pretrained, checkpoint_path)
     name = default_export_name(architecture, tag, fmt)
-    # a folder (an existing one, or a path without a file suffix) receives the file under its default name
-    out = Path(name) if out is None else Path(out) / name if Path(out).is_dir() or not Path(out).suffix else Path(out)
+    out = _export_path(out, name, fmt)
     _check_suffix(out, fmt)
     _warn_boxmot_name(out)
     prep = resolve_preprocessing(net, {'input_size': input_size} if input_size is not None else None)
@@ -285,7 +316,7 @@ def export_model(
     batch_dim: Union[int, str] = 'batch' if dynamic_batch or fmt == 'torchscript' else batch_size
     contract = {
         **_contract_header(fmt, out, architecture, tag, model, checkpoint_path),
-        'opset': opset if fmt == 'onnx' else None,
+        'opset': opset if fmt in ('onnx', 'openvino') else None,
         'bn_folded': fold_bn,
         'input': {'name': INPUT_NAME, 'shape': [batch_dim, c, h, w], 'dtype': str(dtype).replace('torch.', ''),
                   'layout': 'NCHW', 'colour_order': 'RGB'},
@@ -307,8 +338,12 @@ def _check_options(model: Union[str, nn.Module], fmt: str, half: bool, batch_siz
     """``export_model``'s options, checked before anything is built: each refusal names the option."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}.')
-    if fmt == 'onnx':
+    if fmt in ('onnx', 'openvino'):
         check_opset(opset)
+    if fmt == 'openvino' and half:
+        raise ValueError('--format openvino writes an fp32 IR (the CPU runs it in fp32); drop --precision fp16.')
+    if fmt == 'openvino':
+        require_openvino('--format openvino')
     if fmt == 'torchreid' and (half or normalize):
         raise ValueError('--format torchreid writes the fp32 weights; the reference model returns unnormalised '
                          'embeddings (drop --precision fp16 / --normalize).')
@@ -324,6 +359,8 @@ def _write_graph(exported: nn.Module, example: torch.Tensor, out: Path, fmt: str
                  opset: int) -> None:
     """Write ``exported`` (traced on ``example``) to ``out`` atomically: ONNX (checked by onnx's checker) or
     frozen TorchScript (scripted, else traced)."""
+    if fmt == 'openvino':
+        return _write_openvino(exported, example, out, dynamic_batch, opset)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript-based exporters warn about their deprecation
         if fmt == 'onnx':
@@ -342,6 +379,39 @@ def _write_graph(exported: nn.Module, example: torch.Tensor, out: Path, fmt: str
                     scripted = torch.jit.trace(exported, example)
             scripted = torch.jit.freeze(scripted.eval())
             torch.jit.save(scripted, str(tmp))
+
+
+def _write_openvino(exported: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool, opset: int) -> None:
+    """Write ``exported`` as an OpenVINO IR folder ``out``: through our ONNX graph (``openvino.convert_model``
+    of the .onnx: the graph the ONNX export checks, and 7x faster to convert than OpenVINO's PyTorch frontend
+    for osnet_x1_0, with the same outputs; docs/deployment.md), fp32 weights. The folder is built beside
+    ``out`` and then put in its place, so that a failed export leaves the previous one whole."""
+    ov = require_openvino('--format openvino')
+    make_folder(out.parent)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'{out}: exists and is not a folder; an OpenVINO export is a folder.')
+    with tempfile.TemporaryDirectory(prefix=f'.{out.name}.', dir=out.parent) as tmp:
+        onnx_path = Path(tmp) / 'graph.onnx'
+        _write_graph(exported, example, onnx_path, 'onnx', dynamic_batch, opset)
+        shape = [-1 if dynamic_batch else int(example.shape[0]), *map(int, example.shape[1:])]
+        network = ov.convert_model(str(onnx_path), input=[(INPUT_NAME, shape)])
+        staged = Path(tmp) / out.name
+        staged.mkdir()
+        ov.save_model(network, str(_ir_xml(staged)), compress_to_fp16=False)
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(staged, out)
+
+
+def _export_path(out: Union[str, os.PathLike, None], name: str, fmt: str) -> Path:
+    """Where the export goes: ``out`` itself (a file; an OpenVINO folder ``*_openvino_model``), or ``name`` in the
+    folder ``out`` (an existing folder, or a path without a file suffix); None: ``name`` here."""
+    if out is None:
+        return Path(name)
+    out = Path(out)
+    if fmt == 'openvino' and _is_ir_folder(out):
+        return out
+    return out / name if out.is_dir() or not out.suffix else out
 
 
 def _contract_header(fmt: str, out: Path, architecture: str, tag: str, model: Union[str, nn.Module],
@@ -407,6 +477,8 @@ def _write_metadata(out: Path, contract: Dict[str, Any], architecture: str, tag:
     }
     assert tuple(metadata) == TRACKER_METADATA_KEYS
     atomic_write_json(metadata_path(out), metadata)
+    if contract['format'] == 'openvino':  # what boxmot reads when given the folder itself
+        atomic_write_json(out / BOXMOT_FOLDER_MANIFEST, metadata)
 
 
 def _export_torchreid(model: Union[str, nn.Module], net: nn.Module, out: Path, architecture: str, tag: str,

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -57,19 +57,21 @@ def onnx_cache_key(model: nn.Module, input_size: Tuple[int, int, int], opset: in
                 torch=torch.__version__, osnet_zoo=__version__)
 
 
-def _entry_name(model: nn.Module, key: Dict[str, Any]) -> str:
+def _entry_name(model: nn.Module, key: Dict[str, Any], suffix: str = '.onnx') -> str:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     name = str(cfg.get('architecture') or type(model).__name__.lower())
     name = ''.join(c if c.isalnum() or c in '_-' else '_' for c in name)
-    return f"{name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.onnx"
+    return f"{name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}{suffix}"
 
 
 def _record_path(path: Path) -> Path:
     return path.with_name(path.name + '.cache.json')
 
 
-def _read_entry(path: Path, key: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], str]:
-    """The contract of a usable cache entry, or (None, why it is not usable; '' when it does not exist)."""
+def _read_entry(path: Path, key: Dict[str, Any],
+                digest: Callable[[Path], str] = file_sha256) -> Tuple[Optional[Dict[str, Any]], str]:
+    """The contract of a usable cache entry, or (None, why it is not usable; '' when it does not exist);
+    ``digest``: what the record's sha256 is of (the file; an OpenVINO entry: its folder's files)."""
     record_file = _record_path(path)
     if record_file.is_dir():
         return None, f'{record_file.name} is a folder, not a record'
@@ -82,9 +84,9 @@ def _read_entry(path: Path, key: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any
             return None, f'its record {record_file.name} {problem}'
         if record.get('key') != key:
             return None, 'its record is for another model or setting'
-        if not path.is_file():
+        if not path.exists():
             return None, f'{path.name} is missing'
-        if file_sha256(path) != record.get('sha256'):
+        if digest(path) != record.get('sha256'):
             return None, f'{path.name} does not have the sha256 its record holds'
         contract = record['contract']
         if not contract['check']['passed']:

@@ -17,7 +17,7 @@ from .inference.export import (
     EXPORT_FORMATS, ExportCheckError, contract_path, export_model, metadata_path,
 )
 from .inference.quantize import (
-    CALIBRATION_SIZE, DEFAULT_ENGINE, DEFAULT_MAX_RANK1_DROP, ENGINES, Int8AccuracyError, export_int8,
+    CALIBRATION_SIZE, DEFAULT_MAX_RANK1_DROP, Int8AccuracyError, export_int8,
 )
 
 __all__ = ['main', 'get_args_parser', 'ENDING']
@@ -58,7 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  # INT8 for the CPU, calibrated on the run\'s training images, refused if Rank-1 drops > 1 point\n'
                '  python -m osnet_zoo.export --checkpoint runs/osnet --int8\n'
                '  # INT8 of pretrained weights, calibrated on your own crops\n'
-               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --int8 --calibration crops/')
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --int8 --calibration crops/\n'
+               '  # INT8 OpenVINO IR (NNCF) -> runs/export/osnet_x0_25_trained_int8_openvino_model/\n'
+               '  python -m osnet_zoo.export --checkpoint runs/osnet --int8 --format openvino')
     cli.add_model(parser, default=None,
                   help='timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights '
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
@@ -95,8 +97,10 @@ def add_int8_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         'INT8 (post-training static quantization for the CPU; docs/deployment.md)')
     group.add_argument('--int8', action='store_true',
-                       help='write an INT8 model instead of fp32, calibrated on --calibration; a training run is '
-                            'evaluated before and after on its own evaluation split')
+                       help='write an INT8 model instead of fp32, calibrated on --calibration: --format onnx: a QDQ '
+                            '.onnx (onnxruntime\'s quantizer); --format openvino: an IR folder (NNCF; pip install '
+                            '"osnet-zoo[int8]"). A training run is evaluated before and after on its own evaluation '
+                            'split')
     group.add_argument('--calibration', default=None,
                        help='person crops to calibrate on: a folder (searched recursively), a glob pattern or a '
                             "training run (default: the --checkpoint run's training images)")
@@ -105,9 +109,6 @@ def add_int8_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--max-rank1-drop', type=float, default=DEFAULT_MAX_RANK1_DROP,
                        help='refuse to write an INT8 model whose Rank-1 on the run\'s evaluation split is more than '
                             f'this many points below fp32 (default: {DEFAULT_MAX_RANK1_DROP:g})')
-    group.add_argument('--int8-engine', default=DEFAULT_ENGINE, choices=list(ENGINES),
-                       help='onnxruntime: a QDQ .onnx (onnxruntime quantize_static); openvino: an OpenVINO IR '
-                            f'(NNCF; pip install "osnet-zoo[int8]") (default: {DEFAULT_ENGINE}, measured faster here)')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -140,11 +141,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main_int8(args: argparse.Namespace) -> int:
     """``--int8``: quantize, report the accuracy cost, write (or refuse)."""
-    if args.format != 'onnx' or args.precision != 'fp32' or args.fixed_batch or args.normalize or args.no_fold_bn:
-        raise ValueError('--int8 quantizes the fp32 ONNX export (dynamic batch, BN folded, unnormalised): drop '
-                         '--format / --precision / --fixed-batch / --normalize / --no-fold-bn.')
+    if args.format not in ('onnx', 'openvino'):
+        raise ValueError(f'--int8 writes --format onnx (onnxruntime) or openvino (NNCF), not --format {args.format}.')
+    if args.precision != 'fp32' or args.fixed_batch or args.normalize or args.no_fold_bn:
+        raise ValueError('--int8 quantizes the fp32 export (dynamic batch, BN folded, unnormalised): drop '
+                         '--precision / --fixed-batch / --normalize / --no-fold-bn.')
     out, contract = export_int8(args.model, args.output, calibration=args.calibration,
-                           calibration_size=args.calibration_size, engine=args.int8_engine,
+                           calibration_size=args.calibration_size, fmt=args.format,
                            max_rank1_drop=args.max_rank1_drop, pretrained=not args.no_pretrained,
                            checkpoint_path=args.checkpoint)
     quantization, accuracy = contract['quantization'], contract['accuracy']

@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +43,9 @@ from ..files import atomic_path, atomic_write_json
 from ..models.run_record import read_run_record
 from ..weights import file_sha256
 from ..weights.cache import cache_root
-from .export import INPUT_NAME, OUTPUT_NAME, default_export_name, export_model, metadata_path, contract_path
+from .export import BOXMOT_FOLDER_MANIFEST, INPUT_NAME, OUTPUT_NAME, contract_path, export_model, metadata_path
 from .onnx_runtime import DEFAULT_OPSET, onnx_cache_key, ort_session
+from .openvino_runtime import IR_FOLDER_SUFFIX, OpenVinoModel
 from .sharded import find_images
 
 __all__ = ['ENGINES', 'DEFAULT_ENGINE', 'CALIBRATION_SIZE', 'DEFAULT_MAX_RANK1_DROP', 'CalibrationError',
@@ -58,6 +60,7 @@ DEFAULT_ENGINE = 'onnxruntime'
 CALIBRATION_SIZE = 300
 DEFAULT_MAX_RANK1_DROP = 1.0  # points of Rank-1 (percent)
 _SUFFIXES = {'onnxruntime': '.onnx', 'openvino': '.xml'}
+_ENGINE_OF_FORMAT = {'onnx': 'onnxruntime', 'openvino': 'openvino'}
 # bump when the quantization changes in a way the cache key does not see
 _CACHE_FORMAT = 1
 
@@ -241,18 +244,18 @@ def quantize_model(fp32_path: Union[str, os.PathLike], out: Union[str, os.PathLi
 # --------------------------------------------------------------------------------------------- running INT8
 
 class QuantizedModel(nn.Module):
-    """A quantized embedding model (a QDQ ``.onnx`` run by onnxruntime, or an OpenVINO IR ``.xml`` run by
-    OpenVINO) on the CPU. Call it with a float32 NCHW batch; returns float32 features (N, D) on the CPU."""
+    """A quantized embedding model (a QDQ ``.onnx`` run by onnxruntime, or an OpenVINO IR, its ``.xml`` or folder,
+    run by :class:`~osnet_zoo.inference.openvino_runtime.OpenVinoModel`) on the CPU; an fp32 export runs the
+    same way. Call it with a float32 NCHW batch; returns float32 features (N, D) on the CPU."""
 
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None, spinning: bool = False):
         super().__init__()
         self.path = Path(path)
-        self.engine = 'openvino' if self.path.suffix == '.xml' else 'onnxruntime'
+        self.engine = 'onnxruntime' if self.path.suffix == '.onnx' else 'openvino'
         if self.engine == 'onnxruntime':
             self._session = ort_session(self.path, threads, spinning)
             self._run = self._run_onnxruntime
-        else:
-            from .openvino_runtime import OpenVinoModel  # the one OpenVINO wrapper (optional dependency)
+        else:  # an IR (its folder or .xml), through the package's one OpenVINO wrapper
             self._openvino = OpenVinoModel(self.path, threads=threads)
             self._run = self._openvino.forward
 
@@ -357,23 +360,28 @@ class Int8AccuracyError(RuntimeError):
     """The INT8 model loses more Rank-1 on the run's evaluation split than the bound allows; nothing written."""
 
 
-def _int8_name(fp32_name: str, engine: str) -> str:
-    """``osnet_x0_25_trained.onnx`` -> ``osnet_x0_25_trained_int8.onnx`` (onnxruntime) or
-    ``osnet_x0_25_trained_int8_openvino_model/osnet_x0_25_trained_int8.xml`` (openvino: the folder name boxmot
-    recognises as an OpenVINO model)."""
+def _int8_out(out: Union[str, os.PathLike, None], fp32_name: str, engine: str) -> Tuple[Path, Path]:
+    """Where the INT8 export goes and the model file in it: onnxruntime ``<name>_int8.onnx`` (``out`` itself when
+    it ends in .onnx); openvino the folder ``<name>_int8_openvino_model`` holding ``<name>_int8.xml`` / ``.bin``,
+    the layout boxmot's OpenVINO backend takes (``out`` itself when it ends in ``_openvino_model``). Any other
+    ``out`` is the folder they are written in (the working directory for None)."""
     stem = Path(fp32_name).stem + '_int8'
-    return f'{stem}.onnx' if engine == 'onnxruntime' else f'{stem}_openvino_model/{stem}.xml'
-
-
-def _int8_out(out: Union[str, os.PathLike, None], fp32_name: str, engine: str) -> Path:
-    """Where the INT8 file goes: ``out`` itself when it names a file of the engine's suffix, else the default
-    name (:func:`_int8_name`) in the folder ``out`` (the working directory for None)."""
-    if out is not None and Path(out).suffix:
-        out = Path(out)
-        if out.suffix != _SUFFIXES[engine]:
-            raise ValueError(f'{out}: the {engine} INT8 export ends in {_SUFFIXES[engine]} (or give a folder).')
-        return out
-    return Path(out or '.') / _int8_name(fp32_name, engine)
+    out = Path(out) if out is not None else None
+    if engine == 'onnxruntime':
+        if out is not None and out.suffix:
+            if out.suffix != '.onnx':
+                raise ValueError(f'{out}: an INT8 ONNX export ends in .onnx (or give the folder to write it in).')
+            return out, out
+        target = (out or Path('.')) / f'{stem}.onnx'
+        return target, target
+    if out is not None and out.name.endswith(IR_FOLDER_SUFFIX):
+        folder = out
+    elif out is not None and out.suffix:
+        raise ValueError(f'{out}: an OpenVINO export is a folder named <name>{IR_FOLDER_SUFFIX} (or give the folder '
+                         'to write it in).')
+    else:
+        folder = (out or Path('.')) / f'{stem}{IR_FOLDER_SUFFIX}'
+    return folder, folder / (folder.name[:-len(IR_FOLDER_SUFFIX)] + '.xml')
 
 
 def _accuracy(fp32: nn.Module, int8: nn.Module, folder: Path, prep: Dict[str, Any]) -> Dict[str, Any]:
@@ -394,12 +402,13 @@ def _accuracy(fp32: nn.Module, int8: nn.Module, folder: Path, prep: Dict[str, An
 
 def export_int8(model: Union[str, nn.Module, None], out: Union[str, os.PathLike, None] = None,
                 calibration: Union[str, os.PathLike, Sequence[str], None] = None,
-                calibration_size: int = CALIBRATION_SIZE, engine: str = DEFAULT_ENGINE,
+                calibration_size: int = CALIBRATION_SIZE, fmt: str = 'onnx',
                 max_rank1_drop: float = DEFAULT_MAX_RANK1_DROP, pretrained: bool = True,
                 checkpoint_path: Union[str, os.PathLike, None] = None) -> Tuple[Path, Dict[str, Any]]:
-    """Quantize ``model`` to INT8 with ``engine``, measure what it costs and write it with its contract and
-    tracker metadata (:func:`osnet_zoo.inference.export.export_model`'s, with ``precision``, ``quantization``
-    and ``accuracy`` added); return the path written and the contract.
+    """Quantize ``model`` to INT8, measure what it costs and write it with its contract and tracker metadata
+    (:func:`osnet_zoo.inference.export.export_model`'s, with ``precision``, ``quantization`` and ``accuracy``
+    added); return the path written and the contract. ``fmt`` 'onnx': onnxruntime's QDQ ``.onnx``; 'openvino':
+    NNCF's IR in a ``<name>_int8_openvino_model`` folder.
 
     ``calibration``: see :func:`calibration_images` (default: the training images of the run that
     ``checkpoint_path`` names). Where ``checkpoint_path`` is a training run, the cost is Rank-1 / mAP before and
@@ -409,6 +418,9 @@ def export_int8(model: Union[str, nn.Module, None], out: Union[str, os.PathLike,
     bound is not checked (the contract says so)."""
     if isinstance(max_rank1_drop, bool) or not isinstance(max_rank1_drop, (int, float)):
         raise ValueError(f'--max-rank1-drop must be a number of Rank-1 points, got {max_rank1_drop!r}.')
+    if fmt not in _ENGINE_OF_FORMAT:
+        raise ValueError(f'--int8 writes --format onnx or openvino, not {fmt!r}.')
+    engine = _ENGINE_OF_FORMAT[fmt]
     folder = run_folder(checkpoint_path)
     if calibration is None:
         if folder is None:
@@ -422,9 +434,9 @@ def export_int8(model: Union[str, nn.Module, None], out: Union[str, os.PathLike,
         fp32_path = tmp / contract['file']
         prep = dict(input_size=tuple(contract['preprocessing']['input_size']),
                     mean=contract['preprocessing']['mean'], std=contract['preprocessing']['std'])
-        target = _int8_out(out, contract['file'], engine)
+        target, model_file = _int8_out(out, contract['file'], engine)
         batches = calibration_batches(paths, prep)
-        staged = quantize_model(fp32_path, tmp / 'int8' / Path(target).name, batches, engine)
+        staged = quantize_model(fp32_path, tmp / 'int8' / model_file.relative_to(target.parent), batches, engine)
         fp32, int8 = QuantizedModel(fp32_path), QuantizedModel(staged)
         accuracy = _accuracy(fp32, int8, folder, prep) if folder is not None else dict(
             measured='cosine between fp32 and INT8 embeddings of the calibration crops',
@@ -437,6 +449,7 @@ def export_int8(model: Union[str, nn.Module, None], out: Union[str, os.PathLike,
                                     f'the run\'s evaluation split ({_summary(accuracy)}), more than '
                                     f'--max-rank1-drop {max_rank1_drop:g}: calibrate with more or more '
                                     'representative crops, try the other --int8-engine, or raise the bound.')
+        staged = staged if engine == 'onnxruntime' else staged.parent
         return target, _write_int8(staged, target, tmp / contract['file'], contract, engine, paths, accuracy)
 
 
@@ -448,21 +461,28 @@ def _summary(accuracy: Dict[str, Any]) -> str:
 
 def _write_int8(staged: Path, target: Path, fp32_path: Path, contract: Dict[str, Any], engine: str,
                 paths: Sequence[str], accuracy: Dict[str, Any]) -> Dict[str, Any]:
-    """Move the quantized file(s) into place and write the fp32 export's contract and metadata beside them,
-    updated for the INT8 file."""
+    """Put the quantized file (an IR: its folder) in place of ``target`` and write the fp32 export's contract and
+    metadata beside it (an IR folder: inside it, and boxmot's manifest), updated for the INT8 model."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    moves = [(staged.with_suffix('.bin'), target.with_suffix('.bin'))] if engine == 'openvino' else []
-    for source, dest in moves + [(staged, target)]:  # an IR's weights first, its graph last
-        with atomic_path(dest) as tmp:
-            os.replace(source, tmp)
+    if engine == 'onnxruntime':
+        with atomic_path(target) as tmp:
+            os.replace(staged, tmp)
+    else:  # the whole folder at once; a previous export of that name is replaced
+        with tempfile.TemporaryDirectory(prefix=f'.{target.name}.', dir=target.parent) as old:
+            if target.is_dir():
+                os.replace(target, Path(old) / 'previous')
+            shutil.move(str(staged), str(target))
     quantization = dict(engine=engine, **_engine_versions(engine), calibration_images=len(paths),
                         calibration_digest=calibration_digest(paths),
                         method='QDQ, per-channel int8 weights, uint8 activations, MinMax' if engine == 'onnxruntime'
                         else 'NNCF post-training quantization, performance preset')
-    contract = dict(contract, format='onnx' if engine == 'onnxruntime' else 'openvino', file=target.name,
-                    precision='int8', quantization=quantization, accuracy=accuracy)
+    fmt = 'onnx' if engine == 'onnxruntime' else 'openvino'
+    contract = dict(contract, format=fmt, file=target.name, precision='int8', quantization=quantization,
+                    accuracy=accuracy)
     atomic_write_json(contract_path(target), contract)
     metadata = json.loads(metadata_path(fp32_path).read_text())
-    metadata.update(format=contract['format'], file=target.name, precision='int8')
+    metadata.update(format=fmt, file=target.name, precision='int8')
     atomic_write_json(metadata_path(target), metadata)
+    if fmt == 'openvino':  # what boxmot reads when given the folder itself
+        atomic_write_json(target / BOXMOT_FOLDER_MANIFEST, metadata)
     return contract

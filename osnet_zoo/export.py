@@ -101,11 +101,7 @@ def add_int8_options(parser: argparse.ArgumentParser) -> None:
                             '.onnx (onnxruntime\'s quantizer); --format openvino: an IR folder (NNCF; pip install '
                             '"osnet-zoo[int8]"). A training run is evaluated before and after on its own evaluation '
                             'split')
-    group.add_argument('--calibration', default=None,
-                       help='person crops to calibrate on: a folder (searched recursively), a glob pattern or a '
-                            "training run (default: the --checkpoint run's training images)")
-    group.add_argument('--calibration-size', type=int, default=CALIBRATION_SIZE,
-                       help=f'calibration images, spread evenly over the listing (default: {CALIBRATION_SIZE})')
+    cli.add_calibration(group, CALIBRATION_SIZE)
     group.add_argument('--max-rank1-drop', type=float, default=DEFAULT_MAX_RANK1_DROP,
                        help='refuse to write an INT8 model whose Rank-1 on the run\'s evaluation split is more than '
                             f'this many points below fp32 (default: {DEFAULT_MAX_RANK1_DROP:g})')

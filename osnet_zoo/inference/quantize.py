@@ -18,6 +18,7 @@ the digest of the calibration images, as the ONNX export is cached.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import inspect
 import json
@@ -46,10 +47,9 @@ from ..weights.cache import cache_root
 from .export import BOXMOT_FOLDER_MANIFEST, INPUT_NAME, OUTPUT_NAME, contract_path, export_model, metadata_path
 from .onnx_runtime import DEFAULT_OPSET, onnx_cache_key, ort_session
 from .openvino_runtime import IR_FOLDER_SUFFIX, OpenVinoModel
-from .sharded import find_images
 
 __all__ = ['ENGINES', 'DEFAULT_ENGINE', 'CALIBRATION_SIZE', 'DEFAULT_MAX_RANK1_DROP', 'CalibrationError',
-           'calibration_images', 'calibration_batches', 'calibration_digest', 'run_folder', 'run_datasets',
+           'calibration_images', 'default_calibration', 'calibration_batches', 'calibration_digest', 'run_folder', 'run_datasets',
            'quantize_onnx', 'quantize_openvino', 'quantize_model', 'QuantizedModel', 'int8_runtime',
            'int8_cache_dir', 'feature_cosine', 'export_int8', 'Int8AccuracyError']
 
@@ -91,6 +91,17 @@ def run_folder(path: Union[str, os.PathLike, None]) -> Optional[Path]:
     return folder if isinstance(config, dict) and config.get('sources') else None
 
 
+def default_calibration(calibration: Any, checkpoint_path: Union[str, os.PathLike, None] = None,
+                        model: Any = None) -> Any:
+    """``calibration`` when given, else the training run that ``checkpoint_path`` (or a ``'local-dir:RUN'``
+    ``model``) names, whose training images calibrate; None when there is neither."""
+    if calibration is not None:
+        return calibration
+    if checkpoint_path is None and isinstance(model, str) and model.startswith('local-dir:'):
+        checkpoint_path = model[len('local-dir:'):]
+    return run_folder(checkpoint_path)
+
+
 def run_datasets(folder: Union[str, os.PathLike]) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
     """The training dataset, the evaluation splits (``{target: (query, gallery)}``) and the config of a training
     run, rebuilt from its ``config.json`` (sources, targets, root, combineall, split and dataset options) as the
@@ -121,6 +132,25 @@ def _spread(paths: Sequence[str], size: int) -> List[str]:
     return [paths[int(i * len(paths) / size)] for i in range(size)]
 
 
+def _list_images(source: str) -> List[str]:
+    """The image files of a folder (searched recursively) or a glob pattern, sorted; a CalibrationError naming
+    ``source`` when it holds none or does not exist. (The sharded extractor's listing imports the extractor,
+    which imports this module.)"""
+    if os.path.isdir(source):
+        found = [os.path.join(root, name) for root, _, names in os.walk(source) for name in names]
+    elif any(ch in source for ch in '*?['):
+        found = glob.glob(source, recursive=True)
+    elif os.path.isfile(source):
+        found = [source]
+    else:
+        raise CalibrationError(f'--calibration {source}: no such folder, image file or matching glob pattern.')
+    images = sorted(p for p in found if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
+    if not images:
+        raise CalibrationError(f'--calibration {source}: holds no images (extensions: {", ".join(IMAGE_EXTENSIONS)}); '
+                               'give a folder of person crops like the ones you will embed.')
+    return images
+
+
 def calibration_images(source: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
                        size: int = CALIBRATION_SIZE) -> List[str]:
     """The image paths that calibrate: ``source`` is a folder (searched recursively), a glob pattern, an image
@@ -143,11 +173,7 @@ def calibration_images(source: Union[str, os.PathLike, Sequence[Union[str, os.Pa
         raise CalibrationError(f'--calibration {source}: not an image file (extensions: '
                                f'{", ".join(IMAGE_EXTENSIONS)}); give a folder of person crops, a glob pattern or a '
                                'training run.')
-    try:
-        paths = find_images([source])
-    except (FileNotFoundError, PermissionError) as e:
-        raise CalibrationError(f'--calibration: {e}') from None
-    return _spread(paths, size)
+    return _spread(_list_images(source), size)
 
 
 def calibration_batches(paths: Sequence[str], preprocessing: Dict[str, Any],
@@ -332,6 +358,10 @@ def int8_runtime(net: nn.Module, calibration: Union[str, os.PathLike, Sequence[s
     there; run on ``threads`` CPU threads. ``preprocessing``: the model's (input size, mean, std)."""
     if engine not in ENGINES:
         raise ValueError(f'int8 engine must be one of {", ".join(ENGINES)}, got {engine!r}.')
+    if calibration is None:
+        raise CalibrationError("precision='int8' needs calibration images: calibration= / --calibration, a folder of "
+                               'person crops like the ones you will embed (a training run as the model calibrates '
+                               'on its own training images).')
     paths = calibration_images(calibration, calibration_size)
     prep = dict(preprocessing or {})
     input_size = tuple(input_size or prep['input_size'])
@@ -422,11 +452,10 @@ def export_int8(model: Union[str, nn.Module, None], out: Union[str, os.PathLike,
         raise ValueError(f'--int8 writes --format onnx or openvino, not {fmt!r}.')
     engine = _ENGINE_OF_FORMAT[fmt]
     folder = run_folder(checkpoint_path)
+    calibration = default_calibration(calibration, checkpoint_path)
     if calibration is None:
-        if folder is None:
-            raise CalibrationError('--int8 needs --calibration (a folder of person crops like the ones you will '
-                                   'embed) unless --checkpoint is a training run, whose training images calibrate.')
-        calibration = folder
+        raise CalibrationError('--int8 needs --calibration (a folder of person crops like the ones you will embed) '
+                               'unless --checkpoint is a training run, whose training images calibrate.')
     paths = calibration_images(calibration, calibration_size)
     with tempfile.TemporaryDirectory(prefix='osnet_zoo_int8_') as tmp:
         tmp = Path(tmp)

@@ -17,6 +17,9 @@ os.environ.setdefault('OSNET_ZOO_CACHE', tempfile.mkdtemp(prefix='osnet_zoo_cach
 # file there; one folder per session (per xdist worker), linked into every test's cache, so each model is exported
 # once per session and the subprocesses a test starts find it too.
 SESSION_ONNX_CACHE = tempfile.mkdtemp(prefix='osnet_zoo_onnx_cache_')
+# the same for the OpenVINO IRs and for the CPU runtime 'auto' measured for a model (onnxruntime or OpenVINO)
+SESSION_SHARED_CACHES = {'onnx': SESSION_ONNX_CACHE, 'openvino': tempfile.mkdtemp(prefix='osnet_zoo_openvino_cache_'),
+                         'backend': tempfile.mkdtemp(prefix='osnet_zoo_backend_cache_')}
 
 # The checkout under test. Test modules take it, and the helpers that start Python processes, from here:
 # `from conftest import REPO, run_module` (pytest puts tests/ on sys.path, as for task_layouts.py).
@@ -94,7 +97,8 @@ def run_module(module: str, *args, **kwargs) -> subprocess.CompletedProcess:
 def _empty_weights_cache(tmp_path_factory, monkeypatch):
     """Each test starts with an empty osnet-zoo weights cache (OSNET_ZOO_CACHE), so none sees another's downloads."""
     cache = tmp_path_factory.mktemp('osnet_zoo_cache')
-    (cache / 'onnx').symlink_to(SESSION_ONNX_CACHE, target_is_directory=True)
+    for name, folder in SESSION_SHARED_CACHES.items():
+        (cache / name).symlink_to(folder, target_is_directory=True)
     monkeypatch.setenv('OSNET_ZOO_CACHE', str(cache))
 
 
@@ -120,7 +124,8 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(SESSION_ONNX_CACHE, ignore_errors=True)
+    for folder in SESSION_SHARED_CACHES.values():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):

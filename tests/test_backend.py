@@ -70,7 +70,8 @@ def test_selection(backend, device, precision, options, expected):
 
 
 def test_selection_errors():
-    with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'onnxruntime', got 'tensorrt'"):
+    with pytest.raises(ValueError,
+                       match="backend must be one of 'auto', 'torch', 'onnxruntime', 'openvino', got 'tensorrt'"):
         select_backend('tensorrt')
     for bad in (dict(device='cuda'), dict(precision='bf16'), dict(optimize=True)):
         with pytest.raises(ValueError, match='runs on the CPU in fp32'):
@@ -87,7 +88,9 @@ def test_default_extractor_runs_onnxruntime_with_the_eager_features():
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (int(h), int(h * 0.4), 3), dtype=np.uint8) for h in (60, 130, 250, 400)]
     default = FeatureExtractor(model, device='cpu', batch_size=3)
-    assert (default.plan.requested, default.backend) == ('auto', 'onnxruntime') and 'onnxruntime' in repr(default)
+    # onnxruntime, or OpenVINO where it is installed and timed faster on this machine (tests/test_openvino.py)
+    assert default.plan.requested == 'auto' and default.backend in ('onnxruntime', 'openvino')
+    assert default.backend in repr(default)
     eager = FeatureExtractor(model, device='cpu', batch_size=3, backend='torch')
     assert (eager.plan.backend, eager.plan.optimize) == ('torch', False) and isinstance(eager.model, nn.Module)
     got, ref = default(crops, normalize=False), eager(crops, normalize=False)

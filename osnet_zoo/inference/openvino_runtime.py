@@ -24,8 +24,8 @@ import torch.nn as nn
 
 from ..threads import compute_threads
 
-__all__ = ['ACCURACY_HINTS', 'IR_FOLDER_SUFFIX', 'INSTALL_OPENVINO', 'OpenVinoModel', 'openvino_available',
-           'require_openvino', 'ir_files', 'compile_ir']
+__all__ = ['ACCURACY_HINTS', 'IR_FOLDER_SUFFIX', 'INSTALL_OPENVINO', 'OpenVinoModel', 'OpenVinoMissingError',
+           'openvino_available', 'require_openvino', 'ir_files', 'compile_ir']
 
 # fp32 inference, no approximate fusions (OpenVINO's CPU default is bf16 on processors that have it)
 ACCURACY_HINTS = {'INFERENCE_PRECISION_HINT': 'f32', 'EXECUTION_MODE_HINT': 'ACCURACY'}
@@ -36,15 +36,21 @@ INSTALL_OPENVINO = 'pip install "osnet-zoo[openvino]" (or pip install "openvino>
 PathLike = Union[str, os.PathLike]
 
 
+class OpenVinoMissingError(ImportError, ValueError):
+    """The openvino package is not installed (an ImportError; a ValueError too, so that the command-line
+    programs print it as their one-line error)."""
+
+
 def openvino_available() -> bool:
     """Whether the openvino package can be imported (found, not loaded)."""
     return importlib.util.find_spec('openvino') is not None
 
 
 def require_openvino(what: str = 'OpenVINO') -> Any:
-    """The ``openvino`` module; without it, an ImportError in one line naming the extra that installs it."""
+    """The ``openvino`` module; without it, an :class:`OpenVinoMissingError` in one line naming the extra that
+    installs it."""
     if not openvino_available():
-        raise ImportError(f'{what} needs the openvino package, which is not installed: {INSTALL_OPENVINO}.')
+        raise OpenVinoMissingError(f'{what} needs the openvino package, which is not installed: {INSTALL_OPENVINO}.')
     import openvino  # optional dependency: loaded only when an IR is written or run
     return openvino
 

@@ -198,11 +198,11 @@ def main() -> None:
     results['accuracy'] = [row for run in filter(None, args.runs.split(','))
                            for row in run_accuracy(run, engine_names, args.threads or torch.get_num_threads())]
     results['load_average_end'] = os.getloadavg()
-    print(f"\nload average {results['load_average'][0]:.2f} at the start, {results['load_average_end'][0]:.2f} "
-          f'at the end ({os.cpu_count()} CPUs)')
+    # a busy machine slows every engine, not alike: the load says how far the ratios can be trusted
+    print(f"\n{results['cpus']} CPUs, 1-minute load {results['load_average'][0]:.2f} -> "
+          f"{results['load_average_end'][0]:.2f}" + (f'; results in {args.json}' if args.json else ''))
     if args.json:
         atomic_write_json(args.json, results, indent=2)
-        print(f'wrote {args.json}')
 
 
 if __name__ == '__main__':

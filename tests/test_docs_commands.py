@@ -37,6 +37,7 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.visualize actmap --checkpoint runs/osnet --max-images 8 --output runs/actmap': TINY_EVAL,
     'python -m osnet_zoo.export --checkpoint runs/osnet --output runs/export': '',
     'python -m osnet_zoo.export --checkpoint runs/osnet --format torchscript --output runs/export': '',
+    'python -m osnet_zoo.export --checkpoint runs/osnet --format openvino --output runs/export': '',
     'python -m osnet_zoo.extract --checkpoint runs/osnet ~/.cache/osnet_zoo/data/synthetic_reid/query '
     '--output feats.safetensors --device cpu': '--workers 1',
     'python -m osnet_zoo.extract --checkpoint runs/osnet --dataset synthetic --split gallery '
@@ -76,6 +77,7 @@ SKIPPED: Dict[str, str] = {
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format onnx': HUB,
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchreid': HUB,
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format torchscript': HUB,
+    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format openvino': HUB,
     'python -m osnet_zoo.export --model osnet_x1_0 --checkpoint market.pth --format torchscript '
     '--output osnet.torchscript':
         'needs a trained market.pth',

@@ -78,7 +78,7 @@ def test_onnx_cli_dynamic_batch_by_default(checkpoint, crops, tmp_path):
 
     # our own check: real crops, preprocessed per the contract, through onnxruntime at batch 3
     extractor = osnet_zoo.FeatureExtractor('osnet_ain_x0_25', checkpoint_path=checkpoint, device='cpu',
-                                           normalize=False)
+                                           normalize=False, backend='onnxruntime')  # not auto's timed choice
     batch = extractor.preprocess(crops).numpy()
     session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
     assert [i.name for i in session.get_inputs()] == ['images']

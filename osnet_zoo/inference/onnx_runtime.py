@@ -84,7 +84,7 @@ def _read_entry(path: Path, key: Dict[str, Any],
             return None, f'its record {record_file.name} {problem}'
         if record.get('key') != key:
             return None, 'its record is for another model or setting'
-        if not path.exists():
+        if not (path.is_file() or (path.is_dir() and digest is not file_sha256)):  # a folder: another digest
             return None, f'{path.name} is missing'
         if digest(path) != record.get('sha256'):
             return None, f'{path.name} does not have the sha256 its record holds'

@@ -6,7 +6,9 @@ approximately: :data:`ACCURACY_HINTS` pins fp32 inference and the accuracy execu
 gives PyTorch's features within the export tolerance (1e-4 of the largest output). The threads follow
 :func:`osnet_zoo.threads.compute_threads` as the onnxruntime path does (``threads=`` wins, then
 ``OMP_NUM_THREADS``, else torch's count capped to the CPUs this process may use); one stream, one request at a
-time (``PERFORMANCE_HINT`` LATENCY), as callers run one batch after the other.
+time (``PERFORMANCE_HINT`` LATENCY), as callers run one batch after the other; threads not pinned to cores
+(``ENABLE_CPU_PINNING`` off, OpenVINO's Linux default is on), as torch's and onnxruntime's are not: on a machine
+shared with a detector or other processes a pinned thread waits for its busy core instead of moving.
 
 Only this module and the exporter import ``openvino``; without it, :func:`require_openvino` says which extra
 installs it. Turning a model into an IR (checked, cached) is :mod:`osnet_zoo.inference.openvino_cache`.
@@ -88,7 +90,7 @@ def compile_ir(path: PathLike, threads: Optional[int] = None) -> Any:
         if network.inputs[0].get_partial_shape().rank.get_length() != 4 or len(network.outputs) != 1:
             raise ValueError(f'input {network.inputs[0].get_partial_shape()} and {len(network.outputs)} outputs, '
                              'expected an NCHW image batch in and one feature batch out')
-        config: Dict[str, Any] = {**ACCURACY_HINTS, 'PERFORMANCE_HINT': 'LATENCY',
+        config: Dict[str, Any] = {**ACCURACY_HINTS, 'PERFORMANCE_HINT': 'LATENCY', 'ENABLE_CPU_PINNING': False,
                                   'INFERENCE_NUM_THREADS': compute_threads(torch.get_num_threads(),
                                                                            explicit=threads)}
         return core.compile_model(network, 'CPU', config)

@@ -23,7 +23,8 @@ import yaml
 from . import threads as cpu_threads
 from .precision import INFERENCE_PRECISIONS as _INFERENCE, PRECISIONS as _DTYPES
 
-__all__ = ['PRECISIONS', 'INFERENCE_PRECISIONS', 'add_calibration', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'ArgumentParser', 'plain_text', 'describe',
+__all__ = ['PRECISIONS', 'INFERENCE_PRECISIONS', 'add_calibration', 'DEFAULT_DATA_ROOT', 'HelpFormatter',
+           'ArgumentParser', 'plain_text', 'describe',
            'default_device', 'add_output', 'add_device', 'add_precision', 'add_batch_size', 'add_workers', 'add_threads',
            'set_up_threads', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
            'check_at_least', 'check_osnet', 'error_message', 'format_table', 'run']

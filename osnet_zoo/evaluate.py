@@ -195,7 +195,8 @@ def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Mod
                      preprocessing=dict(input_size=[args.height, args.width], mean=list(mean), std=list(std),
                                         resize='bilinear-antialias'))
     if args.precision in QUANTIZED:  # the quantized model depends on its calibration images
-        key_parts['backend'] += f', calibrated on {args.calibration or args.checkpoint} ({args.calibration_size} images)'
+        key_parts['backend'] += (f', calibrated on {args.calibration or args.checkpoint} '
+                                 f'({args.calibration_size} images)')
     if du.is_main_process():
         print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
               f', input {args.height}x{args.width}, distance {args.distance}' +

@@ -35,7 +35,7 @@ from .openvino_cache import cached_openvino_model
 from .openvino_runtime import INSTALL_OPENVINO, openvino_available
 from .model import resolve_preprocessing
 from .optimize import optimize_for_inference
-from .quantize import CALIBRATION_SIZE, DEFAULT_ENGINE, int8_runtime
+from .quantize import CALIBRATION_SIZE, DEFAULT_ENGINE, default_engine, engine_available, int8_runtime
 
 __all__ = ['BACKENDS', 'BACKEND_HELP', 'BackendPlan', 'select_backend', 'build_runtime', 'missing_onnx_packages']
 
@@ -89,16 +89,22 @@ def _notice(message: str) -> None:
 
 def _int8_plan(backend: str, device: torch.device, torch_options: bool) -> BackendPlan:
     """``precision='int8'``: the quantized model on the CPU, by the engine ``backend`` names ('auto': the one
-    measured faster here, :data:`osnet_zoo.inference.quantize.DEFAULT_ENGINE`)."""
+    measured faster, :data:`osnet_zoo.inference.quantize.DEFAULT_ENGINE`, where the int8 extra is installed)."""
     if device.type != 'cpu' or backend == 'torch' or torch_options:
         raise ValueError("precision='int8' runs a quantized model on the CPU, through onnxruntime or OpenVINO "
                          "(backend 'auto', 'onnxruntime' or 'openvino'), without optimize / compile / cuda_graph; "
-                         f'got device {device}, backend {backend!r}' + (', torch options' if torch_options else '') + '.')
-    engine = DEFAULT_ENGINE if backend == 'auto' else backend
-    if engine == 'openvino' and (not openvino_available() or importlib.util.find_spec('nncf') is None):
+                         f'got device {device}, backend {backend!r}'
+                         + (', torch options' if torch_options else '') + '.')
+    if backend == 'auto':
+        engine = default_engine()
+        if engine != DEFAULT_ENGINE:
+            _notice(f'osnet_zoo: INT8 runs through onnxruntime; the {DEFAULT_ENGINE} engine, measured faster, needs '
+                    'nncf and openvino: pip install "osnet-zoo[int8]"')
+            return BackendPlan(backend, engine, int8=True, reason='int8: nncf / openvino not installed')
+        return BackendPlan(backend, engine, int8=True, reason=f'int8: {engine} (NNCF) measured fastest on the CPU')
+    if not engine_available(backend):
         raise ValueError('INT8 through OpenVINO needs the openvino and nncf packages: pip install "osnet-zoo[int8]".')
-    return BackendPlan(backend, engine, int8=True,
-                       reason='int8: ' + ('asked for' if backend != 'auto' else f'{engine} measured faster here'))
+    return BackendPlan(backend, backend, int8=True, reason='int8: asked for')
 
 
 def select_backend(backend: str = 'auto', device: Union[str, torch.device] = 'cpu', precision: str = 'fp32',

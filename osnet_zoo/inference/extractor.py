@@ -107,7 +107,8 @@ class FeatureExtractor:
     started with ``OMP_WAIT_POLICY=PASSIVE`` (docs/deployment.md).
 
     INT8 (CPU): ``precision='int8'`` runs the model quantized by post-training static quantization
-    (:mod:`osnet_zoo.inference.quantize`; onnxruntime's QDQ by default, ``backend='openvino'`` for NNCF's IR),
+    (:mod:`osnet_zoo.inference.quantize`; by default NNCF's OpenVINO IR, measured faster, where the ``int8`` extra
+    is installed, else onnxruntime's QDQ graph; ``backend='onnxruntime'`` / ``'openvino'`` choose),
     calibrated on ``calibration`` (person crops: a folder, a glob pattern or a list of image paths; default: the
     training images of the run ``checkpoint_path`` names), at most ``calibration_size`` of them; quantized once
     and cached (``$OSNET_ZOO_CACHE/int8``), keyed by the weights and the calibration images' contents.

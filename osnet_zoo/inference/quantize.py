@@ -11,8 +11,8 @@ Two engines quantize the BN-folded fp32 ONNX export of :mod:`osnet_zoo.inference
 * ``openvino``: NNCF's ``nncf.quantize`` on the OpenVINO model of that ONNX file; the result is an OpenVINO
   IR (``.xml`` + ``.bin``) that OpenVINO runs.
 
-:data:`DEFAULT_ENGINE` is the one measured faster on our CPU at the same accuracy (benchmarks/RESULTS.md,
-docs/deployment.md). :class:`QuantizedModel` runs a quantized file; :func:`int8_runtime` quantizes a module once
+:data:`DEFAULT_ENGINE` (OpenVINO's) is the one measured faster on our CPU at the same accuracy
+(benchmarks/RESULTS.md, docs/deployment.md); without the ``int8`` extra onnxruntime's runs (:func:`default_engine`). :class:`QuantizedModel` runs a quantized file; :func:`int8_runtime` quantizes a module once
 and keeps the result in the cache (``$OSNET_ZOO_CACHE/int8``), keyed by the fp32 export's key, the engine and
 the digest of the calibration images, as the ONNX export is cached.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -48,15 +49,18 @@ from .export import BOXMOT_FOLDER_MANIFEST, INPUT_NAME, OUTPUT_NAME, contract_pa
 from .onnx_runtime import DEFAULT_OPSET, onnx_cache_key, ort_session
 from .openvino_runtime import IR_FOLDER_SUFFIX, OpenVinoModel
 
-__all__ = ['ENGINES', 'DEFAULT_ENGINE', 'CALIBRATION_SIZE', 'DEFAULT_MAX_RANK1_DROP', 'CalibrationError',
-           'calibration_images', 'default_calibration', 'calibration_batches', 'calibration_digest', 'run_folder', 'run_datasets',
+__all__ = ['ENGINES', 'DEFAULT_ENGINE', 'default_engine', 'engine_available', 'CALIBRATION_SIZE', 'DEFAULT_MAX_RANK1_DROP', 'CalibrationError',
+           'calibration_images', 'default_calibration', 'calibration_batches', 'calibration_digest', 'run_folder',
+           'run_datasets',
            'quantize_onnx', 'quantize_openvino', 'quantize_model', 'QuantizedModel', 'int8_runtime',
            'int8_cache_dir', 'feature_cosine', 'export_int8', 'Int8AccuracyError']
 
 _logger = logging.getLogger(__name__)
 
 ENGINES = ('onnxruntime', 'openvino')
-DEFAULT_ENGINE = 'onnxruntime'
+# measured faster at both batch sizes and both widths, and as accurate (benchmarks/RESULTS.md); used where the int8
+# extra (nncf, openvino) is installed, else onnxruntime's (:func:`default_engine`)
+DEFAULT_ENGINE = 'openvino'
 CALIBRATION_SIZE = 300
 DEFAULT_MAX_RANK1_DROP = 1.0  # points of Rank-1 (percent)
 _SUFFIXES = {'onnxruntime': '.onnx', 'openvino': '.xml'}
@@ -257,7 +261,7 @@ def quantize_openvino(fp32_path: Union[str, os.PathLike], out: Union[str, os.Pat
 
 
 def quantize_model(fp32_path: Union[str, os.PathLike], out: Union[str, os.PathLike], batches: Sequence[np.ndarray],
-                   engine: str = DEFAULT_ENGINE) -> Path:
+                   engine: str = 'onnxruntime') -> Path:
     """Quantize the fp32 ONNX export ``fp32_path`` with ``engine`` ('onnxruntime': a QDQ ``.onnx``;
     'openvino': an IR ``.xml``) into ``out``, calibrated on ``batches``."""
     if engine not in ENGINES:
@@ -309,6 +313,16 @@ def feature_cosine(reference: nn.Module, quantized: nn.Module, batches: Sequence
 
 # ------------------------------------------------------------------------------------- the cached INT8 model
 
+def engine_available(engine: str) -> bool:
+    """Whether ``engine`` can run here: onnxruntime always (a dependency); openvino with nncf and openvino."""
+    return engine == 'onnxruntime' or all(importlib.util.find_spec(m) is not None for m in ('nncf', 'openvino'))
+
+
+def default_engine() -> str:
+    """:data:`DEFAULT_ENGINE` where it can run, else onnxruntime."""
+    return DEFAULT_ENGINE if engine_available(DEFAULT_ENGINE) else 'onnxruntime'
+
+
 def int8_cache_dir() -> Path:
     """Where quantized models are kept: ``int8/`` in the package's cache (``$OSNET_ZOO_CACHE``, else
     ``~/.cache/osnet_zoo``)."""
@@ -350,12 +364,14 @@ def _export_fp32(net: nn.Module, folder: Path, input_size: Tuple[int, int, int])
 
 
 def int8_runtime(net: nn.Module, calibration: Union[str, os.PathLike, Sequence[str]],
-                 input_size: Optional[Tuple[int, int, int]] = None, engine: str = DEFAULT_ENGINE,
+                 input_size: Optional[Tuple[int, int, int]] = None, engine: Optional[str] = None,
                  calibration_size: int = CALIBRATION_SIZE, threads: Optional[int] = None,
                  spinning: bool = False, preprocessing: Optional[Dict[str, Any]] = None) -> QuantizedModel:
     """``net`` quantized to INT8 by ``engine`` with ``calibration`` (see :func:`calibration_images`), from the
     cache when it holds the same model, input size, engine and calibration images, else quantized and kept
-    there; run on ``threads`` CPU threads. ``preprocessing``: the model's (input size, mean, std)."""
+    there; run on ``threads`` CPU threads. ``preprocessing``: the model's (input size, mean, std). ``engine`` None:
+    :func:`default_engine`."""
+    engine = engine or default_engine()
     if engine not in ENGINES:
         raise ValueError(f'int8 engine must be one of {", ".join(ENGINES)}, got {engine!r}.')
     if calibration is None:

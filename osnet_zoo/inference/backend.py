@@ -15,7 +15,8 @@ device and precision (benchmarks/RESULTS.md), so that users get it without readi
 * other devices: the plain PyTorch model.
 
 ``backend='torch'`` (with ``optimize`` / ``compile`` / ``cuda_graph`` as asked), ``backend='onnxruntime'`` and
-``backend='openvino'`` (the checked IR, cached: :mod:`osnet_zoo.inference.openvino_cache`) choose explicitly; ``optimize``, ``compile`` or ``cuda_graph`` with ``'auto'`` mean the PyTorch path.
+``backend='openvino'`` (the checked IR, cached: :mod:`osnet_zoo.inference.openvino_cache`) choose explicitly;
+``optimize``, ``compile`` or ``cuda_graph`` with ``'auto'`` mean the PyTorch path.
 """
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ import torch.nn as nn
 from ..precision import QUANTIZED, resolve_dtype
 from ..threads import compute_threads
 from .backend_choice import TIMING_BATCH, backend_choice_key, read_choice, time_runtimes, write_choice
+from .model import resolve_preprocessing
 from .onnx_runtime import OnnxRuntimeModel
 from .openvino_cache import cached_openvino_model
 from .openvino_runtime import INSTALL_OPENVINO, openvino_available
-from .model import resolve_preprocessing
 from .optimize import optimize_for_inference
 from .quantize import CALIBRATION_SIZE, DEFAULT_ENGINE, default_engine, engine_available, int8_runtime
 
@@ -198,7 +199,8 @@ def build_runtime(net: nn.Module, plan: BackendPlan, device: Union[str, torch.de
                   calibration_size: int = CALIBRATION_SIZE) -> Tuple[nn.Module, BackendPlan]:
     """The module that runs ``net`` (an eval-mode embedding model) under ``plan``, and the plan it runs
     (another one when an automatic onnxruntime plan fell back to PyTorch because the model could not be
-    exported or failed the check; a one-line notice says so; the timed faster one of ``plan.candidates``). Call the module with a float32 NCHW batch.
+    exported or failed the check, a one-line notice saying so; or the faster one of ``plan.candidates``, timed on
+    this machine). Call the module with a float32 NCHW batch.
 
     ``batch_size`` / ``input_size`` size the CUDA graph; ``threads`` and ``spinning`` configure onnxruntime
     (spinning threads slow down CPU work between the calls, such as preprocessing); ``compile`` is passed to

@@ -85,6 +85,9 @@ def read_choice(key: Dict[str, Any], folder: Optional[Path] = None) -> Optional[
         return None
     if not isinstance(record, dict) or record.get('key') != key or record.get('backend') not in key['candidates']:
         return None
+    times = record.get('ms_per_crop')
+    if not isinstance(times, dict) or not all(isinstance(times.get(c), (int, float)) for c in key['candidates']):
+        return None
     return {**record, 'path': str(path)}
 
 

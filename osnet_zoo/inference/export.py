@@ -48,7 +48,8 @@ from .optimize import fold_batchnorm
 
 __all__ = ['export_model', 'check_export', 'check_opset', 'supported_opsets', 'ExportCheckError', 'INPUT_NAME',
            'OUTPUT_NAME', 'TOLERANCES', 'EXPORT_FORMATS', 'EXPORT_SUFFIXES', 'TRACKER_METADATA_KEYS',
-           'BOXMOT_METADATA_KEYS', 'BOXMOT_DOWNLOAD_NAMES', 'BOXMOT_FOLDER_MANIFEST', 'default_export_name', 'metadata_path', 'contract_path']
+           'BOXMOT_METADATA_KEYS', 'BOXMOT_DOWNLOAD_NAMES', 'BOXMOT_FOLDER_MANIFEST', 'default_export_name',
+           'metadata_path', 'contract_path']
 
 _logger = logging.getLogger(__name__)
 
@@ -284,9 +285,9 @@ def export_model(
     'model_name': ...}``, fp32, unnormalised embedding; ``with_classifier`` keeps the classifier) or 'openvino'
     (a folder ``<name>_openvino_model`` holding the fp32 IR ``<name>.xml`` / ``.bin``, converted from the ONNX
     graph, checked through OpenVINO's CPU plugin in fp32; the contract, the metadata and boxmot's
-    ``manifest.json`` inside it). ``out`` is the file (the OpenVINO folder), or a folder (existing, or without a file suffix) that gets :func:`default_export_name`; None
-    writes that name in the working directory. ``input_size`` (C, H, W) overrides the model's
-    ``pretrained_cfg`` input size (the graph's spatial size is fixed).
+    ``manifest.json`` inside it). ``out`` is the file (the OpenVINO folder), or a folder (existing, or without
+    a file suffix) that gets :func:`default_export_name`; None writes that name in the working directory.
+    ``input_size`` (C, H, W) overrides the model's ``pretrained_cfg`` input size (the graph's spatial size is fixed).
     Raises ExportCheckError if the check fails (the files are still written, with ``check.passed`` false).
     """
     _check_options(model, fmt, half, batch_size, normalize, opset, with_classifier)

@@ -21,14 +21,16 @@ import torch
 import yaml
 
 from . import threads as cpu_threads
-from .precision import PRECISIONS as _DTYPES
+from .precision import INFERENCE_PRECISIONS as _INFERENCE, PRECISIONS as _DTYPES
 
-__all__ = ['PRECISIONS', 'DEFAULT_DATA_ROOT', 'HelpFormatter', 'ArgumentParser', 'plain_text', 'describe',
+__all__ = ['PRECISIONS', 'INFERENCE_PRECISIONS', 'add_calibration', 'DEFAULT_DATA_ROOT', 'HelpFormatter',
+           'ArgumentParser', 'plain_text', 'describe',
            'default_device', 'add_output', 'add_device', 'add_precision', 'add_batch_size', 'add_workers', 'add_threads',
            'set_up_threads', 'add_model', 'add_root', 'parse_key_values', 'resolve_workers',
            'check_at_least', 'check_osnet', 'error_message', 'format_table', 'run']
 
 PRECISIONS = tuple(_DTYPES)  # the --precision names of osnet_zoo/precision.py, the one table
+INFERENCE_PRECISIONS = _INFERENCE  # and int8, for the inference commands (extract, evaluate)
 # Where datasets live when --root is not given ($OSNET_ZOO_DATA overrides it); synthetic sets are generated here.
 DEFAULT_DATA_ROOT = os.environ.get('OSNET_ZOO_DATA', '~/.cache/osnet_zoo/data')
 # Errors that mean "the input is wrong" (the message names the thing): printed as one line by run().
@@ -128,6 +130,15 @@ def add_precision(parser: argparse.ArgumentParser, choices: Sequence[str] = PREC
                   help: str = 'numeric precision: fp32, or bf16 / fp16 mixed precision') -> None:
     """``--precision {fp32,bf16,fp16}``."""
     parser.add_argument('--precision', default=default, choices=list(choices), help=f'{help} (default: {default})')
+
+
+def add_calibration(parser: argparse.ArgumentParser, default_size: int) -> None:
+    """``--calibration`` and ``--calibration-size``: the person crops that calibrate an INT8 model."""
+    parser.add_argument('--calibration', default=None,
+                        help='INT8: person crops to calibrate on, a folder (searched recursively) or a glob pattern '
+                             "(default: a training run's own training images)")
+    parser.add_argument('--calibration-size', type=int, default=default_size,
+                        help=f'INT8: calibration images, spread evenly over the listing (default: {default_size})')
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: Optional[int], help: str = 'images per batch') -> None:

@@ -48,9 +48,11 @@ from .evaluation.labelled import load_classifier, score_labelled
 from .files import atomic_write_json
 from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
 from .inference.backend import BACKEND_HELP, BACKENDS
+from .inference.quantize import CALIBRATION_SIZE, default_calibration
 from .metrics import pairwise_distance
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 from .models.osnet import MIN_INPUT_SIZE
+from .precision import QUANTIZED
 from .weights import model_digest
 
 __all__ = ['main', 'get_args_parser', 'evaluate_labelled_cli', 'ENDING']
@@ -120,7 +122,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('--cuhk03-single-shot', action='store_true',
                    help='CUHK03 classic single-gallery-shot CMC (10 seeded draws)')
     cli.add_device(p)
-    cli.add_precision(p, help='feature extraction precision: fp32, or bf16 / fp16 autocast')
+    cli.add_precision(p, choices=cli.INFERENCE_PRECISIONS,
+                      help='feature extraction precision: fp32, bf16 / fp16 autocast, or int8 (CPU: the model '
+                           'quantized, calibrated on --calibration)')
+    cli.add_calibration(p, CALIBRATION_SIZE)
     p.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
     cli.add_batch_size(p, 128)
     cli.add_workers(p, 2, help='data-loading worker processes (default: 2)')
@@ -173,19 +178,26 @@ def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Mod
     _, cfg_h, cfg_w = cfg.get('input_size', (3, 256, 128))
     args.height, args.width = args.height or cfg_h, args.width or cfg_w
     mean, std = cfg.get('mean') or IMAGENET_MEAN, cfg.get('std') or IMAGENET_STD
+    # int8: the quantized model takes and returns float32, so nothing autocasts
     options = dict(size=(args.height, args.width), mean=mean, std=std, batch_size=args.batch_size,
-                   workers=args.workers, precision=args.precision, flip=args.flip)
+                   workers=args.workers, precision='fp32' if args.precision in QUANTIZED else args.precision,
+                   flip=args.flip)
     # every batch but a split's last has --batch-size: on CUDA a graph for it is safe
     plan = select_backend(args.backend, device, args.precision, fixed_batch=True)
     runtime = model
     if plan.backend != 'torch' or plan.optimize:  # the plain model runs as before, under autocast
         runtime, plan = build_runtime(model, plan, device, args.precision, args.batch_size,
                                       (3, args.height, args.width), threads=args.threads,
-                                      spinning=args.spin)
+                                      spinning=args.spin, calibration=default_calibration(
+                                          args.calibration, args.checkpoint),
+                                      calibration_size=args.calibration_size)
     key_parts = dict(weights_digest=model_digest(model) if du.is_main_process() else '', flip=args.flip,
                      precision=args.precision, backend=plan.describe(),
                      preprocessing=dict(input_size=[args.height, args.width], mean=list(mean), std=list(std),
                                         resize='bilinear-antialias'))
+    if args.precision in QUANTIZED:  # the quantized model depends on its calibration images
+        key_parts['backend'] += (f', calibrated on {args.calibration or args.checkpoint} '
+                                 f'({args.calibration_size} images)')
     if du.is_main_process():
         print(f'model {args.model}' + (f' ({args.checkpoint})' if args.checkpoint else '') +
               f', input {args.height}x{args.width}, distance {args.distance}' +

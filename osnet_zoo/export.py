@@ -16,6 +16,9 @@ from .inference import DEFAULT_MODEL, apply_run_record
 from .inference.export import (
     EXPORT_FORMATS, ExportCheckError, contract_path, export_model, metadata_path,
 )
+from .inference.quantize import (
+    CALIBRATION_SIZE, DEFAULT_MAX_RANK1_DROP, Int8AccuracyError, export_int8,
+)
 
 __all__ = ['main', 'get_args_parser', 'ENDING']
 
@@ -52,7 +55,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                '  # TFLite for LiteRT (boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.tflite)\n'
                '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format tflite\n'
                '  # a training run -> runs/export/osnet_x0_25_trained.onnx (input size from the run)\n'
-               '  python -m osnet_zoo.export --checkpoint runs/osnet')
+               '  python -m osnet_zoo.export --checkpoint runs/osnet\n'
+               '  # INT8 for the CPU, calibrated on the run\'s training images, refused if Rank-1 drops > 1 point\n'
+               '  python -m osnet_zoo.export --checkpoint runs/osnet --int8\n'
+               '  # INT8 of pretrained weights, calibrated on your own crops\n'
+               '  python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --int8 --calibration crops/\n'
+               '  # INT8 OpenVINO IR (NNCF) -> runs/export/osnet_x0_25_trained_int8_openvino_model/\n'
+               '  python -m osnet_zoo.export --checkpoint runs/osnet --int8 --format openvino')
     cli.add_model(parser, default=None,
                   help='timm model name; with a tag (osnet_x1_0.msmt17_combineall) for pretrained weights '
                        f"(default: a training run's own architecture, else {DEFAULT_MODEL})")
@@ -81,7 +90,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--opset', type=int, default=17,
                         help='ONNX opset (default 17; OpenVINO converts from that ONNX graph)')
     parser.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers separate')
+    add_int8_options(parser)
     return parser
+
+
+def add_int8_options(parser: argparse.ArgumentParser) -> None:
+    """``--int8`` and its calibration and accuracy options."""
+    group = parser.add_argument_group(
+        'INT8 (post-training static quantization for the CPU; docs/deployment.md)')
+    group.add_argument('--int8', action='store_true',
+                       help='write an INT8 model instead of fp32, calibrated on --calibration: --format onnx: a QDQ '
+                            '.onnx (onnxruntime\'s quantizer); --format openvino: an IR folder (NNCF; pip install '
+                            '"osnet-zoo[int8]"). A training run is evaluated before and after on its own evaluation '
+                            'split')
+    cli.add_calibration(group, CALIBRATION_SIZE)
+    group.add_argument('--max-rank1-drop', type=float, default=DEFAULT_MAX_RANK1_DROP,
+                       help='refuse to write an INT8 model whose Rank-1 on the run\'s evaluation split is more than '
+                            f'this many points below fp32 (default: {DEFAULT_MAX_RANK1_DROP:g})')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -89,6 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     error: :func:`osnet_zoo.cli.run` prints either as one line and exits with 1 or 2 (:data:`ENDING`)."""
     args = get_args_parser().parse_args(argv)
     apply_run_record(args, default_model=DEFAULT_MODEL)
+    if args.int8:
+        return _main_int8(args)
     contract = export_model(
         args.model, args.output, fmt=args.format, dynamic_batch=not args.fixed_batch,
         half=args.precision == 'fp16', batch_size=args.batch_size, normalize=args.normalize,
@@ -110,8 +137,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-# exit status 1: the exported file does not match PyTorch (the files are kept, check.passed false); 2: a bad input
-ENDING = dict(exit_codes={ExportCheckError: 1}, error_status=2)
+def _main_int8(args: argparse.Namespace) -> int:
+    """``--int8``: quantize, report the accuracy cost, write (or refuse)."""
+    if args.format not in ('onnx', 'openvino'):
+        raise ValueError(f'--int8 writes --format onnx (onnxruntime) or openvino (NNCF), not --format {args.format}.')
+    if args.precision != 'fp32' or args.fixed_batch or args.normalize or args.no_fold_bn:
+        raise ValueError('--int8 quantizes the fp32 export (dynamic batch, BN folded, unnormalised): drop '
+                         '--precision / --fixed-batch / --normalize / --no-fold-bn.')
+    out, contract = export_int8(args.model, args.output, calibration=args.calibration,
+                           calibration_size=args.calibration_size, fmt=args.format,
+                           max_rank1_drop=args.max_rank1_drop, pretrained=not args.no_pretrained,
+                           checkpoint_path=args.checkpoint)
+    quantization, accuracy = contract['quantization'], contract['accuracy']
+    print(f"Wrote {out} (INT8, {quantization['engine']}, {contract['architecture']}, calibrated on "
+          f"{quantization['calibration_images']} images)")
+    for target, v in (accuracy.get('targets') or {}).items():
+        print(f"Accuracy on {target} ({v['query']} queries, {v['gallery']} gallery): Rank-1 {v['fp32']['rank1']:.1f}% "
+              f"-> {v['int8']['rank1']:.1f}%, mAP {v['fp32']['mAP']:.1f}% -> {v['int8']['mAP']:.1f}% (fp32 -> INT8)")
+    cosine = accuracy['cosine_on_calibration']
+    print(f"Cosine to fp32 on the {cosine['images']} calibration crops: mean {cosine['mean']:.5f}, min "
+          f"{cosine['min']:.5f}")
+    if accuracy['rank1_drop'] is None:
+        print(f"Not measured: {accuracy['not_measured']}.")
+    else:
+        print(f"Rank-1 drop {accuracy['rank1_drop']:.2f} points <= --max-rank1-drop {accuracy['max_rank1_drop']:g}: "
+              'PASSED')
+    print(f'Contract (with the accuracy report): {contract_path(out)}; tracker metadata: {metadata_path(out)}')
+    return 0
+
+
+# exit status 1: the exported file does not match PyTorch (the files are kept, check.passed false), or the INT8
+# model loses more Rank-1 than --max-rank1-drop (nothing written); 2: a bad input
+ENDING = dict(exit_codes={ExportCheckError: 1, Int8AccuracyError: 1}, error_status=2)
 
 if __name__ == '__main__':
     sys.exit(cli.run(main, **ENDING))

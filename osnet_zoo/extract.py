@@ -22,6 +22,7 @@ from . import distributed as du
 from .data import build_dataset, data_root
 from .inference import DEFAULT_MODEL, apply_run_record
 from .inference.backend import BACKEND_HELP, BACKENDS
+from .inference.quantize import CALIBRATION_SIZE
 from .inference.sharded import extract_features, load_features
 
 __all__ = ['get_args_parser', 'main', 'ENDING']
@@ -73,7 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-pretrained', action='store_true',
                         help='random weights, seeded (for testing the pipeline only)')
     cli.add_device(parser)
-    cli.add_precision(parser)
+    cli.add_precision(parser, choices=cli.INFERENCE_PRECISIONS,
+                      help='fp32, bf16 / fp16, or int8 (CPU: the model quantized, calibrated on --calibration)')
+    cli.add_calibration(parser, CALIBRATION_SIZE)
     cli.add_batch_size(parser, 64)
     parser.add_argument('--shard-size', type=int, default=2048, help='images per resumable shard (default 2048)')
     cli.add_workers(parser, 4, help='image decoding threads (default: 4)')
@@ -131,7 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             checkpoint_path=args.checkpoint, device=str(device), precision=args.precision,
             batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
             skip_bad=args.skip_bad, workers=args.workers, max_shards=args.max_shards, optimize=args.optimize,
-            backend=args.backend, progress=main_rank, threads=threads, spin=args.spin)
+            backend=args.backend, progress=main_rank, threads=threads, spin=args.spin,
+            calibration=args.calibration, calibration_size=args.calibration_size)
     finally:
         du.cleanup()
     if not main_rank:

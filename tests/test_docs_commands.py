@@ -38,6 +38,12 @@ RUN: Dict[str, str] = {
     'python -m osnet_zoo.export --checkpoint runs/osnet --output runs/export': '',
     'python -m osnet_zoo.export --checkpoint runs/osnet --format torchscript --output runs/export': '',
     'python -m osnet_zoo.export --checkpoint runs/osnet --format openvino --output runs/export': '',
+    # the tiny run trained here (2 steps) is near chance, where INT8 may move Rank-1 by more than the 1-point
+    # default bound: the bound is widened so that the command runs through; tests/test_quantize.py checks it
+    'python -m osnet_zoo.export --checkpoint runs/osnet --int8 --output runs/export': '--max-rank1-drop 100',
+    'python -m osnet_zoo.export --checkpoint runs/osnet --int8 --format openvino --output runs/export':
+        '--max-rank1-drop 100',
+    'python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic --precision int8': TINY_EVAL,
     'python -m osnet_zoo.extract --checkpoint runs/osnet ~/.cache/osnet_zoo/data/synthetic_reid/query '
     '--output feats.safetensors --device cpu': '--workers 1',
     'python -m osnet_zoo.extract --checkpoint runs/osnet --dataset synthetic --split gallery '
@@ -90,6 +96,8 @@ SKIPPED: Dict[str, str] = {
     'boxmot track --reid runs/export/osnet_x0_25_msmt17_combineall.tflite ...':
         "boxmot's CLI (a video and boxmot[yolo]'s detector); tests/test_boxmot_tflite.py runs its ReID and trackers",
     'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --format openvino': HUB,
+    'python -m osnet_zoo.export --model osnet_x0_25.msmt17_combineall --int8 --calibration crops/':
+        HUB + '; needs your crops/ folder',
     'python -m osnet_zoo.export --model osnet_x1_0 --checkpoint market.pth --format torchscript '
     '--output osnet.torchscript':
         'needs a trained market.pth',

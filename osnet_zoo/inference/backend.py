@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ..precision import resolve_dtype
+from ..precision import QUANTIZED, resolve_dtype
 from ..threads import compute_threads
 from .backend_choice import TIMING_BATCH, backend_choice_key, read_choice, time_runtimes, write_choice
 from .model import resolve_preprocessing
@@ -36,6 +36,7 @@ from .onnx_runtime import OnnxRuntimeModel
 from .openvino_cache import cached_openvino_model
 from .openvino_runtime import INSTALL_OPENVINO, openvino_available
 from .optimize import optimize_for_inference
+from .quantize import CALIBRATION_SIZE, DEFAULT_ENGINE, default_engine, engine_available, int8_runtime
 
 __all__ = ['BACKENDS', 'BACKEND_HELP', 'BackendPlan', 'select_backend', 'build_runtime', 'missing_onnx_packages']
 
@@ -63,9 +64,13 @@ class BackendPlan:
     cuda_graph: bool = False
     reason: str = ''
     candidates: Tuple[str, ...] = ()
+    int8: bool = False  # a quantized model (osnet_zoo.inference.quantize) run by ``backend``
 
     def describe(self) -> str:
-        """'onnxruntime', 'openvino', 'torch (optimized)', 'torch (optimized, CUDA graph)' or 'torch'."""
+        """'onnxruntime', 'openvino', 'onnxruntime (int8)', 'torch (optimized)', 'torch (optimized, CUDA graph)'
+        or 'torch'."""
+        if self.int8:
+            return f'{self.backend} (int8)'
         if self.backend != 'torch' or not self.optimize:
             return self.backend
         return 'torch (optimized, CUDA graph)' if self.cuda_graph else 'torch (optimized)'
@@ -83,6 +88,26 @@ def _notice(message: str) -> None:
         _logger.warning(message)
 
 
+def _int8_plan(backend: str, device: torch.device, torch_options: bool) -> BackendPlan:
+    """``precision='int8'``: the quantized model on the CPU, by the engine ``backend`` names ('auto': the one
+    measured faster, :data:`osnet_zoo.inference.quantize.DEFAULT_ENGINE`, where the int8 extra is installed)."""
+    if device.type != 'cpu' or backend == 'torch' or torch_options:
+        raise ValueError("precision='int8' runs a quantized model on the CPU, through onnxruntime or OpenVINO "
+                         "(backend 'auto', 'onnxruntime' or 'openvino'), without optimize / compile / cuda_graph; "
+                         f'got device {device}, backend {backend!r}'
+                         + (', torch options' if torch_options else '') + '.')
+    if backend == 'auto':
+        engine = default_engine()
+        if engine != DEFAULT_ENGINE:
+            _notice(f'osnet_zoo: INT8 runs through onnxruntime; the {DEFAULT_ENGINE} engine, measured faster, needs '
+                    'nncf and openvino: pip install "osnet-zoo[int8]"')
+            return BackendPlan(backend, engine, int8=True, reason='int8: nncf / openvino not installed')
+        return BackendPlan(backend, engine, int8=True, reason=f'int8: {engine} (NNCF) measured fastest on the CPU')
+    if not engine_available(backend):
+        raise ValueError('INT8 through OpenVINO needs the openvino and nncf packages: pip install "osnet-zoo[int8]".')
+    return BackendPlan(backend, backend, int8=True, reason='int8: asked for')
+
+
 def select_backend(backend: str = 'auto', device: Union[str, torch.device] = 'cpu', precision: str = 'fp32',
                    optimize: bool = False, compile: Union[bool, str] = False, cuda_graph: bool = False,
                    fixed_batch: bool = False) -> BackendPlan:
@@ -96,6 +121,8 @@ def select_backend(backend: str = 'auto', device: Union[str, torch.device] = 'cp
     if cuda_graph and device.type != 'cuda':
         raise ValueError(f'cuda_graph=True needs a CUDA device, got {device}.')
     torch_options = bool(optimize or compile or cuda_graph)
+    if precision in QUANTIZED:
+        return _int8_plan(backend, device, torch_options)
     if backend in ('onnxruntime', 'openvino'):
         if device.type != 'cpu' or dtype != torch.float32 or torch_options:
             raise ValueError(f"backend={backend!r} runs on the CPU in fp32, without optimize / compile / "
@@ -168,7 +195,8 @@ def _measured_cpu_runtime(net: nn.Module, plan: BackendPlan, batch_size: int,
 def build_runtime(net: nn.Module, plan: BackendPlan, device: Union[str, torch.device], precision: str = 'fp32',
                   batch_size: int = 64, input_size: Optional[Tuple[int, int, int]] = None,
                   threads: Optional[int] = None, spinning: bool = False,
-                  compile: Union[bool, str] = False) -> Tuple[nn.Module, BackendPlan]:
+                  compile: Union[bool, str] = False, calibration: Any = None,
+                  calibration_size: int = CALIBRATION_SIZE) -> Tuple[nn.Module, BackendPlan]:
     """The module that runs ``net`` (an eval-mode embedding model) under ``plan``, and the plan it runs
     (another one when an automatic onnxruntime plan fell back to PyTorch because the model could not be
     exported or failed the check, a one-line notice saying so; or the faster one of ``plan.candidates``, timed on
@@ -177,10 +205,15 @@ def build_runtime(net: nn.Module, plan: BackendPlan, device: Union[str, torch.de
     ``batch_size`` / ``input_size`` size the CUDA graph; ``threads`` and ``spinning`` configure onnxruntime
     (spinning threads slow down CPU work between the calls, such as preprocessing); ``compile`` is passed to
     ``optimize_for_inference``. The optimised and onnxruntime paths leave ``net`` as it is; the plain torch
-    path moves ``net`` itself to the device and dtype (callers pass their own copy).
+    path moves ``net`` itself to the device and dtype (callers pass their own copy). An int8 plan quantizes
+    ``net`` with ``calibration`` (:func:`osnet_zoo.inference.quantize.int8_runtime`, cached).
     """
     device = torch.device(device)
     dtype = resolve_dtype(precision)
+    if plan.int8:
+        prep = resolve_preprocessing(net, {'input_size': input_size} if input_size else None)
+        return int8_runtime(net, calibration, engine=plan.backend, calibration_size=calibration_size,
+                            threads=threads, spinning=spinning, preprocessing=prep), plan
     if plan.candidates:
         try:
             return _measured_cpu_runtime(net, plan, batch_size, input_size, threads, spinning)

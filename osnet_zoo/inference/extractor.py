@@ -17,6 +17,7 @@ from ..precision import resolve_dtype
 from ..threads import compute_threads
 from .backend import build_runtime, select_backend
 from .model import build_embedding_model, resolve_preprocessing
+from .quantize import CALIBRATION_SIZE, default_calibration
 from .resize_cv2 import resize_like_cv2
 
 if TYPE_CHECKING:
@@ -105,6 +106,13 @@ class FeatureExtractor:
     step needs (beside one busy process the old default was 22x slower than idle). ``spin=True`` is the old
     behaviour: the lowest latency on an idle machine only. Torch's own OpenMP pool spins unless the process
     started with ``OMP_WAIT_POLICY=PASSIVE`` (docs/deployment.md).
+
+    INT8 (CPU): ``precision='int8'`` runs the model quantized by post-training static quantization
+    (:mod:`osnet_zoo.inference.quantize`; by default NNCF's OpenVINO IR, measured faster, where the ``int8`` extra
+    is installed, else onnxruntime's QDQ graph; ``backend='onnxruntime'`` / ``'openvino'`` choose),
+    calibrated on ``calibration`` (person crops: a folder, a glob pattern or a list of image paths; default: the
+    training images of the run ``checkpoint_path`` names), at most ``calibration_size`` of them; quantized once
+    and cached (``$OSNET_ZOO_CACHE/int8``), keyed by the weights and the calibration images' contents.
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class FeatureExtractor:
             resize: str = 'antialias',
             spin: bool = False,
             workers: int = 0,
+            calibration: Any = None, calibration_size: int = CALIBRATION_SIZE,
     ):
         """
         Args:
@@ -135,7 +144,7 @@ class FeatureExtractor:
                 returning embeddings (an OSNet with a classifier is used up to its embedding; the module is
                 copied, never modified).
             device: 'cpu', 'cuda', ... (default: CUDA when available).
-            precision: 'fp32', 'bf16' or 'fp16' for the network; features are returned in float32.
+            precision: 'fp32', 'bf16' or 'fp16' for the network, or 'int8' (the class docstring); features in float32.
             batch_size: images per forward pass.
             channel_order: colour order of numpy / tensor inputs ('rgb' or 'bgr'); can be set per call.
             normalize: L2-normalise the features (can be set per call).
@@ -181,6 +190,7 @@ class FeatureExtractor:
         # what a verification threshold is tied to (load_threshold); None until one is loaded
         self.identity, self.threshold = model_identity(net, self.model_name), None
         plan = select_backend(backend, self.device, precision, optimize, compile, cuda_graph, fixed_batch)
+        self._calibration = (default_calibration(calibration, checkpoint_path, model), calibration_size)
         self.spin, self.threads = bool(spin), compute_threads(torch.get_num_threads(), workers, threads)
         self.model, self.plan = self._build_runtime(net, plan, compile)
         self.backend = self.plan.backend
@@ -194,7 +204,8 @@ class FeatureExtractor:
         with torch_threads(self.threads):  # an export and its check run on the network's threads too
             return build_runtime(net, plan, self.device, self.precision, self.batch_size,
                                  self.preprocessing['input_size'], threads=self.threads, spinning=self.spin,
-                                 compile=compile)
+                                 compile=compile, calibration=self._calibration[0],
+                                 calibration_size=self._calibration[1])
 
     # ------------------------------------------------------------------------------------ preprocessing
 

@@ -32,7 +32,7 @@ from ..weights.cache import CACHE_ENV, cache_root
 from .export import INPUT_NAME, OUTPUT_NAME, export_model
 from .model import resolve_preprocessing
 
-__all__ = ['OnnxRuntimeModel', 'onnx_cache_dir', 'onnx_cache_key', 'DEFAULT_OPSET']
+__all__ = ['OnnxRuntimeModel', 'ort_session', 'onnx_cache_dir', 'onnx_cache_key', 'DEFAULT_OPSET']
 
 _logger = logging.getLogger(__name__)
 
@@ -124,6 +124,19 @@ def _remove_entry(path: Path) -> None:
                 pass
 
 
+def ort_session(path: Union[str, os.PathLike], threads: Optional[int] = None, spinning: bool = False) -> Any:
+    """An onnxruntime CPU session of ``path``, all graph optimisations on, on ``threads`` intra-op threads
+    (default: :func:`osnet_zoo.threads.compute_threads`), its waiting workers sleeping unless ``spinning``."""
+    import onnxruntime as ort  # a dependency; imported here so that the torch paths do not load it
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = compute_threads(torch.get_num_threads(), explicit=threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for pool in ('intra_op', 'inter_op'):  # waiting workers sleep unless asked to spin
+        options.add_session_config_entry(f'session.{pool}.allow_spinning', '1' if spinning else '0')
+    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
 class OnnxRuntimeModel(nn.Module):
     """An embedding model exported to ONNX (BN folded, dynamic batch, fp32; checked against PyTorch by
     ``osnet_zoo.export``) and run by an onnxruntime CPU session. Call it with a float32 NCHW batch.
@@ -212,13 +225,7 @@ class OnnxRuntimeModel(nn.Module):
             return contract
 
     def _session(self, ort: Any, threads: Optional[int], spinning: bool) -> Any:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = compute_threads(torch.get_num_threads(), explicit=threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        for pool in ('intra_op', 'inter_op'):  # waiting workers sleep unless asked to spin
-            options.add_session_config_entry(f'session.{pool}.allow_spinning', '1' if spinning else '0')
-        return ort.InferenceSession(str(self.path), options, providers=['CPUExecutionProvider'])
+        return ort_session(self.path, threads, spinning)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """A float NCHW batch (any device / dtype) -> float32 features (N, D) on the CPU."""

@@ -31,6 +31,7 @@ from .. import distributed as du
 from ..data import IMAGE_EXTENSIONS, ImageReadError, read_image
 from ..files import atomic_save_safetensors, atomic_write_text
 from .extractor import FeatureExtractor
+from .quantize import CALIBRATION_SIZE
 
 __all__ = ['find_images', 'extract_features', 'load_features', 'map_features']
 
@@ -229,6 +230,8 @@ def extract_features(
         progress: bool = True,
         threads: Optional[int] = None,
         spin: bool = False,
+        calibration: Optional[str] = None,
+        calibration_size: int = CALIBRATION_SIZE,
 ) -> bool:
     """Extract features of the images in ``sources`` into ``out`` (resumable; see the module docstring).
 
@@ -239,7 +242,8 @@ def extract_features(
     stops every rank (see :func:`osnet_zoo.distributed.fail_together`).
 
     ``threads`` / ``spin`` are the extractor's (:class:`FeatureExtractor`; the ``workers`` decoding threads
-    count against its default ``threads``).
+    count against its default ``threads``). ``calibration`` / ``calibration_size``: the calibration images of
+    ``precision='int8'`` (:class:`FeatureExtractor`).
 
     Returns True when ``out`` is complete, False when ``max_shards`` (per rank) stopped the run early.
     """
@@ -249,6 +253,8 @@ def extract_features(
     # per shard, so a rerun with --skip-bad, or after a bad file was removed, keeps the shards still valid
     settings = dict(model=model, pretrained=pretrained, checkpoint=str(checkpoint_path) if checkpoint_path else None,
                     precision=precision, normalize=normalize, shard_size=shard_size, backend=backend)
+    if precision == 'int8':  # the quantized model depends on its calibration images
+        settings.update(calibration=str(calibration) if calibration else None, calibration_size=calibration_size)
     # everything is checked on every rank before anything is created on disk
     with du.fail_together():
         _validate_sizes(batch_size, shard_size)
@@ -264,7 +270,8 @@ def extract_features(
             extractor = FeatureExtractor(model, device=device, precision=precision, batch_size=batch_size,
                                          normalize=normalize, pretrained=pretrained,
                                          checkpoint_path=checkpoint_path, optimize=optimize, backend=backend,
-                                         fixed_batch=True, threads=threads, spin=spin, workers=workers)
+                                         fixed_batch=True, threads=threads, spin=spin, workers=workers,
+                                         calibration=calibration, calibration_size=calibration_size)
     if du.is_main_process() and not plan.state_file.is_file():
         parts.mkdir(parents=True, exist_ok=True)
         atomic_write_text(plan.state_file,

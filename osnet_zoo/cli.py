@@ -135,8 +135,8 @@ def add_precision(parser: argparse.ArgumentParser, choices: Sequence[str] = PREC
 def add_calibration(parser: argparse.ArgumentParser, default_size: int) -> None:
     """``--calibration`` and ``--calibration-size``: the person crops that calibrate an INT8 model."""
     parser.add_argument('--calibration', default=None,
-                        help='INT8: person crops to calibrate on, a folder (searched recursively) or a glob pattern '
-                             "(default: a training run's own training images)")
+                        help='INT8: person crops to calibrate on, a folder (searched recursively), a glob pattern or a '
+                             "CSV listing (default: a training run's own training images)")
     parser.add_argument('--calibration-size', type=int, default=default_size,
                         help=f'INT8: calibration images, spread evenly over the listing (default: {default_size})')
 

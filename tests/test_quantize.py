@@ -115,7 +115,7 @@ def test_int8_export_from_a_folder_without_a_run_says_what_was_measured(tmp_path
 def test_bad_calibration_inputs_are_one_line(tmp_path, case):
     source = tmp_path / 'source'
     expected = {'empty': 'holds no images', 'not_images': 'holds no images', 'broken_image': 'calibration image',
-                'csv': 'not an image file', 'missing': 'no such folder', 'no_calibration': 'needs --calibration'}[case]
+                'csv': 'missing column camid, split', 'missing': 'no such folder', 'no_calibration': 'needs --calibration'}[case]
     if case in ('empty', 'not_images', 'broken_image'):
         source.mkdir()
     if case == 'not_images':
@@ -136,6 +136,18 @@ def test_bad_calibration_inputs_are_one_line(tmp_path, case):
     if case == 'broken_image':
         assert 'crop.jpg' in line
     assert not (tmp_path / 'out').exists()
+
+
+def test_calibration_from_a_csv_listing_takes_its_training_images(tmp_path):
+    from PIL import Image
+    rows = ['path,pid,camid,split']
+    for i, (pid, split) in enumerate([('a', 'train'), ('a', 'train'), ('b', 'train'), ('b', 'train'),
+                                      ('c', 'query'), ('c', 'gallery')]):
+        Image.new('RGB', (16, 32), (40 * i, 10, 200)).save(tmp_path / f'{i}.png')
+        rows.append(f'{i}.png,{pid},{i % 2},{split}')
+    (tmp_path / 'listing.csv').write_text('\n'.join(rows) + '\n')
+    picked = calibration_images(tmp_path / 'listing.csv', 10)
+    assert [Path(p).name for p in picked] == ['0.png', '1.png', '2.png', '3.png']  # the train rows only
 
 
 def test_calibration_images_spread_over_the_listing(tmp_path):

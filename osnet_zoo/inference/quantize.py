@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ..data import IMAGE_EXTENSIONS, load_datasets, normalize_batch
 from ..data.datasets import DATASETS, PROTOCOLS
+from ..data.datasets.listing import ListingError, read_listing
 from ..data.images import ImageReadError
 from ..data.loader import build_eval_loader
 from ..evaluation.reid import evaluate_models
@@ -155,10 +156,20 @@ def _list_images(source: str) -> List[str]:
     return images
 
 
+def _listing_images(source: str) -> List[str]:
+    """The images of a CSV listing (path,pid,camid,split; docs/data.md): its training rows, else all its rows."""
+    try:
+        dataset = read_listing(source)
+    except ListingError as e:
+        raise CalibrationError(f'--calibration: {e}') from None
+    items = dataset.train or [*dataset.query, *dataset.gallery]
+    return sorted(it.path for it in items)
+
+
 def calibration_images(source: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
                        size: int = CALIBRATION_SIZE) -> List[str]:
     """The image paths that calibrate: ``source`` is a folder (searched recursively), a glob pattern, an image
-    file, a list of image paths, or a training run (its folder, ``final/`` or ``final/model.safetensors``:
+    file, a CSV listing (its training images, else all), a list of image paths, or a training run (its folder, ``final/`` or ``final/model.safetensors``:
     images of its training set); at most ``size`` of them, spread evenly over the sorted listing.
     Raises CalibrationError naming the source when it holds no image."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -173,6 +184,8 @@ def calibration_images(source: Union[str, os.PathLike, Sequence[Union[str, os.Pa
     if folder is not None:
         train = run_datasets(folder)[0].train
         return _spread(sorted(it.path for it in train), size)
+    if os.path.isfile(source) and source.lower().endswith('.csv'):
+        return _spread(_listing_images(source), size)
     if os.path.isfile(source) and not source.lower().endswith(IMAGE_EXTENSIONS):
         raise CalibrationError(f'--calibration {source}: not an image file (extensions: '
                                f'{", ".join(IMAGE_EXTENSIONS)}); give a folder of person crops, a glob pattern or a '

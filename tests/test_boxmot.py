@@ -15,6 +15,7 @@ import shutil
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -158,23 +159,28 @@ def _write_and_run(tmp: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build`` filled once per test run: under pytest-xdist the first worker that needs it builds
+    it in the run's shared temporary folder, the others wait for it (a conversion takes most of a minute)."""
+    if os.environ.get('PYTEST_XDIST_WORKER') is None:
+        tmp = tmp_path_factory.mktemp(name)
+        build(tmp)
+        return tmp
+    tmp = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f'{tmp}.lock'):
+        if not (tmp / 'done').is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            build(tmp)
+            (tmp / 'done').touch()
+    return tmp
+
+
 @pytest.fixture(scope='module')
 def boxmot_run(tmp_path_factory):
     """(the folder of the files, our features by file name, boxmot's result.json)."""
     _boxmot_or_skip()
-    if os.environ.get('PYTEST_XDIST_WORKER') is None:
-        tmp = tmp_path_factory.mktemp('boxmot')
-        _write_and_run(tmp)
-    else:
-        # under pytest-xdist every worker running a test of this module would build the fixture: the first one
-        # does the work in the run's shared temporary folder, the others wait for it and read what it wrote
-        tmp = tmp_path_factory.getbasetemp().parent / 'boxmot'
-        with FileLock(f'{tmp}.lock'):
-            if not (tmp / 'done').is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                _write_and_run(tmp)
-                (tmp / 'done').touch()
+    tmp = built_once(tmp_path_factory, 'boxmot', _write_and_run)
     with np.load(tmp / 'ours.npz') as ours:
         return tmp, dict(ours), json.loads((tmp / 'result.json').read_text())
 

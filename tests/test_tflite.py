@@ -7,21 +7,18 @@ The converter is the optional extra ``osnet-zoo[tflite]``. Without it the tests 
 """
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import timm
 import torch
-from filelock import FileLock
 
 import osnet_zoo
 from osnet_zoo.inference.export import TRACKER_METADATA_KEYS, contract_path, export_model, metadata_path
 from osnet_zoo.inference.tflite import TFLITE_INSTALL, missing_tflite_packages
 from conftest import run_python
-from test_boxmot import _calibrated, _cosines, _crops
+from test_boxmot import _calibrated, _cosines, _crops, built_once
 
 REQUIRED = os.environ.get('OSNET_ZOO_REQUIRE_TFLITE') == '1'
 SIZE = (64, 32)  # a small input: the conversion's time grows with it
@@ -35,23 +32,6 @@ def tflite_or_skip() -> None:
         if REQUIRED:
             pytest.fail(f'{reason} (OSNET_ZOO_REQUIRE_TFLITE=1)', pytrace=False)
         pytest.skip(reason)
-
-
-def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
-    """A folder that ``build`` filled once per test run: under pytest-xdist the first worker that needs it builds
-    it in the run's shared temporary folder, the others wait for it (a conversion takes most of a minute)."""
-    if os.environ.get('PYTEST_XDIST_WORKER') is None:
-        tmp = tmp_path_factory.mktemp(name)
-        build(tmp)
-        return tmp
-    tmp = tmp_path_factory.getbasetemp().parent / name
-    with FileLock(f'{tmp}.lock'):
-        if not (tmp / 'done').is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            build(tmp)
-            (tmp / 'done').touch()
-    return tmp
 
 
 def small_model(size=SIZE, seed: int = 201) -> torch.nn.Module:

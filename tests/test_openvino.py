@@ -240,10 +240,12 @@ def test_bench_deploy_runs_and_writes_its_table(tmp_path):
                '--json', out, cwd=REPO, check=True)
     result = json.loads(out.read_text())
     rows = result['rows']
-    assert [(r['batch'], r['engine']) for r in rows] == [(b, e) for b in (1, 3)
-                                                         for e in ('onnxruntime_fp32', 'openvino_fp32', 'auto')]
+    engines = ('onnxruntime_fp32', 'openvino_fp32', 'auto', 'int8_onnx', 'int8_openvino')
+    assert [(r['batch'], r['engine']) for r in rows] == [(b, e) for b in (1, 3) for e in engines]
     assert result['baseline'] == 'onnxruntime_fp32'
-    assert all(r['ms_per_crop'] > 0 and r['min_cosine_vs_torch'] > 0.9999 and r['ratio_to_fastest'] >= 1.0
-               for r in rows)
+    assert all(r['ms_per_crop'] > 0 and r['ratio_to_fastest'] >= 1.0 for r in rows)
+    # fp32 engines equal PyTorch; the INT8 ones (calibrated on synthetic crops) only approximate it
+    assert all(r['min_cosine_vs_torch'] > (0.9 if r['engine'].startswith('int8') else 0.9999) for r in rows)
+    assert {r['runtime'] for r in rows if r['engine'].startswith('int8')} == {'QuantizedModel'}
     assert {r['runtime'] for r in rows if r['engine'] == 'openvino_fp32'} == {'OpenVinoModel'}
     assert {r['runtime'] for r in rows if r['engine'] == 'auto'} <= {'OpenVinoModel', 'OnnxRuntimeModel'}

@@ -158,12 +158,10 @@ class FeatureExtractor:
             compile: also ``torch.compile`` (True or a mode string); implies ``optimize``.
             cuda_graph: on CUDA, capture a graph for ``batch_size`` (the last partial chunk is padded);
                 implies ``optimize``.
-            backend: 'auto' (default): the fastest path measured for the device and precision — on the CPU
-                in fp32 onnxruntime (the model exported to ONNX, checked against PyTorch once and cached
-                on disk, ``$OSNET_ZOO_CACHE``), elsewhere the optimised PyTorch model (see
-                ``osnet_zoo.inference.backend``); ``optimize`` / ``compile`` / ``cuda_graph`` ask for the
-                PyTorch path. 'torch': the PyTorch model (plain unless ``optimize``). 'onnxruntime': force
-                onnxruntime (CPU, fp32). ``self.plan`` says what runs and why.
+            backend: 'auto' (default): the fastest path for the device and precision (``osnet_zoo.inference.backend``):
+                on the CPU in fp32 onnxruntime or, where openvino is installed, whichever a one-time timing on this
+                machine finds faster (exports checked against PyTorch once, cached in ``$OSNET_ZOO_CACHE``); elsewhere
+                the optimised PyTorch model. 'torch', 'onnxruntime' or 'openvino' force one; ``self.plan`` says why.
             threads: CPU threads of the network (default: torch's count capped to the CPUs this process may use
                 less ``workers``; see the class docstring).
             preprocessing: overrides of the preprocessing contract (input_size, mean, std, interpolation).
@@ -172,6 +170,8 @@ class FeatureExtractor:
             resize: 'antialias' (default) or 'cv2' (``cv2.resize`` INTER_LINEAR's pixels, boxmot's): :data:`RESIZES`.
             spin: let waiting threads busy-wait, the old behaviour (see the class docstring).
             workers: the caller's threads or processes running beside the extractor (decoding images).
+            calibration, calibration_size: ``precision='int8'``: the crops that calibrate the quantized model (a
+                folder, glob, CSV listing or training run; default: the run's training images) and how many.
         """
         _check_options(channel_order, batch_size, resize)
         self.resize = resize
@@ -179,8 +179,7 @@ class FeatureExtractor:
         self.dtype = resolve_dtype(precision)
         self.precision = precision
         self.batch_size = int(batch_size)
-        self.channel_order = channel_order
-        self.normalize = normalize
+        self.channel_order, self.normalize = channel_order, normalize
 
         net = build_embedding_model(model, pretrained, checkpoint_path)
         self.preprocessing = resolve_preprocessing(net, preprocessing)
@@ -193,8 +192,7 @@ class FeatureExtractor:
         self._calibration = (default_calibration(calibration, checkpoint_path, model), calibration_size)
         self.spin, self.threads = bool(spin), compute_threads(torch.get_num_threads(), workers, threads)
         self.model, self.plan = self._build_runtime(net, plan, compile)
-        self.backend = self.plan.backend
-        self.cuda_graph = self.plan.cuda_graph
+        self.backend, self.cuda_graph = self.plan.backend, self.plan.cuda_graph
         self._mean = torch.tensor(self.preprocessing['mean'], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(self.preprocessing['std'], device=self.device).view(1, 3, 1, 1) * 255
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.osnet import ChannelGate, LiteConv3x3, OmniScaleBlock
-from ..precision import resolve_dtype
+from ..precision import QUANTIZED, resolve_dtype
 
 __all__ = [
     'optimize_for_inference', 'fold_batchnorm', 'batch_streams', 'InferenceModel', 'CudaGraphRunner',
@@ -446,6 +446,9 @@ def optimize_for_inference(
         An ``InferenceModel``: call it with a float image batch (any dtype / device / layout) and it
         returns float32 features. Run it under ``torch.inference_mode()``.
     """
+    if isinstance(precision, str) and precision in QUANTIZED:  # resolve_dtype maps it to its float32 input
+        raise ValueError(f'optimize_for_inference casts the PyTorch model (fp32, bf16, fp16); precision {precision!r} is '
+                         "a quantized model: FeatureExtractor(precision='int8') or export --int8.")
     dtype = resolve_dtype(precision)
     device = torch.device(device) if device is not None else _model_device(model)
     stream_batching, max_batched_work = _resolve_stream_batching(stream_batching, device, fold_bn, merge_lite,

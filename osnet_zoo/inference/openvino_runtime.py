@@ -85,9 +85,6 @@ def compile_ir(path: PathLike, threads: Optional[int] = None) -> Any:
     ov = require_openvino()
     xml, weights = ir_files(path)
     core = ov.Core()
-    # read the weights into memory rather than mapping the .bin: an IR another process replaces or a cache entry
-    # rewritten under a running extractor must not be able to pull the pages from under it
-    core.set_property({'ENABLE_MMAP': False})
     try:
         network = core.read_model(model=str(xml), weights=str(weights))
         if network.inputs[0].get_partial_shape().rank.get_length() != 4 or len(network.outputs) != 1:

@@ -140,14 +140,3 @@ def pytest_terminal_summary(terminalreporter):
         for reason, count in reasons.most_common():
             terminalreporter.line(f'{count:4d} skipped: {reason}')
 
-
-# A known, unresolved crash (2026-12-07): after ~270 tests of test_bad_inputs*, test_checkpoints, test_cli,
-# test_data, test_metrics_reranking, test_nas and the boxmot files had run in one process, the next
-# tests/test_openvino.py::test_extract_and_evaluate_with_backend_openvino took that process down with SIGSEGV
-# (reproduced in order with -n 0; not with test_openvino.py alone, nor after only the nas, boxmot, int8 or tflite
-# files; no Python frame printed). Until its cause is found, test_openvino.py runs first, in fresh workers.
-_RUN_FIRST = ('test_openvino.py',)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: item.path.name not in _RUN_FIRST)  # a stable sort: the rest keep their order

@@ -7,6 +7,7 @@ Nothing of huggingface_hub or timm is mocked.
 """
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -171,8 +172,9 @@ def zoo(tmp_path_factory, ref_shapes):
     # the authors' repo as huggingface_hub caches it: their file names, at the pinned revision
     seed_hf_cache(cache, UPSTREAM, {e.upstream_file.filename: sources[e.name] for e in packaged
                                     if e.upstream_file and e.upstream_file.pinned}, commit=UPSTREAM_REV)
-    return SimpleNamespace(root=root, manifest=manifest_path, cache=cache, sources=sources, out=out,
-                           classes=classes, commits=commits)
+    yield SimpleNamespace(root=root, manifest=manifest_path, cache=cache, sources=sources, out=out,
+                          classes=classes, commits=commits)
+    shutil.rmtree(root, ignore_errors=True)  # 1.3 GB per worker, not needed past this module
 
 
 # ---------------------------------------------------------------------------------------------------- round trip

@@ -73,8 +73,7 @@ SKIPPED: Dict[str, str] = {
     '&& python -m osnet_zoo.train': 'creates a venv and installs from the registry; CI runs it on a fresh clone',
     'pip install osnet-zoo': 'installs the released package from the registry; tests/test_packaging.py builds and '
                              'checks what would be uploaded',
-    'python -m pytest -q -n 2 tests --ignore=tests/test_openvino.py': 'the whole suite (this test is part of it)',
-    'python -m pytest -q -n 2 tests/test_openvino.py': 'a test file of the suite; CI runs it in its own process',
+    'python -m pytest -q -n 2 tests': 'the whole suite (this test is part of it)',
     'python -m osnet_zoo.train --recipe imagenet_finetune --root ~/datasets --sources market1501 '
     '--targets market1501': REAL_DATA,
     'python -m osnet_zoo.train --recipe cross_domain_msmt17 --root ~/datasets --device cuda --precision bf16 '

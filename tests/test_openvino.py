@@ -105,6 +105,31 @@ def test_export_cli_and_its_refusals(tmp_path):
         assert bad.returncode == 2 and len(lines) == 1 and message in lines[0], bad.stderr[-2000:]
 
 
+# Two compiled models released in the order they were made, then a Python signal handler: before the shared Core,
+# each model had a Core of its own, OpenVINO's CPU plugin left the main thread on a freed alternate signal stack,
+# and the alarm killed the process with SIGSEGV (rc -11, nothing printed).
+RELEASED_IN_ORDER = """
+import gc, signal, sys, time
+import numpy as np
+from osnet_zoo.inference.openvino_runtime import OpenVinoModel
+first, second = OpenVinoModel(sys.argv[1]), OpenVinoModel(sys.argv[1])
+batch = np.zeros((1, *first.input_size), np.float32)
+first.run(batch), second.run(batch)
+del first; gc.collect()
+del second; gc.collect()
+signal.signal(signal.SIGALRM, lambda *_: print('alarm handled', flush=True))
+signal.setitimer(signal.ITIMER_REAL, 0.05)
+time.sleep(1)
+print('still running')
+"""
+
+
+def test_models_released_in_any_order_leave_signal_handling_intact(exported):
+    proc = run_python('-X', 'faulthandler', '-c', RELEASED_IN_ORDER, exported[0], timeout=300)
+    assert proc.returncode == 0, f'exited {proc.returncode}: {proc.stdout[-500:]}{proc.stderr[-1500:]}'
+    assert proc.stdout.split() == ['alarm', 'handled', 'still', 'running']
+
+
 def test_feature_extractor_openvino_equals_torch_and_reuses_the_cached_ir(net, crops):
     eager = FeatureExtractor(net, device='cpu', batch_size=2, backend='torch')
     first = FeatureExtractor(net, device='cpu', batch_size=2, backend='openvino', threads=1)

@@ -10,6 +10,12 @@ time (``PERFORMANCE_HINT`` LATENCY), as callers run one batch after the other; t
 (``ENABLE_CPU_PINNING`` off, OpenVINO's Linux default is on), as torch's and onnxruntime's are not: on a machine
 shared with a detector or other processes a pinned thread waits for its busy core instead of moving.
 
+Every model compiled here shares one ``openvino.Core``, kept for the life of the process (:func:`shared_core`):
+OpenVINO's CPU plugin (2026.4) gives the main thread an alternate signal stack of its own when a Core first
+compiles for the CPU, and puts back the one it found when that Core goes; two Cores released in the order they
+were made leave the thread on a freed stack, and the next Python signal handler (Ctrl-C, an alarm) kills the
+process with SIGSEGV, without a traceback. One Core that never goes cannot do that.
+
 Only this module and the exporter import ``openvino``; without it, :func:`require_openvino` says which extra
 installs it. Turning a model into an IR (checked, cached) is :mod:`osnet_zoo.inference.openvino_cache`.
 """
@@ -27,7 +33,7 @@ import torch.nn as nn
 from ..threads import compute_threads
 
 __all__ = ['ACCURACY_HINTS', 'IR_FOLDER_SUFFIX', 'INSTALL_OPENVINO', 'OpenVinoModel', 'OpenVinoMissingError',
-           'openvino_available', 'require_openvino', 'ir_files', 'compile_ir']
+           'openvino_available', 'require_openvino', 'ir_files', 'compile_ir', 'shared_core']
 
 # fp32 inference, no approximate fusions (OpenVINO's CPU default is bf16 on processors that have it)
 ACCURACY_HINTS = {'INFERENCE_PRECISION_HINT': 'f32', 'EXECUTION_MODE_HINT': 'ACCURACY'}
@@ -57,6 +63,18 @@ def require_openvino(what: str = 'OpenVINO') -> Any:
     return openvino
 
 
+_CORE: Any = None
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use and never released (the module docstring says
+    why a second Core released out of order is fatal)."""
+    global _CORE
+    if _CORE is None:
+        _CORE = require_openvino().Core()
+    return _CORE
+
+
 def ir_files(path: PathLike) -> Tuple[Path, Path]:
     """The (.xml, .bin) of an IR given as its folder (``<name>_openvino_model``, holding one .xml) or its .xml
     / .bin file; a ValueError naming the path and the expected layout when they are not there."""
@@ -82,9 +100,8 @@ def compile_ir(path: PathLike, threads: Optional[int] = None) -> Any:
     """An ``openvino.CompiledModel`` of the IR at ``path`` (folder, .xml or .bin) on the CPU, with
     :data:`ACCURACY_HINTS` and ``threads`` inference threads (default: :func:`compute_threads`). A file
     OpenVINO cannot read becomes a ValueError naming it."""
-    ov = require_openvino()
     xml, weights = ir_files(path)
-    core = ov.Core()
+    core = shared_core()
     try:
         network = core.read_model(model=str(xml), weights=str(weights))
         if network.inputs[0].get_partial_shape().rank.get_length() != 4 or len(network.outputs) != 1:

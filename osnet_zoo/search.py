@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import cli
+from .data import find_images
 from .data.datasets.listing import read_listing
 from .inference import DEFAULT_MODEL, FeatureExtractor, apply_run_record
 from .inference.backend import BACKEND_HELP, BACKENDS
@@ -45,7 +46,7 @@ from .inference.search import (
     ENGINES, INDEXES, IndexOptions, SearchItem, build_index, check_features_source, embed_images,
     ranked_lists_figure, result_rows, write_results,
 )
-from .inference.sharded import find_images, map_features
+from .inference.sharded import map_features
 
 __all__ = ['get_args_parser', 'main']
 

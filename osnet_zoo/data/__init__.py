@@ -5,8 +5,8 @@ from .datasets import (
     read_listing, register_dataset, write_listing,
 )
 from .images import (
-    CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, iter_images, read_image, read_image_tensor,
-    to_rgb_tensor, verify_images,
+    CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, find_images, iter_images, read_image,
+    read_image_tensor, to_rgb_tensor, verify_images,
 )
 from .loader import (
     DEFAULT_DATA_ROOT, TrainLoader, build_eval_loader, build_train_loader, data_root, device_batches, load_datasets,
@@ -22,7 +22,7 @@ __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 
            'market1501',
            'dukemtmcreid', 'msmt17', 'cuhk03', 'SyntheticConfig', 'make_synthetic_reid', 'synthetic_reid',
            'ImageDataset', 'ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'iter_images', 'to_rgb_tensor',
-           'read_image', 'read_image_tensor', 'verify_images',
+           'read_image', 'read_image_tensor', 'verify_images', 'find_images',
            'RandomIdentitySampler', 'RandomPatch', 'build_train_transform', 'build_test_transform', 'normalize_batch',
            'sample_seed', 'seeded_rng', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EpochBatches', 'DEFAULT_DATA_ROOT',
            'data_root', 'load_datasets', 'device_batches', 'TrainLoader', 'build_train_loader', 'build_eval_loader',

@@ -4,11 +4,13 @@ names it.
 * :func:`read_image` / :func:`read_image_tensor`: a file, as a PIL image / a uint8 (3, H, W) tensor;
 * :func:`to_rgb_tensor`: any single image a user hands over — a path, a PIL image, a numpy HWC array (RGB or
   BGR), a CHW tensor (uint8 or float in [0, 1]) — as an RGB (3, H, W) tensor;
-* :class:`ImageDataset`: a torch Dataset over ReIDItems.
+* :class:`ImageDataset`: a torch Dataset over ReIDItems;
+* :func:`find_images`: the image files of folders, glob patterns and files (extract, search, INT8 calibration).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +27,11 @@ try:
 except ImportError:  # torchvision deprecates its decoders (0.29) for TorchCodec; PIL then does the work
     decode_image = None
 
-from .datasets.base import ReIDItem
+from .datasets.base import IMAGE_EXTENSIONS, ReIDItem
 from .seeding import seeded_rng
 
 __all__ = ['ImageReadError', 'ImageNotFoundError', 'CHANNEL_ORDERS', 'read_image', 'read_image_tensor',
-           'to_rgb_tensor', 'iter_images', 'check_layout', 'ImageDataset', 'verify_images']
+           'to_rgb_tensor', 'iter_images', 'check_layout', 'ImageDataset', 'verify_images', 'find_images']
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 
@@ -257,3 +259,37 @@ def verify_images(items: Sequence[Union[ReIDItem, str]], num_workers: int = 4) -
     paths = [it.path if isinstance(it, ReIDItem) else str(it) for it in items]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         return [bad for bad in pool.map(_check, paths, chunksize=64) if bad is not None]
+
+
+def find_images(sources: Sequence[str]) -> List[str]:
+    """Image paths from folders (searched recursively), glob patterns and files, in a stable order
+    (each source sorted, sources in the given order, duplicates dropped)."""
+    found: List[str] = []
+    for source in sources:
+        if any(ch in source for ch in '*?['):
+            matches = sorted(p for p in glob.glob(source, recursive=True)
+                             if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
+            if not matches:
+                raise FileNotFoundError(f'No images match the pattern {source!r} (extensions: '
+                                        f'{", ".join(IMAGE_EXTENSIONS)}).')
+        elif os.path.isdir(source):
+            matches = sorted(os.path.join(root, name) for root, _, names in os.walk(source, onerror=_unreadable)
+                             for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+            if not matches:
+                raise FileNotFoundError(f'No images found under the folder {source!r} (extensions: '
+                                        f'{", ".join(IMAGE_EXTENSIONS)}).')
+        elif os.path.isfile(source):
+            matches = [source]
+        else:
+            raise FileNotFoundError(f'{source!r} is neither a folder, an image file nor a glob pattern that matches.')
+        found.extend(os.path.normpath(p) for p in matches)
+    # one row per image file: a directory symlink loop ("**" follows it) or a second link to a file found
+    # already would repeat it
+    seen: set = set()
+    return [p for p in found if not (os.path.realpath(p) in seen or seen.add(os.path.realpath(p)))]
+
+
+def _unreadable(error: OSError) -> None:
+    """``os.walk``'s error handler: a folder that cannot be listed stops the listing, naming it."""
+    raise PermissionError(f'cannot list the folder {error.filename}: {error.strerror}; its images would be '
+                          'missing from the output (fix its permissions or leave it out).') from None

@@ -5,7 +5,8 @@ from .export import ExportCheckError, check_export, export_model
 from .extractor import FeatureExtractor
 from .model import DEFAULT_MODEL, build_embedding_model, resolve_preprocessing
 from ..models.run_record import RunRecord, apply_run_record, read_run_record
-from .sharded import extract_features, find_images, load_features, map_features
+from ..data import find_images  # kept here too: it was public API of osnet_zoo.inference
+from .sharded import extract_features, load_features, map_features
 from .optimize import (
     CudaGraphRunner, InferenceModel, StreamBatchedOmniScaleBlock, batch_streams, fold_batchnorm,
     optimize_for_inference,

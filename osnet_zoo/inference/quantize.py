@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import IMAGE_EXTENSIONS, load_datasets, normalize_batch
+from ..data import IMAGE_EXTENSIONS, find_images, load_datasets, normalize_batch
 from ..data.datasets import DATASETS, PROTOCOLS
 from ..data.datasets.listing import ListingError, read_listing
 from ..data.images import ImageReadError
@@ -138,22 +138,15 @@ def _spread(paths: Sequence[str], size: int) -> List[str]:
 
 
 def _list_images(source: str) -> List[str]:
-    """The image files of a folder (searched recursively) or a glob pattern, sorted; a CalibrationError naming
-    ``source`` when it holds none or does not exist. (The sharded extractor's listing imports the extractor,
-    which imports this module.)"""
-    if os.path.isdir(source):
-        found = [os.path.join(root, name) for root, _, names in os.walk(source) for name in names]
-    elif any(ch in source for ch in '*?['):
-        found = glob.glob(source, recursive=True)
-    elif os.path.isfile(source):
-        found = [source]
-    else:
+    """The image files of a folder (searched recursively), a glob pattern or an image file, sorted; a
+    CalibrationError naming ``source`` when it holds none or does not exist."""
+    if not any(ch in source for ch in '*?[') and not os.path.exists(source):
         raise CalibrationError(f'--calibration {source}: no such folder, image file or matching glob pattern.')
-    images = sorted(p for p in found if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
-    if not images:
-        raise CalibrationError(f'--calibration {source}: holds no images (extensions: {", ".join(IMAGE_EXTENSIONS)}); '
-                               'give a folder of person crops like the ones you will embed.')
-    return images
+    try:
+        return find_images([source])
+    except (FileNotFoundError, PermissionError) as e:
+        raise CalibrationError(f'--calibration {source}: holds no images ({e}); give a folder of person crops '
+                               'like the ones you will embed.') from None
 
 
 def _listing_images(source: str) -> List[str]:

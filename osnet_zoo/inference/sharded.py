@@ -12,7 +12,6 @@ every world-size-th shard, rank 0 merges (docs/cluster.md).
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -28,50 +27,16 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from .. import distributed as du
-from ..data import IMAGE_EXTENSIONS, ImageReadError, read_image
+from ..data import ImageReadError, find_images, read_image
 from ..files import atomic_save_safetensors, atomic_write_text
 from .extractor import FeatureExtractor
 from .quantize import CALIBRATION_SIZE
 
-__all__ = ['find_images', 'extract_features', 'load_features', 'map_features']
+__all__ = ['extract_features', 'load_features', 'map_features']
 
 # safetensors caps its JSON header at 100 MB; longer path lists go to a sidecar file
 _MAX_METADATA_PATHS_BYTES = 32_000_000
 _FORMAT = 'osnet_zoo.features/1'
-
-
-def find_images(sources: Sequence[str]) -> List[str]:
-    """Image paths from folders (searched recursively), glob patterns and files, in a stable order
-    (each source sorted, sources in the given order, duplicates dropped)."""
-    found: List[str] = []
-    for source in sources:
-        if any(ch in source for ch in '*?['):
-            matches = sorted(p for p in glob.glob(source, recursive=True)
-                             if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
-            if not matches:
-                raise FileNotFoundError(f'No images match the pattern {source!r} (extensions: '
-                                        f'{", ".join(IMAGE_EXTENSIONS)}).')
-        elif os.path.isdir(source):
-            matches = sorted(os.path.join(root, name) for root, _, names in os.walk(source, onerror=_unreadable)
-                             for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
-            if not matches:
-                raise FileNotFoundError(f'No images found under the folder {source!r} (extensions: '
-                                        f'{", ".join(IMAGE_EXTENSIONS)}).')
-        elif os.path.isfile(source):
-            matches = [source]
-        else:
-            raise FileNotFoundError(f'{source!r} is neither a folder, an image file nor a glob pattern that matches.')
-        found.extend(os.path.normpath(p) for p in matches)
-    # one row per image file: a directory symlink loop ("**" follows it) or a second link to a file found
-    # already would repeat it
-    seen: set = set()
-    return [p for p in found if not (os.path.realpath(p) in seen or seen.add(os.path.realpath(p)))]
-
-
-def _unreadable(error: OSError) -> None:
-    """``os.walk``'s error handler: a folder that cannot be listed stops the listing, naming it."""
-    raise PermissionError(f'cannot list the folder {error.filename}: {error.strerror}; its images would be '
-                          'missing from the output (fix its permissions or leave it out).') from None
 
 
 def _read_shard(path: Path) -> Tuple[torch.Tensor, List[str], List[str]]:

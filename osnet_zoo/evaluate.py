@@ -9,12 +9,14 @@ Examples::
         --dataset market1501 dukemtmcreid --root ~/data
     python -m osnet_zoo.evaluate --model osnet_x0_25 --checkpoint model.pth --dataset synthetic --root /tmp/data
     python -m osnet_zoo.evaluate --checkpoint runs/osnet --dataset synthetic    # a training run, as it was trained
+    python -m osnet_zoo.evaluate --checkpoint runs/mine    # on the targets the run itself was evaluated on
     python -m osnet_zoo.evaluate --task classification --model osnet_x1_0.imagenet --dataset imagenet --root ~/data
     python -m osnet_zoo.evaluate --task classification --checkpoint runs/cifar10/final --dataset cifar10 --root ~/data
 
 A training run (its folder, ``final/`` or ``final/model.safetensors``) describes itself: the architecture,
 input size, mean/std and distance come from its ``final/config.json``; an explicit ``--model``, ``--height``,
-``--width`` or ``--distance`` overrides them, and the command says so.
+``--width`` or ``--distance`` overrides them, and the command says so. Without ``--dataset`` it is evaluated
+on the targets its training run recorded (a CSV listing of your own images included), with the run's ``--root``.
 
 For each target dataset it extracts query and gallery embeddings (progress bars), ranks the gallery for
 every query under the dataset's protocol, prints R1/R5/R10/R20, mAP and mINP, and writes to ``--output``:
@@ -48,7 +50,7 @@ from .evaluation.labelled import load_classifier, score_labelled
 from .files import atomic_write_json
 from .inference import apply_run_record, build_embedding_model, build_runtime, select_backend
 from .inference.backend import BACKEND_HELP, BACKENDS
-from .inference.quantize import CALIBRATION_SIZE, default_calibration
+from .inference.quantize import CALIBRATION_SIZE, default_calibration, run_targets
 from .metrics import pairwise_distance
 from .metrics.plots import pick_queries, plot_cmc, ranked_results_grid, summary_line
 from .models.osnet import MIN_INPUT_SIZE
@@ -110,10 +112,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument('--task', default='reid', choices=['reid', 'classification', 'attributes'],
                    help='reid (default); classification: single-crop top-1/top-5 on a class dataset (imagenet val '
                         'folders, cifar10, cifar100) with the classifier; attributes: the PA-100K metrics')
-    p.add_argument('--dataset', nargs='+', default=['synthetic'],
+    p.add_argument('--dataset', nargs='+', default=None,
                    help='target dataset(s): market1501, dukemtmcreid, msmt17, cuhk03 (= cuhk03_detected), '
                         'cuhk03_labeled, synthetic, synthetic_b, a registered reader, or a path to a CSV listing or '
-                        'a dataset folder of your own images (docs/data.md) (default: synthetic)')
+                        'a dataset folder of your own images (docs/data.md) (default: the targets a training run given '
+                        'as --checkpoint was evaluated on, with its --root; else synthetic)')
     cli.add_root(p)
     p.add_argument('--distance', default=None, choices=['cosine', 'euclidean'],
                    help="distance: cosine or squared euclidean (default: a training run's own, else cosine)")
@@ -154,12 +157,29 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank r uses cuda:LOCAL_RANK
     device = du.init_distributed(args.device)
     args.threads, args.cpu_line = cli.set_up_threads(args.threads, args.workers)
+    _default_datasets(args)
     try:
         if args.task != 'reid':  # classifiers: osnet_zoo.evaluation.labelled
             return evaluate_labelled_cli(args, device) if du.is_main_process() else {}
         return _evaluate(args, device)
     finally:
         du.cleanup()
+
+
+def _default_datasets(args: argparse.Namespace) -> None:
+    """Without ``--dataset``: a training run's own targets (and its ``--root`` unless one is given), so a run
+    trained on a CSV listing is evaluated on it, not on the synthetic set; else ``synthetic``."""
+    if args.dataset is not None:
+        return
+    recorded = run_targets(args.checkpoint) if args.task == 'reid' and args.checkpoint else None
+    if recorded is None:
+        args.dataset = ['synthetic']
+        return
+    args.dataset, root, folder = recorded
+    args.root = args.root if args.root is not None else root
+    if du.is_main_process():
+        print(f'--dataset from the training run {folder / "config.json"}: {" ".join(args.dataset)}'
+              + (f' (root {args.root})' if args.root else ''))
 
 
 def _build(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Module, torch.nn.Module, Dict, Dict]:

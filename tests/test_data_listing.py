@@ -79,18 +79,22 @@ def evaluate_line(stdout: str) -> Dict[str, float]:
     return dict(rank1=float(m.group(1)), mAP=float(m.group(2)), valid=int(m.group(3)), queries=int(m.group(4)))
 
 
-def train_then_evaluate(dataset: str, out: Path, cwd: Path, eval_cwd: Path) -> Dict[str, Dict]:
+def train_then_evaluate(dataset: str, out: Path, cwd: Path, eval_cwd: Path,
+                        name_target: bool = True) -> Dict[str, Dict]:
     """Train one epoch on ``dataset`` (a path as the user types it, from ``cwd``), then evaluate the run from
-    ``eval_cwd`` on the target the run recorded; returns both results and printed lines."""
+    ``eval_cwd`` on the target the run recorded (given as ``--dataset``, or left for evaluate to take from the
+    run when not ``name_target``); returns both results and printed lines."""
     r = run_module('osnet_zoo.train', '--sources', dataset, '--targets', dataset, '--output', out, *TINY, cwd=cwd)
     assert r.returncode == 0, r.stderr[-3000:]
     run = json.loads((out / 'run.json').read_text())['settings']
     target = run['targets'][0]
     assert Path(target).is_absolute() and run['sources'] == [target]  # resumable and evaluable from anywhere
     trained = json.loads((out / 'results.json').read_text())['targets'][target]
-    e = run_module('osnet_zoo.evaluate', '--checkpoint', out, '--dataset', target, '--workers', '0', '--device',
-                   'cpu', '--output', out.parent / 'eval', cwd=eval_cwd)
+    e = run_module('osnet_zoo.evaluate', '--checkpoint', out, *(['--dataset', target] if name_target else []),
+                   '--workers', '0', '--device', 'cpu', '--output', out.parent / 'eval', cwd=eval_cwd)
     assert e.returncode == 0, e.stderr[-3000:]
+    if not name_target:
+        assert f'--dataset from the training run {out / "config.json"}: {target}' in e.stdout, e.stdout[-2000:]
     evaluated = json.loads((out.parent / 'eval' / 'results.json').read_text())['targets'][target]
     assert (out.parent / 'eval' / f'ranked_{dataset_file_tag(target)}.png').is_file()
     return dict(trained=trained, evaluated=evaluated, train_line=train_line(r.stdout, target),
@@ -129,7 +133,8 @@ def test_folder_layout_without_cameras_trains_and_evaluates_the_same(tmp_path):
         (tmp_path / 'flat' / row['path']).rename(dest)
     ds = read_folder(root)
     assert {it.camid for it in ds.query} == {0} and {it.camid for it in ds.gallery} == {1}
-    res = train_then_evaluate('people', tmp_path / 'run', cwd=tmp_path, eval_cwd=tmp_path / 'run')
+    # evaluate without --dataset: the run's own target, the folder, recorded as an absolute path
+    res = train_then_evaluate('people', tmp_path / 'run', cwd=tmp_path, eval_cwd=tmp_path / 'run', name_target=False)
     assert_same_figures(res)
     # every gallery image of the query's person counts: no query left out, 5 x 3 gallery images
     assert res['evaluate_line']['valid'] == res['evaluate_line']['queries'] == 5

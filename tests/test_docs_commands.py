@@ -142,8 +142,9 @@ SKIPPED: Dict[str, str] = {
         'needs your folder of images; tests/test_data_listing.py runs to-csv on generated images',
     'python -m osnet_zoo.train --sources shop/listing.csv --targets shop/listing.csv --output runs/shop':
         'needs your listing; tests/test_data_listing.py trains on a listing of generated images',
-    'python -m osnet_zoo.evaluate --checkpoint runs/shop --dataset shop/listing.csv':
-        'needs your listing and run; tests/test_data_listing.py evaluates a listing run to the figures train printed',
+    'python -m osnet_zoo.evaluate --checkpoint runs/shop':
+        'needs your listing and run; tests/test_data_listing.py evaluates a run on its own targets to the figures '
+        'train printed',
     'python benchmarks/bench_loader.py --per-worker': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset cpu': 'a benchmark: minutes of timing',
     'python benchmarks/bench_inference.py --preset gpu': 'a benchmark on a GPU',

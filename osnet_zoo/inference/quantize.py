@@ -107,6 +107,17 @@ def default_calibration(calibration: Any, checkpoint_path: Union[str, os.PathLik
     return run_folder(checkpoint_path)
 
 
+def run_targets(checkpoint_path: Union[str, os.PathLike, None]) -> Optional[Tuple[List[str], Optional[str], Path]]:
+    """The evaluation targets and the datasets root a training run recorded in its ``config.json`` (CSV listings
+    as the absolute paths train wrote), and the run folder: what a command evaluates when its ``--dataset`` is left
+    out. None when ``checkpoint_path`` names no training run."""
+    folder = run_folder(checkpoint_path)
+    if folder is None:
+        return None
+    config = json.loads((folder / 'config.json').read_text())
+    return list(config.get('targets') or config['sources']), config.get('root'), folder
+
+
 def run_datasets(folder: Union[str, os.PathLike]) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
     """The training dataset, the evaluation splits (``{target: (query, gallery)}``) and the config of a training
     run, rebuilt from its ``config.json`` (sources, targets, root, combineall, split and dataset options) as the

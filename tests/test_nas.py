@@ -334,6 +334,23 @@ def test_a_nan_in_a_search_is_caught_and_no_checkpoint_written(tmp_path, data_ro
     assert not (out / 'seed_1' / 'metrics.jsonl').read_text().strip()  # no epoch logged without its checkpoint
 
 
+def test_a_listing_is_recorded_by_its_absolute_path(tmp_path, data_root):
+    from test_data_listing import make_people, write_csv
+    write_csv(tmp_path / 'shop' / 'listing.csv', make_people(tmp_path / 'shop', train=8, test=4))
+    out = tmp_path / 'run'
+    r = _tiny_search(out, data_root, '--sources', 'shop/listing.csv', '--targets', 'none')  # relative to tmp_path
+    assert r.returncode == 0, r.stderr[-3000:]
+    listing = str(tmp_path / 'shop' / 'listing.csv')
+    assert load_genotype(out / 'genotype.json')['data']['sources'] == [listing]
+    assert json.loads((out / 'config.json').read_text())['sources'] == [listing]
+    # the same listing by another relative path, from another folder: the same search, resumed (not "changed")
+    again = run_module('osnet_zoo.nas', '--output', out, '--root', data_root, '--epochs', '3', '--max-steps-per-epoch',
+                       '2', '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
+                       '--synthetic-ids', '16', '8', '--quiet', '--resume', '--sources', 'listing.csv', '--targets', 'none',
+                       cwd=tmp_path / 'shop')
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
 def test_bad_option_is_a_clear_error(tmp_path):
     r = run_module('osnet_zoo.nas', '--output', tmp_path / 'x', '--root', tmp_path, '--sources', 'nosuchset', '--quiet',
                    cwd=tmp_path)

@@ -33,6 +33,7 @@ import torch
 from osnet_zoo import cli
 from osnet_zoo import distributed as du
 
+from osnet_zoo.data.datasets.registry import dataset_reference
 from osnet_zoo.engine.checkpoint import claim_run_folder
 from osnet_zoo.engine.settings import add_options, resume_rule
 
@@ -193,7 +194,8 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
                   seeds=args.seeds, mode=args.mode, max_steps_per_epoch=args.max_steps_per_epoch)
         return
     if args.command == 'select':
-        result = select(Path(args.output), engine, recipe=args.recipe, root=args.root, targets=args.targets,
+        targets = [dataset_reference(n) for n in args.targets] if args.targets else args.targets
+        result = select(Path(args.output), engine, recipe=args.recipe, root=args.root, targets=targets,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         max_steps_per_epoch=args.max_steps_per_epoch)
         if du.is_main_process():
@@ -206,6 +208,9 @@ def _run(args: argparse.Namespace, engine: Engine) -> None:
     overrides = {k: getattr(args, k) for k in keys}
     if overrides.get('targets') == ['none']:
         overrides['targets'] = []
+    for key in ('sources', 'targets'):  # a listing or folder by its absolute path, as train records it
+        if overrides.get(key):
+            overrides[key] = [dataset_reference(n) for n in overrides[key]]
     if args.synthetic_ids:
         overrides['dataset_options'] = dict(num_train_ids=args.synthetic_ids[0], num_test_ids=args.synthetic_ids[1])
     cfg = resolve_config(base, **overrides)

@@ -265,6 +265,82 @@ def test_folder_layout_errors(tmp_path, capsys):
         data_main, ['stats', '--dataset', str(tmp_path / 'absent.csv')], capsys)
 
 
+def people_folder(root: Path, images: Dict[str, Sequence[str]]) -> Path:
+    """``root/<person>/<file>`` for each person's files (a ``c<N>/`` part or token gives the camera)."""
+    rng = np.random.default_rng(2)
+    for i, (person, files) in enumerate(sorted(images.items())):
+        for f in files:
+            (root / person / f).parent.mkdir(parents=True, exist_ok=True)
+            person_image(rng, i).save(root / person / f)
+    return root
+
+
+def test_to_csv_splits_a_folder_of_people_by_person_with_a_query_per_camera(tmp_path, capsys):
+    people = {f'p{i:02d}': ['c1/a.png', 'c1/b.png', 'c2/c.png', 'c2/d.png', 'c3/e.png'] for i in range(8)}
+    people.update(one_camera=['c1/x.png', 'c1/y.png'], single=['c2/z.png'], one_each=['c1/u.png', 'c2/v.png'])
+    root = people_folder(tmp_path / 'tracks', people)
+    result = data_main(['to-csv', str(root), '--test-fraction', '0.5', '--seed', '3'])
+    printed = capsys.readouterr()
+    split = result['people']
+    assert split['left_out'] == ['single'] and '1 people with one image left out' in printed.err
+    assert 'single' in printed.err and 'split 10 people by --seed 3: 5 to train, 5 to test' in printed.out
+    assert sorted(split['train'] + split['test']) == sorted(set(people) - {'single'})
+    assert 'one_camera' not in split['test']  # one camera: no query could find it elsewhere
+    rows = list(csv.DictReader(open(root / 'listing.csv')))
+    assert {r['pid'] for r in rows if r['split'] == 'train'} == set(split['train'])
+    for person in split['test']:
+        mine = [r for r in rows if r['pid'] == person]
+        queries = [r for r in mine if r['split'] == 'query']
+        # a query from each camera that keeps a gallery image: p*, cameras 1 and 2 (camera 3 has one image);
+        # one_each (one image per camera): a single query
+        if person == 'one_each':
+            assert len(queries) == 1
+        else:
+            assert sorted(r['camid'] for r in queries) == ['1', '2']
+        for q in queries:  # each query has gallery images of its person from another camera
+            assert any(r['split'] == 'gallery' and r['camid'] != q['camid'] for r in mine)
+    # the same seed writes the same listing; another seed draws other people
+    first = (root / 'listing.csv').read_bytes()
+    data_main(['to-csv', str(root), '--seed', '3', '--test-fraction', '0.5'])
+    assert (root / 'listing.csv').read_bytes() == first
+    assert data_main(['to-csv', str(root), '--seed', '4', '--test-fraction', '0.5',
+                      '--output', str(tmp_path / 'other.csv')])['people']['test'] != split['test']
+    assert len(read_listing(root / 'listing.csv').query) == len([r for r in rows if r['split'] == 'query'])
+
+
+def test_a_folder_of_people_without_cameras_splits_trains_and_evaluates(tmp_path):
+    rows = make_people(tmp_path / 'flat', train=8, test=6)
+    root = tmp_path / 'people'
+    for row in rows:  # ROOT/<person>/<image>: no split, no camera
+        dest = root / row['pid'] / Path(row['path']).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / 'flat' / row['path']).rename(dest)
+    made = run_module('osnet_zoo.data', 'to-csv', 'people', '--output', 'people.csv', cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert 'split 14 people by --seed 0: 7 to train, 7 to test (7 queries, 21 gallery images)' in made.stdout
+    listed = list(csv.DictReader(open(tmp_path / 'people.csv')))
+    assert {r['camid'] for r in listed if r['split'] == 'query'} == {'0'}  # the folder layout's default cameras
+    assert {r['camid'] for r in listed if r['split'] == 'gallery'} == {'1'}
+    res = train_then_evaluate('people.csv', tmp_path / 'run', cwd=tmp_path, eval_cwd=tmp_path / 'run',
+                              name_target=False)
+    assert_same_figures(res)
+    assert res['evaluate_line']['valid'] == res['evaluate_line']['queries'] == 7
+
+
+def test_splitting_a_folder_of_people_refuses_what_it_cannot_split(tmp_path, capsys):
+    root = people_folder(tmp_path / 'few', {'a': ['1.png', '2.png'], 'b': ['3.png']})
+    line = cli_error(data_main, ['to-csv', str(root)], capsys)
+    assert str(root) in line and '1 people with two or more images' in line and 'too few' in line
+    many = people_folder(tmp_path / 'many', {f'p{i}': ['1.png', '2.png'] for i in range(4)})
+    assert 'between 0 and 1' in cli_error(data_main, ['to-csv', str(many), '--test-fraction', '1.5'], capsys)
+    presplit = people_folder(tmp_path / 'presplit', {'train/a': ['1.png', '2.png']})
+    assert 'split already' in cli_error(data_main, ['to-csv', str(presplit), '--test-fraction', '0.3'], capsys)
+    # a command given the unsplit folder as a dataset says how to split it
+    line = cli_error(data_main, ['stats', '--dataset', str(many)], capsys)
+    assert 'no train/, query/ or gallery/ folder' in line and 'holds 4 folders, one per person?' in line
+    assert f'python -m osnet_zoo.data to-csv {many}' in line
+
+
 def test_register_dataset(listing):
     def shop(root, **options):
         return read_listing(listing)

@@ -140,6 +140,10 @@ SKIPPED: Dict[str, str] = {
     'python -m pytest -q tests/test_boxmot.py': 'a test file of the suite; CI runs it with boxmot installed',
     'python -m osnet_zoo.data to-csv ~/photos/shop --output shop/listing.csv':
         'needs your folder of images; tests/test_data_listing.py runs to-csv on generated images',
+    'python -m osnet_zoo.data to-csv ~/tracks/people --output people.csv':
+        'needs your folder of people; tests/test_data_listing.py splits generated people, then trains and evaluates',
+    'python -m osnet_zoo.data to-csv ~/tracks/people --test-fraction 0.3 --seed 1 --output people.csv':
+        'needs your folder of people; tests/test_data_listing.py splits generated people with a seed',
     'python -m osnet_zoo.train --sources shop/listing.csv --targets shop/listing.csv --output runs/shop':
         'needs your listing; tests/test_data_listing.py trains on a listing of generated images',
     'python -m osnet_zoo.evaluate --checkpoint runs/shop':

@@ -2,7 +2,7 @@
 from .datasets import (
     DATASETS, ENTRY_POINT_GROUP, IMAGE_EXTENSIONS, DatasetLayoutError, ListingError, ReIDDataset, ReIDItem,
     available_datasets, build_dataset, cuhk03, dukemtmcreid, folder_rows, market1501, msmt17, read_folder,
-    read_listing, register_dataset, write_listing,
+    read_listing, register_dataset, split_people, write_listing,
 )
 from .images import (
     CHANNEL_ORDERS, ImageDataset, ImageNotFoundError, ImageReadError, find_images, iter_images, read_image,
@@ -27,4 +27,4 @@ __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DatasetLayoutError', 'ReIDDataset', 
            'sample_seed', 'seeded_rng', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EpochBatches', 'DEFAULT_DATA_ROOT',
            'data_root', 'load_datasets', 'device_batches', 'TrainLoader', 'build_train_loader', 'build_eval_loader',
            'register_dataset', 'available_datasets', 'ENTRY_POINT_GROUP', 'read_listing', 'read_folder',
-           'folder_rows', 'write_listing', 'ListingError']
+           'folder_rows', 'write_listing', 'ListingError', 'split_people']

@@ -11,7 +11,10 @@ stats  a dataset's splits (identities, images, cameras: the papers' Table 2) and
 to-csv  a folder in the layout FOLDER/{train,query,gallery}/<person>/<images> (a camera, optionally, as a
        c<N> subfolder of the person or a c<N> token in the file name) as a CSV listing (path,pid,camid,split;
        paths relative to the listing's folder), checked as every command checks a listing: what every command
-       that takes a dataset reads, and what you can edit (docs/data.md, "Your own data").
+       that takes a dataset reads, and what you can edit (docs/data.md, "Your own data"). A folder of people
+       not split yet, FOLDER/<person>/<images>, is split by person: --test-fraction of them (default 0.5,
+       drawn with --seed) held out for testing, each with one query image per camera that has two or more of
+       their images and the rest in the gallery; the others train (docs/data.md).
 
 Examples::
 
@@ -20,6 +23,7 @@ Examples::
     python -m osnet_zoo.data stats --dataset msmt17 --root ~/datasets --max-images 20000 --output msmt17_stats.json
     python -m osnet_zoo.data stats --dataset shop/listing.csv
     python -m osnet_zoo.data to-csv ~/photos/shop --output shop/listing.csv
+    python -m osnet_zoo.data to-csv ~/tracks/people --test-fraction 0.3 --seed 1 --output people.csv
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from .. import cli
 from ..files import atomic_write_json
-from .datasets import dataset_from_rows, folder_rows, write_listing
+from .datasets import LISTING_SPLITS, dataset_from_rows, folder_rows, split_people, write_listing
 from .stats import dataset_stats
 
 __all__ = ['get_args_parser', 'main']
@@ -63,27 +67,48 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_output(stats, None, 'JSON file to write the statistics to (default: print only)')
     to_csv = sub.add_parser('to-csv', help='a folder of your own images as a CSV listing',
                             description=_paragraph(doc[1]), epilog='\n\n'.join(doc[2:]))
-    to_csv.add_argument('folder', metavar='FOLDER', help='the folder holding train/, query/ and/or gallery/')
+    to_csv.add_argument('folder', metavar='FOLDER',
+                        help='the folder holding train/, query/ and/or gallery/, or one folder per person')
+    to_csv.add_argument('--test-fraction', type=float, default=None,
+                        help='a folder of people not split yet: the share of them held out for testing (default 0.5)')
+    to_csv.add_argument('--seed', type=int, default=0,
+                        help='a folder of people not split yet: the seed that draws the test people and their '
+                             'queries (default 0)')
     cli.add_output(to_csv, None, 'the CSV listing to write (default FOLDER/listing.csv)')
     return parser
 
 
-def to_csv(folder: str, output: Optional[str]) -> Dict[str, Any]:
-    """``to-csv``: the listing of ``folder``, checked as a dataset, written to ``output``; returns its counts."""
-    rows = folder_rows(folder)
-    path = Path(output) if output else Path(folder).expanduser() / 'listing.csv'
-    dataset = dataset_from_rows(rows, path.stem, Path(folder).expanduser().absolute(), path.parent)
+def to_csv(folder: str, output: Optional[str], test_fraction: Optional[float] = None,
+           seed: int = 0) -> Dict[str, Any]:
+    """``to-csv``: the listing of ``folder`` (split by person first when it is one folder per person), checked as
+    a dataset, written to ``output``; returns its counts (and the people of each split when it split them)."""
+    root = Path(folder).expanduser().absolute()
+    people = None
+    if any((root / split).is_dir() for split in LISTING_SPLITS):
+        if test_fraction is not None:
+            raise ValueError(f'--test-fraction: {root} is split already (it has train/, query/ or gallery/); '
+                             'leave the option out, or give the folder of people')
+        rows = folder_rows(root)
+    else:
+        rows, people = split_people(root, 0.5 if test_fraction is None else test_fraction, seed)
+    path = Path(output) if output else root / 'listing.csv'
+    dataset = dataset_from_rows(rows, path.stem, root, path.parent)
     written = write_listing(rows, path)
     print(dataset.summary())
+    if people is not None:
+        print(f"split {len(people['train']) + len(people['test'])} people by --seed {seed}: "
+              f"{len(people['train'])} to train, {len(people['test'])} to test ({len(dataset.query)} queries, "
+              f"{len(dataset.gallery)} gallery images)"
+              + (f", {len(people['left_out'])} with one image left out" if people['left_out'] else ''))
     print(f'wrote {written} ({len(rows)} images)')
-    return dict(listing=str(written), images=len(rows))
+    return dict(listing=str(written), images=len(rows), **({'people': people} if people is not None else {}))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run ``python -m osnet_zoo.data``; returns what the command computed."""
     args = get_args_parser().parse_args(argv)
     if args.command == 'to-csv':
-        return to_csv(args.folder, args.output)
+        return to_csv(args.folder, args.output, args.test_fraction, args.seed)
     result = dataset_stats(args.dataset, args.root, args.height, args.width, args.max_images, args.batch_size,
                            args.workers)
     mean, std = (' '.join(f'{v:.4f}' for v in result[k]) for k in ('mean', 'std'))

@@ -14,8 +14,8 @@ from .grid import grid
 from .imagenet import imagenet
 from .labelled import TASKS, LabelledDataset, LabelledSplit
 from .listing import (
-    FOLDER_LAYOUT, LISTING_COLUMNS, ListingError, dataset_from_rows, folder_rows, is_dataset_path, read_dataset_path,
-    read_folder, read_listing, write_listing,
+    FOLDER_LAYOUT, LISTING_COLUMNS, LISTING_SPLITS, ListingError, dataset_from_rows, folder_rows, is_dataset_path,
+    read_dataset_path, read_folder, read_listing, split_people, write_listing,
 )
 from .market1501 import dukemtmcreid, market1501
 from .msmt17 import msmt17
@@ -34,7 +34,7 @@ __all__ = ['DATASETS', 'build_dataset', 'split_dataset_names', 'ReIDDataset', 'R
            'relabel', 'find_dataset_dir', 'IMAGE_EXTENSIONS', 'LABELLED_DATASETS', 'LabelledDataset', 'LabelledSplit',
            'TASKS', 'pa100k', 'cifar10', 'cifar100', 'imagenet', 'read_listing', 'read_folder', 'read_dataset_path',
            'folder_rows', 'write_listing', 'dataset_from_rows', 'is_dataset_path', 'ListingError', 'LISTING_COLUMNS',
-           'FOLDER_LAYOUT',
+           'FOLDER_LAYOUT', 'LISTING_SPLITS', 'split_people',
            'ENTRY_POINT_GROUP', 'register_dataset', 'dataset_builder', 'available_datasets', 'is_known_dataset',
            'unknown_dataset_message', 'dataset_reference', 'dataset_file_tag']
 

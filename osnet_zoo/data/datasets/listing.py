@@ -17,13 +17,16 @@ with the camera, optionally, as a subfolder ``<person>/c<N>/`` (or ``cam<N>``) o
 name (``0001_c2_f01.jpg``, ``front-cam3.png``). Without cameras, training images are camera 0, query images
 camera 0 and gallery images camera 1: every gallery image of the query's person counts as a match.
 :func:`folder_rows` turns a folder into listing rows, :func:`write_listing` writes them as a CSV
-(``python -m osnet_zoo.data to-csv``). Every bad row is a :class:`ListingError` naming the file and the line.
+(``python -m osnet_zoo.data to-csv``). A folder of people not split yet (``ROOT/<person>/<images>``, cameras the
+same way) becomes a listing with :func:`split_people`: a seeded share of the people is held out for testing,
+each of them with one query image per camera and the rest in the gallery. Every bad row is a :class:`ListingError` naming the file and the line.
 """
 from __future__ import annotations
 
 import csv
 import io
 import os
+import random
 import re
 import sys
 from collections import Counter, defaultdict
@@ -36,7 +39,8 @@ from ...files import atomic_write_text
 from .base import IMAGE_EXTENSIONS, DatasetLayoutError, ReIDDataset, ReIDItem
 
 __all__ = ['read_listing', 'read_folder', 'dataset_from_rows', 'read_dataset_path', 'is_dataset_path', 'folder_rows',
-           'write_listing', 'ListingRow', 'ListingError', 'LISTING_COLUMNS', 'LISTING_SPLITS', 'FOLDER_LAYOUT']
+           'write_listing', 'split_people', 'ListingRow', 'ListingError', 'LISTING_COLUMNS', 'LISTING_SPLITS',
+           'FOLDER_LAYOUT']
 
 LISTING_COLUMNS = ('path', 'pid', 'camid', 'split')
 LISTING_SPLITS = ('train', 'query', 'gallery')
@@ -248,10 +252,18 @@ def folder_rows(root: Union[str, os.PathLike]) -> List[ListingRow]:
     root = Path(os.path.expanduser(os.fspath(root))).absolute()
     present = [s for s in LISTING_SPLITS if (root / s).is_dir()]
     if not present:
-        raise ListingError(f'{root}: no train/, query/ or gallery/ folder. Expected layout:\n{FOLDER_LAYOUT}')
+        people = sum(1 for p in root.iterdir() if p.is_dir()) if root.is_dir() else 0
+        hint = (f'; it holds {people} folders, one per person? `python -m osnet_zoo.data to-csv {root}` splits '
+                'them into train, query and gallery' if people else '')
+        raise ListingError(f'{root}: no train/, query/ or gallery/ folder{hint}. Expected layout:\n{FOLDER_LAYOUT}')
     found = [_split_images(root, s) for s in present]
-    rows = [r for split_rows, _ in found for r in split_rows]
-    others = [p for _, split_others in found for p in split_others]
+    return _cameras_all_or_none([r for split_rows, _ in found for r in split_rows],
+                                [p for _, split_others in found for p in split_others], root)
+
+
+def _cameras_all_or_none(rows: List[ListingRow], others: List[Path], root: Path) -> List[ListingRow]:
+    """``rows`` with the default cameras where the folder gives none; files that are not images counted on
+    stderr; a ListingError when some images have a camera and others not."""
     if others:  # Thumbs.db, notes: counted, not read
         print(f'{root}: {len(others)} files that are not images ({", ".join(IMAGE_EXTENSIONS)}) left out '
               f'(first: {others[0]})', file=sys.stderr)
@@ -263,6 +275,71 @@ def folder_rows(root: Union[str, os.PathLike]) -> List[ListingRow]:
     if not with_camera:
         rows = [r._replace(camid=DEFAULT_CAMERAS[r.split]) for r in rows]
     return rows
+
+
+def split_people(root: Union[str, os.PathLike], test_fraction: float = 0.5,
+                 seed: int = 0) -> Tuple[List[ListingRow], Dict[str, List[str]]]:
+    """The listing rows of a folder of people not split yet, ``root/<person>/<images>`` (cameras as in
+    :data:`FOLDER_LAYOUT`), split by person: ``test_fraction`` of the people who can be tested, drawn with ``seed``,
+    get one query image per camera (drawn too) and the rest in the gallery; the others train.
+
+    A person can be tested with images from two or more cameras (without cameras: two or more images, the query
+    camera 0 and the gallery camera 1); a person with one image can neither train nor be tested and is left out.
+    Returns the rows and the people of each outcome (``train``, ``test``, ``left_out``)."""
+    root = Path(os.path.expanduser(os.fspath(root))).absolute()
+    if not 0 < test_fraction < 1:
+        raise ListingError(f'--test-fraction {test_fraction}: the share of people held out for testing must be '
+                           'between 0 and 1 (exclusive)')
+    if not root.is_dir():
+        raise ListingError(f'{root}: no such folder')
+    rows, others = [], []
+    for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(p for p in person_dir.rglob('*') if p.is_file()):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                others.append(path)
+                continue
+            cam = _camera(path, person_dir, 'train')
+            rows.append(ListingRow(str(path), person_dir.name, -1 if cam is None else cam, 'train', str(path)))
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if loose:
+        raise ListingError(f'{root / loose[0]}: an image directly in the folder has no person; put it in '
+                           f'<person>/ ({len(loose)} such images)')
+    if not rows:
+        raise ListingError(f'{root}: no train/, query/ or gallery/ folder, and no person folders with images '
+                           f'({", ".join(IMAGE_EXTENSIONS)}). Expected a folder of people not split yet, '
+                           f'ROOT/<person>/<images>, or the layout:\n{FOLDER_LAYOUT}')
+    cameras_given = any(r.camid >= 0 for r in rows)
+    rows = _cameras_all_or_none(rows, others, root)
+    by_person: Dict[str, List[ListingRow]] = defaultdict(list)
+    for r in rows:
+        by_person[r.pid].append(r)
+    left_out = sorted(p for p, images in by_person.items() if len(images) < 2)
+    testable = sorted(p for p, images in by_person.items()
+                      if len(images) >= 2 and (not cameras_given or len({r.camid for r in images}) >= 2))
+    kept = len(by_person) - len(left_out)
+    draw = random.Random(seed)
+    test = sorted(draw.sample(testable, min(len(testable), round(test_fraction * kept))))
+    train = sorted(p for p in by_person if p not in left_out and p not in test)
+    if not test or not train:
+        raise ListingError(f'{root}: {kept} people with two or more images, {len(testable)} of them testable (two or '
+                           f'more {"cameras" if cameras_given else "images"}): too few to split '
+                           f'{test_fraction:g} of them into a test set and train on the rest')
+    out = [r for p in train for r in by_person[p]]
+    for person in test:
+        images = by_person[person]
+        per_camera = {cam: [r.path for r in images if r.camid == cam] for cam in sorted({r.camid for r in images})}
+        # a query from each camera that keeps a gallery image, so every query has gallery images of its person
+        # from other cameras; where no camera has two images (or there are no cameras), one query
+        queries = {draw.choice(paths) for paths in per_camera.values() if len(paths) >= 2 and cameras_given}
+        if not queries:
+            queries = {draw.choice(draw.choice(list(per_camera.values())))}
+        for r in images:
+            split = 'query' if r.path in queries else 'gallery'
+            out.append(r._replace(split=split, camid=r.camid if cameras_given else DEFAULT_CAMERAS[split]))
+    if left_out:
+        print(f'{root}: {len(left_out)} people with one image left out (they can neither train nor be found): '
+              f'{", ".join(left_out[:10])}{", ..." if len(left_out) > 10 else ""}', file=sys.stderr)
+    return out, dict(train=train, test=test, left_out=left_out)
 
 
 def read_folder(root: Union[str, os.PathLike]) -> ReIDDataset:

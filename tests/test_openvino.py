@@ -19,6 +19,7 @@ from osnet_zoo.inference.backend_choice import backend_choice_dir
 from osnet_zoo.inference.export import export_model
 from osnet_zoo.inference.openvino_cache import cached_openvino_model
 from osnet_zoo.inference.openvino_runtime import OpenVinoMissingError, OpenVinoModel
+from osnet_zoo.integrations.boxmot import BoxmotAppearanceModel
 from osnet_zoo.models.embedding import Embedder
 from conftest import REPO, run_module, run_python
 from test_extractor import trained_looking
@@ -139,6 +140,14 @@ def test_feature_extractor_openvino_equals_torch_and_reuses_the_cached_ir(net, c
     assert nn.functional.cosine_similarity(got, ref).min() >= 0.99999
     again = FeatureExtractor(net, device='cpu', batch_size=2, backend='openvino', threads=1)
     assert again.model.cache_hit and again.model.path == first.model.path and torch.equal(again(crops), first(crops))
+    # boxmot's trackers get OpenVINO through this package's appearance model (and so its one Core), as they get
+    # the other backends: the same features as torch
+    frame = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 60, 200], [100, 30, 190, 230]], dtype=float)
+    models = {b: BoxmotAppearanceModel(net, device='cpu', backend=b) for b in ('openvino', 'torch')}
+    assert models['openvino'].extractor.backend == 'openvino'
+    on_ov, on_torch = (models[b].get_features(boxes, frame) for b in ('openvino', 'torch'))
+    assert (on_ov * on_torch).sum(axis=1).min() >= 0.9999
 
 
 def test_a_damaged_cached_ir_is_exported_again(net, tmp_path, caplog):

@@ -346,8 +346,8 @@ def test_a_listing_is_recorded_by_its_absolute_path(tmp_path, data_root):
     # the same listing by another relative path, from another folder: the same search, resumed (not "changed")
     again = run_module('osnet_zoo.nas', '--output', out, '--root', data_root, '--epochs', '3', '--max-steps-per-epoch',
                        '2', '--batch-size', '16', '--height', '64', '--width', '32', '--tau-halve-every', '1',
-                       '--synthetic-ids', '16', '8', '--quiet', '--resume', '--sources', 'listing.csv', '--targets', 'none',
-                       cwd=tmp_path / 'shop')
+                       '--synthetic-ids', '16', '8', '--quiet', '--resume', '--sources', 'listing.csv', '--targets',
+                       'none', cwd=tmp_path / 'shop')
     assert again.returncode == 0, again.stderr[-3000:]
 
 

@@ -12,7 +12,8 @@ Two engines quantize the BN-folded fp32 ONNX export of :mod:`osnet_zoo.inference
   IR (``.xml`` + ``.bin``) that OpenVINO runs.
 
 :data:`DEFAULT_ENGINE` (OpenVINO's) is the one measured faster on our CPU at the same accuracy
-(benchmarks/RESULTS.md, docs/deployment.md); without the ``int8`` extra onnxruntime's runs (:func:`default_engine`). :class:`QuantizedModel` runs a quantized file; :func:`int8_runtime` quantizes a module once
+(benchmarks/RESULTS.md, docs/deployment.md); without the ``int8`` extra onnxruntime's runs
+(:func:`default_engine`). :class:`QuantizedModel` runs a quantized file; :func:`int8_runtime` quantizes a module once
 and keeps the result in the cache (``$OSNET_ZOO_CACHE/int8``), keyed by the fp32 export's key, the engine and
 the digest of the calibration images, as the ONNX export is cached.
 """
@@ -50,7 +51,8 @@ from .export import BOXMOT_FOLDER_MANIFEST, INPUT_NAME, OUTPUT_NAME, contract_pa
 from .onnx_runtime import DEFAULT_OPSET, onnx_cache_key, ort_session
 from .openvino_runtime import IR_FOLDER_SUFFIX, OpenVinoModel
 
-__all__ = ['ENGINES', 'DEFAULT_ENGINE', 'default_engine', 'engine_available', 'CALIBRATION_SIZE', 'DEFAULT_MAX_RANK1_DROP', 'CalibrationError',
+__all__ = ['ENGINES', 'DEFAULT_ENGINE', 'default_engine', 'engine_available', 'CALIBRATION_SIZE',
+           'DEFAULT_MAX_RANK1_DROP', 'CalibrationError',
            'calibration_images', 'default_calibration', 'calibration_batches', 'calibration_digest', 'run_folder',
            'run_datasets',
            'quantize_onnx', 'quantize_openvino', 'quantize_model', 'QuantizedModel', 'int8_runtime',
@@ -173,9 +175,9 @@ def _listing_images(source: str) -> List[str]:
 def calibration_images(source: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
                        size: int = CALIBRATION_SIZE) -> List[str]:
     """The image paths that calibrate: ``source`` is a folder (searched recursively), a glob pattern, an image
-    file, a CSV listing (its training images, else all), a list of image paths, or a training run (its folder, ``final/`` or ``final/model.safetensors``:
-    images of its training set); at most ``size`` of them, spread evenly over the sorted listing.
-    Raises CalibrationError naming the source when it holds no image."""
+    file, a CSV listing (its training images, else all), a list of image paths, or a training run (its folder,
+    ``final/`` or ``final/model.safetensors``: images of its training set); at most ``size`` of them, spread
+    evenly over the sorted listing. Raises CalibrationError naming the source when it holds no image."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise CalibrationError(f'--calibration-size must be an integer >= 1, got {size!r}.')
     if not isinstance(source, (str, os.PathLike)):

@@ -19,7 +19,8 @@ camera 0 and gallery images camera 1: every gallery image of the query's person 
 :func:`folder_rows` turns a folder into listing rows, :func:`write_listing` writes them as a CSV
 (``python -m osnet_zoo.data to-csv``). A folder of people not split yet (``ROOT/<person>/<images>``, cameras the
 same way) becomes a listing with :func:`split_people`: a seeded share of the people is held out for testing,
-each of them with one query image per camera and the rest in the gallery. Every bad row is a :class:`ListingError` naming the file and the line.
+each of them with one query image per camera that has two or more of their images and the rest in the gallery.
+Every bad row is a :class:`ListingError` naming the file and the line.
 """
 from __future__ import annotations
 

@@ -172,4 +172,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section('skipped (what was not tested)')
         for reason, count in reasons.most_common():
             terminalreporter.line(f'{count:4d} skipped: {reason}')
-

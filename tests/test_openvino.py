@@ -231,10 +231,12 @@ def test_without_openvino(monkeypatch, caplog, net, tmp_path):
     plan = select_backend('auto')
     assert (plan.backend, plan.candidates) == ('onnxruntime', ()) and not caplog.records
     # the session's cache is shared: other tests of this worker may have recorded choices; none may be added here
-    recorded = set(backend_choice_dir().glob('*.json')) if backend_choice_dir().exists() else set()
+    def choices():
+        return set(backend_choice_dir().glob('*.json')) if backend_choice_dir().exists() else set()
+    recorded = choices()
     extractor = FeatureExtractor(net, device='cpu', batch_size=2, threads=1)
     assert extractor.backend == 'onnxruntime' and not caplog.records
-    assert (set(backend_choice_dir().glob('*.json')) if backend_choice_dir().exists() else set()) == recorded
+    assert choices() == recorded
     # the command line: one line naming the extra
     code = ("import runpy, sys; sys.modules['openvino'] = None; sys.argv = ['export', '--model', 'osnet_x0_25', "
             "'--no-pretrained', '--format', 'openvino']; runpy.run_module('osnet_zoo.export', run_name='__main__')")

@@ -19,7 +19,6 @@ the digest of the calibration images, as the ONNX export is cached.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib.util
 import inspect
@@ -117,7 +116,12 @@ def run_targets(checkpoint_path: Union[str, os.PathLike, None]) -> Optional[Tupl
     if folder is None:
         return None
     config = json.loads((folder / 'config.json').read_text())
-    return list(config.get('targets') or config['sources']), config.get('root'), folder
+    return _recorded_targets(config), config.get('root'), folder
+
+
+def _recorded_targets(config: Dict[str, Any]) -> List[str]:
+    """A training run's evaluation targets as its ``config.json`` records them: its sources where it names none."""
+    return list(config.get('targets') or config['sources'])
 
 
 def run_datasets(folder: Union[str, os.PathLike]) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
@@ -125,7 +129,7 @@ def run_datasets(folder: Union[str, os.PathLike]) -> Tuple[Any, Dict[str, Any], 
     run, rebuilt from its ``config.json`` (sources, targets, root, combineall, split and dataset options) as the
     run built them."""
     config = json.loads((Path(folder) / 'config.json').read_text())
-    sources, targets = list(config['sources']), list(config.get('targets') or config['sources'])
+    sources, targets = list(config['sources']), _recorded_targets(config)
     per_dataset: Dict[str, Dict[str, Any]] = {}
     for name in dict.fromkeys([*sources, *targets]):  # the multi-split benchmarks take the run's split
         if name in PROTOCOLS:

@@ -229,10 +229,10 @@ def _camera(path: Path, person_dir: Path, split: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def _split_images(root: Path, split: str) -> Tuple[List[ListingRow], List[Path]]:
-    """The images of ``root/split/<person>/``, and the other files found there (not images by their suffix)."""
+def _person_images(folder: Path, split: str) -> Tuple[List[ListingRow], List[Path], List[str]]:
+    """The images of ``folder/<person>/`` as rows of ``split``, the other files found there (not images by their
+    suffix), and the names of images lying in ``folder`` itself, outside any person's folder."""
     rows, others = [], []
-    folder = root / split
     for person_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         for path in sorted(p for p in person_dir.rglob('*') if p.is_file()):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -241,6 +241,13 @@ def _split_images(root: Path, split: str) -> Tuple[List[ListingRow], List[Path]]
             cam = _camera(path, person_dir, split)
             rows.append(ListingRow(str(path), person_dir.name, -1 if cam is None else cam, split, str(path)))
     loose = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return rows, others, loose
+
+
+def _split_images(root: Path, split: str) -> Tuple[List[ListingRow], List[Path]]:
+    """The images of ``root/split/<person>/``, and the other files found there (not images by their suffix)."""
+    folder = root / split
+    rows, others, loose = _person_images(folder, split)
     if loose:
         raise ListingError(f'{folder / loose[0]}: an image directly in {split}/ has no person; put it in '
                            f'{split}/<person>/ ({len(loose)} such images). Expected layout:\n{FOLDER_LAYOUT}')
@@ -293,15 +300,7 @@ def split_people(root: Union[str, os.PathLike], test_fraction: float = 0.5,
                            'between 0 and 1 (exclusive)')
     if not root.is_dir():
         raise ListingError(f'{root}: no such folder')
-    rows, others = [], []
-    for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(p for p in person_dir.rglob('*') if p.is_file()):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                others.append(path)
-                continue
-            cam = _camera(path, person_dir, 'train')
-            rows.append(ListingRow(str(path), person_dir.name, -1 if cam is None else cam, 'train', str(path)))
-    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    rows, others, loose = _person_images(root, 'train')
     if loose:
         raise ListingError(f'{root / loose[0]}: an image directly in the folder has no person; put it in '
                            f'<person>/ ({len(loose)} such images)')
